@@ -1,0 +1,5 @@
+//! `fedotp-core`: the parts of FedOTP that run anywhere, down to a microcontroller.
+//!
+//! `#![no_std]`, no allocator, `f32` throughout: every function works on slices the caller owns.
+#![no_std]
+#![deny(missing_docs)]

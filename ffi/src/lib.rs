@@ -1,0 +1,1 @@
+//! libfedotp: the C ABI of fedotp.

@@ -1,0 +1,1 @@
+//! `fedotp`: CLIP, compute backends, datasets and the federated loop of FedOTP.
