@@ -1,0 +1,219 @@
+//! The FedOTP OT head: class logits from patch features and prompt features.
+//!
+//! For image `b` and class `c`, the `M` patch features of the image and the `N` prompt features
+//! of the class are L2-normalised, their cosine similarities `S` (M × N) form one transport
+//! problem, and the logit is the similarity the plan transports:
+//!
+//! ```text
+//! logit[b, c] = scale · Σ_{m,n} T[m, n] · S[m, n]
+//! ```
+//!
+//! The plan is held constant in training (as in the paper), so `∂logit[b,c]/∂S[m,n] =
+//! scale · T[m,n]`: pass `plans` to [`forward`] to keep them for the backward pass.
+//!
+//! ```
+//! use fedotp_core::head::{self, HeadShape};
+//! use fedotp_core::ot::OtParams;
+//!
+//! // One image with 3 patches, 2 prompts per class, 2 classes, features of dimension 2.
+//! let shape = HeadShape { images: 1, patches: 3, dim: 2, prompts: 2, classes: 2 };
+//! let patches = [1.0, 0.0, 0.9, 0.1, 0.0, 1.0];
+//! // prompts × classes × dim: class 0 points along x, class 1 along y.
+//! let prompts = [1.0, 0.1, 0.1, 1.0, 1.0, -0.1, -0.1, 1.0];
+//! let mut work = vec![0.0; head::workspace_len(&shape).unwrap()];
+//! let mut logits = [0.0; 2];
+//! head::forward(&patches, &prompts, &shape, &OtParams::FEDOTP, 100.0, &mut work, &mut logits, None)
+//!     .unwrap();
+//! // Two of the three patches point along x: class 0 wins.
+//! assert!(logits[0] > logits[1]);
+//! ```
+
+use crate::ot::{self, solver::solve_checked, BatchReport, OtError, OtParams, Similarity};
+use crate::vector::dot;
+
+/// Dimensions of an OT-head evaluation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeadShape {
+    /// Images, B.
+    pub images: usize,
+    /// Patch features per image, M.
+    pub patches: usize,
+    /// Feature dimension, D.
+    pub dim: usize,
+    /// Prompts per class, N.
+    pub prompts: usize,
+    /// Classes, C.
+    pub classes: usize,
+}
+
+impl HeadShape {
+    fn checked(&self) -> Result<Sizes, OtError> {
+        for (name, value) in [
+            ("images", self.images),
+            ("patches", self.patches),
+            ("dim", self.dim),
+            ("prompts", self.prompts),
+            ("classes", self.classes),
+        ] {
+            if value == 0 {
+                return Err(OtError::EmptyDimension { name });
+            }
+        }
+        let mul = |a: usize, b: usize| a.checked_mul(b).ok_or(OtError::SizeOverflow);
+        let patch_vectors = mul(self.images, self.patches)?;
+        let prompt_vectors = mul(self.prompts, self.classes)?;
+        let problem = mul(self.patches, self.prompts)?;
+        let logits = mul(self.images, self.classes)?;
+        Ok(Sizes {
+            patch_vectors,
+            prompt_vectors,
+            problem,
+            logits,
+            patch_values: mul(patch_vectors, self.dim)?,
+            prompt_values: mul(prompt_vectors, self.dim)?,
+            plans: mul(logits, problem)?,
+            workspace: patch_vectors
+                .checked_add(prompt_vectors)
+                .and_then(|x| x.checked_add(problem))
+                .and_then(|x| x.checked_add(problem))
+                .and_then(|x| x.checked_add(ot::workspace_len(self.patches, self.prompts)))
+                .ok_or(OtError::SizeOverflow)?,
+        })
+    }
+}
+
+/// Buffer lengths implied by a [`HeadShape`], all overflow-checked.
+struct Sizes {
+    patch_vectors: usize,
+    prompt_vectors: usize,
+    problem: usize,
+    logits: usize,
+    patch_values: usize,
+    prompt_values: usize,
+    plans: usize,
+    workspace: usize,
+}
+
+/// Floats of workspace [`forward`] needs: inverse norms of every feature vector, one problem's
+/// similarity matrix and plan, and the solver's workspace.
+pub fn workspace_len(shape: &HeadShape) -> Result<usize, OtError> {
+    Ok(shape.checked()?.workspace)
+}
+
+/// Evaluates the OT head.
+///
+/// - `patches`: `images × patches × dim` features (need not be normalised);
+/// - `prompts`: `prompts × classes × dim` features (need not be normalised);
+/// - `scale`: the logit scale (CLIP's `logit_scale.exp()`, about 100);
+/// - `logits`: `images × classes` output;
+/// - `plans`: optional `images × classes × patches × prompts` output, each problem's plan.
+///
+/// Problems are solved independently (see [`ot::solve_batch`]). On error nothing is written.
+#[allow(clippy::too_many_arguments)]
+pub fn forward(
+    patches: &[f32],
+    prompts: &[f32],
+    shape: &HeadShape,
+    params: &OtParams,
+    scale: f32,
+    workspace: &mut [f32],
+    logits: &mut [f32],
+    mut plans: Option<&mut [f32]>,
+) -> Result<BatchReport, OtError> {
+    params.validate()?;
+    if !scale.is_finite() {
+        return Err(OtError::InvalidScale(scale));
+    }
+    let sizes = shape.checked()?;
+    check_len("patches", patches.len(), sizes.patch_values)?;
+    check_len("prompts", prompts.len(), sizes.prompt_values)?;
+    check_len("logits", logits.len(), sizes.logits)?;
+    if let Some(plans) = plans.as_deref() {
+        check_len("plans", plans.len(), sizes.plans)?;
+    }
+    if workspace.len() < sizes.workspace {
+        return Err(OtError::BufferLength {
+            name: "workspace",
+            expected: sizes.workspace,
+            found: workspace.len(),
+        });
+    }
+
+    let (patch_inv_norms, rest) = workspace.split_at_mut(sizes.patch_vectors);
+    let (prompt_inv_norms, rest) = rest.split_at_mut(sizes.prompt_vectors);
+    let (sim, rest) = rest.split_at_mut(sizes.problem);
+    let (plan, ot_workspace) = rest.split_at_mut(sizes.problem);
+    inverse_norms("patches", patches, shape.dim, patch_inv_norms)?;
+    inverse_norms("prompts", prompts, shape.dim, prompt_inv_norms)?;
+
+    let (m, n, d, classes) = (shape.patches, shape.prompts, shape.dim, shape.classes);
+    let mut report = BatchReport::default();
+    for (problem, logit) in logits.iter_mut().enumerate() {
+        let (b, c) = (problem / classes, problem % classes);
+        for (i, row) in sim.chunks_exact_mut(n).enumerate() {
+            let f = b * m + i;
+            let patch = &patches[f * d..(f + 1) * d];
+            for (j, s) in row.iter_mut().enumerate() {
+                let g = j * classes + c;
+                let prompt = &prompts[g * d..(g + 1) * d];
+                *s = dot(patch, prompt) * patch_inv_norms[f] * prompt_inv_norms[g];
+            }
+        }
+        let sim = Similarity::new(sim, m, n)?;
+        let plan_out = match plans.as_deref_mut() {
+            Some(plans) => &mut plans[problem * m * n..(problem + 1) * m * n],
+            None => &mut plan[..],
+        };
+        report.record(solve_checked(sim, params, ot_workspace, plan_out));
+        *logit = scale * transported_similarity(&sim, plan_out);
+    }
+    Ok(report)
+}
+
+/// `Σ T∘S` over one problem: the similarity the plan transports.
+pub fn transported_similarity(sim: &Similarity<'_>, plan: &[f32]) -> f32 {
+    let n = sim.cols();
+    plan.chunks_exact(n)
+        .enumerate()
+        .map(|(i, row)| {
+            row.iter()
+                .enumerate()
+                .map(|(j, t)| t * sim.get(i, j))
+                .sum::<f32>()
+        })
+        .sum()
+}
+
+fn check_len(name: &'static str, found: usize, expected: usize) -> Result<(), OtError> {
+    if found == expected {
+        Ok(())
+    } else {
+        Err(OtError::BufferLength {
+            name,
+            expected,
+            found,
+        })
+    }
+}
+
+/// `1/‖x‖` for every `dim`-long vector of `values`, refusing non-finite values and zero vectors.
+fn inverse_norms(
+    name: &'static str,
+    values: &[f32],
+    dim: usize,
+    out: &mut [f32],
+) -> Result<(), OtError> {
+    if let Some(index) = values.iter().position(|x| !x.is_finite()) {
+        return Err(OtError::NonFinite { name, index });
+    }
+    for (index, (vector, inv)) in values.chunks_exact(dim).zip(out.iter_mut()).enumerate() {
+        // Scale by the largest magnitude first so the squares neither overflow nor underflow.
+        let largest = vector.iter().fold(0.0f32, |acc, x| acc.max(x.abs()));
+        if largest == 0.0 {
+            return Err(OtError::ZeroNorm { name, index });
+        }
+        let sum: f32 = vector.iter().map(|x| (x / largest) * (x / largest)).sum();
+        *inv = 1.0 / (largest * libm::sqrtf(sum));
+    }
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! The independent problems of a batch: one per (image, class) pair.
+
+use super::similarity::checked_area;
+use super::solver::{solve_checked, workspace_len};
+use super::{OtError, OtParams, OtReport, Similarity};
+
+/// Shape of a batch of problems, one per (image, class) pair, each `patches × prompts`.
+///
+/// The similarity tensor is `images × patches × prompts × classes` (row-major) — what one matrix
+/// product of all patch features with all prompt features (`prompts × classes × dim`) gives. The
+/// plans come out `images × classes × patches × prompts`: each problem's plan contiguous.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchLayout {
+    /// Images, B.
+    pub images: usize,
+    /// Patches per image, M.
+    pub patches: usize,
+    /// Prompts per class, N.
+    pub prompts: usize,
+    /// Classes, C.
+    pub classes: usize,
+}
+
+impl BatchLayout {
+    /// Number of problems, `B·C`.
+    pub fn problems(&self) -> Result<usize, OtError> {
+        if self.images == 0 {
+            return Err(OtError::EmptyDimension { name: "images" });
+        }
+        if self.classes == 0 {
+            return Err(OtError::EmptyDimension { name: "classes" });
+        }
+        self.images
+            .checked_mul(self.classes)
+            .ok_or(OtError::SizeOverflow)
+    }
+
+    /// Elements of the similarity tensor and of the plans, `B·M·N·C`.
+    pub fn elements(&self) -> Result<usize, OtError> {
+        checked_area(self.patches, self.prompts)?
+            .checked_mul(self.problems()?)
+            .ok_or(OtError::SizeOverflow)
+    }
+
+    /// Problem `(b, c)`'s similarity matrix inside the batch's similarity tensor.
+    fn problem<'a>(&self, sim: &'a [f32], b: usize, c: usize) -> Result<Similarity<'a>, OtError> {
+        let (m, n, classes) = (self.patches, self.prompts, self.classes);
+        let start = (b * m * n * classes + c).min(sim.len());
+        Similarity::strided(&sim[start..], m, n, n * classes, classes)
+    }
+}
+
+/// What a batch solve did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    /// Problems solved.
+    pub problems: usize,
+    /// How many met the tolerance.
+    pub converged: usize,
+    /// Iterations of the slowest problem.
+    pub max_iterations: u32,
+    /// Iterations summed over problems.
+    pub total_iterations: u64,
+}
+
+impl BatchReport {
+    /// Adds one problem's report.
+    pub fn record(&mut self, report: OtReport) {
+        self.problems += 1;
+        self.converged += usize::from(report.converged);
+        self.max_iterations = self.max_iterations.max(report.iterations);
+        self.total_iterations += u64::from(report.iterations);
+    }
+
+    /// Folds another report into this one (for batches solved in pieces).
+    pub fn merge(&mut self, other: BatchReport) {
+        self.problems += other.problems;
+        self.converged += other.converged;
+        self.max_iterations = self.max_iterations.max(other.max_iterations);
+        self.total_iterations += other.total_iterations;
+    }
+}
+
+/// Solves every (image, class) problem of a batch, each on its own: a problem's stopping and
+/// plan never depend on the others (the released code stops all problems on the batch's mean
+/// change; we do not).
+///
+/// `workspace` needs [`workspace_len`]`(M, N)` floats, reused by every problem. When `reports`
+/// is given (one per problem, image-major), each problem's report is written there too. On
+/// error nothing is written.
+pub fn solve_batch(
+    sim: &[f32],
+    layout: BatchLayout,
+    params: &OtParams,
+    workspace: &mut [f32],
+    plans: &mut [f32],
+    mut reports: Option<&mut [OtReport]>,
+) -> Result<BatchReport, OtError> {
+    params.validate()?;
+    let len = layout.elements()?;
+    let problems = layout.problems()?;
+    for (name, found) in [("similarity", sim.len()), ("plans", plans.len())] {
+        if found != len {
+            return Err(OtError::BufferLength {
+                name,
+                expected: len,
+                found,
+            });
+        }
+    }
+    let needed = workspace_len(layout.patches, layout.prompts);
+    if workspace.len() < needed {
+        return Err(OtError::BufferLength {
+            name: "workspace",
+            expected: needed,
+            found: workspace.len(),
+        });
+    }
+    if let Some(found) = reports.as_ref().map(|r| r.len()) {
+        if found != problems {
+            return Err(OtError::BufferLength {
+                name: "reports",
+                expected: problems,
+                found,
+            });
+        }
+    }
+    if let Some(index) = sim.iter().position(|x| !x.is_finite()) {
+        return Err(OtError::NonFinite {
+            name: "similarity",
+            index,
+        });
+    }
+
+    let plan_len = layout.patches * layout.prompts;
+    let mut summary = BatchReport::default();
+    for (problem, plan) in plans.chunks_exact_mut(plan_len).enumerate() {
+        let (b, c) = (problem / layout.classes, problem % layout.classes);
+        // Cannot fail: the layout was checked against the similarity tensor's length above.
+        let sim = layout.problem(sim, b, c)?;
+        let report = solve_checked(sim, params, workspace, plan);
+        if let Some(reports) = reports.as_deref_mut() {
+            reports[problem] = report;
+        }
+        summary.record(report);
+    }
+    Ok(summary)
+}

@@ -1,0 +1,80 @@
+//! Everything a solve or the OT head can refuse.
+
+use core::fmt;
+
+/// Why an optimal-transport solve or an OT-head evaluation was refused.
+///
+/// Nothing is written to the caller's outputs when one of these is returned.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum OtError {
+    /// `eps` must be finite and `> 0`.
+    InvalidEps(f32),
+    /// `gamma` must lie in `(0, 1]`.
+    InvalidGamma(f32),
+    /// `max_iter` must be at least 1.
+    InvalidMaxIter,
+    /// `tol` must be finite and `≥ 0`.
+    InvalidTol(f32),
+    /// The logit scale must be finite.
+    InvalidScale(f32),
+    /// A dimension is zero.
+    EmptyDimension {
+        /// Which dimension (`"patches"`, `"prompts"`, `"batch"`, ...).
+        name: &'static str,
+    },
+    /// A product of dimensions does not fit in `usize`.
+    SizeOverflow,
+    /// A buffer has the wrong number of elements.
+    BufferLength {
+        /// Which buffer (`"similarity"`, `"plan"`, `"workspace"`, ...).
+        name: &'static str,
+        /// Elements it must hold.
+        expected: usize,
+        /// Elements it holds.
+        found: usize,
+    },
+    /// An input value is NaN or infinite.
+    NonFinite {
+        /// Which input (`"similarity"`, `"patches"`, `"prompts"`).
+        name: &'static str,
+        /// Flat index of the first offending element.
+        index: usize,
+    },
+    /// A feature vector has zero length and cannot be normalised.
+    ZeroNorm {
+        /// Which input (`"patches"` or `"prompts"`).
+        name: &'static str,
+        /// Index of the feature vector.
+        index: usize,
+    },
+}
+
+impl fmt::Display for OtError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            OtError::InvalidEps(eps) => write!(f, "eps must be finite and > 0, got {eps}"),
+            OtError::InvalidGamma(g) => write!(f, "gamma must lie in (0, 1], got {g}"),
+            OtError::InvalidMaxIter => write!(f, "max_iter must be at least 1"),
+            OtError::InvalidTol(tol) => write!(f, "tol must be finite and >= 0, got {tol}"),
+            OtError::InvalidScale(s) => write!(f, "logit scale must be finite, got {s}"),
+            OtError::EmptyDimension { name } => write!(f, "dimension `{name}` is zero"),
+            OtError::SizeOverflow => write!(f, "the problem's dimensions overflow usize"),
+            OtError::BufferLength {
+                name,
+                expected,
+                found,
+            } => write!(
+                f,
+                "buffer `{name}` must hold {expected} elements, it holds {found}"
+            ),
+            OtError::NonFinite { name, index } => {
+                write!(f, "`{name}` holds a non-finite value at index {index}")
+            }
+            OtError::ZeroNorm { name, index } => {
+                write!(f, "feature vector {index} of `{name}` has zero length")
+            }
+        }
+    }
+}
+
+impl core::error::Error for OtError {}

@@ -1,0 +1,103 @@
+//! A read-only view of one M × N similarity matrix inside a larger buffer.
+
+use super::OtError;
+
+/// One problem's similarity matrix: `rows` patches × `cols` prompts, read with strides so a
+/// problem can be solved where it lies inside a batch's similarity tensor, without a copy.
+#[derive(Clone, Copy, Debug)]
+pub struct Similarity<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> Similarity<'a> {
+    /// A contiguous row-major `rows × cols` matrix; `data` must hold exactly `rows·cols` values.
+    pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Result<Self, OtError> {
+        let len = checked_area(rows, cols)?;
+        if data.len() != len {
+            return Err(OtError::BufferLength {
+                name: "similarity",
+                expected: len,
+                found: data.len(),
+            });
+        }
+        Ok(Similarity {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        })
+    }
+
+    /// Element `(i, j)` at `data[i·row_stride + j·col_stride]`; every element must lie in `data`.
+    pub fn strided(
+        data: &'a [f32],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> Result<Self, OtError> {
+        checked_area(rows, cols)?;
+        let last = (rows - 1)
+            .checked_mul(row_stride)
+            .and_then(|r| {
+                (cols - 1)
+                    .checked_mul(col_stride)
+                    .and_then(|c| r.checked_add(c))
+            })
+            .ok_or(OtError::SizeOverflow)?;
+        if last >= data.len() {
+            return Err(OtError::BufferLength {
+                name: "similarity",
+                expected: last + 1,
+                found: data.len(),
+            });
+        }
+        Ok(Similarity {
+            data,
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+        })
+    }
+
+    /// Number of patches, M.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of prompts, N.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Similarity of patch `i` and prompt `j`.
+    #[inline]
+    pub fn get(&self, i: usize, j: usize) -> f32 {
+        self.data[i * self.row_stride + j * self.col_stride]
+    }
+
+    /// The first non-finite element, as a row-major index `i·cols + j`.
+    pub(crate) fn first_non_finite(&self) -> Option<usize> {
+        (0..self.rows)
+            .flat_map(|i| (0..self.cols).map(move |j| (i, j)))
+            .find(|&(i, j)| !self.get(i, j).is_finite())
+            .map(|(i, j)| i * self.cols + j)
+    }
+}
+
+/// `rows · cols`, refusing zero dimensions and overflow.
+pub(crate) fn checked_area(rows: usize, cols: usize) -> Result<usize, OtError> {
+    if rows == 0 {
+        return Err(OtError::EmptyDimension { name: "patches" });
+    }
+    if cols == 0 {
+        return Err(OtError::EmptyDimension { name: "prompts" });
+    }
+    rows.checked_mul(cols).ok_or(OtError::SizeOverflow)
+}

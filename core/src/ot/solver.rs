@@ -1,0 +1,263 @@
+//! The scaling iterations on one problem, stabilised so they stay exact in `f32`.
+//!
+//! ## The iteration
+//!
+//! The paper's solver keeps two scaling vectors and alternates (`a = 1/M`, `b = gamma/N`):
+//!
+//! ```text
+//! u = min(a / (K v), 1)        the clamp is the relaxed patch-side constraint T 1 ≤ a
+//! v = b / (Kᵀ u)               the prompt-side constraint Tᵀ 1 = b holds after every step
+//! T = diag(u) K diag(v),       K = exp(−(1 − S) / eps)
+//! ```
+//!
+//! and the balanced (Sinkhorn) ablation drops the clamp. It stops when the mean relative change
+//! of `v` falls below `tol`, or after `max_iter` iterations.
+//!
+//! ## Why not the textbook kernel
+//!
+//! CLIP's cosines sit around 0.1–0.3, so at eps = 0.01 the kernel `exp(−(1 − S)/eps)` is about
+//! `e⁻⁸⁰`, at the edge of `f32`'s range, and across costs in [0, 2] at eps = 0.005 it spans
+//! `e⁻⁴⁰⁰`: the plain iteration divides zero by zero. We keep the kernel shifted by two dual
+//! potentials, `p` (per patch) and `q` (per prompt):
+//!
+//! ```text
+//! K̃[i,j] = exp((S[i,j] − p[i] − q[j]) / eps),     T = diag(u) K̃ diag(v)
+//! ```
+//!
+//! which represents the same plan for any `p`, `q` — the true patch potential is
+//! `f = eps·ln u − p`, so the clamp `f ≤ 0` becomes `u ≤ exp(p/eps)`. We start with `q[j]` the
+//! largest similarity of prompt `j` (every column of `K̃` has an entry 1) and, when the patch side
+//! is an equality, `p[i]` such that every row has one too. Whenever `u` or `v` leave
+//! `[1/ABSORB, ABSORB]`, they are absorbed into `p` and `q` and `K̃` is recomputed from `S`
+//! ("absorption", as in Schmitzer's stabilised scaling). Each iteration stays two passes of
+//! multiply-adds over `K̃` and one division per patch; only an absorption evaluates
+//! exponentials. The cost shift `1 − S` never appears: a constant added to the cost is absorbed
+//! by `q`, so we work with `S` itself and lose no precision to the subtraction.
+
+use super::{OtError, OtParams, OtReport, Similarity};
+use crate::vector::{axpy, dot};
+
+/// Scalings are absorbed into the potentials once they leave `[1/ABSORB, ABSORB]`: far enough
+/// that absorptions are rare, near enough that `K̃` keeps every significant entry in range.
+const ABSORB: f32 = 1e4;
+
+/// Ceiling on the patch-side bound `exp(p/eps)`: a patch whose bound overflows is unconstrained
+/// in practice, and a finite ceiling keeps `0 · bound` from turning into NaN.
+const BOUND_CEILING: f32 = 1e30;
+
+/// Floats of workspace [`solve`] needs for an `m × n` problem: the shifted kernel (`m·n`), the
+/// patch scaling, potential and bound (`3m`), the prompt scaling and potential (`2n`).
+///
+/// Saturates instead of overflowing, so an impossible size fails the workspace length check.
+pub const fn workspace_len(m: usize, n: usize) -> usize {
+    m.saturating_mul(n)
+        .saturating_add(m.saturating_mul(3))
+        .saturating_add(n.saturating_mul(2))
+}
+
+/// Solves one problem into `plan` (`m × n`, row-major), using `workspace` (at least
+/// [`workspace_len`]`(m, n)` floats, contents ignored).
+///
+/// On error nothing is written to `plan`.
+pub fn solve(
+    sim: Similarity<'_>,
+    params: &OtParams,
+    workspace: &mut [f32],
+    plan: &mut [f32],
+) -> Result<OtReport, OtError> {
+    params.validate()?;
+    let (m, n) = (sim.rows(), sim.cols());
+    let needed = workspace_len(m, n);
+    if workspace.len() < needed {
+        return Err(OtError::BufferLength {
+            name: "workspace",
+            expected: needed,
+            found: workspace.len(),
+        });
+    }
+    if plan.len() != m * n {
+        return Err(OtError::BufferLength {
+            name: "plan",
+            expected: m * n,
+            found: plan.len(),
+        });
+    }
+    if let Some(index) = sim.first_non_finite() {
+        return Err(OtError::NonFinite {
+            name: "similarity",
+            index,
+        });
+    }
+    Ok(solve_checked(sim, params, workspace, plan))
+}
+
+/// [`solve`] once the parameters, the buffers' lengths and the similarities are known good.
+pub(crate) fn solve_checked(
+    sim: Similarity<'_>,
+    params: &OtParams,
+    workspace: &mut [f32],
+    plan: &mut [f32],
+) -> OtReport {
+    let mut state = State::new(workspace, sim.rows(), sim.cols());
+    let report = state.iterate(&sim, params);
+    state.write_plan(plan);
+    report
+}
+
+/// The solver's buffers, carved out of the caller's workspace.
+struct State<'w> {
+    m: usize,
+    n: usize,
+    /// `K̃`, column-major (prompt `j`'s column at `j·m..(j+1)·m`) so both passes are unit-stride.
+    kernel: &'w mut [f32],
+    /// Patch scaling `u` (holds `K̃ v` for a moment inside each iteration).
+    u: &'w mut [f32],
+    /// Patch-side bound on `u`, `exp(p/eps)` (unbalanced mode only).
+    bound: &'w mut [f32],
+    /// Patch potential `p`.
+    p: &'w mut [f32],
+    /// Prompt scaling `v`.
+    v: &'w mut [f32],
+    /// Prompt potential `q`.
+    q: &'w mut [f32],
+}
+
+impl<'w> State<'w> {
+    fn new(workspace: &'w mut [f32], m: usize, n: usize) -> Self {
+        let (kernel, rest) = workspace.split_at_mut(m * n);
+        let (u, rest) = rest.split_at_mut(m);
+        let (bound, rest) = rest.split_at_mut(m);
+        let (p, rest) = rest.split_at_mut(m);
+        let (v, rest) = rest.split_at_mut(n);
+        let (q, _) = rest.split_at_mut(n);
+        State {
+            m,
+            n,
+            kernel,
+            u,
+            bound,
+            p,
+            v,
+            q,
+        }
+    }
+
+    fn iterate(&mut self, sim: &Similarity<'_>, params: &OtParams) -> OtReport {
+        let saturated = params.rows_saturated();
+        let a = 1.0 / self.m as f32;
+        let b = params.prompt_mass(self.n);
+        self.init_potentials(sim, saturated);
+        self.v.fill(1.0);
+        self.u.fill(1.0);
+        self.rebuild_kernel(sim, params.eps, saturated);
+
+        for iteration in 1..=params.max_iter {
+            self.update_u(a, saturated);
+            let change = self.update_v(b);
+            if change < params.tol || change == 0.0 {
+                return OtReport {
+                    iterations: iteration,
+                    converged: true,
+                };
+            }
+            if self.scalings_out_of_range() {
+                self.absorb(sim, params.eps, saturated);
+            }
+        }
+        OtReport {
+            iterations: params.max_iter,
+            converged: false,
+        }
+    }
+
+    /// `q[j] = max_i S[i,j]`; `p[i] = max_j (S[i,j] − q[j])` when rows are saturated, else 0
+    /// (so the initial bound is `u ≤ 1`, the paper's clamp).
+    fn init_potentials(&mut self, sim: &Similarity<'_>, saturated: bool) {
+        for (j, q) in self.q.iter_mut().enumerate() {
+            *q = (0..self.m)
+                .map(|i| sim.get(i, j))
+                .fold(f32::NEG_INFINITY, f32::max);
+        }
+        for (i, p) in self.p.iter_mut().enumerate() {
+            *p = if saturated {
+                (0..self.n)
+                    .map(|j| sim.get(i, j) - self.q[j])
+                    .fold(f32::NEG_INFINITY, f32::max)
+            } else {
+                0.0
+            };
+        }
+    }
+
+    /// Recomputes `K̃` (and the bound on `u`) from `S` and the potentials.
+    fn rebuild_kernel(&mut self, sim: &Similarity<'_>, eps: f32, saturated: bool) {
+        let inv_eps = 1.0 / eps;
+        for (j, column) in self.kernel.chunks_exact_mut(self.m).enumerate() {
+            let q = self.q[j];
+            for (i, k) in column.iter_mut().enumerate() {
+                *k = libm::expf((sim.get(i, j) - self.p[i] - q) * inv_eps);
+            }
+        }
+        if !saturated {
+            for (bound, &p) in self.bound.iter_mut().zip(self.p.iter()) {
+                *bound = libm::expf(p * inv_eps).min(BOUND_CEILING);
+            }
+        }
+    }
+
+    /// `u = a / (K̃ v)`, clamped to the bound unless rows are saturated.
+    fn update_u(&mut self, a: f32, saturated: bool) {
+        self.u.fill(0.0);
+        for (column, &v) in self.kernel.chunks_exact(self.m).zip(self.v.iter()) {
+            axpy(v, column, self.u);
+        }
+        if saturated {
+            for u in self.u.iter_mut() {
+                *u = a / *u;
+            }
+        } else {
+            for (u, &bound) in self.u.iter_mut().zip(self.bound.iter()) {
+                *u = (a / *u).min(bound);
+            }
+        }
+    }
+
+    /// `v = b / (K̃ᵀ u)`; returns the mean relative change of `v`.
+    fn update_v(&mut self, b: f32) -> f32 {
+        let mut change = 0.0;
+        for (column, v) in self.kernel.chunks_exact(self.m).zip(self.v.iter_mut()) {
+            let updated = b / dot(column, self.u);
+            change += ((updated - *v) / *v).abs();
+            *v = updated;
+        }
+        change / self.n as f32
+    }
+
+    fn scalings_out_of_range(&self) -> bool {
+        let outside = |x: &f32| !(*x >= 1.0 / ABSORB && *x <= ABSORB);
+        self.u.iter().any(outside) || self.v.iter().any(outside)
+    }
+
+    /// Moves the scalings into the potentials (`p −= eps·ln u`, `q −= eps·ln v`), resets them to
+    /// 1 and rebuilds the kernel: the plan is unchanged, its representation re-centred.
+    fn absorb(&mut self, sim: &Similarity<'_>, eps: f32, saturated: bool) {
+        for (p, u) in self.p.iter_mut().zip(self.u.iter_mut()) {
+            *p -= eps * libm::logf(*u);
+            *u = 1.0;
+        }
+        for (q, v) in self.q.iter_mut().zip(self.v.iter_mut()) {
+            *q -= eps * libm::logf(*v);
+            *v = 1.0;
+        }
+        self.rebuild_kernel(sim, eps, saturated);
+    }
+
+    /// `T[i,j] = u[i] · K̃[i,j] · v[j]`, row-major.
+    fn write_plan(&self, plan: &mut [f32]) {
+        for (i, row) in plan.chunks_exact_mut(self.n).enumerate() {
+            for (j, t) in row.iter_mut().enumerate() {
+                *t = self.u[i] * self.kernel[j * self.m + i] * self.v[j];
+            }
+        }
+    }
+}
