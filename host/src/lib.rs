@@ -1,1 +1,3 @@
 //! `fedotp`: CLIP, compute backends, datasets and the federated loop of FedOTP.
+
+pub mod data;
