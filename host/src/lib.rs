@@ -1,3 +1,4 @@
 //! `fedotp`: CLIP, compute backends, datasets and the federated loop of FedOTP.
 
 pub mod clip;
+pub mod data;
