@@ -2,3 +2,4 @@
 
 pub mod clip;
 pub mod data;
+pub mod fed;
