@@ -1,5 +1,6 @@
 //! `fedotp`: CLIP, compute backends, datasets and the federated loop of FedOTP.
 
 pub mod clip;
+pub mod config;
 pub mod data;
 pub mod fed;
