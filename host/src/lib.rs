@@ -4,3 +4,4 @@ pub mod clip;
 pub mod config;
 pub mod data;
 pub mod fed;
+pub mod run;
