@@ -1,7 +1,9 @@
 //! `fedotp`: CLIP, compute backends, datasets and the federated loop of FedOTP.
 
+pub mod cli;
 pub mod clip;
 pub mod config;
 pub mod data;
 pub mod fed;
+pub mod plot;
 pub mod run;
