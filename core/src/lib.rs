@@ -6,4 +6,3 @@
 
 pub mod head;
 pub mod ot;
-mod vector;
