@@ -3,3 +3,5 @@
 //! `#![no_std]`, no allocator, `f32` throughout: every function works on slices the caller owns.
 #![no_std]
 #![deny(missing_docs)]
+
+pub mod protocol;
