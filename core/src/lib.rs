@@ -6,3 +6,4 @@
 
 pub mod head;
 pub mod ot;
+pub mod protocol;
