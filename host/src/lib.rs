@@ -1,1 +1,4 @@
 //! `fedotp`: CLIP, compute backends, datasets and the federated loop of FedOTP.
+
+pub mod backend;
+pub mod clip;
