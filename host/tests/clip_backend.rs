@@ -142,7 +142,10 @@ fn patches_are_flattened_like_a_conv_weight() {
     // image offset 3·36 (image 1) + 2·36 (channel 2) + (3 + 1)·6 (row) + 2 (column).
     let (image, patch, channel, y, x) = (1, 2, 2, 1, 2);
     let want = (image * 3 * 36 + channel * 36 + (3 + y) * 6 + x) as f32;
-    assert_eq!(out[(image * 4 + patch) * 27 + (channel * 3 + y) * 3 + x], want);
+    assert_eq!(
+        out[(image * 4 + patch) * 27 + (channel * 3 + y) * 3 + x],
+        want
+    );
 }
 
 #[test]

@@ -147,6 +147,59 @@ unsafe fn gemm_f32(
     )
 }
 
+/// Which product of a linear layer's weight `W` (`out × in`) [`times_weight`] forms.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// `dst (rows × out) += src (rows × in) · Wᵀ`, onto the bias already in `dst` if any.
+    Forward,
+    /// `dst (rows × in) = src (rows × out) · W`.
+    InputGradient,
+}
+
+/// One multi-threaded GEMM between `rows` rows of `src` and a linear layer's weight; the
+/// caller has checked `dst` and `src` against the dimensions.
+fn times_weight(
+    op: &'static str,
+    dst: &mut [f32],
+    src: &[f32],
+    layer: &Linear<Vec<f32>>,
+    rows: usize,
+    direction: Direction,
+) -> BackendResult<()> {
+    let (n_in, n_out) = (layer.in_features, layer.out_features);
+    check(op, "weight", &layer.weight, n_out * n_in)?;
+    let (src_cols, dst_cols, weight) = match direction {
+        // Wᵀ: element (i, o) is W[o, i].
+        Direction::Forward => (n_in, n_out, (1, n_in as isize)),
+        Direction::InputGradient => (n_out, n_in, (n_in as isize, 1)),
+    };
+    // SAFETY: the callers' checks and the one above bound every access; `dst` is exclusively
+    // borrowed and distinct from `src` and the weight.
+    unsafe {
+        gemm_f32(
+            MatMut {
+                ptr: dst.as_mut_ptr(),
+                rs: dst_cols as isize,
+            },
+            MatRef {
+                ptr: src.as_ptr(),
+                rs: src_cols as isize,
+                cs: 1,
+            },
+            MatRef {
+                ptr: layer.weight.as_ptr(),
+                rs: weight.0,
+                cs: weight.1,
+            },
+            (rows, dst_cols, src_cols),
+            1.0,
+            direction == Direction::Forward && layer.bias.is_some(),
+            Parallelism::Rayon(0),
+        );
+    }
+    Ok(())
+}
+
 /// A raw pointer that rayon tasks may share because each task writes a disjoint region.
 #[derive(Clone, Copy)]
 struct SharedMut(*mut f32);
@@ -476,41 +529,16 @@ impl Backend for Cpu {
         rows: usize,
     ) -> BackendResult<()> {
         const OP: &str = "linear";
-        let (n_in, n_out) = (layer.in_features, layer.out_features);
+        let n_out = layer.out_features;
         check(OP, "out", out, rows * n_out)?;
-        check(OP, "inp", inp, rows * n_in)?;
-        check(OP, "weight", &layer.weight, n_out * n_in)?;
+        check(OP, "inp", inp, rows * layer.in_features)?;
         if let Some(bias) = &layer.bias {
             check(OP, "bias", bias, n_out)?;
             out[..rows * n_out]
                 .par_chunks_mut(n_out)
                 .for_each(|row| row.copy_from_slice(&bias[..n_out]));
         }
-        // SAFETY: the checks above bound every access; `out` is exclusively borrowed.
-        unsafe {
-            gemm_f32(
-                MatMut {
-                    ptr: out.as_mut_ptr(),
-                    rs: n_out as isize,
-                },
-                MatRef {
-                    ptr: inp.as_ptr(),
-                    rs: n_in as isize,
-                    cs: 1,
-                },
-                // Wᵀ: element (i, o) is W[o, i].
-                MatRef {
-                    ptr: layer.weight.as_ptr(),
-                    rs: 1,
-                    cs: n_in as isize,
-                },
-                (rows, n_out, n_in),
-                1.0,
-                layer.bias.is_some(),
-                Parallelism::Rayon(0),
-            );
-        }
-        Ok(())
+        times_weight(OP, out, inp, layer, rows, Direction::Forward)
     }
 
     fn linear_backward(
@@ -521,34 +549,9 @@ impl Backend for Cpu {
         rows: usize,
     ) -> BackendResult<()> {
         const OP: &str = "linear_backward";
-        let (n_in, n_out) = (layer.in_features, layer.out_features);
-        check(OP, "d_inp", d_inp, rows * n_in)?;
-        check(OP, "d_out", d_out, rows * n_out)?;
-        check(OP, "weight", &layer.weight, n_out * n_in)?;
-        // SAFETY: the checks above bound every access; `d_inp` is exclusively borrowed.
-        unsafe {
-            gemm_f32(
-                MatMut {
-                    ptr: d_inp.as_mut_ptr(),
-                    rs: n_in as isize,
-                },
-                MatRef {
-                    ptr: d_out.as_ptr(),
-                    rs: n_out as isize,
-                    cs: 1,
-                },
-                MatRef {
-                    ptr: layer.weight.as_ptr(),
-                    rs: n_in as isize,
-                    cs: 1,
-                },
-                (rows, n_in, n_out),
-                1.0,
-                false,
-                Parallelism::Rayon(0),
-            );
-        }
-        Ok(())
+        check(OP, "d_inp", d_inp, rows * layer.in_features)?;
+        check(OP, "d_out", d_out, rows * layer.out_features)?;
+        times_weight(OP, d_inp, d_out, layer, rows, Direction::InputGradient)
     }
 
     fn attention(

@@ -186,9 +186,7 @@ impl ClipConfig {
             ("text.heads", text.heads),
             ("text.mlp_width", text.mlp_width),
         ];
-        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return bad(format!("{name} must be positive"));
-        }
+        require_positive(&positive)?;
         if text.width % text.heads != 0 {
             return bad(format!(
                 "text.width {} is not divisible by text.heads {}",
@@ -204,9 +202,7 @@ impl ClipConfig {
                     ("vision.heads", vit.heads),
                     ("vision.mlp_width", vit.mlp_width),
                 ];
-                if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
-                    return bad(format!("{name} must be positive"));
-                }
+                require_positive(&positive)?;
                 if vit.width % vit.heads != 0 {
                     return bad(format!(
                         "vision.width {} is not divisible by vision.heads {}",
@@ -222,5 +218,13 @@ impl ClipConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// Fails naming the first dimension that is zero.
+fn require_positive(dims: &[(&str, usize)]) -> Result<(), ClipError> {
+    match dims.iter().find(|(_, v)| *v == 0) {
+        Some((name, _)) => Err(ClipError::InvalidConfig(format!("{name} must be positive"))),
+        None => Ok(()),
     }
 }

@@ -389,19 +389,15 @@ impl Layout {
         let text = TextWeights {
             token_embedding: file.read(names.token_embedding, &[t.vocab_size, t.width])?,
             position_embedding: file.read(names.text_position, &[t.context_length, t.width])?,
-            blocks: (0..t.layers)
-                .map(|i| {
-                    let prefix = format!("{}.{i}", names.text_blocks);
-                    read_block(
-                        file,
-                        &names.block,
-                        &prefix,
-                        t.width,
-                        t.mlp_width,
-                        t.layer_norm_eps,
-                    )
-                })
-                .collect::<Result<_, _>>()?,
+            blocks: read_blocks(
+                file,
+                &names.block,
+                names.text_blocks,
+                t.layers,
+                t.width,
+                t.mlp_width,
+                t.layer_norm_eps,
+            )?,
             ln_final: file.layer_norm(names.ln_final, t.width, t.layer_norm_eps)?,
             projection: projection(file, names.text_projection, t.width)?,
             config: t.clone(),
@@ -424,19 +420,15 @@ impl Layout {
                     class_embedding: file.read(names.class_embedding, &[v.width])?,
                     position_embedding: file.read(names.vision_position, &[v.tokens(), v.width])?,
                     ln_pre: file.layer_norm(names.ln_pre, v.width, v.layer_norm_eps)?,
-                    blocks: (0..v.layers)
-                        .map(|i| {
-                            let prefix = format!("{}.{i}", names.vision_blocks);
-                            read_block(
-                                file,
-                                &names.block,
-                                &prefix,
-                                v.width,
-                                v.mlp_width,
-                                v.layer_norm_eps,
-                            )
-                        })
-                        .collect::<Result<_, _>>()?,
+                    blocks: read_blocks(
+                        file,
+                        &names.block,
+                        names.vision_blocks,
+                        v.layers,
+                        v.width,
+                        v.mlp_width,
+                        v.layer_norm_eps,
+                    )?,
                     ln_post: file.layer_norm(names.ln_post, v.width, v.layer_norm_eps)?,
                     projection: projection(file, names.visual_projection, v.width)?,
                     config: v.clone(),
@@ -451,6 +443,21 @@ impl Layout {
             logit_scale,
         })
     }
+}
+
+/// Blocks `{prefix}.0` to `{prefix}.{layers - 1}`.
+fn read_blocks(
+    file: &mut TensorFile,
+    names: &BlockNames,
+    prefix: &str,
+    layers: usize,
+    width: usize,
+    mlp_width: usize,
+    eps: f32,
+) -> Result<Vec<ResidualBlock<Vec<f32>>>, ClipError> {
+    (0..layers)
+        .map(|i| read_block(file, names, &format!("{prefix}.{i}"), width, mlp_width, eps))
+        .collect()
 }
 
 fn read_block(
