@@ -5,9 +5,10 @@
 //!
 //! `cargo bench -p fedotp-benches --bench ot` prints the criterion estimates, then the table.
 
-use criterion::{black_box, Criterion};
+use criterion::Criterion;
 use fedotp_benches::{benchmarking, clip_like_similarities, median_time, run_python};
 use fedotp_core::ot::{self, BatchLayout, OtParams, Similarity};
+use std::hint::black_box;
 
 const M: usize = 196;
 const N: usize = 2;
