@@ -5,6 +5,8 @@
 //! 2. every OT reference case, solved in `f32` to convergence, against its float64 plan
 //!    ([`ot_reference`]);
 //! 3. the RAM and the instructions per iteration of the 196×2 unbalanced solve ([`ot_cost`]);
+//! 4. one round of the prompt-aggregation protocol against the host's encoding of it: client
+//!    updates and the next global prompt encoded, decoded and averaged ([`protocol_round`]);
 //!
 //! and exits with status 0 only if every check passed (a panic or a fault exits non-zero too).
 //! `run.sh` builds it and runs it under qemu.
@@ -15,6 +17,7 @@ mod exit;
 mod instructions;
 mod ot_cost;
 mod ot_reference;
+mod protocol_round;
 mod stack;
 mod tally;
 
@@ -26,6 +29,7 @@ use cortex_m::peripheral::{scb::FpuAccessMode, SCB};
 use cortex_m_rt::entry;
 use cortex_m_semihosting::hprintln;
 use fedotp_core::ot;
+use protocol_round::ProtocolBuffers;
 use tally::Tally;
 
 /// The largest OT problem the program solves: FedOTP's 196 patches × 2 prompts.
@@ -35,19 +39,22 @@ const LARGEST_WORKSPACE: usize = ot::workspace_len(196, 2);
 /// The OT solver's buffers, static so that their size shows in the memory map, not the stack.
 pub struct OtBuffers {
     /// Similarity matrix of the problem being solved.
-    pub sim: &'static mut [f32; LARGEST_PLAN],
+    pub sim: [f32; LARGEST_PLAN],
     /// The solver's workspace.
-    pub work: &'static mut [f32; LARGEST_WORKSPACE],
+    pub work: [f32; LARGEST_WORKSPACE],
     /// The transport plan.
-    pub plan: &'static mut [f32; LARGEST_PLAN],
+    pub plan: [f32; LARGEST_PLAN],
 }
 
 #[entry]
 fn main() -> ! {
     // cortex-m-rt turns each `static mut` of the entry function into a `&'static mut`.
-    static mut SIM: [f32; LARGEST_PLAN] = [0.0; LARGEST_PLAN];
-    static mut WORK: [f32; LARGEST_WORKSPACE] = [0.0; LARGEST_WORKSPACE];
-    static mut PLAN: [f32; LARGEST_PLAN] = [0.0; LARGEST_PLAN];
+    static mut OT_BUFFERS: OtBuffers = OtBuffers {
+        sim: [0.0; LARGEST_PLAN],
+        work: [0.0; LARGEST_WORKSPACE],
+        plan: [0.0; LARGEST_PLAN],
+    };
+    static mut PROTOCOL_BUFFERS: ProtocolBuffers = ProtocolBuffers::ZERO;
 
     let peripherals = cortex_m::Peripherals::take().expect("peripherals are taken once");
     hprintln!("fedotp-core on an emulated Cortex-M4F (qemu mps2-an386)");
@@ -64,13 +71,9 @@ fn main() -> ! {
         }
     );
 
-    let mut buffers = OtBuffers {
-        sim: SIM,
-        work: WORK,
-        plan: PLAN,
-    };
-    ot_reference::run(&mut buffers, &mut tally);
+    ot_reference::run(OT_BUFFERS, &mut tally);
     let counter = instructions::InstructionCounter::calibrate(peripherals.SYST);
-    ot_cost::run(&mut buffers, counter, &mut tally);
+    ot_cost::run(OT_BUFFERS, counter, &mut tally);
+    protocol_round::run(PROTOCOL_BUFFERS, &mut tally);
     tally.finish()
 }

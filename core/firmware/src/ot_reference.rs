@@ -3,7 +3,7 @@
 
 use crate::{ot_cases, OtBuffers, Tally};
 use cortex_m_semihosting::hprintln;
-use fedotp_core::ot::{self, OtMode, OtParams, OtReport, Similarity};
+use fedotp_core::ot::{self, OtReport, Similarity};
 
 /// The reference problems and their float64 plans (written by `core/scripts/ot_fixtures.py`).
 pub const FIXTURE: &[u8] = include_bytes!("../../tests/fixtures/ot_cases.bin");
@@ -17,21 +17,6 @@ const MAX_ITER: u32 = 100_000;
 const PLAN_TOLERANCE: f64 = 2e-4;
 /// Largest relative error of a column sum (= b) and of a row sum's excess over a.
 const MARGINAL_TOLERANCE: f64 = 1e-5;
-
-/// The solver's parameters for a reference case.
-pub fn params(case: &ot_cases::Case<'_>, max_iter: u32, tol: f32) -> OtParams {
-    OtParams {
-        eps: case.eps,
-        gamma: case.gamma,
-        max_iter,
-        tol,
-        mode: if case.balanced {
-            OtMode::Balanced
-        } else {
-            OtMode::Unbalanced
-        },
-    }
-}
 
 /// How an `f32` plan compares with its reference, every figure relative.
 struct Agreement {
@@ -93,7 +78,7 @@ fn compare(case: &ot_cases::Case<'_>, buffers: &mut OtBuffers) -> Result<Agreeme
     case.sim_into(sim);
     let report = ot::solve(
         Similarity::new(sim, m, n).map_err(Problem::Refused)?,
-        &params(case, MAX_ITER, TOL),
+        &case.params(MAX_ITER, TOL),
         &mut buffers.work[..work_len],
         plan,
     )
