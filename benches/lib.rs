@@ -1,1 +1,88 @@
-//! Shared inputs for the benchmarks.
+//! Inputs shared by the benchmarks, and the timing helpers of the tables that compare fedotp
+//! with its references.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Deterministic similarities shaped like CLIP's cosines (0.2 ± 0.05, with some strong
+/// matches), from a small xorshift generator so every benchmark sees the same problems.
+pub fn clip_like_similarities(len: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32
+    };
+    (0..len)
+        .map(|_| {
+            let base = 0.2 + 0.1 * (next() - 0.5);
+            if next() < 0.1 {
+                base + 0.1
+            } else {
+                base
+            }
+        })
+        .collect()
+}
+
+/// Median wall time of `f` over `runs` runs after one warm-up run.
+pub fn median_time(runs: usize, mut f: impl FnMut()) -> Duration {
+    f();
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[runs / 2]
+}
+
+/// Whether the binary runs as a benchmark (`cargo bench`) rather than as a smoke test
+/// (`cargo test --benches`), in which case tables do one quick run and skip the references.
+pub fn benchmarking() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+/// Runs a reference script with `python3` and returns its stdout, or why it could not run.
+pub fn run_python(script: &str, args: &[&str]) -> Result<String, String> {
+    let path = format!("{}/{script}", env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .output()
+        .map_err(|e| format!("python3 not runnable: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{script} failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Images per image-tower forward in the CLIP benchmark.
+pub const IMAGE_BATCH: usize = 8;
+/// Classes in the CLIP text-step benchmark (CIFAR-100).
+pub const N_CLASSES: usize = 100;
+/// Prompts per class (FedOTP's global and local prompt).
+pub const N_PROMPTS: usize = 2;
+/// Context vectors per prompt (FedOTP's CIFAR presets).
+pub const N_CTX: usize = 4;
+
+/// Token ids of `N_CLASSES` class names ending in "." (id 269), with the lengths of typical
+/// class names: class `c` has `1 + (7·c mod 5)` name tokens, so 2 to 6 tokens with the period —
+/// the longest prompt is `[SOT] + 4 ctx + 6 + [EOT]` = 12 tokens. `benches/clip_cpu.py` builds
+/// the same ids.
+pub fn class_token_ids() -> Vec<Vec<u32>> {
+    (0..N_CLASSES)
+        .map(|c| {
+            let words = 1 + (7 * c) % 5;
+            let mut ids: Vec<u32> = (0..words).map(|w| (1000 + 37 * c + w) as u32).collect();
+            ids.push(269);
+            ids
+        })
+        .collect()
+}

@@ -29,7 +29,6 @@
 //! ```
 
 use crate::ot::{self, solver::solve_checked, BatchReport, OtError, OtParams, Similarity};
-use crate::vector::dot;
 
 /// Dimensions of an OT-head evaluation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -216,4 +215,24 @@ fn inverse_norms(
         *inv = 1.0 / (largest * libm::sqrtf(sum));
     }
     Ok(())
+}
+
+/// `Σ x·y` with eight independent partial sums, so the compiler can keep them in SIMD lanes
+/// (a single running sum is a serial chain it may not reorder).
+#[inline]
+fn dot(x: &[f32], y: &[f32]) -> f32 {
+    let mut partial = [0.0f32; 8];
+    let (x_chunks, y_chunks) = (x.chunks_exact(8), y.chunks_exact(8));
+    let tail: f32 = x_chunks
+        .remainder()
+        .iter()
+        .zip(y_chunks.remainder())
+        .map(|(a, b)| a * b)
+        .sum();
+    for (xc, yc) in x_chunks.zip(y_chunks) {
+        for k in 0..8 {
+            partial[k] += xc[k] * yc[k];
+        }
+    }
+    partial.iter().sum::<f32>() + tail
 }

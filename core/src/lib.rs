@@ -6,4 +6,4 @@
 
 pub mod head;
 pub mod ot;
-mod vector;
+pub mod protocol;

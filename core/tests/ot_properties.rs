@@ -76,6 +76,25 @@ proptest! {
         }
     }
 
+    /// Similarities far outside CLIP's range (costs up to 200 at eps 0.005: kernels spanning
+    /// e^-40000) still give a finite plan whose prompt-side sums hold.
+    #[test]
+    fn extreme_similarities_stay_finite(m in 1usize..30, n in 1usize..4, seed in any::<u64>(), eps in 0.005f32..1.0, mode in mode()) {
+        let mut state = seed | 1;
+        let sim: Vec<f32> = (0..m * n).map(|_| {
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17;
+            (state % 20_001) as f32 / 100.0 - 100.0
+        }).collect();
+        let p = params(eps, 0.8, mode);
+        let (plan, _) = solve(&sim, m, n, &p);
+        prop_assert!(plan.iter().all(|t| t.is_finite() && *t >= 0.0), "{:?}", plan);
+        let b = p.gamma_or_one() / n as f32;
+        for j in 0..n {
+            let column: f32 = (0..m).map(|i| plan[i * n + j]).sum();
+            prop_assert!(((column - b) / b).abs() < 1e-4, "column {} sums to {}", j, column);
+        }
+    }
+
     /// The plan depends on the cost only up to a constant: adding one to every similarity
     /// changes nothing but rounding.
     #[test]

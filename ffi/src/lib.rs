@@ -1,1 +1,19 @@
 //! libfedotp: the C ABI of fedotp.
+//!
+//! Every function returns an `int32_t` status: `FEDOTP_OK` (0) or a distinct negative code
+//! (`fedotp_status_str` names it, `fedotp_last_error_message` gives the detail for the calling
+//! thread). Every pointer, length and parameter is checked before anything is computed, no panic
+//! crosses the boundary, and on error no output is written.
+//!
+//! The header `include/fedotp.h` is generated from this crate by cbindgen (`ffi/cbindgen.toml`);
+//! `cargo test -p fedotp-ffi` fails when the checked-in header is stale, and
+//! `UPDATE_HEADER=1 cargo test -p fedotp-ffi --test header` rewrites it.
+
+mod boundary;
+mod last_error;
+mod ot;
+mod status;
+
+pub use last_error::fedotp_last_error_message;
+pub use ot::{fedotp_ot_logits, fedotp_ot_plan, FedotpOtParams, FedotpOtReport};
+pub use status::*;

@@ -21,7 +21,8 @@ pub struct OtParams {
     pub gamma: f32,
     /// Most scaling iterations to run, `≥ 1`.
     pub max_iter: u32,
-    /// Stop once the mean relative change of the prompt-side scaling falls below this, `≥ 0`.
+    /// Stop once the mean relative change of the prompt-side scaling falls below this, `≥ 0`;
+    /// 0 runs exactly `max_iter` iterations.
     pub tol: f32,
     /// Unbalanced (FedOTP) or balanced (Sinkhorn).
     pub mode: OtMode,

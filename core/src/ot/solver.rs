@@ -35,11 +35,14 @@
 //! by `q`, so we work with `S` itself and lose no precision to the subtraction.
 
 use super::{OtError, OtParams, OtReport, Similarity};
-use crate::vector::{axpy, dot};
 
 /// Scalings are absorbed into the potentials once they leave `[1/ABSORB, ABSORB]`: far enough
 /// that absorptions are rare, near enough that `K̃` keeps every significant entry in range.
 const ABSORB: f32 = 1e4;
+
+/// Width of the chunks the iteration's loops walk: eight independent lanes the compiler maps
+/// onto SIMD registers.
+const LANES: usize = 8;
 
 /// Ceiling on the patch-side bound `exp(p/eps)`: a patch whose bound overflows is unconstrained
 /// in practice, and a finite ceiling keeps `0 · bound` from turning into NaN.
@@ -152,15 +155,20 @@ impl<'w> State<'w> {
         self.rebuild_kernel(sim, params.eps, saturated);
 
         for iteration in 1..=params.max_iter {
-            self.update_u(a, saturated);
+            let update = if saturated {
+                update_u::<true>
+            } else {
+                update_u::<false>
+            };
+            let u_range = update(self.kernel, self.v, self.bound, a, self.u);
             let change = self.update_v(b);
-            if change < params.tol || change == 0.0 {
+            if change < params.tol {
                 return OtReport {
                     iterations: iteration,
                     converged: true,
                 };
             }
-            if self.scalings_out_of_range() {
+            if !(in_range(u_range) && self.v.iter().all(|&v| in_range((v, v)))) {
                 self.absorb(sim, params.eps, saturated);
             }
         }
@@ -205,23 +213,6 @@ impl<'w> State<'w> {
         }
     }
 
-    /// `u = a / (K̃ v)`, clamped to the bound unless rows are saturated.
-    fn update_u(&mut self, a: f32, saturated: bool) {
-        self.u.fill(0.0);
-        for (column, &v) in self.kernel.chunks_exact(self.m).zip(self.v.iter()) {
-            axpy(v, column, self.u);
-        }
-        if saturated {
-            for u in self.u.iter_mut() {
-                *u = a / *u;
-            }
-        } else {
-            for (u, &bound) in self.u.iter_mut().zip(self.bound.iter()) {
-                *u = (a / *u).min(bound);
-            }
-        }
-    }
-
     /// `v = b / (K̃ᵀ u)`; returns the mean relative change of `v`.
     fn update_v(&mut self, b: f32) -> f32 {
         let mut change = 0.0;
@@ -233,21 +224,32 @@ impl<'w> State<'w> {
         change / self.n as f32
     }
 
-    fn scalings_out_of_range(&self) -> bool {
-        let outside = |x: &f32| !(*x >= 1.0 / ABSORB && *x <= ABSORB);
-        self.u.iter().any(outside) || self.v.iter().any(outside)
-    }
-
     /// Moves the scalings into the potentials (`p −= eps·ln u`, `q −= eps·ln v`), resets them to
     /// 1 and rebuilds the kernel: the plan is unchanged, its representation re-centred.
     fn absorb(&mut self, sim: &Similarity<'_>, eps: f32, saturated: bool) {
-        for (p, u) in self.p.iter_mut().zip(self.u.iter_mut()) {
-            *p -= eps * libm::logf(*u);
-            *u = 1.0;
-        }
-        for (q, v) in self.q.iter_mut().zip(self.v.iter_mut()) {
-            *q -= eps * libm::logf(*v);
+        // A scaling of 0 or ∞ (a patch or prompt whose kernel entries all underflowed against
+        // the others' potentials) cannot be absorbed; re-centre its potential on its largest
+        // entry instead. The next `u` update recomputes every patch scaling from `v`, so only
+        // the prompt side must stay exact, and a re-centred prompt is one the plan had lost.
+        for (j, (q, v)) in self.q.iter_mut().zip(self.v.iter_mut()).enumerate() {
+            if v.is_finite() && *v > 0.0 {
+                *q -= eps * libm::logf(*v);
+            } else {
+                *q = (0..self.m)
+                    .map(|i| sim.get(i, j) - self.p[i])
+                    .fold(f32::NEG_INFINITY, f32::max);
+            }
             *v = 1.0;
+        }
+        for (i, (p, u)) in self.p.iter_mut().zip(self.u.iter_mut()).enumerate() {
+            if u.is_finite() && *u > 0.0 {
+                *p -= eps * libm::logf(*u);
+            } else {
+                *p = (0..self.n)
+                    .map(|j| sim.get(i, j) - self.q[j])
+                    .fold(f32::NEG_INFINITY, f32::max);
+            }
+            *u = 1.0;
         }
         self.rebuild_kernel(sim, eps, saturated);
     }
@@ -260,4 +262,79 @@ impl<'w> State<'w> {
             }
         }
     }
+}
+
+/// `u = a / (K̃ v)`, clamped to the bound unless `SATURATED`. Returns the smallest and largest
+/// `u`.
+///
+/// A free function over slices, not a method, so the compiler knows the buffers do not alias,
+/// written as unit-stride loops over `LANES`-wide chunks that it keeps in SIMD registers;
+/// comparisons are spelled out (`if x < y`) rather than `f32::min`, whose NaN handling costs
+/// several instructions per lane.
+fn update_u<const SATURATED: bool>(
+    kernel: &[f32],
+    v: &[f32],
+    bound: &[f32],
+    a: f32,
+    u: &mut [f32],
+) -> (f32, f32) {
+    let m = u.len();
+    u.fill(0.0);
+    for (column, &vj) in kernel.chunks_exact(m).zip(v) {
+        for (x, k) in u.iter_mut().zip(column) {
+            *x += k * vj;
+        }
+    }
+    let scale = |x: f32, limit: f32| {
+        let ratio = a / x;
+        if SATURATED || ratio < limit {
+            ratio
+        } else {
+            limit
+        }
+    };
+    let mut low = [f32::INFINITY; LANES];
+    let mut high = [0.0f32; LANES];
+    let mut chunks = u.chunks_exact_mut(LANES);
+    let mut limits = bound.chunks_exact(LANES);
+    for (x, limit) in (&mut chunks).zip(&mut limits) {
+        for l in 0..LANES {
+            x[l] = scale(x[l], limit[l]);
+            low[l] = if x[l] < low[l] { x[l] } else { low[l] };
+            high[l] = if x[l] > high[l] { x[l] } else { high[l] };
+        }
+    }
+    for (x, &limit) in chunks.into_remainder().iter_mut().zip(limits.remainder()) {
+        *x = scale(*x, limit);
+        low[0] = low[0].min(*x);
+        high[0] = high[0].max(*x);
+    }
+    (
+        low.iter().fold(f32::INFINITY, |acc, &x| acc.min(x)),
+        high.iter().fold(0.0, |acc, &x| acc.max(x)),
+    )
+}
+
+/// `Σ x·y` with `LANES` independent partial sums, so the compiler can keep them in SIMD lanes
+/// (a single running sum is a serial chain it may not reorder).
+fn dot(x: &[f32], y: &[f32]) -> f32 {
+    let mut partial = [0.0f32; LANES];
+    let (xs, ys) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
+    let tail: f32 = xs
+        .remainder()
+        .iter()
+        .zip(ys.remainder())
+        .map(|(a, b)| a * b)
+        .sum();
+    for (xc, yc) in xs.zip(ys) {
+        for l in 0..LANES {
+            partial[l] += xc[l] * yc[l];
+        }
+    }
+    partial.iter().sum::<f32>() + tail
+}
+
+/// Whether scalings spanning `[low, high]` may stay unabsorbed (false for NaN too).
+fn in_range((low, high): (f32, f32)) -> bool {
+    low >= 1.0 / ABSORB && high <= ABSORB
 }

@@ -1,4 +1,26 @@
-//! CLIP, the frozen model FedOTP learns prompts through.
+//! CLIP, the frozen model FedOTP trains prompts through: weights (loaded from safetensors in the
+//! Hugging Face or OpenAI / open_clip layout, or random), the text tower on token embeddings with
+//! its backward pass to those embeddings, and the image tower returning every token.
+//!
+//! All computation goes through a [`crate::backend::Backend`].
 
+mod block;
 pub mod classnames;
+mod config;
+mod error;
+mod load;
+mod prompt;
+mod text;
 pub mod tokenizer;
+mod vision;
+mod weights;
+
+pub use config::{
+    ClipConfig, TextConfig, VisionConfig, VitConfig, CLIP_HEAD_WIDTH, CLIP_LAYER_NORM_EPS,
+};
+pub use error::ClipError;
+pub use load::WEIGHT_FILE_NAMES;
+pub use prompt::{PromptBatch, SpecialTokens, EOT_TOKEN, SOT_TOKEN};
+pub use text::{text_backward, text_forward, TextActivations};
+pub use vision::{vision_forward, vision_forward_inspect, ImageFeatures, VitStage};
+pub use weights::{ClipWeights, ResidualBlock, TextWeights, VisionWeights, VitWeights};

@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""CLIP on the CPU: fedotp (benches/clip_cpu.rs) beside PyTorch doing the same work.
+
+Workloads (random weights of the real ViT-B/16 shapes, open_clip's `ViT-B-16-quickgelu`):
+  image  image tower forward, batch 8, every token after ln_post and the projection;
+  text   FedOTP's per-batch text step: 100 classes x 2 prompts, n_ctx 4, forward + backward to
+         the context. PyTorch runs it as the released code does (CoOp's TextEncoder): padded to
+         77 tokens, ln_final on every token, autograd; fedotp runs to the longest EOT (12).
+
+Each run is its own process (so its peak RSS is its own), with the same thread count; the
+workloads alternate between the two implementations for `--rounds` rounds and the table reports
+the fastest iteration of each (the machine may be shared: the minimum is the least disturbed).
+
+    cargo build --release -p fedotp-benches --bin clip_cpu
+    python3 benches/clip_cpu.py [--threads 2] [--rounds 2] [--iterations 3]
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BINARY = os.path.join(ROOT, "target", "release", "clip_cpu")
+
+# Mirrors benches/lib.rs.
+IMAGE_BATCH, N_CLASSES, N_PROMPTS, N_CTX = 8, 100, 2, 4
+SOT, EOT, PLACEHOLDER, PERIOD = 49406, 49407, 343, 269
+
+
+def class_token_ids():
+    out = []
+    for c in range(N_CLASSES):
+        words = 1 + (7 * c) % 5
+        out.append([1000 + 37 * c + w for w in range(words)] + [PERIOD])
+    return out
+
+
+def torch_run(workload, iterations, threads):
+    import open_clip
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = open_clip.create_model("ViT-B-16-quickgelu", pretrained=None).eval()
+    model.requires_grad_(False)
+    times = []
+    if workload == "image":
+        images = torch.full((IMAGE_BATCH, 3, 224, 224), 0.1)
+        v = model.visual
+        for i in range(iterations + 1):
+            start = time.perf_counter()
+            with torch.inference_mode():
+                x = v.transformer(v._embeds(images))
+                tokens = v.ln_post(x) @ v.proj  # every token, CLS first
+            if i:
+                times.append(time.perf_counter() - start)
+            del tokens
+    else:
+        ids, eot = [], []
+        for _ in range(N_PROMPTS):
+            for tokens in class_token_ids():
+                row = [SOT] + [PLACEHOLDER] * N_CTX + tokens + [EOT]
+                eot.append(len(row) - 1)
+                ids.append(row + [0] * (77 - len(row)))
+        ids, eot = torch.tensor(ids), torch.tensor(eot)
+        ctx = torch.full((N_PROMPTS, N_CTX, 512), 0.02, requires_grad=True)
+        d_features = torch.full((len(eot), 512), 1e-3)
+        for i in range(iterations + 1):
+            start = time.perf_counter()
+            emb = model.token_embedding(ids)
+            ctx_rows = ctx.unsqueeze(1).expand(-1, N_CLASSES, -1, -1).reshape(-1, N_CTX, 512)
+            x = torch.cat([emb[:, :1], ctx_rows, emb[:, 1 + N_CTX:]], dim=1)
+            x = model.transformer(x + model.positional_embedding, attn_mask=model.attn_mask)
+            x = model.ln_final(x)
+            features = x[torch.arange(x.shape[0]), eot] @ model.text_projection
+            ctx.grad = None
+            (features * d_features).sum().backward()
+            if i:
+                times.append(time.perf_counter() - start)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(dict(impl="pytorch", workload=workload, threads=torch.get_num_threads(),
+                          seconds=[round(t, 4) for t in times], peak_rss_mib=round(peak, 1))))
+
+
+def run(cmd, threads):
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--iterations", type=int, default=3)
+    p.add_argument("--torch", choices=["image", "text"], help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.torch:
+        return torch_run(args.torch, args.iterations, args.threads)
+    if not os.path.exists(BINARY):
+        sys.exit(f"{BINARY} missing: cargo build --release -p fedotp-benches --bin clip_cpu")
+
+    results = {}
+    for _ in range(args.rounds):
+        for workload in ["image", "text"]:
+            for impl, cmd in [
+                ("fedotp", [BINARY, workload, str(args.iterations)]),
+                ("pytorch", [sys.executable, __file__, "--torch", workload,
+                             "--iterations", str(args.iterations), "--threads", str(args.threads)]),
+            ]:
+                r = run(cmd, args.threads)
+                print(json.dumps(r), file=sys.stderr)
+                entry = results.setdefault((workload, impl), dict(seconds=[], peak=0.0))
+                entry["seconds"] += r["seconds"]
+                entry["peak"] = max(entry["peak"], r["peak_rss_mib"])
+
+    print(f"threads: {args.threads}, rounds: {args.rounds}, iterations per run: {args.iterations}")
+    print("| workload | fedotp s (min / median) | PyTorch s (min / median) | speed-up (min) "
+          "| fedotp peak RSS MiB | PyTorch peak RSS MiB |")
+    print("|---|---|---|---|---|---|")
+    names = dict(image="image tower ViT-B/16, batch 8", text="text step 100×2, n_ctx 4, fwd+bwd")
+    for workload in ["image", "text"]:
+        ours, ref = results[(workload, "fedotp")], results[(workload, "pytorch")]
+        o, t = min(ours["seconds"]), min(ref["seconds"])
+        print(f"| {names[workload]} | {o:.3f} / {statistics.median(ours['seconds']):.3f} "
+              f"| {t:.3f} / {statistics.median(ref['seconds']):.3f} | {t / o:.2f}× "
+              f"| {ours['peak']:.0f} | {ref['peak']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+//! CLIP on the CPU, one workload per process so peak memory is measured per workload:
+//!
+//! - `image`: ViT-B/16 image tower forward, batch 8, every token after `ln_post` and the
+//!   projection;
+//! - `text`: FedOTP's per-batch text step — 100 classes × 2 prompts, n_ctx 4, forward and
+//!   backward to the context, run to the longest EOT.
+//!
+//! Random weights of the real shapes (`ClipWeights::random(ClipConfig::vit_b_16())`). Prints one
+//! JSON line: seconds per iteration (each iteration timed) and the process's peak RSS.
+//! `benches/clip_cpu.py` runs it beside the same work in PyTorch and prints the comparison.
+//!
+//!     cargo run --release -p fedotp-benches --bin clip_cpu -- image|text [iterations]
+
+use std::time::Instant;
+
+use fedotp::backend::{Backend, Cpu};
+use fedotp::clip::{
+    text_backward, text_forward, vision_forward, ClipConfig, ClipWeights, PromptBatch,
+    SpecialTokens, TextActivations,
+};
+use fedotp_benches::{class_token_ids, IMAGE_BATCH, N_CTX, N_PROMPTS};
+
+/// Peak resident set size of this process in MiB (Linux `VmHWM`).
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let workload = args.get(1).map(String::as_str).unwrap_or("");
+    let iterations: usize = args.get(2).map_or(Ok(3), |n| n.parse())?;
+    let cpu = Cpu::new();
+    let weights = ClipWeights::random(&ClipConfig::vit_b_16(), 0)?.to_backend(&cpu)?;
+    let mut times = Vec::with_capacity(iterations);
+    match workload {
+        "image" => {
+            let size = weights.config.vision.image_size();
+            let images = cpu.upload(&vec![0.1; IMAGE_BATCH * 3 * size * size])?;
+            for i in 0..=iterations {
+                let start = Instant::now();
+                let out = vision_forward(&cpu, &weights.vision, &images, IMAGE_BATCH)?;
+                std::hint::black_box(&out);
+                if i > 0 {
+                    times.push(start.elapsed().as_secs_f64()); // iteration 0 warms up
+                }
+            }
+        }
+        "text" => {
+            let text = &weights.text;
+            let classes = class_token_ids();
+            let prompts = PromptBatch::new(&classes, N_CTX, N_PROMPTS, 77, SpecialTokens::CLIP)?;
+            let ctx = cpu.upload(&vec![0.02; N_PROMPTS * N_CTX * text.config.width])?;
+            let d_features = cpu.upload(&vec![1e-3; prompts.len() * weights.config.embed_dim])?;
+            let mut acts = TextActivations::new(&cpu)?;
+            for i in 0..=iterations {
+                let start = Instant::now();
+                let embeddings = prompts.embed(&cpu, text, &ctx)?;
+                let eot = prompts.eot_positions();
+                let seq = prompts.seq_len();
+                let features = text_forward(&cpu, text, &embeddings, seq, eot, &mut acts)?;
+                std::hint::black_box(&features);
+                let d_embeddings = text_backward(&cpu, text, &mut acts, &d_features)?;
+                let d_ctx = prompts.context_gradient(&cpu, text, &d_embeddings)?;
+                std::hint::black_box(&d_ctx);
+                if i > 0 {
+                    times.push(start.elapsed().as_secs_f64());
+                }
+            }
+            eprintln!(
+                "text: {} prompts of {} tokens",
+                prompts.len(),
+                prompts.seq_len()
+            );
+        }
+        _ => return Err("usage: clip_cpu image|text [iterations]".into()),
+    }
+    let threads = rayon::current_num_threads();
+    let times: Vec<String> = times.iter().map(|t| format!("{t:.4}")).collect();
+    println!(
+        "{{\"impl\": \"fedotp\", \"workload\": \"{workload}\", \"threads\": {threads}, \"seconds\": [{}], \"peak_rss_mib\": {:.1}}}",
+        times.join(", "),
+        peak_rss_mib()
+    );
+    Ok(())
+}

@@ -1,0 +1,231 @@
+//! The OT solver and the OT head.
+
+use fedotp_core::head::{self, HeadShape};
+use fedotp_core::ot::{self, OtMode, OtParams, Similarity};
+
+use crate::boundary::{call, check_disjoint, reference, slice, slice_mut};
+use crate::status::{
+    Failure, FEDOTP_ERR_EMPTY_DIMENSION, FEDOTP_ERR_INVALID_BALANCED, FEDOTP_ERR_OUT_OF_MEMORY,
+    FEDOTP_ERR_SIZE_OVERFLOW,
+};
+
+/// Parameters of an optimal-transport solve (FedOTP's defaults: eps 0.1, gamma 0.8,
+/// max_iter 100, tol 1e-3, balanced 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FedotpOtParams {
+    /// Entropic regularisation, finite and > 0.
+    pub eps: f32,
+    /// Mass moved in the unbalanced mode, in (0, 1].
+    pub gamma: f32,
+    /// Most iterations, >= 1.
+    pub max_iter: u32,
+    /// Stop when the mean relative change of the prompt-side scaling is below this, >= 0.
+    pub tol: f32,
+    /// 0: unbalanced (patches send at most 1/m, prompts receive gamma/n);
+    /// 1: balanced Sinkhorn (1/m and 1/n exactly).
+    pub balanced: u32,
+}
+
+/// How a solve ended.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FedotpOtReport {
+    /// Iterations run.
+    pub iterations: u32,
+    /// 1 if the tolerance was met before max_iter, else 0.
+    pub converged: u32,
+}
+
+impl FedotpOtParams {
+    /// The core's parameters, checked.
+    pub(crate) fn to_core(self) -> Result<OtParams, Failure> {
+        let p = self;
+        let mode = match p.balanced {
+            0 => OtMode::Unbalanced,
+            1 => OtMode::Balanced,
+            other => {
+                return Err(Failure::new(
+                    FEDOTP_ERR_INVALID_BALANCED,
+                    format!("params.balanced must be 0 or 1, got {other}"),
+                ))
+            }
+        };
+        let params = OtParams {
+            eps: p.eps,
+            gamma: p.gamma,
+            max_iter: p.max_iter,
+            tol: p.tol,
+            mode,
+        };
+        params.validate()?;
+        Ok(params)
+    }
+}
+
+/// `product` of the dimensions as a buffer length of `f32`s, refusing zero and overflow
+/// (including lengths whose byte size exceeds what a slice may span).
+fn buffer_len(dims: &[(&str, usize)]) -> Result<usize, Failure> {
+    let mut len = 1usize;
+    for &(name, value) in dims {
+        if value == 0 {
+            return Err(Failure::new(
+                FEDOTP_ERR_EMPTY_DIMENSION,
+                format!("`{name}` is zero"),
+            ));
+        }
+        len = len.checked_mul(value).ok_or_else(|| overflow(dims))?;
+    }
+    if len > isize::MAX as usize / size_of::<f32>() {
+        return Err(overflow(dims));
+    }
+    Ok(len)
+}
+
+fn overflow(dims: &[(&str, usize)]) -> Failure {
+    let names: Vec<String> = dims.iter().map(|(n, v)| format!("{n} = {v}")).collect();
+    Failure::new(
+        FEDOTP_ERR_SIZE_OVERFLOW,
+        format!("buffer size overflows: {}", names.join(" x ")),
+    )
+}
+
+/// A zeroed workspace, or an out-of-memory failure instead of an abort.
+fn workspace(len: usize) -> Result<Vec<f32>, Failure> {
+    let mut work = Vec::new();
+    work.try_reserve_exact(len).map_err(|_| {
+        Failure::new(
+            FEDOTP_ERR_OUT_OF_MEMORY,
+            format!("cannot allocate a workspace of {len} floats"),
+        )
+    })?;
+    work.resize(len, 0.0);
+    Ok(work)
+}
+
+/// Solves one OT problem between `m` patches and `n` prompts.
+///
+/// - `sim`: `m*n` cosine similarities, row-major (patch-major); the cost is `1 - sim`.
+/// - `params`: the solver's parameters (see `FedotpOtParams`).
+/// - `plan_out`: `m*n` floats, row-major; receives the transport plan. Must not overlap `sim`.
+/// - `report`: may be NULL; receives the iterations run and whether the tolerance was met.
+///
+/// Returns `FEDOTP_OK`, or an error status with nothing written. Thread-safe.
+///
+/// # Safety
+/// Non-NULL pointers must point to buffers of the stated lengths.
+#[no_mangle]
+pub unsafe extern "C" fn fedotp_ot_plan(
+    sim: *const f32,
+    m: usize,
+    n: usize,
+    params: *const FedotpOtParams,
+    plan_out: *mut f32,
+    report: *mut FedotpOtReport,
+) -> i32 {
+    call(|| {
+        // SAFETY: the caller passes a valid `FedotpOtParams` or NULL.
+        let params = (*unsafe { reference(params, "params") }?).to_core()?;
+        let len = buffer_len(&[("m", m), ("n", n)])?;
+        check_disjoint(plan_out, len, "plan_out", sim, len, "sim")?;
+        check_disjoint(plan_out, len, "plan_out", report, 1, "report")?;
+        // SAFETY: the caller passes `m*n` floats at `sim` and at `plan_out`, not overlapping
+        // (checked above).
+        let (sim, plan_out) = unsafe {
+            (
+                slice(sim, len, "sim")?,
+                slice_mut(plan_out, len, "plan_out")?,
+            )
+        };
+        let mut work = workspace(ot::workspace_len(m, n))?;
+        let result = ot::solve(Similarity::new(sim, m, n)?, &params, &mut work, plan_out)?;
+        // SAFETY: a non-NULL `report` points to a writable `FedotpOtReport`.
+        if let Some(report) = unsafe { report.as_mut() } {
+            *report = FedotpOtReport {
+                iterations: result.iterations,
+                converged: u32::from(result.converged),
+            };
+        }
+        Ok(())
+    })
+}
+
+/// FedOTP's OT head: class logits from patch features and prompt features.
+///
+/// - `patches`: `batch*m*dim` floats: `m` patch features per image (need not be normalised);
+/// - `prompts`: `n*classes*dim` floats: for each of the `n` prompts, one feature per class
+///   (need not be normalised);
+/// - `logit_scale`: the multiplier (CLIP's `exp(logit_scale)`, about 100), finite;
+/// - `logits_out`: `batch*classes` floats; receives
+///   `logit_scale * sum(T * S)` per (image, class), where `S` is the `m x n` cosine similarity
+///   matrix and `T` its transport plan. Must not overlap the inputs.
+///
+/// Returns `FEDOTP_OK`, or an error status with nothing written. Thread-safe.
+///
+/// # Safety
+/// Non-NULL pointers must point to buffers of the stated lengths.
+#[no_mangle]
+pub unsafe extern "C" fn fedotp_ot_logits(
+    patches: *const f32,
+    batch: usize,
+    m: usize,
+    dim: usize,
+    prompts: *const f32,
+    n: usize,
+    classes: usize,
+    params: *const FedotpOtParams,
+    logit_scale: f32,
+    logits_out: *mut f32,
+) -> i32 {
+    call(|| {
+        // SAFETY: the caller passes a valid `FedotpOtParams` or NULL.
+        let params = (*unsafe { reference(params, "params") }?).to_core()?;
+        let patches_len = buffer_len(&[("batch", batch), ("m", m), ("dim", dim)])?;
+        let prompts_len = buffer_len(&[("n", n), ("classes", classes), ("dim", dim)])?;
+        let logits_len = buffer_len(&[("batch", batch), ("classes", classes)])?;
+        check_disjoint(
+            logits_out,
+            logits_len,
+            "logits_out",
+            patches,
+            patches_len,
+            "patches",
+        )?;
+        check_disjoint(
+            logits_out,
+            logits_len,
+            "logits_out",
+            prompts,
+            prompts_len,
+            "prompts",
+        )?;
+        // SAFETY: the caller passes buffers of the stated lengths; the output overlaps neither
+        // input (checked above).
+        let (patches, prompts, logits_out) = unsafe {
+            (
+                slice(patches, patches_len, "patches")?,
+                slice(prompts, prompts_len, "prompts")?,
+                slice_mut(logits_out, logits_len, "logits_out")?,
+            )
+        };
+        let shape = HeadShape {
+            images: batch,
+            patches: m,
+            dim,
+            prompts: n,
+            classes,
+        };
+        let mut work = workspace(head::workspace_len(&shape)?)?;
+        head::forward(
+            patches,
+            prompts,
+            &shape,
+            &params,
+            logit_scale,
+            &mut work,
+            logits_out,
+            None,
+        )?;
+        Ok(())
+    })
+}

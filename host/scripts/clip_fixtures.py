@@ -1,0 +1,309 @@
+#!/usr/bin/env python3
+"""Reference fixtures for the Rust CLIP (host/tests/clip_*.rs).
+
+Builds two small random CLIPs and records, with PyTorch autograd as the reference:
+  hf/      a Hugging Face `transformers` CLIPModel (model.safetensors + config.json), text width 64
+           with 2 heads, vision width 96 with 3 heads;
+  openai/  an open_clip CLIP in the OpenAI layout (open_clip_model.safetensors +
+           open_clip_config.json), widths 64 with 32-wide heads, also stored as f16 and bf16.
+and, in each directory, reference.safetensors with the inputs and every intermediate:
+  text.*    prompts "[SOT] ctx(4) class tokens [EOT]" for 2 context sets x 3 classes, CoOp-style
+            (token embeddings with the context spliced in, run through the tower, EOT-pooled):
+            each block's input, qkv, attention probabilities, residual after attention and MLP
+            pre-activation (truncated to the longest EOT + 1), the pooled rows, the features of
+            the full 77-token run, and the gradients of loss = sum(features * d_features) with
+            respect to the embeddings and the context;
+  plain.*   plain token ids through the library's own text path (get_text_features /
+            encode_text) — an end-to-end check of the loader independent of the hooks above;
+  vision.*  images, patch embeddings, embeddings, ln_pre output, each block's output, ln_post
+            output for every token, projected tokens, and the library's own pooled embedding.
+
+Run from the repository root:  python3 host/scripts/clip_fixtures.py
+(torch, transformers, open_clip_torch and safetensors; CPU, deterministic, a few seconds).
+"""
+
+import json
+import os
+import shutil
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from transformers import CLIPConfig, CLIPModel
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "clip")
+VOCAB = 600
+SOT, EOT = VOCAB - 2, VOCAB - 1  # EOT is the largest id, as open_clip's argmax pooling needs
+CONTEXT = 77
+N_CTX = 4
+N_SETS = 2
+CLASS_LENGTHS = [1, 3, 5]  # tokens of "{name}." per class
+PLAIN_LENGTHS = [2, 4, 7]  # tokens between SOT and EOT of plain prompts
+IMAGES = 2
+
+torch.manual_seed(0)
+torch.set_num_threads(1)
+
+
+def perturb(model):
+    """Moves every parameter off its initial value, so that a swapped weight and bias, a
+    missing LayerNorm scale or a transposed projection cannot pass unnoticed."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name == "logit_scale":
+                continue
+            p.add_(0.05 * torch.randn_like(p))
+
+
+def class_tokens():
+    return [torch.randint(1, VOCAB - 2, (n,)) for n in CLASS_LENGTHS]
+
+
+def prompt_ids(tokens, n_ctx):
+    """Padded ids [S, 77] and EOT positions [S] of "[SOT] X*n_ctx tokens [EOT]" for every set."""
+    ids, eot = [], []
+    for _ in range(N_SETS if n_ctx else 1):
+        for t in tokens:
+            row = torch.zeros(CONTEXT, dtype=torch.long)
+            row[0] = SOT
+            row[1 + n_ctx : 1 + n_ctx + len(t)] = t
+            row[1 + n_ctx + len(t)] = EOT
+            ids.append(row)
+            eot.append(1 + n_ctx + len(t))
+    return torch.stack(ids), torch.tensor(eot)
+
+
+def splice(token_embedding, ids, ctx):
+    """CoOp's prompt: token embeddings with the context rows at positions 1..=n_ctx."""
+    emb = token_embedding(ids)
+    n_classes = ids.shape[0] // N_SETS
+    ctx_rows = ctx.unsqueeze(1).expand(-1, n_classes, -1, -1).reshape(-1, N_CTX, ctx.shape[-1])
+    return torch.cat([emb[:, :1], ctx_rows, emb[:, 1 + N_CTX :]], dim=1)
+
+
+def attention_reference(qkv, heads, causal):
+    """Softmax probabilities [B, H, L, L] from fused qkv [B, L, 3W]."""
+    b, l, w3 = qkv.shape
+    w = w3 // 3
+    q, k, _ = qkv.split(w, dim=-1)
+    q = q.reshape(b, l, heads, -1).transpose(1, 2)
+    k = k.reshape(b, l, heads, -1).transpose(1, 2)
+    scores = q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5
+    if causal:
+        scores = scores.masked_fill(torch.ones(l, l, dtype=torch.bool).triu(1), float("-inf"))
+    return scores.softmax(-1)
+
+
+class Recorder:
+    """Forward hooks that keep named tensors."""
+
+    def __init__(self):
+        self.values, self.handles = {}, []
+
+    def output(self, module, name, fn=lambda x: x):
+        def hook(_m, _inp, out):
+            self.values[name] = fn(out[0] if isinstance(out, tuple) else out).detach().clone()
+
+        self.handles.append(module.register_forward_hook(hook))
+
+    def input(self, module, name):
+        def hook(_m, inp):
+            self.values[name] = inp[0].detach().clone()
+
+        self.handles.append(module.register_forward_pre_hook(hook))
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
+def text_reference(ref, prefix, run_tower, token_embedding, blocks, heads, names):
+    """Records the CoOp text path: hooks on every block, features, gradients."""
+    tokens = class_tokens()
+    ids, eot = prompt_ids(tokens, N_CTX)
+    width = token_embedding.weight.shape[1]
+    ctx = (0.02 * torch.randn(N_SETS, N_CTX, width)).requires_grad_()
+    emb = splice(token_embedding, ids, ctx.float())
+    emb.retain_grad()
+    rec = Recorder()
+    for i, block in enumerate(blocks):
+        rec.input(block, f"layer{i}.input")
+        rec.output(getattr(block, names["ln_1"]), f"layer{i}.ln_1")
+        rec.input(getattr(block, names["ln_2"]), f"layer{i}.mid")
+        rec.output(names["fc"](block), f"layer{i}.fc")
+        rec.output(block, f"layer{i}.output")
+    features, pooled = run_tower(emb, eot)
+    rec.remove()
+    d_features = torch.randn_like(features)
+    (features * d_features).sum().backward()
+
+    seq = int(eot.max()) + 1
+    ref[f"{prefix}.ids"] = ids
+    ref[f"{prefix}.eot"] = eot
+    ref[f"{prefix}.ctx"] = ctx.detach()
+    ref[f"{prefix}.embeddings"] = emb.detach()
+    for i, block in enumerate(blocks):
+        v = rec.values
+        qkv = names["qkv"](block, v[f"layer{i}.ln_1"])
+        ref[f"{prefix}.layer{i}.input"] = v[f"layer{i}.input"][:, :seq]
+        ref[f"{prefix}.layer{i}.qkv"] = qkv[:, :seq]
+        ref[f"{prefix}.layer{i}.probs"] = attention_reference(qkv[:, :seq], heads, causal=True)
+        ref[f"{prefix}.layer{i}.mid"] = v[f"layer{i}.mid"][:, :seq]
+        ref[f"{prefix}.layer{i}.fc"] = v[f"layer{i}.fc"][:, :seq]
+    ref[f"{prefix}.output"] = rec.values[f"layer{len(blocks) - 1}.output"][:, :seq]
+    ref[f"{prefix}.pooled"] = pooled.detach()
+    ref[f"{prefix}.features"] = features.detach()
+    ref[f"{prefix}.d_features"] = d_features
+    ref[f"{prefix}.d_embeddings"] = emb.grad
+    ref[f"{prefix}.d_ctx"] = ctx.grad
+
+
+def vision_reference(ref, images, hooks, pooled_fn, tokens_fn):
+    rec = Recorder()
+    hooks(rec)
+    with torch.no_grad():
+        pooled = pooled_fn(images)
+        tokens = tokens_fn(rec)
+    rec.remove()
+    ref["vision.images"] = images
+    for name, value in rec.values.items():
+        ref[f"vision.{name}"] = value
+    ref["vision.tokens"] = tokens
+    ref["vision.pooled"] = pooled
+
+
+def save(ref, path):
+    save_file({k: v.contiguous() for k, v in ref.items()}, path)
+
+
+def hf_fixture(out):
+    config = CLIPConfig(
+        text_config=dict(
+            vocab_size=VOCAB, hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+            num_attention_heads=2, max_position_embeddings=CONTEXT, bos_token_id=SOT,
+            eos_token_id=EOT, pad_token_id=0,
+        ),
+        vision_config=dict(
+            hidden_size=96, intermediate_size=384, num_hidden_layers=2, num_attention_heads=3,
+            image_size=32, patch_size=8,
+        ),
+        projection_dim=48,
+    )
+    config._attn_implementation = "eager"
+    model = CLIPModel(config).eval()
+    perturb(model)
+    model.save_pretrained(out, safe_serialization=True)
+    tm, vm = model.text_model, model.vision_model
+
+    def run_tower(emb, eot):
+        seq = emb.shape[1]
+        x = tm.embeddings(inputs_embeds=emb)
+        mask = torch.full((seq, seq), float("-inf")).triu(1)[None, None]
+        for layer in tm.encoder.layers:
+            x = layer(x, mask)
+        x = x[0] if isinstance(x, tuple) else x
+        pooled = x[torch.arange(x.shape[0]), eot]
+        return model.text_projection(tm.final_layer_norm(pooled)), pooled
+
+    def qkv(layer, normed):
+        a = layer.self_attn
+        return torch.cat([a.q_proj(normed), a.k_proj(normed), a.v_proj(normed)], dim=-1).detach()
+
+    ref = {}
+    names = dict(ln_1="layer_norm1", ln_2="layer_norm2", fc=lambda b: b.mlp.fc1, qkv=qkv)
+    text_reference(ref, "text", run_tower, tm.embeddings.token_embedding, tm.encoder.layers, 2, names)
+
+    plain_ids, plain_eot = prompt_ids([torch.randint(1, VOCAB - 2, (n,)) for n in PLAIN_LENGTHS], 0)
+    with torch.no_grad():
+        ref["plain.ids"] = plain_ids
+        ref["plain.eot"] = plain_eot
+        ref["plain.features"] = model.get_text_features(input_ids=plain_ids).pooler_output
+
+    def hooks(rec):
+        rec.output(vm.embeddings.patch_embedding, "patch_embeds", lambda x: x.flatten(2).transpose(1, 2))
+        rec.output(vm.embeddings, "embeddings")
+        rec.output(vm.pre_layrnorm, "pre_norm")
+        for i, layer in enumerate(vm.encoder.layers):
+            rec.output(layer, f"block{i}")
+
+    def tokens(rec):
+        last = rec.values[f"block{len(vm.encoder.layers) - 1}"]
+        post = vm.post_layernorm(last)
+        rec.values["post_norm"] = post
+        return model.visual_projection(post)
+
+    images = torch.randn(IMAGES, 3, 32, 32)
+    vision_reference(ref, images, hooks, lambda x: model.get_image_features(pixel_values=x).pooler_output, tokens)
+    save(ref, os.path.join(out, "reference.safetensors"))
+
+
+def openai_fixture(out):
+    os.makedirs(out, exist_ok=True)
+    model_cfg = dict(
+        embed_dim=32,
+        quick_gelu=True,
+        vision_cfg=dict(image_size=40, layers=2, width=64, head_width=32, patch_size=8),
+        text_cfg=dict(context_length=CONTEXT, vocab_size=VOCAB, width=64, heads=2, layers=2),
+    )
+    model = open_clip.CLIP(**model_cfg).eval()
+    perturb(model)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, os.path.join(out, "open_clip_model.safetensors"))
+    for name, dtype in [("f16", torch.float16), ("bf16", torch.bfloat16)]:
+        save_file({k: v.to(dtype) for k, v in state.items()}, os.path.join(out, f"weights_{name}.safetensors"))
+    with open(os.path.join(out, "open_clip_config.json"), "w") as f:
+        json.dump(dict(model_cfg=model_cfg), f, indent=2)
+
+    def run_tower(emb, eot):
+        x = emb + model.positional_embedding
+        x = model.transformer(x, attn_mask=model.attn_mask)
+        pooled = x[torch.arange(x.shape[0]), eot]
+        return model.ln_final(pooled) @ model.text_projection, pooled
+
+    def qkv(block, normed):
+        return F.linear(normed, block.attn.in_proj_weight, block.attn.in_proj_bias).detach()
+
+    ref = {}
+    names = dict(ln_1="ln_1", ln_2="ln_2", fc=lambda b: b.mlp.c_fc, qkv=qkv)
+    text_reference(ref, "text", run_tower, model.token_embedding, model.transformer.resblocks, 2, names)
+
+    plain_ids, plain_eot = prompt_ids([torch.randint(1, VOCAB - 2, (n,)) for n in PLAIN_LENGTHS], 0)
+    with torch.no_grad():
+        ref["plain.ids"] = plain_ids
+        ref["plain.eot"] = plain_eot
+        ref["plain.features"] = model.encode_text(plain_ids)
+
+    v = model.visual
+
+    def hooks(rec):
+        rec.output(v.conv1, "patch_embeds", lambda x: x.flatten(2).transpose(1, 2))
+        rec.input(v.ln_pre, "embeddings")
+        rec.output(v.ln_pre, "pre_norm")
+        for i, block in enumerate(v.transformer.resblocks):
+            rec.output(block, f"block{i}")
+        rec.output(v.ln_post, "post_norm")
+
+    images = torch.randn(IMAGES, 3, 40, 40)
+    vision_reference(ref, images, hooks, model.encode_image, lambda rec: rec.values["post_norm"] @ v.proj)
+
+    # The reduced-precision files, evaluated in f32 after rounding the weights as stored.
+    for name, dtype in [("f16", torch.float16), ("bf16", torch.bfloat16)]:
+        rounded = open_clip.CLIP(**model_cfg).eval()
+        rounded.load_state_dict({k: t.to(dtype).float() for k, t in state.items()})
+        with torch.no_grad():
+            ref[f"{name}.plain_features"] = rounded.encode_text(plain_ids)
+            ref[f"{name}.pooled"] = rounded.encode_image(images)
+    save(ref, os.path.join(out, "reference.safetensors"))
+
+
+def main():
+    shutil.rmtree(OUT, ignore_errors=True)
+    hf_fixture(os.path.join(OUT, "hf"))
+    openai_fixture(os.path.join(OUT, "openai"))
+    total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(OUT) for f in fs)
+    print(f"wrote {OUT} ({total / 1e6:.2f} MB)")
+
+
+if __name__ == "__main__":
+    main()

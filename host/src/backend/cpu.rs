@@ -1,0 +1,957 @@
+//! The CPU backend: host buffers, the `gemm` crate for matrix products and rayon for all cores.
+//!
+//! Large products (the linear layers) run one `gemm` call split over all rayon threads. Attention
+//! is many small per-(sequence, head) products: a rayon loop over those pairs, each product
+//! single-threaded inside, so the two levels never nest thread pools. Row-wise layers (LayerNorm,
+//! activations, gathers) are rayon loops over rows.
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+mod head;
+
+use fedotp_core::ot::{BatchLayout, BatchReport, OtParams};
+
+use super::{
+    AttentionShape, Backend, BackendError, BackendResult, LayerNorm, Linear, MatmulDims,
+    PatchShape, PromptShape, SeqShape,
+};
+
+/// Runs every layer on the host CPU, using all threads of rayon's global pool.
+///
+/// # Example
+///
+/// ```
+/// use fedotp::backend::{Backend, Cpu, Linear};
+///
+/// let cpu = Cpu::new();
+/// // y = x · Wᵀ + b with W = [[1, 2], [3, 4]], b = [10, 20]
+/// let layer = Linear {
+///     weight: cpu.upload(&[1.0, 2.0, 3.0, 4.0])?,
+///     bias: Some(cpu.upload(&[10.0, 20.0])?),
+///     in_features: 2,
+///     out_features: 2,
+/// };
+/// let x = cpu.upload(&[1.0, 1.0])?;
+/// let mut y = cpu.alloc(2)?;
+/// cpu.linear(&mut y, &x, &layer, 1)?;
+/// assert_eq!(cpu.download(&y, 2)?, vec![13.0, 27.0]);
+/// # Ok::<(), fedotp::backend::BackendError>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cpu;
+
+impl Cpu {
+    /// The CPU backend.
+    pub fn new() -> Self {
+        Cpu
+    }
+}
+
+/// Checks that `buf` holds at least `needed` values.
+fn check(op: &'static str, buffer: &'static str, buf: &[f32], needed: usize) -> BackendResult<()> {
+    if buf.len() < needed {
+        return Err(BackendError::BufferTooSmall {
+            op,
+            buffer,
+            len: buf.len(),
+            needed,
+        });
+    }
+    Ok(())
+}
+
+/// Checks that every index is below `bound`.
+fn check_indices(
+    op: &'static str,
+    what: &'static str,
+    indices: &[u32],
+    bound: usize,
+) -> BackendResult<()> {
+    match indices.iter().find(|&&i| i as usize >= bound) {
+        Some(&index) => Err(BackendError::IndexOutOfRange {
+            op,
+            what,
+            index: index as usize,
+            bound,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Checks that an index array has one entry per sequence (or token).
+fn check_count(
+    op: &'static str,
+    what: &'static str,
+    indices: &[u32],
+    n: usize,
+) -> BackendResult<()> {
+    if indices.len() != n {
+        return Err(BackendError::IndexCount {
+            op,
+            what,
+            len: indices.len(),
+            expected: n,
+        });
+    }
+    Ok(())
+}
+
+/// A read-only strided matrix: element `(i, j)` at `ptr + i·rs + j·cs`.
+#[derive(Clone, Copy)]
+struct MatRef {
+    ptr: *const f32,
+    rs: isize,
+    cs: isize,
+}
+
+/// A writable matrix with unit column stride: element `(i, j)` at `ptr + i·rs + j`.
+#[derive(Clone, Copy)]
+struct MatMut {
+    ptr: *mut f32,
+    rs: isize,
+}
+
+/// `dst (m×n) = scale · lhs (m×k) · rhs (k×n)`, plus the old `dst` when `accumulate`.
+///
+/// # Safety
+/// The three views must address valid, properly sized memory, and `dst` must not overlap the
+/// inputs or memory another thread writes.
+unsafe fn gemm_f32(
+    dst: MatMut,
+    lhs: MatRef,
+    rhs: MatRef,
+    (m, n, k): (usize, usize, usize),
+    scale: f32,
+    accumulate: bool,
+    parallelism: Parallelism,
+) {
+    // gemm computes dst := alpha·dst + beta·lhs·rhs (alpha and beta swapped relative to BLAS),
+    // reading dst only when `read_dst` is set.
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst.ptr,
+        1,
+        dst.rs,
+        accumulate,
+        lhs.ptr,
+        lhs.cs,
+        lhs.rs,
+        rhs.ptr,
+        rhs.cs,
+        rhs.rs,
+        1.0,
+        scale,
+        false,
+        false,
+        false,
+        parallelism,
+    )
+}
+
+/// Which product of a linear layer's weight `W` (`out × in`) [`times_weight`] forms.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// `dst (rows × out) += src (rows × in) · Wᵀ`, onto the bias already in `dst` if any.
+    Forward,
+    /// `dst (rows × in) = src (rows × out) · W`.
+    InputGradient,
+}
+
+/// One multi-threaded GEMM between `rows` rows of `src` and a linear layer's weight; the
+/// caller has checked `dst` and `src` against the dimensions.
+fn times_weight(
+    op: &'static str,
+    dst: &mut [f32],
+    src: &[f32],
+    layer: &Linear<Vec<f32>>,
+    rows: usize,
+    direction: Direction,
+) -> BackendResult<()> {
+    let (n_in, n_out) = (layer.in_features, layer.out_features);
+    check(op, "weight", &layer.weight, n_out * n_in)?;
+    let (src_cols, dst_cols, weight) = match direction {
+        // Wᵀ: element (i, o) is W[o, i].
+        Direction::Forward => (n_in, n_out, (1, n_in as isize)),
+        Direction::InputGradient => (n_out, n_in, (n_in as isize, 1)),
+    };
+    // SAFETY: the callers' checks and the one above bound every access; `dst` is exclusively
+    // borrowed and distinct from `src` and the weight.
+    unsafe {
+        gemm_f32(
+            MatMut {
+                ptr: dst.as_mut_ptr(),
+                rs: dst_cols as isize,
+            },
+            MatRef {
+                ptr: src.as_ptr(),
+                rs: src_cols as isize,
+                cs: 1,
+            },
+            MatRef {
+                ptr: layer.weight.as_ptr(),
+                rs: weight.0,
+                cs: weight.1,
+            },
+            (rows, dst_cols, src_cols),
+            1.0,
+            direction == Direction::Forward && layer.bias.is_some(),
+            Parallelism::Rayon(0),
+        );
+    }
+    Ok(())
+}
+
+/// A raw pointer that rayon tasks may share because each task writes a disjoint region.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+// SAFETY: used only where every task writes a region no other task touches (see each use).
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+impl SharedMut {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// QuickGELU's slope, `x · σ(1.702 x)`.
+const QUICK_GELU_ALPHA: f32 = 1.702;
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+impl Backend for Cpu {
+    type Buf = Vec<f32>;
+
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn alloc(&self, len: usize) -> BackendResult<Vec<f32>> {
+        Ok(vec![0.0; len])
+    }
+
+    fn upload(&self, data: &[f32]) -> BackendResult<Vec<f32>> {
+        Ok(data.to_vec())
+    }
+
+    fn upload_vec(&self, data: Vec<f32>) -> BackendResult<Vec<f32>> {
+        Ok(data)
+    }
+
+    fn download(&self, buf: &Vec<f32>, len: usize) -> BackendResult<Vec<f32>> {
+        check("download", "buf", buf, len)?;
+        Ok(buf[..len].to_vec())
+    }
+
+    fn buf_len(&self, buf: &Vec<f32>) -> usize {
+        buf.len()
+    }
+
+    fn prompt_embed(
+        &self,
+        out: &mut Vec<f32>,
+        table: &Vec<f32>,
+        ids: &[u32],
+        ctx: &Vec<f32>,
+        set: &[u32],
+        shape: PromptShape,
+    ) -> BackendResult<()> {
+        const OP: &str = "prompt_embed";
+        let PromptShape {
+            batch,
+            seq,
+            width,
+            n_ctx,
+            n_sets,
+        } = shape;
+        check(OP, "out", out, batch * seq * width)?;
+        check(OP, "ctx", ctx, n_sets * n_ctx * width)?;
+        check_count(OP, "ids", ids, batch * seq)?;
+        check_count(OP, "set", set, batch)?;
+        check_indices(OP, "token id", ids, table.len() / width.max(1))?;
+        check_indices(OP, "context set", set, n_sets)?;
+        out[..batch * seq * width]
+            .par_chunks_mut(seq * width)
+            .enumerate()
+            .for_each(|(s, out_seq)| {
+                for (t, row) in out_seq.chunks_mut(width).enumerate() {
+                    let src = if (1..=n_ctx).contains(&t) {
+                        let at = (set[s] as usize * n_ctx + t - 1) * width;
+                        &ctx[at..at + width]
+                    } else {
+                        let at = ids[s * seq + t] as usize * width;
+                        &table[at..at + width]
+                    };
+                    row.copy_from_slice(src);
+                }
+            });
+        Ok(())
+    }
+
+    fn prompt_embed_backward(
+        &self,
+        d_ctx: &mut Vec<f32>,
+        d_out: &Vec<f32>,
+        set: &[u32],
+        shape: PromptShape,
+    ) -> BackendResult<()> {
+        const OP: &str = "prompt_embed_backward";
+        let PromptShape {
+            batch,
+            seq,
+            width,
+            n_ctx,
+            n_sets,
+        } = shape;
+        let ctx_len = n_ctx * width;
+        check(OP, "d_ctx", d_ctx, n_sets * ctx_len)?;
+        check(OP, "d_out", d_out, batch * seq * width)?;
+        check_count(OP, "set", set, batch)?;
+        check_indices(OP, "context set", set, n_sets)?;
+        // One task per context set, each summing its own sequences in order (deterministic).
+        d_ctx[..n_sets * ctx_len]
+            .par_chunks_mut(ctx_len.max(1))
+            .enumerate()
+            .for_each(|(k, d_set)| {
+                d_set.fill(0.0);
+                for s in (0..batch).filter(|&s| set[s] as usize == k) {
+                    let at = (s * seq + 1) * width;
+                    for (d, g) in d_set.iter_mut().zip(&d_out[at..at + ctx_len]) {
+                        *d += g;
+                    }
+                }
+            });
+        Ok(())
+    }
+
+    fn position_embed(
+        &self,
+        out: &mut Vec<f32>,
+        tokens: &Vec<f32>,
+        pos: &Vec<f32>,
+        in_seq: usize,
+        out_shape: SeqShape,
+    ) -> BackendResult<()> {
+        const OP: &str = "position_embed";
+        let SeqShape { batch, seq, width } = out_shape;
+        check(OP, "out", out, out_shape.len())?;
+        check(OP, "tokens", tokens, batch * in_seq * width)?;
+        check(OP, "pos", pos, seq * width)?;
+        if seq > in_seq {
+            return Err(BackendError::IndexOutOfRange {
+                op: OP,
+                what: "output sequence length",
+                index: seq,
+                bound: in_seq + 1,
+            });
+        }
+        out[..out_shape.len()]
+            .par_chunks_mut(seq * width)
+            .enumerate()
+            .for_each(|(s, out_seq)| {
+                let src = &tokens[s * in_seq * width..][..seq * width];
+                for ((o, x), p) in out_seq.iter_mut().zip(src).zip(&pos[..seq * width]) {
+                    *o = x + p;
+                }
+            });
+        Ok(())
+    }
+
+    fn position_embed_backward(
+        &self,
+        d_tokens: &mut Vec<f32>,
+        d_out: &Vec<f32>,
+        in_seq: usize,
+        out_shape: SeqShape,
+    ) -> BackendResult<()> {
+        const OP: &str = "position_embed_backward";
+        let SeqShape { batch, seq, width } = out_shape;
+        check(OP, "d_tokens", d_tokens, batch * in_seq * width)?;
+        check(OP, "d_out", d_out, out_shape.len())?;
+        d_tokens[..batch * in_seq * width]
+            .par_chunks_mut(in_seq * width)
+            .enumerate()
+            .for_each(|(s, d_seq)| {
+                let (kept, padded) = d_seq.split_at_mut(seq * width);
+                kept.copy_from_slice(&d_out[s * seq * width..][..seq * width]);
+                padded.fill(0.0);
+            });
+        Ok(())
+    }
+
+    fn extract_patches(
+        &self,
+        out: &mut Vec<f32>,
+        images: &Vec<f32>,
+        shape: PatchShape,
+    ) -> BackendResult<()> {
+        const OP: &str = "extract_patches";
+        let PatchShape {
+            batch,
+            channels,
+            image_size,
+            patch_size,
+        } = shape;
+        let (grid, patch_len) = (shape.grid(), shape.patch_len());
+        let image_len = channels * image_size * image_size;
+        check(OP, "out", out, batch * shape.patches() * patch_len)?;
+        check(OP, "images", images, batch * image_len)?;
+        out[..batch * shape.patches() * patch_len]
+            .par_chunks_mut(patch_len)
+            .enumerate()
+            .for_each(|(i, patch)| {
+                let (b, m) = (i / shape.patches(), i % shape.patches());
+                let (gy, gx) = (m / grid, m % grid);
+                let image = &images[b * image_len..][..image_len];
+                for c in 0..channels {
+                    for y in 0..patch_size {
+                        let src =
+                            (c * image_size + gy * patch_size + y) * image_size + gx * patch_size;
+                        let dst = (c * patch_size + y) * patch_size;
+                        patch[dst..dst + patch_size].copy_from_slice(&image[src..src + patch_size]);
+                    }
+                }
+            });
+        Ok(())
+    }
+
+    fn vit_tokens(
+        &self,
+        out: &mut Vec<f32>,
+        patches: &Vec<f32>,
+        class: &Vec<f32>,
+        pos: &Vec<f32>,
+        shape: SeqShape,
+    ) -> BackendResult<()> {
+        const OP: &str = "vit_tokens";
+        let SeqShape { batch, seq, width } = shape;
+        check(OP, "out", out, shape.len())?;
+        check(OP, "patches", patches, batch * (seq - 1) * width)?;
+        check(OP, "class", class, width)?;
+        check(OP, "pos", pos, seq * width)?;
+        out[..shape.len()]
+            .par_chunks_mut(width)
+            .enumerate()
+            .for_each(|(row, o)| {
+                let (b, t) = (row / seq, row % seq);
+                let src = if t == 0 {
+                    &class[..width]
+                } else {
+                    &patches[(b * (seq - 1) + t - 1) * width..][..width]
+                };
+                for ((o, x), p) in o.iter_mut().zip(src).zip(&pos[t * width..]) {
+                    *o = x + p;
+                }
+            });
+        Ok(())
+    }
+
+    fn layer_norm(
+        &self,
+        out: &mut Vec<f32>,
+        (mean, rstd): (&mut Vec<f32>, &mut Vec<f32>),
+        inp: &Vec<f32>,
+        ln: &LayerNorm<Vec<f32>>,
+        rows: usize,
+    ) -> BackendResult<()> {
+        const OP: &str = "layer_norm";
+        let width = ln.width;
+        check(OP, "out", out, rows * width)?;
+        check(OP, "inp", inp, rows * width)?;
+        check(OP, "mean", mean, rows)?;
+        check(OP, "rstd", rstd, rows)?;
+        let (weight, bias) = (&ln.weight[..width], &ln.bias[..width]);
+        out[..rows * width]
+            .par_chunks_mut(width)
+            .zip(inp[..rows * width].par_chunks(width))
+            .zip(mean[..rows].par_iter_mut().zip(rstd[..rows].par_iter_mut()))
+            .for_each(|((o, x), (m, r))| {
+                // Two passes in f32, like PyTorch's CPU kernel (mean, then centred variance).
+                let mu = x.iter().sum::<f32>() / width as f32;
+                let var = x.iter().map(|v| (v - mu) * (v - mu)).sum::<f32>() / width as f32;
+                let s = 1.0 / (var + ln.eps).sqrt();
+                for (((o, x), w), b) in o.iter_mut().zip(x).zip(weight).zip(bias) {
+                    *o = (x - mu) * s * w + b;
+                }
+                *m = mu;
+                *r = s;
+            });
+        Ok(())
+    }
+
+    fn layer_norm_backward(
+        &self,
+        d_inp: &mut Vec<f32>,
+        d_out: &Vec<f32>,
+        inp: &Vec<f32>,
+        (mean, rstd): (&Vec<f32>, &Vec<f32>),
+        ln: &LayerNorm<Vec<f32>>,
+        rows: usize,
+    ) -> BackendResult<()> {
+        const OP: &str = "layer_norm_backward";
+        let width = ln.width;
+        check(OP, "d_inp", d_inp, rows * width)?;
+        check(OP, "d_out", d_out, rows * width)?;
+        check(OP, "inp", inp, rows * width)?;
+        check(OP, "mean", mean, rows)?;
+        check(OP, "rstd", rstd, rows)?;
+        let weight = &ln.weight[..width];
+        d_inp[..rows * width]
+            .par_chunks_mut(width)
+            .enumerate()
+            .for_each(|(row, dx)| {
+                let x = &inp[row * width..][..width];
+                let dy = &d_out[row * width..][..width];
+                let (mu, s) = (mean[row], rstd[row]);
+                // With n = (x - μ)·s and g = γ ⊙ dy:
+                //   dx = s · (g - mean(g) - n · mean(g ⊙ n))
+                let (mut g_mean, mut gn_mean) = (0.0f32, 0.0f32);
+                for ((x, dy), w) in x.iter().zip(dy).zip(weight) {
+                    let g = w * dy;
+                    g_mean += g;
+                    gn_mean += g * (x - mu) * s;
+                }
+                g_mean /= width as f32;
+                gn_mean /= width as f32;
+                for (((dx, x), dy), w) in dx.iter_mut().zip(x).zip(dy).zip(weight) {
+                    let n = (x - mu) * s;
+                    *dx += s * (w * dy - g_mean - n * gn_mean);
+                }
+            });
+        Ok(())
+    }
+
+    fn linear(
+        &self,
+        out: &mut Vec<f32>,
+        inp: &Vec<f32>,
+        layer: &Linear<Vec<f32>>,
+        rows: usize,
+    ) -> BackendResult<()> {
+        const OP: &str = "linear";
+        let n_out = layer.out_features;
+        check(OP, "out", out, rows * n_out)?;
+        check(OP, "inp", inp, rows * layer.in_features)?;
+        if let Some(bias) = &layer.bias {
+            check(OP, "bias", bias, n_out)?;
+            out[..rows * n_out]
+                .par_chunks_mut(n_out)
+                .for_each(|row| row.copy_from_slice(&bias[..n_out]));
+        }
+        times_weight(OP, out, inp, layer, rows, Direction::Forward)
+    }
+
+    fn linear_backward(
+        &self,
+        d_inp: &mut Vec<f32>,
+        d_out: &Vec<f32>,
+        layer: &Linear<Vec<f32>>,
+        rows: usize,
+    ) -> BackendResult<()> {
+        const OP: &str = "linear_backward";
+        check(OP, "d_inp", d_inp, rows * layer.in_features)?;
+        check(OP, "d_out", d_out, rows * layer.out_features)?;
+        times_weight(OP, d_inp, d_out, layer, rows, Direction::InputGradient)
+    }
+
+    fn attention(
+        &self,
+        out: &mut Vec<f32>,
+        probs: &mut Vec<f32>,
+        qkv: &Vec<f32>,
+        shape: AttentionShape,
+    ) -> BackendResult<()> {
+        const OP: &str = "attention";
+        let AttentionShape {
+            batch,
+            seq,
+            heads,
+            head_dim,
+            causal,
+        } = shape;
+        let width = shape.width();
+        check(OP, "out", out, batch * seq * width)?;
+        check(OP, "probs", probs, shape.probs_len())?;
+        check(OP, "qkv", qkv, batch * seq * 3 * width)?;
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let out_ptr = SharedMut(out.as_mut_ptr());
+        probs[..shape.probs_len()]
+            .par_chunks_mut(seq * seq)
+            .enumerate()
+            .for_each(|(bh, p)| {
+                let (b, h) = (bh / heads, bh % heads);
+                let q = qkv[b * seq * 3 * width + h * head_dim..].as_ptr();
+                let (k, v) = (q.wrapping_add(width), q.wrapping_add(2 * width));
+                let row = 3 * width as isize;
+                // SAFETY: q, k, v address rows of this sequence inside the checked `qkv`; `p` is
+                // this task's own chunk; each task writes only the columns of head `h` of
+                // sequence `b` in `out`, a region no other task touches.
+                unsafe {
+                    // scores = scale · Q Kᵀ
+                    gemm_f32(
+                        MatMut {
+                            ptr: p.as_mut_ptr(),
+                            rs: seq as isize,
+                        },
+                        MatRef {
+                            ptr: q,
+                            rs: row,
+                            cs: 1,
+                        },
+                        MatRef {
+                            ptr: k,
+                            rs: 1,
+                            cs: row,
+                        },
+                        (seq, seq, head_dim),
+                        scale,
+                        false,
+                        Parallelism::None,
+                    );
+                }
+                for (i, r) in p.chunks_mut(seq).enumerate() {
+                    let visible = if causal { i + 1 } else { seq };
+                    let max = r[..visible]
+                        .iter()
+                        .fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                    let mut sum = 0.0;
+                    for x in &mut r[..visible] {
+                        *x = (*x - max).exp();
+                        sum += *x;
+                    }
+                    for x in &mut r[..visible] {
+                        *x /= sum;
+                    }
+                    r[visible..].fill(0.0);
+                }
+                unsafe {
+                    // out_h = P V
+                    gemm_f32(
+                        MatMut {
+                            ptr: out_ptr.get().add(b * seq * width + h * head_dim),
+                            rs: width as isize,
+                        },
+                        MatRef {
+                            ptr: p.as_ptr(),
+                            rs: seq as isize,
+                            cs: 1,
+                        },
+                        MatRef {
+                            ptr: v,
+                            rs: row,
+                            cs: 1,
+                        },
+                        (seq, head_dim, seq),
+                        1.0,
+                        false,
+                        Parallelism::None,
+                    );
+                }
+            });
+        Ok(())
+    }
+
+    fn attention_backward(
+        &self,
+        d_qkv: &mut Vec<f32>,
+        d_out: &Vec<f32>,
+        qkv: &Vec<f32>,
+        probs: &Vec<f32>,
+        shape: AttentionShape,
+    ) -> BackendResult<()> {
+        const OP: &str = "attention_backward";
+        let AttentionShape {
+            batch,
+            seq,
+            heads,
+            head_dim,
+            ..
+        } = shape;
+        let width = shape.width();
+        check(OP, "d_qkv", d_qkv, batch * seq * 3 * width)?;
+        check(OP, "d_out", d_out, batch * seq * width)?;
+        check(OP, "qkv", qkv, batch * seq * 3 * width)?;
+        check(OP, "probs", probs, shape.probs_len())?;
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let d_qkv_ptr = SharedMut(d_qkv.as_mut_ptr());
+        let (row, seq_i) = (3 * width as isize, seq as isize);
+        (0..batch * heads).into_par_iter().for_each(|bh| {
+            let (b, h) = (bh / heads, bh % heads);
+            let p = &probs[bh * seq * seq..][..seq * seq];
+            let at = b * seq * 3 * width + h * head_dim;
+            let q = qkv[at..].as_ptr();
+            let (k, v) = (q.wrapping_add(width), q.wrapping_add(2 * width));
+            let d_o = d_out[b * seq * width + h * head_dim..].as_ptr();
+            let mut dp = vec![0.0f32; seq * seq];
+            // SAFETY: all reads stay inside the checked buffers; each task writes only the q, k
+            // and v columns of head `h` of sequence `b` in `d_qkv` (disjoint across tasks) and
+            // its own `dp`.
+            unsafe {
+                let dv = d_qkv_ptr.get().add(at + 2 * width);
+                let p_t = MatRef {
+                    ptr: p.as_ptr(),
+                    rs: 1,
+                    cs: seq_i,
+                };
+                let d_o = MatRef {
+                    ptr: d_o,
+                    rs: width as isize,
+                    cs: 1,
+                };
+                let dims_pv = (seq, head_dim, seq);
+                // dV = Pᵀ dO
+                let dv_mat = MatMut { ptr: dv, rs: row };
+                gemm_f32(dv_mat, p_t, d_o, dims_pv, 1.0, false, Parallelism::None);
+                // dP = dO Vᵀ
+                let dp_mat = MatMut {
+                    ptr: dp.as_mut_ptr(),
+                    rs: seq_i,
+                };
+                let v_t = MatRef {
+                    ptr: v,
+                    rs: 1,
+                    cs: row,
+                };
+                gemm_f32(
+                    dp_mat,
+                    d_o,
+                    v_t,
+                    (seq, seq, head_dim),
+                    1.0,
+                    false,
+                    Parallelism::None,
+                );
+            }
+            // Softmax backward: dS = P ⊙ (dP - rowsum(dP ⊙ P)); masked entries have P = 0.
+            for (dp_row, p_row) in dp.chunks_mut(seq).zip(p.chunks(seq)) {
+                let dot: f32 = dp_row.iter().zip(p_row).map(|(a, b)| a * b).sum();
+                for (d, p) in dp_row.iter_mut().zip(p_row) {
+                    *d = p * (*d - dot);
+                }
+            }
+            unsafe {
+                let dq = d_qkv_ptr.get().add(at);
+                let dk = dq.add(width);
+                let ds = MatRef {
+                    ptr: dp.as_ptr(),
+                    rs: seq_i,
+                    cs: 1,
+                };
+                let ds_t = MatRef {
+                    ptr: dp.as_ptr(),
+                    rs: 1,
+                    cs: seq_i,
+                };
+                let dims = (seq, head_dim, seq);
+                // scores = scale · Q Kᵀ ⇒ dQ = scale · dS K, dK = scale · dSᵀ Q
+                let k_ref = MatRef {
+                    ptr: k,
+                    rs: row,
+                    cs: 1,
+                };
+                let q_ref = MatRef {
+                    ptr: q,
+                    rs: row,
+                    cs: 1,
+                };
+                gemm_f32(
+                    MatMut { ptr: dq, rs: row },
+                    ds,
+                    k_ref,
+                    dims,
+                    scale,
+                    false,
+                    Parallelism::None,
+                );
+                gemm_f32(
+                    MatMut { ptr: dk, rs: row },
+                    ds_t,
+                    q_ref,
+                    dims,
+                    scale,
+                    false,
+                    Parallelism::None,
+                );
+            }
+        });
+        Ok(())
+    }
+
+    fn quick_gelu(&self, out: &mut Vec<f32>, inp: &Vec<f32>, len: usize) -> BackendResult<()> {
+        check("quick_gelu", "out", out, len)?;
+        check("quick_gelu", "inp", inp, len)?;
+        out[..len]
+            .par_chunks_mut(4096)
+            .zip(inp[..len].par_chunks(4096))
+            .for_each(|(o, x)| {
+                for (o, &x) in o.iter_mut().zip(x) {
+                    *o = x * sigmoid(QUICK_GELU_ALPHA * x);
+                }
+            });
+        Ok(())
+    }
+
+    fn quick_gelu_backward(
+        &self,
+        d: &mut Vec<f32>,
+        inp: &Vec<f32>,
+        len: usize,
+    ) -> BackendResult<()> {
+        check("quick_gelu_backward", "d", d, len)?;
+        check("quick_gelu_backward", "inp", inp, len)?;
+        d[..len]
+            .par_chunks_mut(4096)
+            .zip(inp[..len].par_chunks(4096))
+            .for_each(|(d, x)| {
+                for (d, &x) in d.iter_mut().zip(x) {
+                    let s = sigmoid(QUICK_GELU_ALPHA * x);
+                    *d *= s + QUICK_GELU_ALPHA * x * s * (1.0 - s);
+                }
+            });
+        Ok(())
+    }
+
+    fn add_assign(&self, acc: &mut Vec<f32>, x: &Vec<f32>, len: usize) -> BackendResult<()> {
+        check("add_assign", "acc", acc, len)?;
+        check("add_assign", "x", x, len)?;
+        acc[..len]
+            .par_chunks_mut(4096)
+            .zip(x[..len].par_chunks(4096))
+            .for_each(|(a, x)| a.iter_mut().zip(x).for_each(|(a, x)| *a += x));
+        Ok(())
+    }
+
+    fn gather_rows(
+        &self,
+        out: &mut Vec<f32>,
+        inp: &Vec<f32>,
+        positions: &[u32],
+        shape: SeqShape,
+    ) -> BackendResult<()> {
+        const OP: &str = "gather_rows";
+        let SeqShape { batch, seq, width } = shape;
+        check(OP, "out", out, batch * width)?;
+        check(OP, "inp", inp, shape.len())?;
+        check_count(OP, "positions", positions, batch)?;
+        check_indices(OP, "row position", positions, seq)?;
+        for (s, o) in out[..batch * width].chunks_mut(width).enumerate() {
+            o.copy_from_slice(&inp[(s * seq + positions[s] as usize) * width..][..width]);
+        }
+        Ok(())
+    }
+
+    fn gather_rows_backward(
+        &self,
+        d_inp: &mut Vec<f32>,
+        d_out: &Vec<f32>,
+        positions: &[u32],
+        shape: SeqShape,
+    ) -> BackendResult<()> {
+        const OP: &str = "gather_rows_backward";
+        let SeqShape { batch, seq, width } = shape;
+        check(OP, "d_inp", d_inp, shape.len())?;
+        check(OP, "d_out", d_out, batch * width)?;
+        check_count(OP, "positions", positions, batch)?;
+        check_indices(OP, "row position", positions, seq)?;
+        d_inp[..shape.len()]
+            .par_chunks_mut(seq * width)
+            .enumerate()
+            .for_each(|(s, d_seq)| {
+                d_seq.fill(0.0);
+                let at = positions[s] as usize * width;
+                d_seq[at..at + width].copy_from_slice(&d_out[s * width..][..width]);
+            });
+        Ok(())
+    }
+
+    fn normalize_rows(
+        &self,
+        out: &mut Vec<f32>,
+        norms: &mut Vec<f32>,
+        inp: &Vec<f32>,
+        rows: usize,
+        dim: usize,
+    ) -> BackendResult<()> {
+        head::normalize_rows(out, norms, inp, rows, dim)
+    }
+
+    fn normalize_rows_backward(
+        &self,
+        d_inp: &mut Vec<f32>,
+        d_out: &Vec<f32>,
+        out: &Vec<f32>,
+        norms: &Vec<f32>,
+        rows: usize,
+        dim: usize,
+    ) -> BackendResult<()> {
+        head::normalize_rows_backward(d_inp, d_out, out, norms, rows, dim)
+    }
+
+    fn matmul_nt(
+        &self,
+        out: &mut Vec<f32>,
+        a: &Vec<f32>,
+        b: &Vec<f32>,
+        dims: MatmulDims,
+        alpha: f32,
+    ) -> BackendResult<()> {
+        head::matmul(out, a, b, dims, alpha, head::Transposed::B)
+    }
+
+    fn matmul_tn(
+        &self,
+        out: &mut Vec<f32>,
+        a: &Vec<f32>,
+        b: &Vec<f32>,
+        dims: MatmulDims,
+        alpha: f32,
+    ) -> BackendResult<()> {
+        head::matmul(out, a, b, dims, alpha, head::Transposed::A)
+    }
+
+    fn ot_plans(
+        &self,
+        plans: &mut Vec<f32>,
+        sim: &Vec<f32>,
+        layout: BatchLayout,
+        params: &OtParams,
+    ) -> BackendResult<BatchReport> {
+        head::ot_plans(plans, sim, layout, params)
+    }
+
+    fn ot_logits(
+        &self,
+        logits: &mut Vec<f32>,
+        sim: &Vec<f32>,
+        plans: &Vec<f32>,
+        layout: BatchLayout,
+        scale: f32,
+    ) -> BackendResult<()> {
+        head::ot_logits(logits, sim, plans, layout, scale)
+    }
+
+    fn ot_logits_backward(
+        &self,
+        d_sim: &mut Vec<f32>,
+        d_logits: &Vec<f32>,
+        plans: &Vec<f32>,
+        layout: BatchLayout,
+        scale: f32,
+    ) -> BackendResult<()> {
+        head::ot_logits_backward(d_sim, d_logits, plans, layout, scale)
+    }
+
+    fn cross_entropy(
+        &self,
+        d_logits: &mut Vec<f32>,
+        logits: &Vec<f32>,
+        labels: &[u32],
+        classes: usize,
+    ) -> BackendResult<f32> {
+        head::cross_entropy(d_logits, logits, labels, classes)
+    }
+}

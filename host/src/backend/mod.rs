@@ -1,0 +1,510 @@
+//! Compute backends: the seam between the CLIP model code and the hardware it runs on.
+//!
+//! The model code ([`crate::clip`]) is written once, generic over [`Backend`]: it holds its
+//! weights and activations in the backend's buffer type ([`Backend::Buf`]) and calls one method
+//! per layer, in the manner of llm.c — each layer an explicit forward (and, where the text tower's
+//! backward needs it, backward) over flat row-major `f32` buffers with explicit dimensions. The
+//! CPU backend ([`Cpu`]) keeps buffers in host memory; a CUDA backend keeps them in device memory
+//! and implements the same methods with cuBLAS and kernels, without touching the model code.
+//!
+//! Conventions shared by every method:
+//! - Buffers are flat `f32`, row-major; the shape is given by the dimension arguments. A buffer may
+//!   be longer than an operation needs (so activations can be reused across calls with a smaller
+//!   sequence length); only the leading elements are read or written.
+//! - Outputs are overwritten, except where a method says it *accumulates* (`+=`), which is how the
+//!   backward pass adds a branch's gradient into the residual stream.
+//! - Small index arrays (token ids, context assignment, EOT positions) are host slices: a device
+//!   backend copies them over, which costs little next to the layers.
+//!
+//! The ops cover the ViT, the text transformer, and the prompt-learning head on top of them
+//! (feature normalisation, similarity products, FedOTP's batched OT solve and its logits, the
+//! cross-entropy loss), so a training step runs where the model runs. The ModifiedResNet (RN50) vision tower adds its
+//! own — 2-D convolution, inference batch-norm, average pooling and the attention pool — as further
+//! methods of this trait, with their weights in a new [`crate::clip::VisionWeights`] variant.
+
+mod cpu;
+
+use fedotp_core::ot::{BatchLayout, BatchReport, OtParams};
+
+pub use cpu::Cpu;
+
+/// An error reported by a backend operation.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// A buffer is shorter than the operation's dimensions need (a bug in the caller).
+    #[error("{op}: buffer `{buffer}` holds {len} floats but {needed} are needed")]
+    BufferTooSmall {
+        /// The operation.
+        op: &'static str,
+        /// Which argument.
+        buffer: &'static str,
+        /// Its length.
+        len: usize,
+        /// The length the dimensions need.
+        needed: usize,
+    },
+    /// An index (token id, row position, context row) is out of range.
+    #[error("{op}: {what} {index} is out of range (must be < {bound})")]
+    IndexOutOfRange {
+        /// The operation.
+        op: &'static str,
+        /// What the index selects.
+        what: &'static str,
+        /// The offending index.
+        index: usize,
+        /// The exclusive upper bound.
+        bound: usize,
+    },
+    /// An index array does not have one entry per sequence (or token).
+    #[error("{op}: `{what}` has {len} entries, expected {expected}")]
+    IndexCount {
+        /// The operation.
+        op: &'static str,
+        /// Which index array.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// The length the dimensions need.
+        expected: usize,
+    },
+    /// The OT solver refused a batch (a non-finite similarity: the features it came from were).
+    #[error("{op}: {source}")]
+    Ot {
+        /// The operation.
+        op: &'static str,
+        /// The solver's reason.
+        source: fedotp_core::ot::OtError,
+    },
+    /// The device failed (driver or library error, kernel launch, out of memory).
+    #[error("{op}: device error: {message}")]
+    Device {
+        /// The operation.
+        op: &'static str,
+        /// What the driver or library said.
+        message: String,
+    },
+}
+
+/// Result of a backend operation.
+pub type BackendResult<T> = Result<T, BackendError>;
+
+/// A linear layer `y = x · Wᵀ + b` with `W` stored `(out_features, in_features)` row-major, as
+/// PyTorch's `nn.Linear` stores it.
+#[derive(Debug, Clone)]
+pub struct Linear<Buf> {
+    /// Weight, `out_features × in_features`.
+    pub weight: Buf,
+    /// Bias, `out_features`; `None` for CLIP's bias-free projections.
+    pub bias: Option<Buf>,
+    /// Input width.
+    pub in_features: usize,
+    /// Output width.
+    pub out_features: usize,
+}
+
+impl<Buf> Linear<Buf> {
+    /// The same layer with each buffer converted by `f` (e.g. uploaded to a device).
+    pub fn try_map<T, E>(self, f: &mut impl FnMut(Buf) -> Result<T, E>) -> Result<Linear<T>, E> {
+        Ok(Linear {
+            weight: f(self.weight)?,
+            bias: self.bias.map(&mut *f).transpose()?,
+            in_features: self.in_features,
+            out_features: self.out_features,
+        })
+    }
+}
+
+/// Layer normalisation over the last dimension, with learned scale and shift.
+#[derive(Debug, Clone)]
+pub struct LayerNorm<Buf> {
+    /// Scale (γ), `width`.
+    pub weight: Buf,
+    /// Shift (β), `width`.
+    pub bias: Buf,
+    /// Normalised width.
+    pub width: usize,
+    /// Added to the variance before the square root.
+    pub eps: f32,
+}
+
+impl<Buf> LayerNorm<Buf> {
+    /// The same layer with each buffer converted by `f` (e.g. uploaded to a device).
+    pub fn try_map<T, E>(self, f: &mut impl FnMut(Buf) -> Result<T, E>) -> Result<LayerNorm<T>, E> {
+        Ok(LayerNorm {
+            weight: f(self.weight)?,
+            bias: f(self.bias)?,
+            width: self.width,
+            eps: self.eps,
+        })
+    }
+}
+
+/// A batch of sequences: `batch × seq × width` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqShape {
+    /// Number of sequences.
+    pub batch: usize,
+    /// Tokens per sequence.
+    pub seq: usize,
+    /// Features per token.
+    pub width: usize,
+}
+
+impl SeqShape {
+    /// Number of token rows, `batch × seq`.
+    pub fn rows(&self) -> usize {
+        self.batch * self.seq
+    }
+
+    /// Number of values, `batch × seq × width`.
+    pub fn len(&self) -> usize {
+        self.rows() * self.width
+    }
+
+    /// Whether the shape holds no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Multi-head self-attention over a batch of sequences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttentionShape {
+    /// Number of sequences.
+    pub batch: usize,
+    /// Tokens per sequence.
+    pub seq: usize,
+    /// Number of heads.
+    pub heads: usize,
+    /// Features per head; the model width is `heads × head_dim`.
+    pub head_dim: usize,
+    /// Whether token `i` may attend only to tokens `j ≤ i` (the text tower).
+    pub causal: bool,
+}
+
+impl AttentionShape {
+    /// Model width, `heads × head_dim`.
+    pub fn width(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    /// Length of the attention-probability buffer, `batch × heads × seq × seq`.
+    pub fn probs_len(&self) -> usize {
+        self.batch * self.heads * self.seq * self.seq
+    }
+}
+
+/// Layout of a batch of prompts `[SOT] ctx_0 … ctx_{n_ctx-1} tokens… [EOT] pad…`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PromptShape {
+    /// Number of prompts (sequences) in the batch.
+    pub batch: usize,
+    /// Tokens per prompt.
+    pub seq: usize,
+    /// Embedding width.
+    pub width: usize,
+    /// Context rows per prompt, at positions `1..=n_ctx`.
+    pub n_ctx: usize,
+    /// Number of context sets (`ctx` holds `n_sets × n_ctx × width` values).
+    pub n_sets: usize,
+}
+
+/// Images and their grid of non-overlapping square patches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PatchShape {
+    /// Number of images.
+    pub batch: usize,
+    /// Channels per image.
+    pub channels: usize,
+    /// Side of the (square) image in pixels.
+    pub image_size: usize,
+    /// Side of a patch in pixels; divides `image_size`.
+    pub patch_size: usize,
+}
+
+impl PatchShape {
+    /// Patches per side.
+    pub fn grid(&self) -> usize {
+        self.image_size / self.patch_size
+    }
+
+    /// Patches per image.
+    pub fn patches(&self) -> usize {
+        self.grid() * self.grid()
+    }
+
+    /// Values per flattened patch, `channels × patch × patch`.
+    pub fn patch_len(&self) -> usize {
+        self.channels * self.patch_size * self.patch_size
+    }
+}
+
+/// Where the model's layers run. See the [module documentation](self) for the conventions.
+pub trait Backend: Send + Sync {
+    /// A buffer of `f32` values owned by the backend (host or device memory).
+    type Buf: Send + Sync;
+
+    /// A short name for messages, e.g. `"cpu"`.
+    fn name(&self) -> &'static str;
+
+    // ---- memory -------------------------------------------------------------------------
+
+    /// A zero-filled buffer of `len` values.
+    fn alloc(&self, len: usize) -> BackendResult<Self::Buf>;
+    /// A buffer holding a copy of `data`.
+    fn upload(&self, data: &[f32]) -> BackendResult<Self::Buf>;
+    /// A buffer holding `data`; host backends take the vector without copying.
+    fn upload_vec(&self, data: Vec<f32>) -> BackendResult<Self::Buf> {
+        self.upload(&data)
+    }
+    /// The first `len` values of `buf`, copied to the host.
+    fn download(&self, buf: &Self::Buf, len: usize) -> BackendResult<Vec<f32>>;
+    /// Number of values `buf` holds.
+    fn buf_len(&self, buf: &Self::Buf) -> usize;
+
+    // ---- embeddings ---------------------------------------------------------------------
+
+    /// Prompt token embeddings: `out[s, t] = ctx[set[s], t - 1]` for `t` in `1..=n_ctx`, else
+    /// `table[ids[s, t]]`. `ids` is `batch × seq`, `set` is `batch`, `table` is `vocab × width`.
+    fn prompt_embed(
+        &self,
+        out: &mut Self::Buf,
+        table: &Self::Buf,
+        ids: &[u32],
+        ctx: &Self::Buf,
+        set: &[u32],
+        shape: PromptShape,
+    ) -> BackendResult<()>;
+    /// Gradient of [`Backend::prompt_embed`] with respect to `ctx`:
+    /// `d_ctx[k] = Σ_{s : set[s] = k} d_out[s, 1..=n_ctx]` (overwritten, `n_sets × n_ctx × width`).
+    fn prompt_embed_backward(
+        &self,
+        d_ctx: &mut Self::Buf,
+        d_out: &Self::Buf,
+        set: &[u32],
+        shape: PromptShape,
+    ) -> BackendResult<()>;
+    /// Adds position embeddings and truncates: `out[s, t] = tokens[s, t] + pos[t]` for
+    /// `t < out_shape.seq`, where `tokens` is `batch × in_seq × width` and `pos` has at least
+    /// `out_shape.seq` rows.
+    fn position_embed(
+        &self,
+        out: &mut Self::Buf,
+        tokens: &Self::Buf,
+        pos: &Self::Buf,
+        in_seq: usize,
+        out_shape: SeqShape,
+    ) -> BackendResult<()>;
+    /// Gradient of [`Backend::position_embed`] with respect to `tokens`: `d_out` padded with zero
+    /// rows from `out_shape.seq` to `in_seq` (overwritten, `batch × in_seq × width`).
+    fn position_embed_backward(
+        &self,
+        d_tokens: &mut Self::Buf,
+        d_out: &Self::Buf,
+        in_seq: usize,
+        out_shape: SeqShape,
+    ) -> BackendResult<()>;
+    /// Cuts images (`batch × channels × size × size`) into flattened non-overlapping patches:
+    /// `out` is `batch × patches × (channels·patch·patch)`, patches in row-major grid order and
+    /// each flattened as `(channel, y, x)` — the layout of a `Conv2d` weight, so the patch
+    /// embedding is then one [`Backend::linear`].
+    fn extract_patches(
+        &self,
+        out: &mut Self::Buf,
+        images: &Self::Buf,
+        shape: PatchShape,
+    ) -> BackendResult<()>;
+    /// ViT input tokens: `out[b, 0] = class + pos[0]`, `out[b, 1 + m] = patches[b, m] + pos[1 + m]`,
+    /// with `patches` `batch × (seq - 1) × width` and `out` `batch × seq × width`.
+    fn vit_tokens(
+        &self,
+        out: &mut Self::Buf,
+        patches: &Self::Buf,
+        class: &Self::Buf,
+        pos: &Self::Buf,
+        shape: SeqShape,
+    ) -> BackendResult<()>;
+
+    // ---- layers -------------------------------------------------------------------------
+
+    /// Layer normalisation of `rows` rows; also writes each row's mean and reciprocal standard
+    /// deviation (`rows` values each) for the backward pass.
+    fn layer_norm(
+        &self,
+        out: &mut Self::Buf,
+        stats: (&mut Self::Buf, &mut Self::Buf),
+        inp: &Self::Buf,
+        ln: &LayerNorm<Self::Buf>,
+        rows: usize,
+    ) -> BackendResult<()>;
+    /// Gradient of [`Backend::layer_norm`] with respect to its input, **accumulated** into `d_inp`.
+    fn layer_norm_backward(
+        &self,
+        d_inp: &mut Self::Buf,
+        d_out: &Self::Buf,
+        inp: &Self::Buf,
+        stats: (&Self::Buf, &Self::Buf),
+        ln: &LayerNorm<Self::Buf>,
+        rows: usize,
+    ) -> BackendResult<()>;
+    /// `out = inp · Wᵀ + b` for `rows` rows (`inp` is `rows × in`, `out` is `rows × out`).
+    fn linear(
+        &self,
+        out: &mut Self::Buf,
+        inp: &Self::Buf,
+        layer: &Linear<Self::Buf>,
+        rows: usize,
+    ) -> BackendResult<()>;
+    /// Gradient of [`Backend::linear`] with respect to its input: `d_inp = d_out · W` (overwritten).
+    /// The weights are frozen, so no weight gradient is formed.
+    fn linear_backward(
+        &self,
+        d_inp: &mut Self::Buf,
+        d_out: &Self::Buf,
+        layer: &Linear<Self::Buf>,
+        rows: usize,
+    ) -> BackendResult<()>;
+    /// Multi-head scaled dot-product self-attention. `qkv` is `batch × seq × 3·width` (queries,
+    /// keys and values side by side, each split into heads of `head_dim` columns); `out` is
+    /// `batch × seq × width` with the heads merged; `probs` (`batch × heads × seq × seq`) receives
+    /// the softmax probabilities for the backward pass.
+    fn attention(
+        &self,
+        out: &mut Self::Buf,
+        probs: &mut Self::Buf,
+        qkv: &Self::Buf,
+        shape: AttentionShape,
+    ) -> BackendResult<()>;
+    /// Gradient of [`Backend::attention`] with respect to `qkv` (overwritten).
+    fn attention_backward(
+        &self,
+        d_qkv: &mut Self::Buf,
+        d_out: &Self::Buf,
+        qkv: &Self::Buf,
+        probs: &Self::Buf,
+        shape: AttentionShape,
+    ) -> BackendResult<()>;
+    /// QuickGELU, `out = x · σ(1.702 x)`, over `len` values.
+    fn quick_gelu(&self, out: &mut Self::Buf, inp: &Self::Buf, len: usize) -> BackendResult<()>;
+    /// Gradient of [`Backend::quick_gelu`], in place: `d[i] *= QuickGELU'(inp[i])`.
+    fn quick_gelu_backward(
+        &self,
+        d: &mut Self::Buf,
+        inp: &Self::Buf,
+        len: usize,
+    ) -> BackendResult<()>;
+    /// Residual connection: `acc[i] += x[i]` over `len` values.
+    fn add_assign(&self, acc: &mut Self::Buf, x: &Self::Buf, len: usize) -> BackendResult<()>;
+    /// Picks one row per sequence: `out[s] = inp[s, positions[s]]` (`out` is `batch × width`).
+    fn gather_rows(
+        &self,
+        out: &mut Self::Buf,
+        inp: &Self::Buf,
+        positions: &[u32],
+        shape: SeqShape,
+    ) -> BackendResult<()>;
+    /// Gradient of [`Backend::gather_rows`]: `d_inp` is zero except `d_inp[s, positions[s]] =
+    /// d_out[s]` (overwritten, `batch × seq × width`).
+    fn gather_rows_backward(
+        &self,
+        d_inp: &mut Self::Buf,
+        d_out: &Self::Buf,
+        positions: &[u32],
+        shape: SeqShape,
+    ) -> BackendResult<()>;
+
+    // ---- the prompt-learning head -------------------------------------------------------
+
+    /// Unit-length rows: `out[r] = inp[r] / ‖inp[r]‖` for `rows` rows of `dim` values, and
+    /// `norms[r] = ‖inp[r]‖` for the backward pass. A zero row gives non-finite values, which the
+    /// training step detects and skips.
+    fn normalize_rows(
+        &self,
+        out: &mut Self::Buf,
+        norms: &mut Self::Buf,
+        inp: &Self::Buf,
+        rows: usize,
+        dim: usize,
+    ) -> BackendResult<()>;
+    /// Gradient of [`Backend::normalize_rows`] with respect to its input (overwritten):
+    /// `d_inp[r] = (d_out[r] − out[r] ⟨out[r], d_out[r]⟩) / norms[r]`.
+    fn normalize_rows_backward(
+        &self,
+        d_inp: &mut Self::Buf,
+        d_out: &Self::Buf,
+        out: &Self::Buf,
+        norms: &Self::Buf,
+        rows: usize,
+        dim: usize,
+    ) -> BackendResult<()>;
+    /// `out (m × n) = alpha · a · bᵀ` with `a` `m × k` and `b` `n × k`: every row of `a` against
+    /// every row of `b` (similarities of image and text features).
+    fn matmul_nt(
+        &self,
+        out: &mut Self::Buf,
+        a: &Self::Buf,
+        b: &Self::Buf,
+        dims: MatmulDims,
+        alpha: f32,
+    ) -> BackendResult<()>;
+    /// `out (m × n) = alpha · aᵀ · b` with `a` `k × m` and `b` `k × n` (gradients of
+    /// similarities back onto one side's features).
+    fn matmul_tn(
+        &self,
+        out: &mut Self::Buf,
+        a: &Self::Buf,
+        b: &Self::Buf,
+        dims: MatmulDims,
+        alpha: f32,
+    ) -> BackendResult<()>;
+    /// FedOTP's transport plans, one independent problem per (image, class): `sim` is
+    /// `images × patches × prompts × classes` cosine similarities, `plans` receives
+    /// `images × classes × patches × prompts` — the same algorithm, stopping rule and `f32`
+    /// stabilisation as [`fedotp_core::ot::solve_batch`].
+    fn ot_plans(
+        &self,
+        plans: &mut Self::Buf,
+        sim: &Self::Buf,
+        layout: BatchLayout,
+        params: &OtParams,
+    ) -> BackendResult<BatchReport>;
+    /// Logits of the OT head: `logits[b, c] = scale · Σ_{m,n} plans[b, c, m, n] · sim[b, m, n, c]`.
+    fn ot_logits(
+        &self,
+        logits: &mut Self::Buf,
+        sim: &Self::Buf,
+        plans: &Self::Buf,
+        layout: BatchLayout,
+        scale: f32,
+    ) -> BackendResult<()>;
+    /// Gradient of [`Backend::ot_logits`] with respect to `sim`, the plans held constant (as in
+    /// the paper): `d_sim[b, m, n, c] = scale · d_logits[b, c] · plans[b, c, m, n]` (overwritten).
+    fn ot_logits_backward(
+        &self,
+        d_sim: &mut Self::Buf,
+        d_logits: &Self::Buf,
+        plans: &Self::Buf,
+        layout: BatchLayout,
+        scale: f32,
+    ) -> BackendResult<()>;
+    /// Softmax cross-entropy of `batch × classes` logits against `labels`, averaged over the
+    /// batch; returns the loss and writes its gradient `d_logits = (softmax − one_hot) / batch`.
+    fn cross_entropy(
+        &self,
+        d_logits: &mut Self::Buf,
+        logits: &Self::Buf,
+        labels: &[u32],
+        classes: usize,
+    ) -> BackendResult<f32>;
+}
+
+/// Dimensions of a matrix product `out (m × n) = A · B`, with `k` the contracted dimension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatmulDims {
+    /// Rows of the output.
+    pub m: usize,
+    /// Columns of the output.
+    pub n: usize,
+    /// The contracted dimension.
+    pub k: usize,
+}

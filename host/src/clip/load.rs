@@ -1,0 +1,713 @@
+//! Loading CLIP from safetensors, in the Hugging Face `CLIPModel` layout or the OpenAI /
+//! open_clip layout, into the canonical [`ClipWeights`].
+//!
+//! The file is memory-mapped and each tensor converted to `f32` (from f32, f16 or bf16) as it is
+//! read. The architecture comes from `config.json` (Hugging Face) or `open_clip_config.json`
+//! (open_clip) next to the weights where present, and is otherwise inferred from tensor shapes
+//! (heads = width / 64, as in every CLIP release). Every tensor is then read with the shape that
+//! architecture implies, and every tensor of the file must be used: a missing, unexpected or
+//! misshapen tensor is an error naming it.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use half::{bf16, f16};
+use safetensors::{Dtype, SafeTensors};
+use serde::Deserialize;
+
+use super::{
+    ClipConfig, ClipError, ClipWeights, ResidualBlock, TextConfig, TextWeights, VisionConfig,
+    VisionWeights, VitConfig, VitWeights, CLIP_HEAD_WIDTH, CLIP_LAYER_NORM_EPS,
+};
+use crate::backend::{LayerNorm, Linear};
+
+/// Weight file names tried, in order, when [`ClipWeights::load`] is given a directory.
+pub const WEIGHT_FILE_NAMES: [&str; 2] = ["model.safetensors", "open_clip_model.safetensors"];
+
+/// Buffers some exporters save that are not parameters.
+const IGNORED_TENSORS: [&str; 6] = [
+    "text_model.embeddings.position_ids",
+    "vision_model.embeddings.position_ids",
+    "input_resolution",
+    "context_length",
+    "vocab_size",
+    "attn_mask",
+];
+
+impl ClipWeights<Vec<f32>> {
+    /// Loads CLIP from a safetensors file, or from a directory holding `model.safetensors`
+    /// (Hugging Face, with its `config.json`) or `open_clip_model.safetensors` (open_clip, with
+    /// an optional `open_clip_config.json`).
+    ///
+    /// Only the ViT image tower is implemented: OpenAI-layout RN50 weights give
+    /// [`ClipError::Unsupported`] ("RN50 vision tower not built yet").
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ClipError> {
+        let path = path.as_ref();
+        let file_path = resolve_weights(path)?;
+        let dir = file_path.parent().unwrap_or(Path::new("."));
+        let io = |source| ClipError::Io {
+            path: file_path.clone(),
+            source,
+        };
+        let file = File::open(&file_path).map_err(io)?;
+        // SAFETY: the map is read-only and private to this call; a file changed by another
+        // process while we read it could give wrong values but not unsoundness in safe code we
+        // hand data to, since every byte pattern is a valid f32/f16/bf16.
+        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        let tensors = SafeTensors::deserialize(&mmap).map_err(|e| ClipError::Safetensors {
+            path: file_path.clone(),
+            message: e.to_string(),
+        })?;
+        let mut file = TensorFile {
+            path: &file_path,
+            tensors,
+            used: HashSet::new(),
+        };
+        let layout = Layout::detect(&file)?;
+        let config = layout.config(&file, dir)?;
+        config.validate()?;
+        let weights = layout.read(&mut file, config)?;
+        file.finish()?;
+        Ok(weights)
+    }
+}
+
+/// The weights file for `path`: the file itself, or a known name inside a directory.
+fn resolve_weights(path: &Path) -> Result<PathBuf, ClipError> {
+    if !path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    WEIGHT_FILE_NAMES
+        .iter()
+        .map(|name| path.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| ClipError::NoWeights {
+            path: path.to_path_buf(),
+            looked_for: WEIGHT_FILE_NAMES.join(", "),
+        })
+}
+
+/// A parsed safetensors file and the names read from it so far.
+struct TensorFile<'a> {
+    path: &'a Path,
+    tensors: SafeTensors<'a>,
+    used: HashSet<String>,
+}
+
+impl TensorFile<'_> {
+    fn has(&self, name: &str) -> bool {
+        self.tensors.tensor(name).is_ok()
+    }
+
+    fn missing(&self, name: &str) -> ClipError {
+        ClipError::MissingTensor {
+            path: self.path.to_path_buf(),
+            name: name.to_string(),
+        }
+    }
+
+    fn shape(&self, name: &str) -> Result<Vec<usize>, ClipError> {
+        let view = self.tensors.tensor(name).map_err(|_| self.missing(name))?;
+        Ok(view.shape().to_vec())
+    }
+
+    /// The tensor `name` as f32, after checking its shape is `expected`.
+    fn read(&mut self, name: &str, expected: &[usize]) -> Result<Vec<f32>, ClipError> {
+        let view = self.tensors.tensor(name).map_err(|_| self.missing(name))?;
+        let same_scalar = expected.iter().product::<usize>() == 1
+            && view.shape().iter().product::<usize>() == 1
+            && expected.len() <= 1
+            && view.shape().len() <= 1;
+        if view.shape() != expected && !same_scalar {
+            return Err(ClipError::ShapeMismatch {
+                path: self.path.to_path_buf(),
+                name: name.to_string(),
+                expected: expected.to_vec(),
+                found: view.shape().to_vec(),
+            });
+        }
+        let bytes = view.data();
+        let values = match view.dtype() {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(ClipError::UnsupportedDtype {
+                    path: self.path.to_path_buf(),
+                    name: name.to_string(),
+                    dtype: format!("{other:?}"),
+                })
+            }
+        };
+        self.used.insert(name.to_string());
+        Ok(values)
+    }
+
+    /// A matrix stored `rows × cols`, returned transposed (`cols × rows`).
+    fn read_transposed(
+        &mut self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Vec<f32>, ClipError> {
+        let stored = self.read(name, &[rows, cols])?;
+        let mut out = vec![0.0; rows * cols];
+        for (r, row) in stored.chunks_exact(cols).enumerate() {
+            for (c, &v) in row.iter().enumerate() {
+                out[c * rows + r] = v;
+            }
+        }
+        Ok(out)
+    }
+
+    fn layer_norm(
+        &mut self,
+        prefix: &str,
+        width: usize,
+        eps: f32,
+    ) -> Result<LayerNorm<Vec<f32>>, ClipError> {
+        Ok(LayerNorm {
+            weight: self.read(&format!("{prefix}.weight"), &[width])?,
+            bias: self.read(&format!("{prefix}.bias"), &[width])?,
+            width,
+            eps,
+        })
+    }
+
+    fn linear(
+        &mut self,
+        prefix: &str,
+        n_in: usize,
+        n_out: usize,
+    ) -> Result<Linear<Vec<f32>>, ClipError> {
+        Ok(Linear {
+            weight: self.read(&format!("{prefix}.weight"), &[n_out, n_in])?,
+            bias: Some(self.read(&format!("{prefix}.bias"), &[n_out])?),
+            in_features: n_in,
+            out_features: n_out,
+        })
+    }
+
+    /// Number of blocks `{prefix}.0`, `{prefix}.1`, … that have `{prefix}.{i}.{probe}`.
+    fn count_blocks(&self, prefix: &str, probe: &str) -> usize {
+        (0..)
+            .take_while(|i| self.has(&format!("{prefix}.{i}.{probe}")))
+            .count()
+    }
+
+    /// Every tensor must have been read (or be a known non-parameter buffer).
+    fn finish(&self) -> Result<(), ClipError> {
+        let mut names = self.tensors.names();
+        names.sort();
+        for name in names {
+            if !self.used.contains(name) && !IGNORED_TENSORS.contains(&name) {
+                return Err(ClipError::UnexpectedTensor {
+                    path: self.path.to_path_buf(),
+                    name: name.to_string(),
+                    shape: self.shape(name)?,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How a layout names the parts of a transformer block.
+struct BlockNames {
+    ln_1: &'static str,
+    ln_2: &'static str,
+    attn_out: &'static str,
+    mlp_fc: &'static str,
+    mlp_proj: &'static str,
+    /// Fused `in_proj_weight`/`in_proj_bias` (OpenAI) or separate `q_proj`, `k_proj`, `v_proj`
+    /// linear layers (Hugging Face), given as the attention module's prefix.
+    fused_qkv: bool,
+    attn: &'static str,
+}
+
+/// Tensor names of one checkpoint layout.
+struct Names {
+    token_embedding: &'static str,
+    text_position: &'static str,
+    text_blocks: &'static str,
+    ln_final: &'static str,
+    text_projection: &'static str,
+    class_embedding: &'static str,
+    patch_embedding: &'static str,
+    vision_position: &'static str,
+    ln_pre: &'static str,
+    vision_blocks: &'static str,
+    ln_post: &'static str,
+    visual_projection: &'static str,
+    /// Whether the projections are stored `(in, out)` (OpenAI) rather than `(out, in)`.
+    projections_in_out: bool,
+    block: BlockNames,
+}
+
+const HF_NAMES: Names = Names {
+    token_embedding: "text_model.embeddings.token_embedding.weight",
+    text_position: "text_model.embeddings.position_embedding.weight",
+    text_blocks: "text_model.encoder.layers",
+    ln_final: "text_model.final_layer_norm",
+    text_projection: "text_projection.weight",
+    class_embedding: "vision_model.embeddings.class_embedding",
+    patch_embedding: "vision_model.embeddings.patch_embedding.weight",
+    vision_position: "vision_model.embeddings.position_embedding.weight",
+    ln_pre: "vision_model.pre_layrnorm",
+    vision_blocks: "vision_model.encoder.layers",
+    ln_post: "vision_model.post_layernorm",
+    visual_projection: "visual_projection.weight",
+    projections_in_out: false,
+    block: BlockNames {
+        ln_1: "layer_norm1",
+        ln_2: "layer_norm2",
+        attn_out: "self_attn.out_proj",
+        mlp_fc: "mlp.fc1",
+        mlp_proj: "mlp.fc2",
+        fused_qkv: false,
+        attn: "self_attn",
+    },
+};
+
+const OPENAI_NAMES: Names = Names {
+    token_embedding: "token_embedding.weight",
+    text_position: "positional_embedding",
+    text_blocks: "transformer.resblocks",
+    ln_final: "ln_final",
+    text_projection: "text_projection",
+    class_embedding: "visual.class_embedding",
+    patch_embedding: "visual.conv1.weight",
+    vision_position: "visual.positional_embedding",
+    ln_pre: "visual.ln_pre",
+    vision_blocks: "visual.transformer.resblocks",
+    ln_post: "visual.ln_post",
+    visual_projection: "visual.proj",
+    projections_in_out: true,
+    block: BlockNames {
+        ln_1: "ln_1",
+        ln_2: "ln_2",
+        attn_out: "attn.out_proj",
+        mlp_fc: "mlp.c_fc",
+        mlp_proj: "mlp.c_proj",
+        fused_qkv: true,
+        attn: "attn",
+    },
+};
+
+/// The two checkpoint layouts CLIP users have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// Hugging Face `transformers` `CLIPModel`.
+    HuggingFace,
+    /// OpenAI's release and open_clip.
+    OpenAi,
+}
+
+impl Layout {
+    fn detect(file: &TensorFile) -> Result<Self, ClipError> {
+        if file.has(HF_NAMES.token_embedding) {
+            return Ok(Layout::HuggingFace);
+        }
+        if file.has(OPENAI_NAMES.token_embedding) {
+            if file.has("visual.attnpool.c_proj.weight") || file.has("visual.bn1.weight") {
+                return Err(ClipError::Unsupported {
+                    path: file.path.to_path_buf(),
+                    what: "ModifiedResNet (RN50) vision tower not built yet".to_string(),
+                });
+            }
+            return Ok(Layout::OpenAi);
+        }
+        Err(ClipError::UnknownLayout {
+            path: file.path.to_path_buf(),
+        })
+    }
+
+    fn names(self) -> &'static Names {
+        match self {
+            Layout::HuggingFace => &HF_NAMES,
+            Layout::OpenAi => &OPENAI_NAMES,
+        }
+    }
+
+    /// The architecture: inferred from tensor shapes, then overridden by the configuration file
+    /// next to the weights where there is one.
+    fn config(self, file: &TensorFile, dir: &Path) -> Result<ClipConfig, ClipError> {
+        let mut config = infer_config(self.names(), file)?;
+        match self {
+            Layout::HuggingFace => {
+                let path = dir.join("config.json");
+                if path.is_file() {
+                    apply_hf_config(&mut config, &path)?;
+                }
+            }
+            Layout::OpenAi => {
+                let path = dir.join("open_clip_config.json");
+                if path.is_file() {
+                    apply_open_clip_config(&mut config, &path)?;
+                }
+            }
+        }
+        check_heads_known(file.path, "text", config.text.width, config.text.heads)?;
+        let VisionConfig::Vit(vit) = &config.vision;
+        check_heads_known(file.path, "vision", vit.width, vit.heads)?;
+        Ok(config)
+    }
+
+    fn read(
+        self,
+        file: &mut TensorFile,
+        config: ClipConfig,
+    ) -> Result<ClipWeights<Vec<f32>>, ClipError> {
+        let names = self.names();
+        let embed = config.embed_dim;
+        let projection =
+            |file: &mut TensorFile, name: &str, width: usize| -> Result<_, ClipError> {
+                let weight = if names.projections_in_out {
+                    file.read_transposed(name, width, embed)?
+                } else {
+                    file.read(name, &[embed, width])?
+                };
+                Ok(Linear {
+                    weight,
+                    bias: None,
+                    in_features: width,
+                    out_features: embed,
+                })
+            };
+
+        let t = &config.text;
+        let text = TextWeights {
+            token_embedding: file.read(names.token_embedding, &[t.vocab_size, t.width])?,
+            position_embedding: file.read(names.text_position, &[t.context_length, t.width])?,
+            blocks: read_blocks(
+                file,
+                &names.block,
+                names.text_blocks,
+                t.layers,
+                t.width,
+                t.mlp_width,
+                t.layer_norm_eps,
+            )?,
+            ln_final: file.layer_norm(names.ln_final, t.width, t.layer_norm_eps)?,
+            projection: projection(file, names.text_projection, t.width)?,
+            config: t.clone(),
+        };
+
+        let vision = match &config.vision {
+            VisionConfig::Vit(v) => {
+                let patch_len = 3 * v.patch_size * v.patch_size;
+                let conv = file.read(
+                    names.patch_embedding,
+                    &[v.width, 3, v.patch_size, v.patch_size],
+                )?;
+                VisionWeights::Vit(VitWeights {
+                    patch_embedding: Linear {
+                        weight: conv,
+                        bias: None,
+                        in_features: patch_len,
+                        out_features: v.width,
+                    },
+                    class_embedding: file.read(names.class_embedding, &[v.width])?,
+                    position_embedding: file.read(names.vision_position, &[v.tokens(), v.width])?,
+                    ln_pre: file.layer_norm(names.ln_pre, v.width, v.layer_norm_eps)?,
+                    blocks: read_blocks(
+                        file,
+                        &names.block,
+                        names.vision_blocks,
+                        v.layers,
+                        v.width,
+                        v.mlp_width,
+                        v.layer_norm_eps,
+                    )?,
+                    ln_post: file.layer_norm(names.ln_post, v.width, v.layer_norm_eps)?,
+                    projection: projection(file, names.visual_projection, v.width)?,
+                    config: v.clone(),
+                })
+            }
+        };
+        let logit_scale = file.read("logit_scale", &[])?[0];
+        Ok(ClipWeights {
+            config,
+            text,
+            vision,
+            logit_scale,
+        })
+    }
+}
+
+/// Blocks `{prefix}.0` to `{prefix}.{layers - 1}`.
+fn read_blocks(
+    file: &mut TensorFile,
+    names: &BlockNames,
+    prefix: &str,
+    layers: usize,
+    width: usize,
+    mlp_width: usize,
+    eps: f32,
+) -> Result<Vec<ResidualBlock<Vec<f32>>>, ClipError> {
+    (0..layers)
+        .map(|i| read_block(file, names, &format!("{prefix}.{i}"), width, mlp_width, eps))
+        .collect()
+}
+
+fn read_block(
+    file: &mut TensorFile,
+    names: &BlockNames,
+    prefix: &str,
+    width: usize,
+    mlp_width: usize,
+    eps: f32,
+) -> Result<ResidualBlock<Vec<f32>>, ClipError> {
+    let attn = format!("{prefix}.{}", names.attn);
+    let attn_qkv = if names.fused_qkv {
+        Linear {
+            weight: file.read(&format!("{attn}.in_proj_weight"), &[3 * width, width])?,
+            bias: Some(file.read(&format!("{attn}.in_proj_bias"), &[3 * width])?),
+            in_features: width,
+            out_features: 3 * width,
+        }
+    } else {
+        // Stack the separate projections as rows [q; k; v], the fused layout.
+        let mut weight = Vec::with_capacity(3 * width * width);
+        let mut bias = Vec::with_capacity(3 * width);
+        for part in ["q_proj", "k_proj", "v_proj"] {
+            let layer = file.linear(&format!("{attn}.{part}"), width, width)?;
+            weight.extend(layer.weight);
+            bias.extend(layer.bias.into_iter().flatten());
+        }
+        Linear {
+            weight,
+            bias: Some(bias),
+            in_features: width,
+            out_features: 3 * width,
+        }
+    };
+    Ok(ResidualBlock {
+        ln_1: file.layer_norm(&format!("{prefix}.{}", names.ln_1), width, eps)?,
+        attn_qkv,
+        attn_out: file.linear(&format!("{prefix}.{}", names.attn_out), width, width)?,
+        ln_2: file.layer_norm(&format!("{prefix}.{}", names.ln_2), width, eps)?,
+        mlp_fc: file.linear(&format!("{prefix}.{}", names.mlp_fc), width, mlp_width)?,
+        mlp_proj: file.linear(&format!("{prefix}.{}", names.mlp_proj), mlp_width, width)?,
+    })
+}
+
+/// Reads the `index`-th dimension of a tensor that must have `rank` dimensions.
+fn dim(file: &TensorFile, name: &str, rank: usize, index: usize) -> Result<usize, ClipError> {
+    let shape = file.shape(name)?;
+    if shape.len() != rank {
+        return Err(ClipError::Unsupported {
+            path: file.path.to_path_buf(),
+            what: format!("tensor `{name}` has shape {shape:?}, expected {rank} dimensions"),
+        });
+    }
+    Ok(shape[index])
+}
+
+/// Heads for a width when the checkpoint does not say: CLIP's 64-wide heads, or 0 (unknown)
+/// when the width is not a multiple of 64.
+fn default_heads(width: usize) -> usize {
+    if width % CLIP_HEAD_WIDTH == 0 {
+        width / CLIP_HEAD_WIDTH
+    } else {
+        0
+    }
+}
+
+/// Fails when a tower's head count is still unknown after reading the configuration.
+fn check_heads_known(
+    path: &Path,
+    tower: &str,
+    width: usize,
+    heads: usize,
+) -> Result<(), ClipError> {
+    if heads == 0 {
+        return Err(ClipError::Unsupported {
+            path: path.to_path_buf(),
+            what: format!(
+                "{tower} width {width} is not a multiple of CLIP's head width {CLIP_HEAD_WIDTH}: \
+                 put a config file next to the weights giving the number of heads"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Every dimension of the architecture that the tensor shapes determine.
+fn infer_config(names: &Names, file: &TensorFile) -> Result<ClipConfig, ClipError> {
+    let block = &names.block;
+    let text_width = dim(file, names.token_embedding, 2, 1)?;
+    let text_fc = format!("{}.0.{}.weight", names.text_blocks, block.mlp_fc);
+    let text = TextConfig {
+        vocab_size: dim(file, names.token_embedding, 2, 0)?,
+        context_length: dim(file, names.text_position, 2, 0)?,
+        width: text_width,
+        layers: file.count_blocks(names.text_blocks, &format!("{}.weight", block.ln_1)),
+        heads: default_heads(text_width),
+        mlp_width: dim(file, &text_fc, 2, 0)?,
+        layer_norm_eps: CLIP_LAYER_NORM_EPS,
+    };
+    let embed_dim = dim(
+        file,
+        names.text_projection,
+        2,
+        usize::from(names.projections_in_out),
+    )?;
+
+    let width = dim(file, names.class_embedding, 1, 0)?;
+    let patch_size = dim(file, names.patch_embedding, 4, 3)?;
+    let tokens = dim(file, names.vision_position, 2, 0)?;
+    let grid = ((tokens.saturating_sub(1)) as f64).sqrt().round() as usize;
+    if tokens < 2 || grid * grid + 1 != tokens {
+        return Err(ClipError::Unsupported {
+            path: file.path.to_path_buf(),
+            what: format!(
+                "tensor `{}` has {tokens} rows: a ViT needs 1 + a square number of patches",
+                names.vision_position
+            ),
+        });
+    }
+    let vision_fc = format!("{}.0.{}.weight", names.vision_blocks, block.mlp_fc);
+    let vit = VitConfig {
+        image_size: grid * patch_size,
+        patch_size,
+        width,
+        layers: file.count_blocks(names.vision_blocks, &format!("{}.weight", block.ln_1)),
+        heads: default_heads(width),
+        mlp_width: dim(file, &vision_fc, 2, 0)?,
+        layer_norm_eps: CLIP_LAYER_NORM_EPS,
+    };
+    Ok(ClipConfig {
+        embed_dim,
+        text,
+        vision: VisionConfig::Vit(vit),
+    })
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ClipError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ClipError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| ClipError::Config {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// The fields of a Hugging Face `CLIPConfig` we use; absent fields keep the inferred values.
+#[derive(Deserialize)]
+struct HfConfig {
+    projection_dim: Option<usize>,
+    text_config: Option<HfTower>,
+    vision_config: Option<HfTower>,
+}
+
+#[derive(Deserialize)]
+struct HfTower {
+    hidden_size: Option<usize>,
+    intermediate_size: Option<usize>,
+    num_attention_heads: Option<usize>,
+    num_hidden_layers: Option<usize>,
+    max_position_embeddings: Option<usize>,
+    vocab_size: Option<usize>,
+    image_size: Option<usize>,
+    patch_size: Option<usize>,
+    layer_norm_eps: Option<f64>,
+    hidden_act: Option<String>,
+}
+
+impl HfTower {
+    fn check_activation(&self, path: &Path, tower: &str) -> Result<(), ClipError> {
+        match self.hidden_act.as_deref() {
+            None | Some("quick_gelu") => Ok(()),
+            Some(other) => Err(ClipError::Unsupported {
+                path: path.to_path_buf(),
+                what: format!(
+                    "{tower}.hidden_act is \"{other}\": only \"quick_gelu\" (CLIP's) is supported"
+                ),
+            }),
+        }
+    }
+}
+
+fn apply_hf_config(config: &mut ClipConfig, path: &Path) -> Result<(), ClipError> {
+    let hf: HfConfig = read_json(path)?;
+    if let Some(d) = hf.projection_dim {
+        config.embed_dim = d;
+    }
+    if let Some(t) = hf.text_config {
+        t.check_activation(path, "text_config")?;
+        let c = &mut config.text;
+        c.width = t.hidden_size.unwrap_or(c.width);
+        c.mlp_width = t.intermediate_size.unwrap_or(c.mlp_width);
+        c.heads = t.num_attention_heads.unwrap_or(c.heads);
+        c.layers = t.num_hidden_layers.unwrap_or(c.layers);
+        c.context_length = t.max_position_embeddings.unwrap_or(c.context_length);
+        c.vocab_size = t.vocab_size.unwrap_or(c.vocab_size);
+        c.layer_norm_eps = t.layer_norm_eps.map_or(c.layer_norm_eps, |e| e as f32);
+    }
+    if let (Some(v), VisionConfig::Vit(c)) = (hf.vision_config, &mut config.vision) {
+        v.check_activation(path, "vision_config")?;
+        c.width = v.hidden_size.unwrap_or(c.width);
+        c.mlp_width = v.intermediate_size.unwrap_or(c.mlp_width);
+        c.heads = v.num_attention_heads.unwrap_or(c.heads);
+        c.layers = v.num_hidden_layers.unwrap_or(c.layers);
+        c.image_size = v.image_size.unwrap_or(c.image_size);
+        c.patch_size = v.patch_size.unwrap_or(c.patch_size);
+        c.layer_norm_eps = v.layer_norm_eps.map_or(c.layer_norm_eps, |e| e as f32);
+    }
+    Ok(())
+}
+
+/// The fields of open_clip's `open_clip_config.json` we use.
+#[derive(Deserialize)]
+struct OpenClipFile {
+    model_cfg: OpenClipModel,
+}
+
+#[derive(Deserialize)]
+struct OpenClipModel {
+    quick_gelu: Option<bool>,
+    text_cfg: Option<OpenClipTower>,
+    vision_cfg: Option<OpenClipTower>,
+}
+
+/// open_clip's default number of text heads (`CLIPTextCfg.heads`).
+const OPEN_CLIP_TEXT_HEADS: usize = 8;
+
+#[derive(Deserialize)]
+struct OpenClipTower {
+    width: Option<usize>,
+    heads: Option<usize>,
+    head_width: Option<usize>,
+}
+
+fn apply_open_clip_config(config: &mut ClipConfig, path: &Path) -> Result<(), ClipError> {
+    let cfg: OpenClipFile = read_json(path)?;
+    // open_clip builds nn.GELU unless `quick_gelu` is set; OpenAI's weights need QuickGELU.
+    if cfg.model_cfg.quick_gelu != Some(true) {
+        return Err(ClipError::Unsupported {
+            path: path.to_path_buf(),
+            what: "model_cfg.quick_gelu is not true: this model uses GELU, only QuickGELU (OpenAI CLIP) is supported".into(),
+        });
+    }
+    if let Some(t) = cfg.model_cfg.text_cfg {
+        config.text.heads = t.heads.unwrap_or(OPEN_CLIP_TEXT_HEADS);
+    }
+    if let (Some(v), VisionConfig::Vit(c)) = (cfg.model_cfg.vision_cfg, &mut config.vision) {
+        let width = v.width.unwrap_or(c.width);
+        c.heads = width / v.head_width.unwrap_or(CLIP_HEAD_WIDTH).max(1);
+    }
+    Ok(())
+}

@@ -1,0 +1,268 @@
+//! The safetensors loader: bad files give errors that name the file and the tensor, never panics;
+//! the architecture is inferred from shapes when no configuration file is present.
+
+mod clip_support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clip_support::fixture;
+use fedotp::clip::{ClipError, ClipWeights, VisionConfig};
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+
+/// A weights file's tensors: name → (dtype, shape, raw little-endian bytes).
+type Tensors = BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>;
+
+fn read_tensors(path: &Path) -> Tensors {
+    let bytes = std::fs::read(path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    st.iter()
+        .map(|(name, v)| {
+            let entry = (v.dtype(), v.shape().to_vec(), v.data().to_vec());
+            (name.to_string(), entry)
+        })
+        .collect()
+}
+
+fn write_tensors(tensors: &Tensors, path: &Path) {
+    let views = tensors.iter().map(|(name, (dtype, shape, data))| {
+        let view = TensorView::new(*dtype, shape.clone(), data).unwrap();
+        (name.clone(), view)
+    });
+    safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
+/// A temporary copy of a fixture directory whose weights file was passed through `edit`.
+fn edited(dir: &str, file: &str, edit: impl FnOnce(&mut Tensors)) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixture(dir)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), tmp.path().join(entry.file_name())).unwrap();
+    }
+    let path = tmp.path().join(file);
+    let mut tensors = read_tensors(&path);
+    edit(&mut tensors);
+    write_tensors(&tensors, &path);
+    (tmp, path)
+}
+
+fn load_err(path: &Path) -> (ClipError, String) {
+    let err = ClipWeights::load(path).expect_err("loading must fail");
+    let message = err.to_string();
+    (err, message)
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let (_tmp, path) = edited("hf", "model.safetensors", |t| {
+        t.remove("text_model.encoder.layers.1.self_attn.k_proj.bias");
+    });
+    let (err, message) = load_err(&path);
+    assert!(matches!(err, ClipError::MissingTensor { .. }), "{err:?}");
+    assert!(
+        message.contains("text_model.encoder.layers.1.self_attn.k_proj.bias"),
+        "{message}"
+    );
+    assert!(message.contains("model.safetensors"), "{message}");
+}
+
+#[test]
+fn wrong_shape_names_tensor_and_both_shapes() {
+    let (_tmp, path) = edited("openai", "open_clip_model.safetensors", |t| {
+        t.insert(
+            "visual.transformer.resblocks.1.mlp.c_fc.weight".into(),
+            (Dtype::F32, vec![255, 64], vec![0; 255 * 64 * 4]),
+        );
+    });
+    let (err, message) = load_err(&path);
+    match err {
+        ClipError::ShapeMismatch {
+            name,
+            expected,
+            found,
+            ..
+        } => {
+            assert_eq!(name, "visual.transformer.resblocks.1.mlp.c_fc.weight");
+            assert_eq!(expected, vec![256, 64]);
+            assert_eq!(found, vec![255, 64]);
+        }
+        other => panic!("expected a shape mismatch, got {other:?}"),
+    }
+    assert!(
+        message.contains("[256, 64]") && message.contains("[255, 64]"),
+        "{message}"
+    );
+}
+
+#[test]
+fn unexpected_tensor_is_named() {
+    let (_tmp, path) = edited("hf", "model.safetensors", |t| {
+        let bias = t["text_model.final_layer_norm.bias"].clone();
+        t.insert(
+            "text_model.encoder.layers.2.layer_norm1.weight".into(),
+            bias,
+        );
+    });
+    let (err, message) = load_err(&path);
+    assert!(matches!(err, ClipError::UnexpectedTensor { .. }), "{err:?}");
+    assert!(
+        message.contains("text_model.encoder.layers.2.layer_norm1.weight"),
+        "{message}"
+    );
+}
+
+#[test]
+fn unsupported_dtype_is_named() {
+    let (_tmp, path) = edited("openai", "open_clip_model.safetensors", |t| {
+        t.insert(
+            "ln_final.bias".into(),
+            (Dtype::I32, vec![64], vec![0; 64 * 4]),
+        );
+    });
+    let (err, message) = load_err(&path);
+    assert!(matches!(err, ClipError::UnsupportedDtype { .. }), "{err:?}");
+    assert!(
+        message.contains("ln_final.bias") && message.contains("I32"),
+        "{message}"
+    );
+}
+
+/// A copy of the HF fixture whose weights file bytes were changed by `edit`.
+fn corrupted(edit: impl FnOnce(&mut Vec<u8>)) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("model.safetensors");
+    let mut bytes = std::fs::read(fixture("hf").join("model.safetensors")).unwrap();
+    edit(&mut bytes);
+    std::fs::write(&path, bytes).unwrap();
+    (tmp, path)
+}
+
+#[test]
+fn truncated_file_is_an_error_naming_the_file() {
+    for keep in [0, 5, 100, 1_000_000] {
+        let (_tmp, path) = corrupted(|b| b.truncate(keep));
+        let (err, message) = load_err(&path);
+        assert!(
+            matches!(err, ClipError::Safetensors { .. }),
+            "{keep}: {err:?}"
+        );
+        assert!(message.contains(&path.display().to_string()), "{message}");
+    }
+}
+
+#[test]
+fn corrupt_header_is_an_error_naming_the_file() {
+    let edits: [fn(&mut Vec<u8>); 3] = [
+        |b| b[20] = 0xff,                                    // not UTF-8
+        |b| b[8..16].copy_from_slice(b"not json"),           // not JSON
+        |b| b[..8].copy_from_slice(&u64::MAX.to_le_bytes()), // absurd header length
+    ];
+    for edit in edits {
+        let (_tmp, path) = corrupted(edit);
+        let (err, message) = load_err(&path);
+        assert!(matches!(err, ClipError::Safetensors { .. }), "{err:?}");
+        assert!(message.contains("model.safetensors"), "{message}");
+    }
+}
+
+#[test]
+fn missing_file_and_empty_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (err, message) = load_err(&tmp.path().join("nope.safetensors"));
+    assert!(matches!(err, ClipError::Io { .. }), "{err:?}");
+    assert!(message.contains("nope.safetensors"), "{message}");
+    let (err, message) = load_err(tmp.path());
+    assert!(matches!(err, ClipError::NoWeights { .. }), "{err:?}");
+    assert!(message.contains("model.safetensors"), "{message}");
+}
+
+#[test]
+fn unknown_layout_and_resnet_are_reported() {
+    let (_tmp, path) = edited("openai", "open_clip_model.safetensors", |t| {
+        t.retain(|name, _| name.starts_with("visual."));
+    });
+    let (err, _) = load_err(&path);
+    assert!(matches!(err, ClipError::UnknownLayout { .. }), "{err:?}");
+
+    let (_tmp, path) = edited("openai", "open_clip_model.safetensors", |t| {
+        let w = t["visual.proj"].clone();
+        t.insert("visual.attnpool.c_proj.weight".into(), w);
+    });
+    let (err, message) = load_err(&path);
+    assert!(matches!(err, ClipError::Unsupported { .. }), "{err:?}");
+    assert!(
+        message.contains("(RN50) vision tower not built yet"),
+        "{message}"
+    );
+}
+
+#[test]
+fn config_errors_name_the_file_and_field() {
+    let (tmp, _) = edited("hf", "model.safetensors", |_| {});
+    let config = tmp.path().join("config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replacen("\"quick_gelu\"", "\"gelu\"", 1)).unwrap();
+    let (err, message) = load_err(tmp.path());
+    assert!(matches!(err, ClipError::Unsupported { .. }), "{err:?}");
+    assert!(
+        message.contains("hidden_act") && message.contains("config.json"),
+        "{message}"
+    );
+
+    std::fs::write(&config, "{\"text_config\": {\"hidden_size\": \"wide\"}}").unwrap();
+    let (err, message) = load_err(tmp.path());
+    assert!(matches!(err, ClipError::Config { .. }), "{err:?}");
+    assert!(
+        message.contains("config.json") && message.contains("invalid type"),
+        "{message}"
+    );
+
+    // open_clip builds nn.GELU unless quick_gelu is set.
+    let (tmp, _) = edited("openai", "open_clip_model.safetensors", |_| {});
+    let config = tmp.path().join("open_clip_config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("\"quick_gelu\": true", "\"quick_gelu\": false"),
+    )
+    .unwrap();
+    let (err, message) = load_err(tmp.path());
+    assert!(matches!(err, ClipError::Unsupported { .. }), "{err:?}");
+    assert!(message.contains("quick_gelu"), "{message}");
+}
+
+#[test]
+fn architecture_is_inferred_from_shapes_without_config() {
+    let (tmp, _) = edited("openai", "open_clip_model.safetensors", |_| {});
+    std::fs::remove_file(tmp.path().join("open_clip_config.json")).unwrap();
+    let weights = ClipWeights::load(tmp.path()).unwrap();
+    let c = &weights.config;
+    assert_eq!(c.embed_dim, 32);
+    assert_eq!(
+        (
+            c.text.vocab_size,
+            c.text.context_length,
+            c.text.width,
+            c.text.layers
+        ),
+        (600, 77, 64, 2)
+    );
+    // Without a config, CLIP's 64-wide heads: 64 / 64 = 1 (the fixture itself uses 2).
+    assert_eq!((c.text.heads, c.text.mlp_width), (1, 256));
+    let VisionConfig::Vit(v) = &c.vision else {
+        panic!("a ViT")
+    };
+    assert_eq!(
+        (v.image_size, v.patch_size, v.width, v.layers, v.heads),
+        (40, 8, 64, 2, 1)
+    );
+
+    // With config.json, the Hugging Face fixture's 3 vision heads of 32.
+    let weights = ClipWeights::load(fixture("hf")).unwrap();
+    let VisionConfig::Vit(v) = &weights.config.vision else {
+        panic!("a ViT")
+    };
+    assert_eq!((v.width, v.heads, weights.config.text.heads), (96, 3, 2));
+    assert!((weights.logit_scale - 2.6592).abs() < 1e-4);
+}

@@ -1,0 +1,258 @@
+//! Every layer of both towers, and the text tower's input gradient, against PyTorch: a
+//! Hugging Face `CLIPModel` and an open_clip (OpenAI layout) CLIP, small and random, recorded by
+//! `host/scripts/clip_fixtures.py`. Run with `--nocapture` to see each layer's error.
+
+mod clip_support;
+
+use clip_support::{assert_close, fixture, truncate, Reference};
+use fedotp::backend::{Backend, Cpu};
+use fedotp::clip::{
+    text_backward, text_forward, vision_forward_inspect, ClipWeights, PromptBatch, SpecialTokens,
+    TextActivations, VitStage,
+};
+
+/// Forward tolerance (max-norm relative, f32).
+const FORWARD_TOL: f32 = 1e-5;
+/// Gradient tolerance.
+const GRAD_TOL: f32 = 1e-4;
+/// Special tokens of the fixtures' 600-token vocabulary.
+const SPECIAL: SpecialTokens = SpecialTokens {
+    start: 598,
+    end: 599,
+};
+const N_CTX: usize = 4;
+const N_SETS: usize = 2;
+const CONTEXT: usize = 77;
+
+type Weights = ClipWeights<Vec<f32>>;
+
+fn load(dir: &str) -> Weights {
+    ClipWeights::load(fixture(dir)).expect("fixture loads")
+}
+
+/// The tokens between position `1 + n_ctx` and the EOT of each of the first `n` sequences.
+fn class_tokens(r: &Reference, prefix: &str, n: usize, n_ctx: usize) -> Vec<Vec<u32>> {
+    let (ids, shape) = r.ids(&format!("{prefix}.ids"));
+    let (eot, _) = r.ids(&format!("{prefix}.eot"));
+    (0..n)
+        .map(|s| ids[s * shape[1] + 1 + n_ctx..s * shape[1] + eot[s] as usize].to_vec())
+        .collect()
+}
+
+fn check_text(dir: &str) {
+    let cpu = Cpu::new();
+    let w = load(dir);
+    let r = Reference::open(dir);
+    let text = &w.text;
+    let width = text.config.width;
+    let (eot, _) = r.ids("text.eot");
+    let batch = eot.len();
+
+    // Prompt layout and embeddings.
+    let classes = class_tokens(&r, "text", batch / N_SETS, N_CTX);
+    let prompts = PromptBatch::new(&classes, N_CTX, N_SETS, CONTEXT, SPECIAL).unwrap();
+    assert_eq!(prompts.eot_positions(), eot.as_slice());
+    let seq = prompts.seq_len();
+    let ctx = r.values("text.ctx");
+    let embeddings = prompts.embed(&cpu, text, &ctx).unwrap();
+    let full_embeddings = r.values("text.embeddings");
+    assert_eq!(
+        embeddings,
+        truncate(&full_embeddings, batch, CONTEXT, seq, width),
+        "{dir}: prompt embeddings differ from CoOp's splice"
+    );
+
+    // Forward, truncated to the longest EOT: every stored activation.
+    let mut acts = TextActivations::new(&cpu).unwrap();
+    let features = text_forward(&cpu, text, &embeddings, seq, &eot, &mut acts).unwrap();
+    for l in 0..text.blocks.len() {
+        let layer = |what: &str| r.values(&format!("text.layer{l}.{what}"));
+        let tag = |what: &str| format!("{dir} text block {l} {what}");
+        assert_close(
+            &tag("input"),
+            acts.hidden(l).unwrap(),
+            &layer("input"),
+            FORWARD_TOL,
+        );
+        assert_close(
+            &tag("qkv"),
+            acts.qkv(l).unwrap(),
+            &layer("qkv"),
+            FORWARD_TOL,
+        );
+        let probs = acts.attention_probs(l).unwrap();
+        assert_close(&tag("attention probs"), probs, &layer("probs"), FORWARD_TOL);
+        let mid = acts.after_attention(l).unwrap();
+        assert_close(&tag("after attention"), mid, &layer("mid"), FORWARD_TOL);
+        let fc = acts.mlp_pre_activation(l).unwrap();
+        assert_close(&tag("mlp pre-activation"), fc, &layer("fc"), FORWARD_TOL);
+    }
+    let last = acts.hidden(text.blocks.len()).unwrap();
+    assert_close(
+        &format!("{dir} text output"),
+        last,
+        &r.values("text.output"),
+        FORWARD_TOL,
+    );
+    assert_close(
+        &format!("{dir} text pooled"),
+        acts.pooled(),
+        &r.values("text.pooled"),
+        FORWARD_TOL,
+    );
+    // The reference features come from the full 77-token run: truncation is exact.
+    let want_features = r.values("text.features");
+    assert_close(
+        &format!("{dir} text features (truncated)"),
+        &features,
+        &want_features,
+        FORWARD_TOL,
+    );
+
+    // Backward to the embeddings and to the context.
+    let d_features = r.values("text.d_features");
+    let d_emb = text_backward(&cpu, text, &mut acts, &d_features).unwrap();
+    let want_d_emb = r.values("text.d_embeddings");
+    let want_kept = truncate(&want_d_emb, batch, CONTEXT, seq, width);
+    assert_close(&format!("{dir} d embeddings"), &d_emb, &want_kept, GRAD_TOL);
+    let d_ctx = prompts.context_gradient(&cpu, text, &d_emb).unwrap();
+    assert_close(
+        &format!("{dir} d context"),
+        &d_ctx,
+        &r.values("text.d_ctx"),
+        GRAD_TOL,
+    );
+
+    // The full 77-token input gives the same features, and the full gradient (zero past EOT).
+    let mut full_acts = TextActivations::new(&cpu).unwrap();
+    let full = text_forward(&cpu, text, &full_embeddings, CONTEXT, &eot, &mut full_acts).unwrap();
+    assert_eq!(
+        full_acts.shape().seq,
+        seq,
+        "the tower runs only to the longest EOT"
+    );
+    assert_close(
+        &format!("{dir} text features (77 input)"),
+        &full,
+        &want_features,
+        FORWARD_TOL,
+    );
+    let d_full = text_backward(&cpu, text, &mut full_acts, &d_features).unwrap();
+    assert_close(
+        &format!("{dir} d embeddings (77 input)"),
+        &d_full,
+        &want_d_emb,
+        GRAD_TOL,
+    );
+}
+
+fn check_plain_text(w: &Weights, r: &Reference, want_key: &str, tag: &str) {
+    let cpu = Cpu::new();
+    let (eot, _) = r.ids("plain.eot");
+    let classes = class_tokens(r, "plain", eot.len(), 0);
+    let prompts = PromptBatch::new(&classes, 0, 1, CONTEXT, SPECIAL).unwrap();
+    assert_eq!(prompts.eot_positions(), eot.as_slice());
+    let embeddings = prompts.embed(&cpu, &w.text, &Vec::new()).unwrap();
+    let mut acts = TextActivations::new(&cpu).unwrap();
+    let features = text_forward(
+        &cpu,
+        &w.text,
+        &embeddings,
+        prompts.seq_len(),
+        prompts.eot_positions(),
+        &mut acts,
+    )
+    .unwrap();
+    let want = r.values(want_key);
+    assert_close(tag, &features, &want, FORWARD_TOL);
+}
+
+fn check_vision(w: &Weights, r: &Reference, dir: &str) {
+    let cpu = Cpu::new();
+    let (images, shape) = r.f32("vision.images");
+    let batch = shape[0];
+    let out = vision_forward_inspect(&cpu, &w.vision, &images, batch, |stage, values, s| {
+        let name = match stage {
+            VitStage::PatchEmbeddings => "vision.patch_embeds".to_string(),
+            VitStage::Embeddings => "vision.embeddings".to_string(),
+            VitStage::PreNorm => "vision.pre_norm".to_string(),
+            VitStage::Block(i) => format!("vision.block{i}"),
+            VitStage::PostNorm => "vision.post_norm".to_string(),
+        };
+        let got = cpu.download(values, s.len())?;
+        assert_close(
+            &format!("{dir} {name}"),
+            &got,
+            &r.values(&name),
+            FORWARD_TOL,
+        );
+        Ok(())
+    })
+    .unwrap();
+    assert_close(
+        &format!("{dir} vision tokens"),
+        &out.tokens,
+        &r.values("vision.tokens"),
+        FORWARD_TOL,
+    );
+    assert_close(
+        &format!("{dir} vision pooled"),
+        &out.pooled,
+        &r.values("vision.pooled"),
+        FORWARD_TOL,
+    );
+}
+
+#[test]
+fn hugging_face_text_tower_matches_pytorch() {
+    check_text("hf");
+}
+
+#[test]
+fn openai_text_tower_matches_pytorch() {
+    check_text("openai");
+}
+
+#[test]
+fn hugging_face_plain_text_matches_get_text_features() {
+    let r = Reference::open("hf");
+    check_plain_text(&load("hf"), &r, "plain.features", "hf get_text_features");
+}
+
+#[test]
+fn openai_plain_text_matches_encode_text() {
+    let r = Reference::open("openai");
+    check_plain_text(&load("openai"), &r, "plain.features", "openai encode_text");
+}
+
+#[test]
+fn hugging_face_vision_tower_matches_pytorch() {
+    check_vision(&load("hf"), &Reference::open("hf"), "hf");
+}
+
+#[test]
+fn openai_vision_tower_matches_pytorch() {
+    check_vision(&load("openai"), &Reference::open("openai"), "openai");
+}
+
+#[test]
+fn half_precision_weights_load_and_match_pytorch() {
+    let cpu = Cpu::new();
+    let r = Reference::open("openai");
+    let (images, shape) = r.f32("vision.images");
+    for dtype in ["f16", "bf16"] {
+        let path = fixture("openai").join(format!("weights_{dtype}.safetensors"));
+        let w = ClipWeights::load(&path).unwrap();
+        let features = format!("{dtype}.plain_features");
+        check_plain_text(&w, &r, &features, &format!("{dtype} weights encode_text"));
+        let w = w.to_backend(&cpu).unwrap();
+        let out = fedotp::clip::vision_forward(&cpu, &w.vision, &images, shape[0]).unwrap();
+        let want = r.values(&format!("{dtype}.pooled"));
+        assert_close(
+            &format!("{dtype} weights encode_image"),
+            &out.pooled,
+            &want,
+            FORWARD_TOL,
+        );
+    }
+}
