@@ -177,7 +177,10 @@ fn the_embedded_quickstart_is_the_preset_file() {
     let file = std::fs::read_to_string(configs_dir().join("quickstart.toml")).unwrap();
     assert_eq!(file, QUICKSTART_PRESET);
     let config = RunConfig::quickstart();
-    assert!(matches!(config.model, ModelConfig::Tiny(_)));
+    let ModelConfig::Tiny(tiny) = &config.model else {
+        panic!("the quickstart uses the tiny model")
+    };
+    assert_eq!(tiny.clip_config(), fedotp::clip::ClipConfig::tiny());
     assert!(matches!(
         config.dataset.source,
         DatasetSource::FederatedDigits { clients: 8, .. }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
+use crate::clip::{ClipConfig, TextConfig, VisionConfig, VitConfig, CLIP_LAYER_NORM_EPS};
 
 /// The frozen model.
 ///
@@ -107,7 +108,8 @@ pub struct TinyVisionConfig {
 }
 
 impl Default for TinyModelConfig {
-    /// Widths 64, two layers, 32-pixel images in 8-pixel patches (16 patches), embedding 32.
+    /// [`ClipConfig::tiny`]: widths 64, two layers, 32-pixel images in 8-pixel patches (16
+    /// patches), embedding 32.
     fn default() -> Self {
         TinyModelConfig {
             seed: 0,
@@ -158,6 +160,39 @@ impl ModelConfig {
 const MAX_TINY_IMAGE_SIZE: usize = 1024;
 
 impl TinyModelConfig {
+    /// The CLIP architecture these numbers describe, with CLIP's vocabulary and layer-norm
+    /// epsilon.
+    ///
+    /// ```
+    /// use fedotp::clip::ClipConfig;
+    /// use fedotp::config::TinyModelConfig;
+    /// assert_eq!(TinyModelConfig::default().clip_config(), ClipConfig::tiny());
+    /// ```
+    pub fn clip_config(&self) -> ClipConfig {
+        let (text, vision) = (&self.text, &self.vision);
+        ClipConfig {
+            embed_dim: self.embed_dim,
+            text: TextConfig {
+                vocab_size: TextConfig::clip_base().vocab_size,
+                context_length: text.context_length,
+                width: text.width,
+                layers: text.layers,
+                heads: text.heads,
+                mlp_width: text.mlp_width,
+                layer_norm_eps: CLIP_LAYER_NORM_EPS,
+            },
+            vision: VisionConfig::Vit(VitConfig {
+                image_size: vision.image_size,
+                patch_size: vision.patch_size,
+                width: vision.width,
+                layers: vision.layers,
+                heads: vision.heads,
+                mlp_width: vision.mlp_width,
+                layer_norm_eps: CLIP_LAYER_NORM_EPS,
+            }),
+        }
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let text = &self.text;
         let vision = &self.vision;
@@ -207,6 +242,9 @@ impl TinyModelConfig {
                 ),
             ));
         }
-        Ok(())
+        // The checks above name the configuration's fields; the model's own are the authority.
+        self.clip_config()
+            .validate()
+            .map_err(|e| ConfigError::invalid("model", e.to_string()))
     }
 }
