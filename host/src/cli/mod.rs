@@ -191,15 +191,7 @@ fn describe(run: &PreparedRun) {
 fn eval(args: &EvalArgs) -> Result<(), CliError> {
     let dir = RunDir::open(&args.run)?;
     let config = dir.read_config()?;
-    if let Some(checkpoint) = dir.latest_checkpoint()? {
-        if checkpoint.config_hash != config.hash() {
-            return Err(RunError::ConfigMismatch {
-                path: dir.checkpoint_path(checkpoint.round),
-                expected: config.hash(),
-                found: checkpoint.config_hash,
-            }
-            .into());
-        }
+    if let Some(checkpoint) = dir.latest_checkpoint_of(&config)? {
         println!(
             "{}: {} after round {}",
             args.run.display(),

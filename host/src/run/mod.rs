@@ -267,6 +267,23 @@ impl RunDir {
         }
     }
 
+    /// The most recent checkpoint, checked to have been written under `config` (the same
+    /// configuration hash).
+    pub fn latest_checkpoint_of(&self, config: &RunConfig) -> Result<Option<Checkpoint>, RunError> {
+        let Some(checkpoint) = self.latest_checkpoint()? else {
+            return Ok(None);
+        };
+        let expected = config.hash();
+        if checkpoint.config_hash != expected {
+            return Err(RunError::ConfigMismatch {
+                path: self.checkpoint_path(checkpoint.round),
+                expected,
+                found: checkpoint.config_hash,
+            });
+        }
+        Ok(Some(checkpoint))
+    }
+
     /// Cuts both metrics files after `last_round`'s rows (`None`: after none).
     pub fn truncate_metrics(&self, last_round: Option<u32>) -> Result<(), RunError> {
         metrics::truncate_after(
@@ -282,17 +299,7 @@ impl RunDir {
     pub fn resume(path: &Path) -> Result<Resumed, RunError> {
         let dir = RunDir::open(path)?;
         let config = dir.read_config()?;
-        let checkpoint = dir.latest_checkpoint()?;
-        if let Some(checkpoint) = &checkpoint {
-            let expected = config.hash();
-            if checkpoint.config_hash != expected {
-                return Err(RunError::ConfigMismatch {
-                    path: dir.checkpoint_path(checkpoint.round),
-                    expected,
-                    found: checkpoint.config_hash.clone(),
-                });
-            }
-        }
+        let checkpoint = dir.latest_checkpoint_of(&config)?;
         dir.truncate_metrics(checkpoint.as_ref().map(|c| c.round))?;
         Ok(Resumed {
             dir,
