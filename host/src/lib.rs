@@ -9,3 +9,4 @@ pub mod fed;
 pub mod plot;
 pub mod prompt;
 pub mod run;
+pub mod train;

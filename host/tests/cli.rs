@@ -4,9 +4,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use fedotp::config::RunConfig;
 use fedotp::data::{federated_digits, DigitsFederation, Partition};
-use fedotp::run::{Checkpoint, ClientState, RunDir};
+use fedotp::run::{Checkpoint, ClientState, RowScope, RunDir};
 
 fn fedotp(cwd: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fedotp"))
@@ -20,34 +19,62 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Overrides that shrink the quickstart to a few seconds.
+const SHORT: [&str; 6] = [
+    "--set",
+    "federation.rounds=3",
+    "--set",
+    "federation.local_epochs=1",
+    "--set",
+    "compare=[]",
+];
+
 #[test]
-fn train_without_arguments_prepares_the_quickstart() {
+fn train_without_a_config_runs_the_quickstart_and_its_comparison() {
     let cwd = tempfile::tempdir().unwrap();
-    let out = fedotp(cwd.path(), &["train"]);
+    let out = fedotp(
+        cwd.path(),
+        &[
+            "train",
+            "--quiet",
+            "--set",
+            "federation.rounds=1",
+            "--set",
+            "federation.local_epochs=1",
+        ],
+    );
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(
         stdout.contains("no --config: using configs/quickstart.toml (embedded)"),
         "{stdout}"
     );
     assert!(stdout.contains("method: FedOTP"), "{stdout}");
-    assert!(stdout.contains("in 8 clients, 10 rounds"), "{stdout}");
+    assert!(stdout.contains("in 8 clients, 1 rounds"), "{stdout}");
     assert!(
         stdout.contains("then, for comparison: PromptFL as run quickstart-promptfl"),
         "{stdout}"
     );
-    assert!(
-        stderr.contains("`fedotp train` needs the CLIP model and a compute backend"),
-        "{stderr}"
-    );
+    // One line per round on stderr, and the comparison table of the three methods.
+    assert!(stderr.contains("round 0 [1/1]  acc "), "{stderr}");
+    let table: Vec<&str> = stdout
+        .lines()
+        .skip_while(|line| !line.starts_with("method "))
+        .collect();
+    assert_eq!(table.len(), 4, "{stdout}");
+    for (line, (method, dir)) in table[1..].iter().zip([
+        ("FedOTP ", "runs/quickstart"),
+        ("PromptFL ", "runs/quickstart-promptfl"),
+        ("CoOp (local) ", "runs/quickstart-coop_local"),
+    ]) {
+        assert!(line.starts_with(method) && line.ends_with(dir), "{line}");
+    }
 
-    // The run directory holds the resolved configuration and the partition.
+    // The run directory holds the resolved configuration, the partition, the metrics, the
+    // summary and the last checkpoint.
     let dir = RunDir::open(&cwd.path().join("runs/quickstart")).unwrap();
-    let config = RunConfig::quickstart();
-    assert_eq!(
-        std::fs::read_to_string(dir.config_path()).unwrap(),
-        config.to_toml()
-    );
+    let config = dir.read_config().unwrap();
+    assert_eq!(config.federation.rounds, 1);
     let partition = Partition::load(&dir.partition_path()).unwrap();
     let expected = federated_digits(&DigitsFederation {
         clients: 8,
@@ -64,14 +91,10 @@ fn train_without_arguments_prepares_the_quickstart() {
         expected.partition.counts(&expected.dataset).to_string()
     );
     assert!(stdout.contains(&table), "the table is printed");
-
-    // A second run gets its own directory.
-    fedotp(cwd.path(), &["train", "--set", "federation.rounds=3"]);
-    let config = RunDir::open(&cwd.path().join("runs/quickstart-2"))
-        .unwrap()
-        .read_config()
-        .unwrap();
-    assert_eq!(config.federation.rounds, 3);
+    // Eight client rows and the mean.
+    assert_eq!(dir.read_metrics().unwrap().len(), 9);
+    assert!(dir.summary_path().is_file());
+    assert_eq!(dir.checkpoint_rounds().unwrap(), [0]);
 }
 
 #[test]
@@ -121,43 +144,69 @@ fn bad_configurations_fail_before_anything_is_written() {
     assert!(text(&out.stderr).contains("expected key=value"));
 }
 
+/// The bytes of a run's result files: metrics, summary and last checkpoint.
+fn results(run: &Path) -> Vec<(String, Vec<u8>)> {
+    [
+        "metrics.jsonl",
+        "metrics.csv",
+        "summary.json",
+        "checkpoints/round-000002.safetensors",
+    ]
+    .iter()
+    .map(|name| (name.to_string(), std::fs::read(run.join(name)).unwrap()))
+    .collect()
+}
+
 #[test]
-fn resume_and_eval_read_the_run_back() {
-    let cwd = tempfile::tempdir().unwrap();
-    fedotp(cwd.path(), &["train", "--quiet"]);
-    let run = cwd.path().join("runs/quickstart");
+fn a_stopped_and_resumed_run_ends_bit_identical_and_eval_reads_it_back() {
+    let whole = tempfile::tempdir().unwrap();
+    let out = fedotp(whole.path(), &[&["train", "--quiet"][..], &SHORT].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 
-    let out = fedotp(cwd.path(), &["train", "--resume", "runs/quickstart"]);
-    assert!(
-        text(&out.stdout).contains("resuming runs/quickstart from the start (no checkpoint yet)")
+    let split = tempfile::tempdir().unwrap();
+    let stop = [&["train", "--quiet", "--stop-after", "0"][..], &SHORT].concat();
+    let out = fedotp(split.path(), &stop);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let run = split.path().join("runs/quickstart");
+    assert_eq!(
+        RunDir::open(&run).unwrap().checkpoint_rounds().unwrap(),
+        [0]
     );
-    assert_eq!(out.status.code(), Some(1));
-
-    // With a checkpoint of this configuration, resume continues after its round.
-    let dir = RunDir::open(&run).unwrap();
-    let config = dir.read_config().unwrap();
-    let checkpoint = Checkpoint {
-        round: 4,
-        config_hash: config.hash(),
-        global_prompt: None,
-        clients: vec![ClientState::default(); 8],
-        rngs: Default::default(),
-    };
-    dir.save_checkpoint(&checkpoint, 2).unwrap();
-    let out = fedotp(cwd.path(), &["train", "--resume", "runs/quickstart"]);
+    let out = fedotp(
+        split.path(),
+        &["train", "--quiet", "--resume", "runs/quickstart"],
+    );
     assert!(
-        text(&out.stdout).contains("resuming runs/quickstart after round 4"),
+        text(&out.stdout).contains("resuming runs/quickstart after round 0"),
         "{}",
         text(&out.stdout)
     );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let whole_results = results(&whole.path().join("runs/quickstart"));
+    for ((name, resumed), (_, uninterrupted)) in results(&run).iter().zip(&whole_results) {
+        assert!(resumed == uninterrupted, "{name} differs after resuming");
+    }
 
-    let out = fedotp(cwd.path(), &["eval", "runs/quickstart"]);
+    // `eval` evaluates the last checkpoint: the same means as the last round recorded.
+    let dir = RunDir::open(&run).unwrap();
+    let mean = dir
+        .read_metrics()
+        .unwrap()
+        .into_iter()
+        .rfind(|row| row.client == RowScope::Mean)
+        .unwrap();
+    let out = fedotp(split.path(), &["eval", "runs/quickstart"]);
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("FedOTP after round 4"), "{stdout}");
-    assert!(stdout.contains("no evaluation recorded yet"), "{stdout}");
-    assert!(text(&out.stderr).contains("`fedotp eval` needs the CLIP model"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(stdout.contains("FedOTP after round 2"), "{stdout}");
+    let expected = format!(
+        "mean   | {:>7.2}% | {:>7.2}%",
+        100.0 * mean.accuracy.unwrap(),
+        100.0 * mean.macro_f1.unwrap()
+    );
+    assert!(stdout.contains(&expected), "{expected} in\n{stdout}");
 
-    // A changed data partition on disk is refused.
+    // A changed data partition on disk is refused, by resume and eval.
     std::fs::write(
         dir.partition_path(),
         Partition {
@@ -167,13 +216,43 @@ fn resume_and_eval_read_the_run_back() {
         .to_json(),
     )
     .unwrap();
-    let out = fedotp(cwd.path(), &["train", "--resume", "runs/quickstart"]);
+    for args in [
+        &["train", "--resume", "runs/quickstart"][..],
+        &["eval", "runs/quickstart"],
+    ] {
+        let out = fedotp(split.path(), args);
+        assert!(
+            text(&out.stderr).contains("partitioning the dataset again gives another partition"),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    let out = fedotp(split.path(), &["eval", "runs"]);
+    assert!(text(&out.stderr).contains("not a run directory"));
+}
+
+#[test]
+fn a_checkpoint_of_another_shape_is_refused() {
+    let cwd = tempfile::tempdir().unwrap();
+    let out = fedotp(
+        cwd.path(),
+        &[&["train", "--quiet", "--stop-after", "0"][..], &SHORT].concat(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let dir = RunDir::open(&cwd.path().join("runs/quickstart")).unwrap();
+    let config = dir.read_config().unwrap();
+    let checkpoint = Checkpoint {
+        round: 1,
+        config_hash: config.hash(),
+        global_prompt: None,
+        clients: vec![ClientState::default(); 8],
+        rngs: Default::default(),
+    };
+    dir.save_checkpoint(&checkpoint, 2).unwrap();
+    let out = fedotp(cwd.path(), &["eval", "runs/quickstart"]);
     assert!(
-        text(&out.stderr).contains("partitioning the dataset again gives another partition"),
+        text(&out.stderr).contains("global_prompt") && text(&out.stderr).contains("missing"),
         "{}",
         text(&out.stderr)
     );
-
-    let out = fedotp(cwd.path(), &["eval", "runs"]);
-    assert!(text(&out.stderr).contains("not a run directory"));
 }

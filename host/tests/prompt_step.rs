@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use clip_support::{assert_close, fixture, Reference};
 use fedotp::backend::{Backend, Cpu};
 use fedotp::clip::ClipWeights;
+use fedotp::fed::{Sgd, SgdState};
 use fedotp::prompt::{encode_images, Head, PromptLearner, PromptModel};
 use fedotp_core::ot::{OtMode, OtParams};
 
@@ -48,6 +49,39 @@ fn setup() -> Setup {
         class_ids,
         labels,
         scale,
+    }
+}
+
+/// The reference script's optimiser.
+const SGD: Sgd = Sgd {
+    lr: 0.5,
+    momentum: 0.9,
+    weight_decay: 5e-4,
+};
+
+/// Two SGD steps on the same batch from `ctx`, as the reference takes them, checked against
+/// its contexts after each step (`<method>.ctx1`, `<method>.ctx2`).
+fn check_two_sgd_steps(
+    s: &Setup,
+    model: &PromptModel,
+    features: &Vec<f32>,
+    ctx: &[f32],
+    method: &str,
+) {
+    let mut ws = model.workspace(&s.cpu).unwrap();
+    let mut ctx = ctx.to_vec();
+    let mut state = SgdState::default();
+    for step in 1..=2 {
+        let out = model
+            .loss_and_gradient(&s.cpu, &s.weights.text, &ctx, features, &s.labels, &mut ws)
+            .unwrap();
+        SGD.step(&mut ctx, &out.d_ctx, &mut state).unwrap();
+        assert_close(
+            &format!("{method} context after SGD step {step}"),
+            &ctx,
+            &s.reference.values(&format!("{method}.ctx{step}")),
+            1e-4,
+        );
     }
 }
 
@@ -107,6 +141,7 @@ fn fedotp_step_matches_pytorch() {
         &s.reference.values("fedotp.d_ctx"),
         1e-4,
     );
+    check_two_sgd_steps(&s, &model, &patches, &ctx, "fedotp");
 }
 
 #[test]
@@ -151,6 +186,7 @@ fn promptfl_step_matches_pytorch() {
         &s.reference.values("promptfl.d_ctx"),
         1e-4,
     );
+    check_two_sgd_steps(&s, &model, &pooled, &ctx, "promptfl");
 
     // Evaluation reuses the prompt features: same logits.
     model

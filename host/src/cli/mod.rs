@@ -7,11 +7,10 @@
 //! fedotp plot <run dir>... [--out accuracy]                     accuracy per round as PNG and SVG
 //! ```
 //!
-//! The federated training loop needs the CLIP model and a compute backend, which this build does
-//! not contain yet: `train` validates the configuration, reads and partitions the data, creates
-//! the run directory (configuration, partition) and prints the partition, then stops with
-//! [`CliError::ModelUnavailable`]. `eval` reads the run and its last checkpoint, prints the
-//! recorded summary, and stops the same way.
+//! `train` runs the configured method on the configured device, writing metrics and checkpoints
+//! into the run directory, then the `compare` methods of the configuration the same way, and
+//! prints a comparison table. `eval` evaluates a saved run's latest checkpoint on every client's
+//! test split.
 
 pub mod progress;
 
@@ -19,10 +18,13 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{ConfigError, ModelConfig, Override, RunConfig, QUICKSTART_NAME};
+use crate::backend::{Backend, Cpu};
+use crate::config::{ConfigError, Device, ModelConfig, Override, RunConfig, QUICKSTART_NAME};
 use crate::data::CountTable;
 use crate::plot::{output_paths, plot_accuracy, PlotError, Series};
-use crate::run::{resume_run, start_run, PreparedRun, RunDir, RunError, RunSummary};
+use crate::run::{open_run, resume_run, start_run, EvalStats, PreparedRun, RunError, RunSummary};
+use crate::train::{train_run, Silent, Simulation, TrainError};
+use progress::ProgressObserver;
 
 /// Largest table [`partition_overview`] prints whole (clients × classes cells).
 const FULL_TABLE_CELLS: usize = 400;
@@ -61,6 +63,10 @@ pub struct TrainArgs {
     /// Continue the run in this directory from its latest checkpoint.
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
+    /// Stop after this round (0-based), with a checkpoint, so that a later `--resume`
+    /// continues: for jobs with a time limit.
+    #[arg(long, value_name = "ROUND")]
+    pub stop_after: Option<u32>,
     /// No progress bars (the per-round lines are still printed).
     #[arg(long)]
     pub quiet: bool,
@@ -98,13 +104,22 @@ pub enum CliError {
     /// A plot could not be made.
     #[error(transparent)]
     Plot(#[from] PlotError),
-    /// The command needs the CLIP model and a compute backend, not in this build yet.
-    #[error("`fedotp {command}` needs the CLIP model and a compute backend, which this build does not include yet; the configuration is valid and {} holds the run's files so far", run_dir.display())]
-    ModelUnavailable {
-        /// `train` or `eval`.
-        command: &'static str,
-        /// The run directory prepared or read.
-        run_dir: PathBuf,
+    /// Training or evaluation failed.
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    /// The configured device cannot be used.
+    #[error("device {device}: {reason}")]
+    Device {
+        /// The device configured.
+        device: Device,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// `fedotp eval` on a run that has no checkpoint yet.
+    #[error("{}: no checkpoint yet; continue it first with `fedotp train --resume {}`", run.display(), run.display())]
+    NoCheckpoint {
+        /// The run directory.
+        run: PathBuf,
     },
 }
 
@@ -142,10 +157,121 @@ fn train(args: &TrainArgs) -> Result<(), CliError> {
         }
     };
     describe(&prepared);
-    Err(CliError::ModelUnavailable {
-        command: "train",
-        run_dir: prepared.dir.path().to_path_buf(),
+    let mut results = vec![train_prepared(&prepared, args)?];
+    // A resumed run continues itself only; its comparison runs have their own directories.
+    if args.resume.is_none() {
+        for config in prepared.config.comparison_runs() {
+            println!();
+            println!("== for comparison: {}", config.method_label());
+            let run = start_run(config)?;
+            println!("run directory: {}", run.dir.path().display());
+            results.push(train_prepared(&run, args)?);
+        }
+    }
+    if results.len() > 1 {
+        println!();
+        print!("{}", comparison_table(&results));
+    }
+    Ok(())
+}
+
+/// One trained run's line in the comparison table.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    /// The method as the table names it.
+    pub method: String,
+    /// The run directory.
+    pub dir: PathBuf,
+    /// Its summary (`None` if no round was evaluated).
+    pub summary: Option<RunSummary>,
+}
+
+/// Trains `run` on its configured device, as `args` say (progress bars, where to stop).
+fn train_prepared(run: &PreparedRun, args: &TrainArgs) -> Result<RunResult, CliError> {
+    let config = &run.config;
+    let first_round = run.checkpoint.as_ref().map_or(0, |c| c.round + 1);
+    let rounds = if config.method.trains() {
+        config.federation.rounds
+    } else {
+        1
+    };
+    let mut observer = ProgressObserver::new(rounds, first_round, !args.quiet);
+    let summary = on_device(config.device, |backend| {
+        Ok(train_run(run, backend, args.stop_after, &mut observer)?)
+    });
+    observer.finish();
+    let summary = summary?;
+    match &summary {
+        Some(summary) => println!(
+            "{}: {}\n{summary}",
+            config.method_label(),
+            run.dir.path().display()
+        ),
+        None => println!("{}: nothing evaluated", config.method_label()),
+    }
+    Ok(RunResult {
+        method: config.method_label(),
+        dir: run.dir.path().to_path_buf(),
+        summary,
     })
+}
+
+/// Calls `job` with the backend `device` names. This build has the CPU backend; `auto` is the
+/// CPU.
+fn on_device<T>(
+    device: Device,
+    job: impl FnOnce(Cpu) -> Result<T, CliError>,
+) -> Result<T, CliError> {
+    match device {
+        Device::Cpu | Device::Auto => job(Cpu::new()),
+        Device::Cuda(_) => Err(CliError::Device {
+            device,
+            reason: "this build of fedotp has no CUDA backend; use device = \"cpu\" or \"auto\""
+                .into(),
+        }),
+    }
+}
+
+/// The table comparing the runs of one `fedotp train`: per method, the best mean client
+/// accuracy and the mean ± std of the last evaluations.
+///
+/// ```
+/// use fedotp::cli::{comparison_table, RunResult};
+/// let table = comparison_table(&[RunResult { method: "FedOTP".into(), dir: "runs/q".into(), summary: None }]);
+/// assert!(table.contains("FedOTP") && table.contains("runs/q"));
+/// ```
+pub fn comparison_table(results: &[RunResult]) -> String {
+    let width = results
+        .iter()
+        .map(|r| r.method.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max("method".len());
+    let mut table = format!(
+        "{:<width$} | best acc (round) | last {} acc    | last macro-F1  | run\n",
+        "method",
+        crate::fed::SUMMARY_WINDOW
+    );
+    for result in results {
+        let figures = match &result.summary {
+            Some(s) => format!(
+                "{:>7.2}% ({:>4}) | {:>6.2} ± {:>4.2}% | {:>6.2} ± {:>4.2}%",
+                100.0 * s.accuracy.max,
+                s.best_round,
+                100.0 * s.accuracy.last5_mean,
+                100.0 * s.accuracy.last5_std,
+                100.0 * s.macro_f1.last5_mean,
+                100.0 * s.macro_f1.last5_std,
+            ),
+            None => format!("{:<16} | {:<15} | {:<14}", "–", "–", "–"),
+        };
+        table.push_str(&format!(
+            "{:<width$} | {figures} | {}\n",
+            result.method,
+            result.dir.display()
+        ));
+    }
+    table
 }
 
 /// Prints what a run is about to do and its partition.
@@ -189,24 +315,67 @@ fn describe(run: &PreparedRun) {
 }
 
 fn eval(args: &EvalArgs) -> Result<(), CliError> {
-    let dir = RunDir::open(&args.run)?;
-    let config = dir.read_config()?;
-    if let Some(checkpoint) = dir.latest_checkpoint_of(&config)? {
-        println!(
-            "{}: {} after round {}",
-            args.run.display(),
-            config.method_label(),
-            checkpoint.round
-        );
+    let run = open_run(&args.run)?;
+    let config = &run.config;
+    let round = match &run.checkpoint {
+        Some(checkpoint) => checkpoint.round,
+        None if config.method.trains() => {
+            return Err(CliError::NoCheckpoint {
+                run: args.run.clone(),
+            })
+        }
+        None => 0,
+    };
+    println!(
+        "{}: {} after round {round}",
+        args.run.display(),
+        config.method_label()
+    );
+    let evaluations = on_device(config.device, |backend| evaluate_on(&run, backend))?;
+    print!("{}", evaluation_table(&evaluations));
+    Ok(())
+}
+
+fn evaluate_on<B: Backend>(
+    run: &PreparedRun,
+    backend: B,
+) -> Result<Vec<Option<EvalStats>>, CliError> {
+    let mut sim = Simulation::of_run(run, backend, &mut Silent)?;
+    Ok(sim.evaluate(&mut Silent)?)
+}
+
+/// Per client its test accuracy and macro-F1, then the unweighted means.
+///
+/// ```
+/// use fedotp::cli::evaluation_table;
+/// use fedotp::run::EvalStats;
+/// let stats = |a| Some(EvalStats { accuracy: a, macro_f1: a, macro_f1_true_labels: a });
+/// let table = evaluation_table(&[stats(0.5), None, stats(1.0)]);
+/// assert!(table.lines().last().unwrap().contains("75.00%"));
+/// ```
+pub fn evaluation_table(evaluations: &[Option<EvalStats>]) -> String {
+    let mut table = String::from("client | accuracy | macro-F1\n");
+    let mut sums = (0.0, 0.0, 0usize);
+    for (client, eval) in evaluations.iter().enumerate() {
+        match eval {
+            Some(e) => {
+                table.push_str(&format!(
+                    "{client:<6} | {:>7.2}% | {:>7.2}%\n",
+                    100.0 * e.accuracy,
+                    100.0 * e.macro_f1
+                ));
+                sums = (sums.0 + e.accuracy, sums.1 + e.macro_f1, sums.2 + 1);
+            }
+            None => table.push_str(&format!("{client:<6} | no test samples\n")),
+        }
     }
-    match RunSummary::of(&dir.read_metrics()?) {
-        Some(summary) => println!("recorded results:\n{summary}"),
-        None => println!("no evaluation recorded yet"),
-    }
-    Err(CliError::ModelUnavailable {
-        command: "eval",
-        run_dir: args.run.clone(),
-    })
+    let n = sums.2.max(1) as f64;
+    table.push_str(&format!(
+        "mean   | {:>7.2}% | {:>7.2}%\n",
+        100.0 * sums.0 / n,
+        100.0 * sums.1 / n
+    ));
+    table
 }
 
 fn plot(args: &PlotArgs) -> Result<(), CliError> {

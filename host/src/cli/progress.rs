@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::run::MetricsRow;
+use crate::run::{MetricsRow, RoundMetrics};
+use crate::train::Observer;
 
 /// The bars of a training run: one for rounds, and per-round bars for clients and batches.
 #[derive(Debug)]
@@ -119,4 +120,96 @@ pub fn round_line(mean: &MetricsRow, rounds: u32, elapsed: Duration) -> String {
         percent(mean.train_accuracy),
         elapsed.as_secs_f64()
     )
+}
+
+/// The bars of a run driven by the simulation's events.
+pub struct ProgressObserver {
+    progress: TrainProgress,
+    rounds: u32,
+    cache: Option<ProgressBar>,
+    clients: Option<ProgressBar>,
+    batches: Option<ProgressBar>,
+}
+
+impl ProgressObserver {
+    /// Bars for a run of `rounds` rounds resumed at `first_round` (0 for a new run).
+    pub fn new(rounds: u32, first_round: u32, visible: bool) -> ProgressObserver {
+        ProgressObserver {
+            progress: TrainProgress::new(rounds, first_round, visible),
+            rounds,
+            cache: None,
+            clients: None,
+            batches: None,
+        }
+    }
+
+    /// Removes the bars.
+    pub fn finish(&self) {
+        self.progress.finish();
+    }
+
+    fn clear(bar: &mut Option<ProgressBar>) {
+        if let Some(bar) = bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Observer for ProgressObserver {
+    fn caching(&mut self, split: &str, done: usize, total: usize) {
+        let bar = self.cache.get_or_insert_with(|| {
+            let bar = self.progress.clients("", total);
+            bar.set_style(style(
+                "cache   [{bar:30}] {pos}/{len} {per_sec:>10} eta {eta:>4} {msg}",
+            ));
+            bar
+        });
+        bar.set_message(format!("{split} images through the image tower"));
+        bar.set_position(done as u64);
+        if done == total {
+            Self::clear(&mut self.cache);
+        }
+    }
+
+    fn round_started(&mut self, _round: u32, clients: &[usize]) {
+        Self::clear(&mut self.clients);
+        if !clients.is_empty() {
+            self.clients = Some(self.progress.clients("training", clients.len()));
+        }
+    }
+
+    fn training(&mut self, client: usize, done: usize, total: usize) {
+        let bar = self
+            .batches
+            .get_or_insert_with(|| self.progress.batches(total));
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        if let Some(clients) = &self.clients {
+            clients.set_message(format!("training client {client}"));
+        }
+    }
+
+    fn client_trained(&mut self, _client: usize) {
+        Self::clear(&mut self.batches);
+        if let Some(clients) = &self.clients {
+            clients.inc(1);
+        }
+    }
+
+    fn evaluating(&mut self, done: usize, total: usize) {
+        if done == 1 {
+            Self::clear(&mut self.clients);
+            self.clients = Some(self.progress.clients("evaluating", total));
+        }
+        if let Some(clients) = &self.clients {
+            clients.set_position(done as u64);
+        }
+    }
+
+    fn round_finished(&mut self, _metrics: &RoundMetrics, mean: &MetricsRow, took: Duration) {
+        Self::clear(&mut self.clients);
+        Self::clear(&mut self.batches);
+        self.progress
+            .finish_round(&round_line(mean, self.rounds, took));
+    }
 }

@@ -33,7 +33,7 @@ pub use metrics::{
     ClientRound, EvalStats, MetricsRow, MetricsWriter, RoundMetrics, RowScope, RunSummary,
     TrainStats,
 };
-pub use prepare::{resume_run, start_run, PreparedRun};
+pub use prepare::{open_run, resume_run, start_run, PreparedRun};
 
 use crate::config::RunConfig;
 use crate::data::{Dataset, Partition};

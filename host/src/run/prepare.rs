@@ -1,7 +1,7 @@
 //! Setting up a training run: a new run directory from a configuration, or an existing one to
 //! resume, with the data read and partitioned.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{Checkpoint, RunDir, RunError};
 use crate::config::{FederatedData, RunConfig};
@@ -18,6 +18,15 @@ pub struct PreparedRun {
     pub data: FederatedData,
     /// Where to continue from.
     pub checkpoint: Option<Checkpoint>,
+}
+
+impl PreparedRun {
+    /// The checkpoint to continue from, with its file's path.
+    pub fn checkpoint_to_resume(&self) -> Option<(&Checkpoint, PathBuf)> {
+        self.checkpoint
+            .as_ref()
+            .map(|c| (c, self.dir.checkpoint_path(c.round)))
+    }
 }
 
 /// Starts a new run: reads and partitions the data (so a bad dataset fails before anything is
@@ -38,25 +47,35 @@ pub fn start_run(config: RunConfig) -> Result<PreparedRun, RunError> {
     })
 }
 
-/// Reopens the run in `path` for `--resume`: its configuration and latest checkpoint (checked
-/// to belong together), the metrics files cut back to that checkpoint, and the data partitioned
-/// again — which must give the partition saved with the run, or the data changed on disk.
+/// Reopens the run in `path` for `--resume`: [`open_run`], then the metrics files cut back to
+/// the checkpoint's round.
 pub fn resume_run(path: &Path) -> Result<PreparedRun, RunError> {
-    let resumed = RunDir::resume(path)?;
-    let config = resumed.config;
+    let run = open_run(path)?;
+    run.dir
+        .truncate_metrics(run.checkpoint.as_ref().map(|c| c.round))?;
+    Ok(run)
+}
+
+/// Reads the run in `path` without changing it (for `fedotp eval`): its configuration and
+/// latest checkpoint (checked to belong together), and the data partitioned again — which must
+/// give the partition saved with the run, or the data changed on disk.
+pub fn open_run(path: &Path) -> Result<PreparedRun, RunError> {
+    let dir = RunDir::open(path)?;
+    let config = dir.read_config()?;
+    let checkpoint = dir.latest_checkpoint_of(&config)?;
     let data = config
         .dataset
         .load(config.model.image_size(), config.federation.seed)?;
-    let saved = resumed.dir.read_partition()?;
+    let saved = dir.read_partition()?;
     if saved != data.partition {
         return Err(RunError::PartitionChanged {
-            path: resumed.dir.partition_path(),
+            path: dir.partition_path(),
         });
     }
     Ok(PreparedRun {
         config,
-        dir: resumed.dir,
+        dir,
         data,
-        checkpoint: resumed.checkpoint,
+        checkpoint,
     })
 }

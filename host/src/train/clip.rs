@@ -1,0 +1,122 @@
+//! The frozen CLIP every client shares: its weights on a compute backend and its tokenizer.
+
+use std::path::Path;
+
+use super::TrainError;
+use crate::backend::Backend;
+use crate::clip::tokenizer::Tokenizer;
+use crate::clip::{ClipConfig, ClipWeights, VisionConfig};
+use crate::config::{Backbone, ModelConfig};
+use crate::prompt::{encode_images, ImageBatchFeatures};
+
+/// CLIP with its weights on `B`: what every client trains its prompts through.
+pub struct FrozenClip<B: Backend> {
+    backend: B,
+    weights: ClipWeights<B::Buf>,
+    tokenizer: &'static Tokenizer,
+}
+
+impl<B: Backend> FrozenClip<B> {
+    /// Moves `weights` onto `backend`.
+    pub fn new(backend: B, weights: ClipWeights<Vec<f32>>) -> Result<Self, TrainError> {
+        let weights = weights.to_backend(&backend)?;
+        let tokenizer = Tokenizer::openai().map_err(|e| TrainError::Invalid(e.to_string()))?;
+        Ok(FrozenClip {
+            backend,
+            weights,
+            tokenizer,
+        })
+    }
+
+    /// The model a run configures: pretrained weights from a file (checked to be the
+    /// configured backbone) or the tiny model drawn from its seed.
+    pub fn from_config(backend: B, model: &ModelConfig) -> Result<Self, TrainError> {
+        let weights = match model {
+            ModelConfig::Clip { path, backbone } => {
+                let weights = ClipWeights::load(path)?;
+                check_backbone(path, *backbone, &weights.config)?;
+                weights
+            }
+            ModelConfig::Tiny(tiny) => ClipWeights::random(&tiny.clip_config(), tiny.seed)?,
+        };
+        Self::new(backend, weights)
+    }
+
+    /// The backend the model runs on.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The weights, on the backend.
+    pub fn weights(&self) -> &ClipWeights<B::Buf> {
+        &self.weights
+    }
+
+    /// CLIP's byte-level BPE tokenizer.
+    pub fn tokenizer(&self) -> &'static Tokenizer {
+        self.tokenizer
+    }
+
+    /// Side of the square input image in pixels.
+    pub fn image_size(&self) -> usize {
+        self.weights.config.vision.image_size()
+    }
+
+    /// CLIP's logit scale, `exp(logit_scale)`.
+    pub fn logit_scale(&self) -> f32 {
+        self.weights.logit_scale.exp()
+    }
+
+    /// Image tokens per image after the pooled one: the M "patches" of the OT head (ViT patches,
+    /// or the ResNet's attention-pool positions).
+    pub fn patches(&self) -> usize {
+        self.weights.config.vision.tokens() - 1
+    }
+
+    /// Unit-length image features of `images` preprocessed images (`images × 3 × size × size`).
+    pub fn encode(&self, pixels: &[f32], images: usize) -> Result<ImageBatchFeatures, TrainError> {
+        let input = self.backend.upload(pixels)?;
+        Ok(encode_images(
+            &self.backend,
+            &self.weights.vision,
+            &input,
+            images,
+        )?)
+    }
+}
+
+/// The architecture of `backbone`.
+fn backbone_config(backbone: Backbone) -> ClipConfig {
+    match backbone {
+        Backbone::VitB16 => ClipConfig::vit_b_16(),
+        Backbone::VitB32 => ClipConfig::vit_b_32(),
+        Backbone::Rn50 => ClipConfig::rn50(),
+    }
+}
+
+/// A short description of an image tower for messages.
+fn describe(vision: &VisionConfig) -> String {
+    match vision {
+        VisionConfig::Vit(vit) => format!(
+            "a ViT of width {}, {} layers, {}-pixel patches at {} pixels",
+            vit.width, vit.layers, vit.patch_size, vit.image_size
+        ),
+        VisionConfig::ResNet(resnet) => format!(
+            "a ModifiedResNet with layers {:?} and width {} at {} pixels",
+            resnet.layers, resnet.width, resnet.image_size
+        ),
+    }
+}
+
+/// Refuses weights whose image tower is not `backbone`'s.
+fn check_backbone(path: &Path, backbone: Backbone, found: &ClipConfig) -> Result<(), TrainError> {
+    let expected = backbone_config(backbone);
+    if expected.vision == found.vision {
+        return Ok(());
+    }
+    Err(TrainError::Backbone {
+        path: path.to_path_buf(),
+        expected: format!("{backbone} ({})", describe(&expected.vision)),
+        found: describe(&found.vision),
+    })
+}

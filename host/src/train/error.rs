@@ -1,0 +1,59 @@
+//! Why training or evaluation stopped.
+
+use std::path::PathBuf;
+
+use crate::backend::BackendError;
+use crate::clip::ClipError;
+use crate::data::DataError;
+use crate::run::RunError;
+
+/// Why a training run, a local round or an evaluation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The model could not be loaded or run.
+    #[error(transparent)]
+    Clip(#[from] ClipError),
+    /// The compute backend failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// An image or the dataset could not be read.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// The run directory could not be read or written.
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// The feature cache's file could not be written or mapped.
+    #[error("feature cache {}: {source}", path.display())]
+    Cache {
+        /// The cache file.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// The server refused a client's update (a bug, since the simulation builds them).
+    #[error("round {round}: the server refused client {client}'s update: {reason}")]
+    Aggregate {
+        /// The round.
+        round: u32,
+        /// The client.
+        client: usize,
+        /// The aggregator's reason.
+        reason: String,
+    },
+    /// The weights are not the architecture the configuration names.
+    #[error("{path}: the configuration names backbone {expected}, but the weights are {found}")]
+    Backbone {
+        /// The weights.
+        path: PathBuf,
+        /// The backbone configured.
+        expected: String,
+        /// What the weights hold.
+        found: String,
+    },
+    /// A request that does not fit the model or the data.
+    #[error("{0}")]
+    Invalid(String),
+    /// The caller asked to stop (a cancel flag or progress callback).
+    #[error("training cancelled by the caller")]
+    Cancelled,
+}

@@ -1,0 +1,182 @@
+//! The image features a head reads for a batch of samples: from the cache when the split is not
+//! augmented, else from the image tower on freshly transformed images.
+
+use std::path::Path;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::cache::FeatureCache;
+use super::{FrozenClip, TrainError};
+use crate::backend::Backend;
+use crate::data::{Dataset, Split, Transform};
+use crate::prompt::{Head, ImageBatchFeatures};
+
+/// Which of the image tower's unit-length outputs a head reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeatureKind {
+    /// The M patch tokens (the OT head).
+    Patches,
+    /// The pooled image embedding (the cosine head).
+    Pooled,
+}
+
+impl FeatureKind {
+    /// What `head` reads.
+    pub fn of(head: &Head) -> FeatureKind {
+        match head {
+            Head::Ot { .. } => FeatureKind::Patches,
+            Head::Cosine => FeatureKind::Pooled,
+        }
+    }
+
+    /// The part of `features` this kind names, `images × rows × dim`.
+    pub fn take(self, features: ImageBatchFeatures) -> Vec<f32> {
+        match self {
+            FeatureKind::Patches => features.patches,
+            FeatureKind::Pooled => features.pooled,
+        }
+    }
+
+    /// Values per image: `patches × dim` or `dim`.
+    pub fn record_len(self, patches: usize, dim: usize) -> usize {
+        match self {
+            FeatureKind::Patches => patches * dim,
+            FeatureKind::Pooled => dim,
+        }
+    }
+}
+
+/// Where a split's features come from.
+pub struct SplitFeatures<'d> {
+    dataset: &'d Dataset,
+    split: Split,
+    transform: Transform,
+    kind: FeatureKind,
+    cache: Option<FeatureCache>,
+}
+
+/// Where and how much a cache may store.
+#[derive(Debug, Clone, Copy)]
+pub struct CachePlace<'p> {
+    /// Bytes it may hold in memory.
+    pub memory_budget: u64,
+    /// Directory for the rest.
+    pub disk_dir: &'p Path,
+    /// Images per image-tower pass while filling it.
+    pub batch: usize,
+}
+
+impl<'d> SplitFeatures<'d> {
+    /// Features of `split` of `dataset` through `transform`, as `kind`; nothing cached yet.
+    pub fn new(
+        dataset: &'d Dataset,
+        split: Split,
+        transform: Transform,
+        kind: FeatureKind,
+    ) -> SplitFeatures<'d> {
+        SplitFeatures {
+            dataset,
+            split,
+            transform,
+            kind,
+            cache: None,
+        }
+    }
+
+    /// The dataset.
+    pub fn dataset(&self) -> &'d Dataset {
+        self.dataset
+    }
+
+    /// The split.
+    pub fn split(&self) -> Split {
+        self.split
+    }
+
+    /// The cache, once [`SplitFeatures::fill_cache`] built it.
+    pub fn cache(&self) -> Option<&FeatureCache> {
+        self.cache.as_ref()
+    }
+
+    /// Whether the images are transformed at random (then they cannot be cached).
+    pub fn is_augmented(&self) -> bool {
+        self.transform.is_random()
+    }
+
+    /// Labels of `samples` as the loss reads them.
+    pub fn labels(&self, samples: &[usize]) -> Result<Vec<u32>, TrainError> {
+        samples
+            .iter()
+            .map(|&i| Ok(self.dataset.sample(self.split, i)?.label as u32))
+            .collect()
+    }
+
+    /// Runs the image tower once over `samples` and keeps the results. Refused for an augmented
+    /// split, whose features change every time. `progress(done, total)` follows the passes.
+    pub fn fill_cache<B: Backend>(
+        &mut self,
+        clip: &FrozenClip<B>,
+        samples: &[usize],
+        place: CachePlace<'_>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<(), TrainError> {
+        if self.is_augmented() {
+            return Err(TrainError::Invalid(
+                "a split whose images are augmented at random cannot be cached".into(),
+            ));
+        }
+        self.cache = None;
+        let record_len = self
+            .kind
+            .record_len(clip.patches(), clip.weights().config.embed_dim);
+        let mut builder =
+            FeatureCache::builder(samples, record_len, place.memory_budget, place.disk_dir)?;
+        let batch = place.batch.max(1);
+        for (done, chunk) in samples.chunks(batch).enumerate() {
+            // The evaluation transform draws nothing; any generator will do.
+            let features = self.encode(clip, chunk, &mut ChaCha8Rng::seed_from_u64(0))?;
+            for record in features.chunks_exact(record_len) {
+                builder.push(record)?;
+            }
+            progress(
+                (done * batch + chunk.len()).min(samples.len()),
+                samples.len(),
+            );
+        }
+        self.cache = Some(builder.finish()?);
+        Ok(())
+    }
+
+    /// Features of `samples` (`samples.len() × rows × dim`): cached records where the cache has
+    /// them all, else the image tower on the images transformed with `rng`.
+    pub fn batch<B: Backend, R: Rng + ?Sized>(
+        &self,
+        clip: &FrozenClip<B>,
+        samples: &[usize],
+        rng: &mut R,
+    ) -> Result<Vec<f32>, TrainError> {
+        if let Some(cache) = &self.cache {
+            if samples.iter().all(|&s| cache.contains(s)) {
+                let mut out = Vec::with_capacity(samples.len() * cache.record_len());
+                for &s in samples {
+                    cache.append(s, &mut out);
+                }
+                return Ok(out);
+            }
+        }
+        self.encode(clip, samples, rng)
+    }
+
+    fn encode<B: Backend, R: Rng + ?Sized>(
+        &self,
+        clip: &FrozenClip<B>,
+        samples: &[usize],
+        rng: &mut R,
+    ) -> Result<Vec<f32>, TrainError> {
+        let pixels = self
+            .dataset
+            .load_batch(self.split, samples, &self.transform, rng)?;
+        Ok(self.kind.take(clip.encode(&pixels, samples.len())?))
+    }
+}

@@ -1,0 +1,137 @@
+//! The federated simulation on the quickstart's tiny model and digits: FedOTP learns, the
+//! feature cache gives the results the image tower gives, and a batch whose features are not
+//! finite is skipped and counted, never a crash.
+
+use std::path::Path;
+
+use fedotp::backend::Cpu;
+use fedotp::clip::ClipWeights;
+use fedotp::config::{Override, RunConfig};
+use fedotp::data::Split;
+use fedotp::fed::SgdState;
+use fedotp::run::{start_run, MetricsRow, RowScope};
+use fedotp::train::{
+    train_run, FrozenClip, LocalSchedule, PromptSetup, PromptTrainer, Silent, SplitFeatures,
+};
+use std::ops::ControlFlow;
+
+/// The quickstart with `overrides`, writing under `dir`, without the comparison runs.
+fn config(dir: &Path, overrides: &[&str]) -> RunConfig {
+    let mut all = vec![
+        "compare=[]".to_string(),
+        format!("output.dir={:?}", dir.to_str().unwrap()),
+    ];
+    all.extend(overrides.iter().map(|o| o.to_string()));
+    let overrides: Vec<Override> = all.iter().map(|o| o.parse().unwrap()).collect();
+    RunConfig::quickstart_with(&overrides).unwrap()
+}
+
+/// Trains `config` to the end; its rows of means, one per round.
+fn mean_rows(config: RunConfig) -> Vec<MetricsRow> {
+    let run = start_run(config).unwrap();
+    train_run(&run, Cpu::new(), None, &mut Silent).unwrap();
+    run.dir
+        .read_metrics()
+        .unwrap()
+        .into_iter()
+        .filter(|row| row.client == RowScope::Mean)
+        .collect()
+}
+
+#[test]
+fn fedotp_learns_the_digits() {
+    let dir = tempfile::tempdir().unwrap();
+    let means = mean_rows(config(
+        dir.path(),
+        &["federation.rounds=4", "federation.local_epochs=2"],
+    ));
+    let accuracy: Vec<f64> = means.iter().map(|row| row.accuracy.unwrap()).collect();
+    println!("mean client accuracy per round: {accuracy:?}");
+    // Ten classes: chance is 10% (a client predicting its majority class does better, but not
+    // this well on every client).
+    let last = *accuracy.last().unwrap();
+    assert!(last > 0.35, "final mean accuracy {last}");
+    assert!(
+        last > accuracy[0] + 0.05,
+        "no progress after round 0: {accuracy:?}"
+    );
+    let loss: Vec<f64> = means.iter().map(|row| row.train_loss.unwrap()).collect();
+    assert!(loss[3] < loss[0], "training loss does not fall: {loss:?}");
+    assert!(means.iter().all(|row| row.skipped_batches == Some(0)));
+}
+
+#[test]
+fn features_from_memory_disk_or_the_image_tower_train_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = ["federation.rounds=2", "federation.local_epochs=1"];
+    let run = |extra: &[&str]| {
+        let overrides: Vec<&str> = short.iter().chain(extra).copied().collect();
+        mean_rows(config(dir.path(), &overrides))
+    };
+    let memory = run(&[]);
+    let disk = run(&["cache.memory_budget_mib=0"]);
+    assert_eq!(
+        memory, disk,
+        "the memory-mapped file holds the same features"
+    );
+    let uncached = run(&["cache.enabled=false"]);
+    for (a, b) in memory.iter().zip(&uncached) {
+        let (la, lb) = (a.train_loss.unwrap(), b.train_loss.unwrap());
+        assert!((la - lb).abs() <= 1e-4 * la.abs(), "loss {la} vs {lb}");
+        let (aa, ab) = (a.accuracy.unwrap(), b.accuracy.unwrap());
+        assert!((aa - ab).abs() <= 0.01, "accuracy {aa} vs {ab}");
+    }
+}
+
+#[test]
+fn batches_with_non_finite_features_are_skipped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &[]);
+    let fed = config.dataset.load(32, 1).unwrap();
+    let tiny = match &config.model {
+        fedotp::config::ModelConfig::Tiny(tiny) => tiny.clone(),
+        _ => unreachable!("the quickstart's model is the tiny one"),
+    };
+    let mut weights = ClipWeights::random(&tiny.clip_config(), tiny.seed).unwrap();
+    // A NaN in the image tower's projection makes every patch feature NaN.
+    match &mut weights.vision {
+        fedotp::clip::VisionWeights::Vit(vit) => vit.projection.weight[0] = f32::NAN,
+        _ => unreachable!("the tiny model is a ViT"),
+    }
+    let clip = FrozenClip::new(Cpu::new(), weights).unwrap();
+    let names = fed.dataset.class_names.clone();
+    let mut trainer = PromptTrainer::new(&clip, &names, PromptSetup::of(&config).unwrap()).unwrap();
+    let features = SplitFeatures::new(
+        &fed.dataset,
+        Split::Train,
+        config
+            .dataset
+            .train_transform
+            .transform(32, config.dataset.normalize),
+        trainer.feature_kind(),
+    );
+    let ctx0 = vec![0.01f32; trainer.context_len()];
+    let mut ctx = ctx0.clone();
+    let mut state = SgdState::default();
+    let samples = &fed.partition.clients[0].train;
+    let stats = trainer
+        .train(
+            &clip,
+            &mut ctx,
+            &mut state,
+            None,
+            &features,
+            samples,
+            LocalSchedule {
+                epochs: 1,
+                batch_size: 8,
+            },
+            &mut <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0),
+            &mut |_, _| ControlFlow::Continue(()),
+        )
+        .unwrap();
+    assert_eq!(stats.skipped_batches, samples.len().div_ceil(8) as u64);
+    assert_eq!((stats.loss, stats.accuracy), (None, None));
+    assert_eq!(ctx, ctx0, "a skipped batch changes nothing");
+    assert_eq!(state, SgdState::default());
+}
