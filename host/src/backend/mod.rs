@@ -20,9 +20,16 @@
 //! own — 2-D convolution, inference batch-norm, average pooling and the attention pool — as further
 //! methods of this trait, with their weights in a new [`crate::clip::VisionWeights`] variant.
 
+mod checks;
 mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+pub mod device;
 
 pub use cpu::Cpu;
+#[cfg(feature = "cuda")]
+pub use cuda::{Cuda, CudaBuf, CudaError, MathMode};
+pub use device::{DeviceError, DeviceRequest, SelectedDevice};
 
 /// An error reported by a backend operation.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +69,14 @@ pub enum BackendError {
         len: usize,
         /// The length the dimensions need.
         expected: usize,
+    },
+    /// An argument is outside its domain (a solver parameter, a shape a kernel cannot take).
+    #[error("{op}: {message}")]
+    InvalidArgument {
+        /// The operation.
+        op: &'static str,
+        /// What is wrong with which argument.
+        message: String,
     },
     /// The device failed (driver or library error, kernel launch, out of memory).
     #[error("{op}: device error: {message}")]

@@ -1,0 +1,1375 @@
+//! The CUDA backend against the CPU backend and `fedotp_core`: every operation forward and
+//! backward, the two towers end to end, the OT head, the loss and a whole FedOTP local step.
+//!
+//! Shared, word for word, by the GPU suite (`host/tests/cuda_parity.rs`) and the kernel
+//! emulator's suite (`host/src/backend/cuda/emulator/tests.rs`); each imports into its own scope
+//! the `fedotp` items this file names (`use super::*`).
+//!
+//! Every case draws random inputs (never zeros), fills every output buffer with NaN before the
+//! operation runs (so an element the device does not write fails the comparison), and compares
+//! with `‖gpu − cpu‖ / ‖cpu‖` against the tolerance of the backend's math mode. [`run_all`]
+//! runs every case, prints one table and fails if any row fails.
+
+use super::*;
+
+use fedotp_core::head::{self as core_head, HeadShape};
+use fedotp_core::ot::{self as core_ot, BatchLayout, OtMode, OtParams, OtReport};
+
+/// Relative-error bounds for one math mode.
+#[derive(Debug, Clone, Copy)]
+pub struct Tolerances {
+    /// Operations without a matrix product: the same f32 arithmetic in another order.
+    pub kernel: f64,
+    /// One layer built on matrix products (linear, attention), in the mode's precision.
+    pub gemm: f64,
+    /// A tower or a training step end to end: many products in a row.
+    pub chain: f64,
+    /// The OT solve against the core's solver on the same similarities: the same algorithm in
+    /// f32, the same number of iterations.
+    pub ot: f64,
+}
+
+impl Tolerances {
+    /// The bounds of `mode`. The matrix-product bounds hold the error of inputs rounded to the
+    /// mode's mantissa (TF32 10 bits, BF16 7 bits) with room for cuBLAS's own summation order.
+    pub fn for_mode(mode: MathMode) -> Self {
+        let (gemm, chain) = match mode {
+            MathMode::F32 => (1e-5, 1e-4),
+            MathMode::Tf32 => (2e-3, 1e-2),
+            MathMode::Bf16 => (1.5e-2, 6e-2),
+        };
+        Tolerances {
+            kernel: 1e-5,
+            gemm,
+            chain,
+            ot: 1e-4,
+        }
+    }
+}
+
+/// One compared quantity.
+struct Row {
+    name: String,
+    error: f64,
+    tolerance: f64,
+}
+
+/// The comparisons of a run, printed as one table.
+pub struct Report {
+    label: String,
+    rows: Vec<Row>,
+}
+
+impl Report {
+    fn new(label: &str) -> Self {
+        Report {
+            label: label.to_string(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Records `‖got − want‖ / ‖want‖` (infinite if `got` holds a NaN or has another length).
+    fn compare(&mut self, name: &str, got: &[f32], want: &[f32], tolerance: f64) {
+        let error = relative_error(got, want);
+        self.rows.push(Row {
+            name: name.to_string(),
+            error,
+            tolerance,
+        });
+    }
+
+    /// Records a condition that must hold exactly.
+    fn require(&mut self, name: &str, holds: bool) {
+        self.rows.push(Row {
+            name: name.to_string(),
+            error: if holds { 0.0 } else { f64::INFINITY },
+            tolerance: 0.0,
+        });
+    }
+
+    /// Prints the table (to stderr, past the test harness's capture) and fails on any row over
+    /// its tolerance.
+    pub fn finish(self) {
+        use std::io::Write;
+        let mut text = format!("\n{}\n", self.label);
+        text += &format!(
+            "{:<58} {:>12} {:>10}  ok\n",
+            "quantity", "rel. error", "tolerance"
+        );
+        let mut failed = Vec::new();
+        for row in &self.rows {
+            let ok = row.error <= row.tolerance;
+            text += &format!(
+                "{:<58} {:>12.3e} {:>10.1e}  {}\n",
+                row.name,
+                row.error,
+                row.tolerance,
+                if ok { "yes" } else { "NO" }
+            );
+            if !ok {
+                failed.push(row.name.clone());
+            }
+        }
+        let _ = std::io::stderr().write_all(text.as_bytes());
+        assert!(failed.is_empty(), "{}: failed {failed:?}", self.label);
+    }
+}
+
+/// `‖got − want‖₂ / ‖want‖₂` in f64; the absolute norm when `want` is zero; infinite for a NaN
+/// in `got` or a length mismatch.
+pub fn relative_error(got: &[f32], want: &[f32]) -> f64 {
+    if got.len() != want.len() || got.iter().any(|x| x.is_nan()) {
+        return f64::INFINITY;
+    }
+    let diff: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(&g, &w)| (g as f64 - w as f64).powi(2))
+        .sum();
+    let norm: f64 = want.iter().map(|&w| (w as f64).powi(2)).sum();
+    if norm == 0.0 {
+        diff.sqrt()
+    } else {
+        (diff / norm).sqrt()
+    }
+}
+
+/// Deterministic values uniform in `[-scale, scale)`, never exactly zero.
+pub fn random(len: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let unit = (state >> 40) as f32 / (1u64 << 24) as f32; // [0, 1)
+            let x = (unit * 2.0 - 1.0) * scale;
+            if x == 0.0 {
+                scale * 0.5
+            } else {
+                x
+            }
+        })
+        .collect()
+}
+
+/// Deterministic indices below `bound`.
+fn random_indices(len: usize, seed: u64, bound: usize) -> Vec<u32> {
+    random(len, seed, 1.0)
+        .iter()
+        .map(|x| (((x + 1.0) * 0.5 * bound as f32) as usize).min(bound - 1) as u32)
+        .collect()
+}
+
+/// A GPU buffer of `len` NaNs: an output the operation must overwrite.
+fn poisoned(gpu: &Cuda, len: usize) -> CudaBuf {
+    gpu.upload(&vec![f32::NAN; len]).unwrap()
+}
+
+fn down(gpu: &Cuda, buf: &CudaBuf) -> Vec<f32> {
+    gpu.download(buf, gpu.buf_len(buf)).unwrap()
+}
+
+/// Runs every case on `gpu` and fails if any comparison is over its tolerance.
+pub fn run_all(gpu: &Cuda, label: &str) {
+    let tol = Tolerances::for_mode(gpu.math());
+    let mut report = Report::new(&format!(
+        "{label}: {} (math {})",
+        gpu.info().name,
+        gpu.math()
+    ));
+    let cpu = Cpu::new();
+    memory(gpu, &mut report);
+    embeddings(gpu, &cpu, &mut report, tol);
+    layer_norm(gpu, &cpu, &mut report, tol);
+    linear(gpu, &cpu, &mut report, tol);
+    attention(gpu, &cpu, &mut report, tol);
+    elementwise(gpu, &cpu, &mut report, tol);
+    errors_match_the_cpu(gpu, &cpu, &mut report);
+    text_tower(gpu, &cpu, &mut report, tol);
+    vision_tower(gpu, &cpu, &mut report, tol);
+    ot_solve(gpu, &mut report, tol);
+    ot_head(gpu, &mut report, tol);
+    head_backward_and_loss(gpu, &mut report, tol);
+    local_step(gpu, &cpu, &mut report, tol);
+    report.finish();
+}
+
+fn memory(gpu: &Cuda, report: &mut Report) {
+    let values = random(1000, 1, 3.0);
+    let buf = gpu.upload(&values).unwrap();
+    report.require(
+        "upload/download round trip is exact",
+        down(gpu, &buf) == values,
+    );
+    report.require(
+        "download of a prefix",
+        gpu.download(&buf, 10).unwrap() == values[..10],
+    );
+    let zeros = gpu.alloc(77).unwrap();
+    report.require(
+        "alloc is zero-filled",
+        down(gpu, &zeros).iter().all(|&x| x == 0.0),
+    );
+    let empty = gpu.alloc(0).unwrap();
+    report.require(
+        "empty buffers",
+        gpu.buf_len(&empty) == 0 && gpu.download(&empty, 0).unwrap().is_empty(),
+    );
+}
+
+fn embeddings(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
+    // Prompts: 3 classes × 2 context sets, 10 tokens, width 40, 3 context rows, vocabulary 50.
+    let shape = PromptShape {
+        batch: 6,
+        seq: 10,
+        width: 40,
+        n_ctx: 3,
+        n_sets: 2,
+    };
+    let table = random(50 * shape.width, 2, 1.0);
+    let ids = random_indices(shape.batch * shape.seq, 3, 50);
+    let ctx = random(shape.n_sets * shape.n_ctx * shape.width, 4, 1.0);
+    let set: Vec<u32> = (0..shape.batch as u32).map(|s| s / 3).collect();
+    let len = shape.batch * shape.seq * shape.width;
+    let mut want = vec![0.0; len];
+    cpu.prompt_embed(&mut want, &table, &ids, &ctx, &set, shape)
+        .unwrap();
+    let mut got = poisoned(gpu, len);
+    let (table_g, ctx_g) = (gpu.upload(&table).unwrap(), gpu.upload(&ctx).unwrap());
+    gpu.prompt_embed(&mut got, &table_g, &ids, &ctx_g, &set, shape)
+        .unwrap();
+    report.compare("prompt_embed", &down(gpu, &got), &want, 0.0);
+
+    let d_out = random(len, 5, 1.0);
+    let ctx_len = shape.n_sets * shape.n_ctx * shape.width;
+    let mut want = vec![0.0; ctx_len];
+    cpu.prompt_embed_backward(&mut want, &d_out, &set, shape)
+        .unwrap();
+    let mut got = poisoned(gpu, ctx_len);
+    gpu.prompt_embed_backward(&mut got, &gpu.upload(&d_out).unwrap(), &set, shape)
+        .unwrap();
+    report.compare("prompt_embed_backward", &down(gpu, &got), &want, tol.kernel);
+
+    // Positions: 3 sequences of 9 tokens, truncated to 7.
+    let (in_seq, out) = (
+        9,
+        SeqShape {
+            batch: 3,
+            seq: 7,
+            width: 24,
+        },
+    );
+    let tokens = random(out.batch * in_seq * out.width, 6, 1.0);
+    let pos = random(in_seq * out.width, 7, 0.5);
+    let mut want = vec![0.0; out.len()];
+    cpu.position_embed(&mut want, &tokens, &pos, in_seq, out)
+        .unwrap();
+    let mut got = poisoned(gpu, out.len());
+    let (tokens_g, pos_g) = (gpu.upload(&tokens).unwrap(), gpu.upload(&pos).unwrap());
+    gpu.position_embed(&mut got, &tokens_g, &pos_g, in_seq, out)
+        .unwrap();
+    report.compare("position_embed", &down(gpu, &got), &want, 0.0);
+    let d_out = random(out.len(), 8, 1.0);
+    let full = out.batch * in_seq * out.width;
+    let mut want = vec![0.0; full];
+    cpu.position_embed_backward(&mut want, &d_out, in_seq, out)
+        .unwrap();
+    let mut got = poisoned(gpu, full);
+    gpu.position_embed_backward(&mut got, &gpu.upload(&d_out).unwrap(), in_seq, out)
+        .unwrap();
+    report.compare("position_embed_backward", &down(gpu, &got), &want, 0.0);
+
+    // Patches: 2 images of 3 × 12 × 12 in 4 × 4 patches.
+    let patches = PatchShape {
+        batch: 2,
+        channels: 3,
+        image_size: 12,
+        patch_size: 4,
+    };
+    let images = random(2 * 3 * 12 * 12, 9, 1.0);
+    let len = patches.batch * patches.patches() * patches.patch_len();
+    let mut want = vec![0.0; len];
+    cpu.extract_patches(&mut want, &images, patches).unwrap();
+    let mut got = poisoned(gpu, len);
+    gpu.extract_patches(&mut got, &gpu.upload(&images).unwrap(), patches)
+        .unwrap();
+    report.compare("extract_patches", &down(gpu, &got), &want, 0.0);
+
+    // ViT tokens: 2 images, class token + 9 patches, width 24.
+    let shape = SeqShape {
+        batch: 2,
+        seq: 10,
+        width: 24,
+    };
+    let patch_rows = random(2 * 9 * 24, 10, 1.0);
+    let class = random(24, 11, 1.0);
+    let pos = random(10 * 24, 12, 0.5);
+    let mut want = vec![0.0; shape.len()];
+    cpu.vit_tokens(&mut want, &patch_rows, &class, &pos, shape)
+        .unwrap();
+    let mut got = poisoned(gpu, shape.len());
+    let uploaded = [&patch_rows, &class, &pos].map(|v| gpu.upload(v).unwrap());
+    gpu.vit_tokens(&mut got, &uploaded[0], &uploaded[1], &uploaded[2], shape)
+        .unwrap();
+    report.compare("vit_tokens", &down(gpu, &got), &want, 0.0);
+
+    // Gather: 4 sequences of 6 rows of width 40.
+    let shape = SeqShape {
+        batch: 4,
+        seq: 6,
+        width: 40,
+    };
+    let inp = random(shape.len(), 13, 1.0);
+    let positions = vec![5, 0, 3, 3];
+    let mut want = vec![0.0; 4 * 40];
+    cpu.gather_rows(&mut want, &inp, &positions, shape).unwrap();
+    let mut got = poisoned(gpu, 4 * 40);
+    gpu.gather_rows(&mut got, &gpu.upload(&inp).unwrap(), &positions, shape)
+        .unwrap();
+    report.compare("gather_rows", &down(gpu, &got), &want, 0.0);
+    let d_out = random(4 * 40, 14, 1.0);
+    let mut want = vec![0.0; shape.len()];
+    cpu.gather_rows_backward(&mut want, &d_out, &positions, shape)
+        .unwrap();
+    let mut got = poisoned(gpu, shape.len());
+    gpu.gather_rows_backward(&mut got, &gpu.upload(&d_out).unwrap(), &positions, shape)
+        .unwrap();
+    report.compare("gather_rows_backward", &down(gpu, &got), &want, 0.0);
+}
+
+/// A LayerNorm of `width` with non-trivial scale and shift, on both backends.
+fn layer_norm_weights(
+    gpu: &Cuda,
+    width: usize,
+    seed: u64,
+) -> (LayerNorm<Vec<f32>>, LayerNorm<CudaBuf>) {
+    let weight: Vec<f32> = random(width, seed, 0.5).iter().map(|x| 1.0 + x).collect();
+    let bias = random(width, seed + 1, 0.2);
+    let host = LayerNorm {
+        weight,
+        bias,
+        width,
+        eps: 1e-5,
+    };
+    let device = host.clone().try_map(&mut |v| gpu.upload(&v)).unwrap();
+    (host, device)
+}
+
+fn layer_norm(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
+    // 13 rows of width 80: not a multiple of the warp's 32 lanes.
+    let (rows, width) = (13, 80);
+    let (ln, ln_g) = layer_norm_weights(gpu, width, 20);
+    let x: Vec<f32> = random(rows * width, 22, 2.0)
+        .iter()
+        .map(|v| v + 0.7)
+        .collect();
+    let (mut want, mut mean, mut rstd) =
+        (vec![0.0; rows * width], vec![0.0; rows], vec![0.0; rows]);
+    cpu.layer_norm(&mut want, (&mut mean, &mut rstd), &x, &ln, rows)
+        .unwrap();
+    let (mut got, mut mean_g, mut rstd_g) = (
+        poisoned(gpu, rows * width),
+        poisoned(gpu, rows),
+        poisoned(gpu, rows),
+    );
+    let x_g = gpu.upload(&x).unwrap();
+    gpu.layer_norm(&mut got, (&mut mean_g, &mut rstd_g), &x_g, &ln_g, rows)
+        .unwrap();
+    report.compare("layer_norm", &down(gpu, &got), &want, tol.kernel);
+    report.compare("layer_norm mean", &down(gpu, &mean_g), &mean, tol.kernel);
+    report.compare("layer_norm 1/std", &down(gpu, &rstd_g), &rstd, tol.kernel);
+
+    // The backward accumulates onto what d_inp holds.
+    let d_out = random(rows * width, 23, 1.0);
+    let start = random(rows * width, 24, 1.0);
+    let mut want = start.clone();
+    cpu.layer_norm_backward(&mut want, &d_out, &x, (&mean, &rstd), &ln, rows)
+        .unwrap();
+    let mut got = gpu.upload(&start).unwrap();
+    gpu.layer_norm_backward(
+        &mut got,
+        &gpu.upload(&d_out).unwrap(),
+        &x_g,
+        (&mean_g, &rstd_g),
+        &ln_g,
+        rows,
+    )
+    .unwrap();
+    report.compare(
+        "layer_norm_backward (accumulating)",
+        &down(gpu, &got),
+        &want,
+        tol.kernel,
+    );
+}
+
+fn linear(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
+    let (rows, n_in, n_out) = (11, 40, 24);
+    for with_bias in [true, false] {
+        let host = Linear {
+            weight: random(n_out * n_in, 30, 0.3),
+            bias: with_bias.then(|| random(n_out, 31, 0.5)),
+            in_features: n_in,
+            out_features: n_out,
+        };
+        let device = host.clone().try_map(&mut |v| gpu.upload(&v)).unwrap();
+        let x = random(rows * n_in, 32, 1.0);
+        let mut want = vec![0.0; rows * n_out];
+        cpu.linear(&mut want, &x, &host, rows).unwrap();
+        let mut got = poisoned(gpu, rows * n_out);
+        gpu.linear(&mut got, &gpu.upload(&x).unwrap(), &device, rows)
+            .unwrap();
+        let name = if with_bias {
+            "linear"
+        } else {
+            "linear (no bias)"
+        };
+        report.compare(name, &down(gpu, &got), &want, tol.gemm);
+
+        let d_out = random(rows * n_out, 33, 1.0);
+        let mut want = vec![0.0; rows * n_in];
+        cpu.linear_backward(&mut want, &d_out, &host, rows).unwrap();
+        let mut got = poisoned(gpu, rows * n_in);
+        gpu.linear_backward(&mut got, &gpu.upload(&d_out).unwrap(), &device, rows)
+            .unwrap();
+        if with_bias {
+            report.compare("linear_backward", &down(gpu, &got), &want, tol.gemm);
+        }
+    }
+}
+
+fn attention(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
+    // More sequences than heads and the reverse (the batched products loop over the shorter
+    // axis), causal and not, and a sequence longer than a warp.
+    let shapes = [
+        AttentionShape {
+            batch: 3,
+            seq: 7,
+            heads: 2,
+            head_dim: 8,
+            causal: true,
+        },
+        AttentionShape {
+            batch: 2,
+            seq: 37,
+            heads: 4,
+            head_dim: 16,
+            causal: false,
+        },
+        AttentionShape {
+            batch: 2,
+            seq: 37,
+            heads: 4,
+            head_dim: 16,
+            causal: true,
+        },
+    ];
+    for (i, shape) in shapes.into_iter().enumerate() {
+        let tag = format!(
+            "{}×{} seq {} {}",
+            shape.batch,
+            shape.heads,
+            shape.seq,
+            if shape.causal { "causal" } else { "full" }
+        );
+        let width = shape.width();
+        let rows = shape.batch * shape.seq;
+        let qkv = random(rows * 3 * width, 40 + i as u64, 1.0);
+        let (mut out, mut probs) = (vec![0.0; rows * width], vec![0.0; shape.probs_len()]);
+        cpu.attention(&mut out, &mut probs, &qkv, shape).unwrap();
+        let (mut out_g, mut probs_g) = (
+            poisoned(gpu, rows * width),
+            poisoned(gpu, shape.probs_len()),
+        );
+        let qkv_g = gpu.upload(&qkv).unwrap();
+        gpu.attention(&mut out_g, &mut probs_g, &qkv_g, shape)
+            .unwrap();
+        report.compare(
+            &format!("attention {tag}"),
+            &down(gpu, &out_g),
+            &out,
+            tol.gemm,
+        );
+        report.compare(
+            &format!("attention probs {tag}"),
+            &down(gpu, &probs_g),
+            &probs,
+            tol.gemm,
+        );
+
+        let d_out = random(rows * width, 50 + i as u64, 1.0);
+        let mut want = vec![0.0; rows * 3 * width];
+        cpu.attention_backward(&mut want, &d_out, &qkv, &probs, shape)
+            .unwrap();
+        let mut got = poisoned(gpu, rows * 3 * width);
+        gpu.attention_backward(
+            &mut got,
+            &gpu.upload(&d_out).unwrap(),
+            &qkv_g,
+            &probs_g,
+            shape,
+        )
+        .unwrap();
+        report.compare(
+            &format!("attention_backward {tag}"),
+            &down(gpu, &got),
+            &want,
+            tol.gemm,
+        );
+    }
+}
+
+fn elementwise(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
+    let len = 1000;
+    let x = random(len, 60, 4.0);
+    let x_g = gpu.upload(&x).unwrap();
+    let mut want = vec![0.0; len];
+    cpu.quick_gelu(&mut want, &x, len).unwrap();
+    let mut got = poisoned(gpu, len);
+    gpu.quick_gelu(&mut got, &x_g, len).unwrap();
+    report.compare("quick_gelu", &down(gpu, &got), &want, tol.kernel);
+
+    let d = random(len, 61, 1.0);
+    let mut want = d.clone();
+    cpu.quick_gelu_backward(&mut want, &x, len).unwrap();
+    let mut got = gpu.upload(&d).unwrap();
+    gpu.quick_gelu_backward(&mut got, &x_g, len).unwrap();
+    report.compare("quick_gelu_backward", &down(gpu, &got), &want, tol.kernel);
+
+    let acc = random(len, 62, 1.0);
+    let mut want = acc.clone();
+    cpu.add_assign(&mut want, &x, len).unwrap();
+    let mut got = gpu.upload(&acc).unwrap();
+    gpu.add_assign(&mut got, &x_g, len).unwrap();
+    report.compare("add_assign", &down(gpu, &got), &want, 0.0);
+}
+
+/// Bad calls fail with the CPU backend's error, before any device work.
+fn errors_match_the_cpu(gpu: &Cuda, cpu: &Cpu, report: &mut Report) {
+    let shape = SeqShape {
+        batch: 2,
+        seq: 3,
+        width: 4,
+    };
+    let (short_c, inp_c) = (vec![0.0; 7], vec![0.0; shape.len()]);
+    let (short_g, inp_g) = (gpu.alloc(7).unwrap(), gpu.alloc(shape.len()).unwrap());
+    let cpu_err = cpu
+        .gather_rows(&mut short_c.clone(), &inp_c, &[0, 1], shape)
+        .unwrap_err();
+    let gpu_err = gpu
+        .gather_rows(&mut gpu.alloc(7).unwrap(), &inp_g, &[0, 1], shape)
+        .unwrap_err();
+    report.require(
+        "short buffer: same error",
+        cpu_err.to_string() == gpu_err.to_string(),
+    );
+    let mut out_c = vec![0.0; 8];
+    let mut out_g = gpu.alloc(8).unwrap();
+    let cpu_err = cpu
+        .gather_rows(&mut out_c, &inp_c, &[0, 3], shape)
+        .unwrap_err();
+    let gpu_err = gpu
+        .gather_rows(&mut out_g, &inp_g, &[0, 3], shape)
+        .unwrap_err();
+    report.require(
+        "index out of range: same error",
+        cpu_err.to_string() == gpu_err.to_string(),
+    );
+    let cpu_err = cpu
+        .gather_rows(&mut out_c, &inp_c, &[0], shape)
+        .unwrap_err();
+    let gpu_err = gpu
+        .gather_rows(&mut out_g, &inp_g, &[0], shape)
+        .unwrap_err();
+    report.require(
+        "index count: same error",
+        cpu_err.to_string() == gpu_err.to_string(),
+    );
+    drop((short_c, short_g));
+}
+
+/// The tiny CLIP of the tests, with 4 text heads (16-wide).
+fn tiny_weights(seed: u64) -> ClipWeights<Vec<f32>> {
+    let mut config = ClipConfig::tiny();
+    config.text.heads = 4;
+    ClipWeights::random(&config, seed).unwrap()
+}
+
+fn tiny_classes() -> Vec<Vec<u32>> {
+    vec![
+        vec![1929, 269],
+        vec![2102, 5867, 269],
+        vec![320, 1125, 539, 320, 269],
+    ]
+}
+
+fn text_tower(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
+    let weights = tiny_weights(70);
+    let text_c = weights
+        .text
+        .clone()
+        .try_map(&mut |v| cpu.upload_vec(v))
+        .unwrap();
+    let text_g = weights
+        .text
+        .clone()
+        .try_map(&mut |v| gpu.upload(&v))
+        .unwrap();
+    let width = weights.config.text.width;
+    let embed = weights.config.embed_dim;
+    let prompts = PromptBatch::new(&tiny_classes(), 3, 2, 77, SpecialTokens::CLIP).unwrap();
+    let (seq, eot) = (prompts.seq_len(), prompts.eot_positions());
+    let mut acts_c = TextActivations::new(cpu).unwrap();
+    let mut acts_g = TextActivations::new(gpu).unwrap();
+    // Twice, with different contexts: the second run reuses the first one's buffers.
+    for (round, seed) in [71u64, 72].into_iter().enumerate() {
+        let ctx = random(2 * 3 * width, seed, 0.05);
+        let d_features = random(prompts.len() * embed, seed + 10, 1.0);
+        let emb_c = prompts.embed(cpu, &text_c, &ctx).unwrap();
+        let features_c = text_forward(cpu, &text_c, &emb_c, seq, eot, &mut acts_c).unwrap();
+        let d_emb_c = text_backward(cpu, &text_c, &mut acts_c, &d_features).unwrap();
+        let d_ctx_c = prompts.context_gradient(cpu, &text_c, &d_emb_c).unwrap();
+
+        let ctx_g = gpu.upload(&ctx).unwrap();
+        let emb_g = prompts.embed(gpu, &text_g, &ctx_g).unwrap();
+        let features_g = text_forward(gpu, &text_g, &emb_g, seq, eot, &mut acts_g).unwrap();
+        let d_emb_g =
+            text_backward(gpu, &text_g, &mut acts_g, &gpu.upload(&d_features).unwrap()).unwrap();
+        let d_ctx_g = prompts.context_gradient(gpu, &text_g, &d_emb_g).unwrap();
+        let run = if round == 0 { "" } else { ", buffers reused" };
+        report.compare(
+            &format!("text tower features{run}"),
+            &down(gpu, &features_g),
+            &features_c,
+            tol.chain,
+        );
+        report.compare(
+            &format!("text tower context gradient{run}"),
+            &down(gpu, &d_ctx_g),
+            &d_ctx_c,
+            tol.chain,
+        );
+    }
+}
+
+fn vision_tower(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
+    let weights = tiny_weights(80);
+    let vision_c = weights
+        .vision
+        .clone()
+        .try_map(&mut |v| cpu.upload_vec(v))
+        .unwrap();
+    let vision_g = weights
+        .vision
+        .clone()
+        .try_map(&mut |v| gpu.upload(&v))
+        .unwrap();
+    let size = weights.config.vision.image_size();
+    let images = random(2 * 3 * size * size, 81, 1.0);
+    let want = vision_forward(cpu, &vision_c, &images, 2).unwrap();
+    let got = vision_forward(gpu, &vision_g, &gpu.upload(&images).unwrap(), 2).unwrap();
+    report.compare(
+        "ViT every token",
+        &down(gpu, &got.tokens),
+        &want.tokens,
+        tol.chain,
+    );
+    report.compare(
+        "ViT pooled",
+        &down(gpu, &got.pooled),
+        &want.pooled,
+        tol.chain,
+    );
+}
+
+/// CLIP-like similarities: cosines around 0.2 with a few strong matches.
+fn clip_like(len: usize, seed: u64) -> Vec<f32> {
+    random(len, seed, 1.0)
+        .iter()
+        .zip(random(len, seed + 1, 1.0))
+        .map(|(&x, y)| 0.2 + 0.05 * x + if y > 0.8 { 0.1 } else { 0.0 })
+        .collect()
+}
+
+/// The GPU solve of `sim` against `fedotp_core::ot::solve_batch`.
+fn compare_solve(
+    gpu: &Cuda,
+    report: &mut Report,
+    name: &str,
+    sim: &[f32],
+    layout: BatchLayout,
+    params: &OtParams,
+    tolerance: f64,
+) {
+    let len = sim.len();
+    let problems = layout.images * layout.classes;
+    let mut plans = vec![0.0; len];
+    let mut reports = vec![OtReport::default(); problems];
+    let mut work = vec![0.0; core_ot::workspace_len(layout.patches, layout.prompts)];
+    core_ot::solve_batch(
+        sim,
+        layout,
+        params,
+        &mut work,
+        &mut plans,
+        Some(&mut reports),
+    )
+    .unwrap();
+
+    let sim_g = gpu.upload(sim).unwrap();
+    let (mut plans_g, mut logits_g) = (poisoned(gpu, len), poisoned(gpu, problems));
+    let mut reports_g = gpu.alloc_ot_reports(problems).unwrap();
+    gpu.ot_solve(
+        &mut logits_g,
+        Some(&mut plans_g),
+        &mut reports_g,
+        &sim_g,
+        layout,
+        params,
+        1.0,
+    )
+    .unwrap();
+    let outcome = gpu.download_ot_reports(&reports_g).unwrap();
+    report.compare(
+        &format!("OT plans, {name}"),
+        &down(gpu, &plans_g),
+        &plans,
+        tolerance,
+    );
+    let same_iterations = outcome
+        .reports
+        .iter()
+        .zip(&reports)
+        .filter(|(g, c)| g.iterations == c.iterations && g.converged == c.converged)
+        .count();
+    let close_iterations = outcome
+        .reports
+        .iter()
+        .zip(&reports)
+        .all(|(g, c)| g.iterations.abs_diff(c.iterations) <= 1);
+    // The stopping test compares an f32 mean with the tolerance: summation order may move a
+    // problem sitting on the threshold by one iteration, never more.
+    report.require(
+        &format!("OT iterations, {name}: ≥ 90 % equal, all within 1"),
+        close_iterations && same_iterations * 10 >= problems * 9 && outcome.non_finite.is_empty(),
+    );
+}
+
+fn ot_solve(gpu: &Cuda, report: &mut Report, tol: Tolerances) {
+    let layout = BatchLayout {
+        images: 3,
+        patches: 49,
+        prompts: 2,
+        classes: 7,
+    };
+    let len = 3 * 49 * 2 * 7;
+    let clip = clip_like(len, 90);
+    // Cosines spread over [-1, 1]: costs over [0, 2], which at eps 0.01 only the absorption
+    // keeps finite.
+    let wide = random(len, 91, 1.0);
+    let base = OtParams::FEDOTP;
+    // Fixed iteration counts (tol 0) compare the iteration itself; the defaults also the stop.
+    let fixed = |eps, iterations, mode, gamma| OtParams {
+        eps,
+        gamma,
+        max_iter: iterations,
+        tol: 0.0,
+        mode,
+    };
+    compare_solve(gpu, report, "FedOTP defaults", &clip, layout, &base, 1e-3);
+    compare_solve(
+        gpu,
+        report,
+        "unbalanced eps 0.1, 50 iterations",
+        &clip,
+        layout,
+        &fixed(0.1, 50, OtMode::Unbalanced, 0.8),
+        tol.ot,
+    );
+    compare_solve(
+        gpu,
+        report,
+        "unbalanced eps 0.01 wide costs, 300 it.",
+        &wide,
+        layout,
+        &fixed(0.01, 300, OtMode::Unbalanced, 0.8),
+        tol.ot * 10.0,
+    );
+    compare_solve(
+        gpu,
+        report,
+        "gamma 1 (saturated rows), 200 iterations",
+        &clip,
+        layout,
+        &fixed(0.05, 200, OtMode::Unbalanced, 1.0),
+        tol.ot,
+    );
+    compare_solve(
+        gpu,
+        report,
+        "balanced eps 0.02, 150 iterations",
+        &wide,
+        layout,
+        &fixed(0.02, 150, OtMode::Balanced, 0.8),
+        tol.ot * 10.0,
+    );
+    compare_solve(
+        gpu,
+        report,
+        "balanced defaults",
+        &clip,
+        layout,
+        &OtParams {
+            mode: OtMode::Balanced,
+            ..base
+        },
+        1e-3,
+    );
+}
+
+/// Patch and prompt features of a small head: 3 images × 20 patches, 2 prompts × 5 classes,
+/// dimension 16.
+fn head_inputs(seed: u64) -> (HeadShape, Vec<f32>, Vec<f32>) {
+    let shape = HeadShape {
+        images: 3,
+        patches: 20,
+        dim: 16,
+        prompts: 2,
+        classes: 5,
+    };
+    let patches = random(3 * 20 * 16, seed, 1.0);
+    let prompts = random(2 * 5 * 16, seed + 1, 1.0);
+    (shape, patches, prompts)
+}
+
+/// Rows divided by their norms, in f64.
+fn normalized(values: &[f32], dim: usize) -> Vec<f32> {
+    values
+        .chunks(dim)
+        .flat_map(|row| {
+            let norm = row.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+            row.iter().map(move |&x| (x as f64 / norm) as f32)
+        })
+        .collect()
+}
+
+/// `images × patches × prompts × classes` similarities of normalised features, in f64.
+fn similarities(shape: &HeadShape, patches: &[f32], prompts: &[f32]) -> Vec<f32> {
+    let (f, g) = (
+        normalized(patches, shape.dim),
+        normalized(prompts, shape.dim),
+    );
+    let columns = shape.prompts * shape.classes;
+    let mut sim = vec![0.0; shape.images * shape.patches * columns];
+    for (r, out) in sim.chunks_mut(columns).enumerate() {
+        for (col, s) in out.iter_mut().enumerate() {
+            *s = (0..shape.dim)
+                .map(|d| f[r * shape.dim + d] as f64 * g[col * shape.dim + d] as f64)
+                .sum::<f64>() as f32;
+        }
+    }
+    sim
+}
+
+/// The GPU's forward head: normalise, similarities, solve. Returns (normalised patches,
+/// their inverse norms, normalised prompts, their inverse norms, similarities, plans, logits).
+struct GpuHead {
+    patches: CudaBuf,
+    prompts: CudaBuf,
+    prompts_inv: CudaBuf,
+    sim: CudaBuf,
+    plans: CudaBuf,
+    logits: CudaBuf,
+}
+
+fn gpu_head(
+    gpu: &Cuda,
+    shape: &HeadShape,
+    patches: &CudaBuf,
+    prompts: &CudaBuf,
+    params: &OtParams,
+    scale: f32,
+) -> GpuHead {
+    let (patch_rows, prompt_rows) = (shape.images * shape.patches, shape.prompts * shape.classes);
+    let mut f = poisoned(gpu, patch_rows * shape.dim);
+    let mut f_inv = poisoned(gpu, patch_rows);
+    gpu.l2_normalize_rows(&mut f, &mut f_inv, patches, patch_rows, shape.dim)
+        .unwrap();
+    let mut g = poisoned(gpu, prompt_rows * shape.dim);
+    let mut g_inv = poisoned(gpu, prompt_rows);
+    gpu.l2_normalize_rows(&mut g, &mut g_inv, prompts, prompt_rows, shape.dim)
+        .unwrap();
+    let mut sim = poisoned(gpu, patch_rows * prompt_rows);
+    gpu.similarity(&mut sim, &f, &g, shape).unwrap();
+    let layout = BatchLayout {
+        images: shape.images,
+        patches: shape.patches,
+        prompts: shape.prompts,
+        classes: shape.classes,
+    };
+    let problems = shape.images * shape.classes;
+    let mut plans = poisoned(gpu, patch_rows * prompt_rows);
+    let mut logits = poisoned(gpu, problems);
+    let mut reports = gpu.alloc_ot_reports(problems).unwrap();
+    gpu.ot_solve(
+        &mut logits,
+        Some(&mut plans),
+        &mut reports,
+        &sim,
+        layout,
+        params,
+        scale,
+    )
+    .unwrap();
+    GpuHead {
+        patches: f,
+        prompts: g,
+        prompts_inv: g_inv,
+        sim,
+        plans,
+        logits,
+    }
+}
+
+fn ot_head(gpu: &Cuda, report: &mut Report, tol: Tolerances) {
+    let (shape, patches, prompts) = head_inputs(100);
+    let params = OtParams::FEDOTP;
+    let scale = 100.0;
+    let (patches_g, prompts_g) = (gpu.upload(&patches).unwrap(), gpu.upload(&prompts).unwrap());
+    let head = gpu_head(gpu, &shape, &patches_g, &prompts_g, &params, scale);
+    report.compare(
+        "l2_normalize_rows",
+        &down(gpu, &head.patches),
+        &normalized(&patches, shape.dim),
+        tol.kernel,
+    );
+    report.compare(
+        "similarity (always f32)",
+        &down(gpu, &head.sim),
+        &similarities(&shape, &patches, &prompts),
+        tol.kernel,
+    );
+
+    let mut logits = vec![0.0; shape.images * shape.classes];
+    let mut plans = vec![0.0; shape.images * shape.classes * shape.patches * shape.prompts];
+    let mut work = vec![0.0; core_head::workspace_len(&shape).unwrap()];
+    core_head::forward(
+        &patches,
+        &prompts,
+        &shape,
+        &params,
+        scale,
+        &mut work,
+        &mut logits,
+        Some(&mut plans),
+    )
+    .unwrap();
+    report.compare(
+        "OT head logits vs fedotp_core::head",
+        &down(gpu, &head.logits),
+        &logits,
+        1e-4,
+    );
+    report.compare(
+        "OT head plans vs fedotp_core::head",
+        &down(gpu, &head.plans),
+        &plans,
+        1e-3,
+    );
+
+    // A zero feature: that image's problems are reported and NaN, the others still solved.
+    let mut broken = patches.clone();
+    broken[20 * 16..21 * 16].fill(0.0); // image 1, patch 0
+    let broken_g = gpu.upload(&broken).unwrap();
+    let head = gpu_head(gpu, &shape, &broken_g, &prompts_g, &params, scale);
+    let layout = BatchLayout {
+        images: 3,
+        patches: 20,
+        prompts: 2,
+        classes: 5,
+    };
+    let mut reports = gpu.alloc_ot_reports(15).unwrap();
+    let mut logits_again = poisoned(gpu, 15);
+    gpu.ot_solve(
+        &mut logits_again,
+        None,
+        &mut reports,
+        &head.sim,
+        layout,
+        &params,
+        scale,
+    )
+    .unwrap();
+    let outcome = gpu.download_ot_reports(&reports).unwrap();
+    let got = down(gpu, &logits_again);
+    report.require(
+        "zero feature: its image's 5 problems reported non-finite",
+        outcome.non_finite == vec![5, 6, 7, 8, 9] && outcome.summary.problems == 10,
+    );
+    report.require(
+        "zero feature: NaN logits there, finite elsewhere",
+        got.iter()
+            .enumerate()
+            .all(|(p, x)| x.is_nan() == (5..10).contains(&p)),
+    );
+    let kept: Vec<usize> = (0..15).filter(|p| !(5..10).contains(p)).collect();
+    report.compare(
+        "zero feature: other logits unchanged",
+        &kept.iter().map(|&p| got[p]).collect::<Vec<_>>(),
+        &kept.iter().map(|&p| logits[p]).collect::<Vec<_>>(),
+        1e-4,
+    );
+}
+
+/// Cross-entropy of logits rows: (mean loss, gradient of the mean), in f64.
+fn cross_entropy_reference(logits: &[f32], labels: &[u32], classes: usize) -> (f64, Vec<f32>) {
+    let rows = labels.len();
+    let mut loss = 0.0;
+    let mut grad = vec![0.0; logits.len()];
+    for (r, row) in logits.chunks(classes).enumerate() {
+        let max = row.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
+        let sum: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
+        loss += sum.ln() + max - row[labels[r] as usize] as f64;
+        for (c, &x) in row.iter().enumerate() {
+            let p = (x as f64 - max).exp() / sum;
+            let onehot = if c == labels[r] as usize { 1.0 } else { 0.0 };
+            grad[r * classes + c] = ((p - onehot) / rows as f64) as f32;
+        }
+    }
+    (loss / rows as f64, grad)
+}
+
+fn head_backward_and_loss(gpu: &Cuda, report: &mut Report, tol: Tolerances) {
+    let (shape, patches, prompts) = head_inputs(110);
+    let (rows_f, rows_g, dim) = (
+        shape.images * shape.patches,
+        shape.prompts * shape.classes,
+        shape.dim,
+    );
+    let scale = 50.0;
+    let params = OtParams::FEDOTP;
+    let head = gpu_head(
+        gpu,
+        &shape,
+        &gpu.upload(&patches).unwrap(),
+        &gpu.upload(&prompts).unwrap(),
+        &params,
+        scale,
+    );
+    let layout = BatchLayout {
+        images: shape.images,
+        patches: shape.patches,
+        prompts: shape.prompts,
+        classes: shape.classes,
+    };
+    let (m, n, classes) = (shape.patches, shape.prompts, shape.classes);
+    let plans = down(gpu, &head.plans);
+    let (f, g) = (down(gpu, &head.patches), down(gpu, &head.prompts));
+
+    // Cross-entropy of the logits.
+    let logits = down(gpu, &head.logits);
+    let labels = vec![4, 0, 2];
+    let (loss, d_logits) = cross_entropy_reference(&logits, &labels, classes);
+    let mut losses_g = poisoned(gpu, 3);
+    let mut d_logits_g = poisoned(gpu, 3 * classes);
+    gpu.cross_entropy(
+        &mut losses_g,
+        &mut d_logits_g,
+        &head.logits,
+        &labels,
+        classes,
+    )
+    .unwrap();
+    let mean = down(gpu, &losses_g).iter().map(|&x| x as f64).sum::<f64>() / 3.0;
+    report.compare(
+        "cross_entropy mean loss",
+        &[mean as f32],
+        &[loss as f32],
+        tol.kernel,
+    );
+    report.compare(
+        "cross_entropy gradient",
+        &down(gpu, &d_logits_g),
+        &d_logits,
+        tol.kernel,
+    );
+
+    // d_sim[b, i, j, c] = scale · T[b, c, i, j] · d_logits[b, c]
+    let mut d_sim = vec![0.0; rows_f * rows_g];
+    for b in 0..shape.images {
+        for i in 0..m {
+            for j in 0..n {
+                for c in 0..classes {
+                    let t = plans[((b * classes + c) * m + i) * n + j];
+                    d_sim[((b * m + i) * n + j) * classes + c] =
+                        scale * t * d_logits[b * classes + c];
+                }
+            }
+        }
+    }
+    let mut d_sim_g = poisoned(gpu, rows_f * rows_g);
+    gpu.transported_logits_backward(&mut d_sim_g, &head.plans, &d_logits_g, layout, scale)
+        .unwrap();
+    report.compare(
+        "transported_logits_backward",
+        &down(gpu, &d_sim_g),
+        &d_sim,
+        tol.kernel,
+    );
+
+    // d_f = d_sim · g, d_g = d_simᵀ · f
+    let mut d_f = vec![0.0f32; rows_f * dim];
+    let mut d_g = vec![0.0f32; rows_g * dim];
+    for r in 0..rows_f {
+        for col in 0..rows_g {
+            let ds = d_sim[r * rows_g + col] as f64;
+            for d in 0..dim {
+                d_f[r * dim + d] += (ds * g[col * dim + d] as f64) as f32;
+                d_g[col * dim + d] += (ds * f[r * dim + d] as f64) as f32;
+            }
+        }
+    }
+    let (mut d_f_g, mut d_g_g) = (poisoned(gpu, rows_f * dim), poisoned(gpu, rows_g * dim));
+    gpu.similarity_backward(
+        &mut d_f_g,
+        &mut d_g_g,
+        &d_sim_g,
+        &head.patches,
+        &head.prompts,
+        &shape,
+    )
+    .unwrap();
+    report.compare(
+        "similarity_backward (patches)",
+        &down(gpu, &d_f_g),
+        &d_f,
+        1e-4,
+    );
+    report.compare(
+        "similarity_backward (prompts)",
+        &down(gpu, &d_g_g),
+        &d_g,
+        1e-4,
+    );
+
+    // Through the normalisation: (d − ĝ (ĝ·d)) / ‖g‖.
+    let want: Vec<f32> = prompts
+        .chunks(dim)
+        .zip(g.chunks(dim))
+        .zip(d_g.chunks(dim))
+        .flat_map(|((raw, unit), dy)| {
+            let norm = raw.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+            let dot: f64 = unit
+                .iter()
+                .zip(dy)
+                .map(|(&u, &d)| u as f64 * d as f64)
+                .sum();
+            unit.iter()
+                .zip(dy)
+                .map(move |(&u, &d)| ((d as f64 - u as f64 * dot) / norm) as f32)
+        })
+        .collect();
+    let mut d_raw = poisoned(gpu, rows_g * dim);
+    gpu.l2_normalize_rows_backward(
+        &mut d_raw,
+        &gpu.upload(&d_g).unwrap(),
+        &head.prompts,
+        &head.prompts_inv,
+        rows_g,
+        dim,
+    )
+    .unwrap();
+    report.compare(
+        "l2_normalize_rows_backward",
+        &down(gpu, &d_raw),
+        &want,
+        tol.kernel,
+    );
+}
+
+/// FedOTP's SGD (lr 0.001, momentum 0.9, weight decay 5e-4) from a zero momentum buffer:
+/// `ctx − lr · (grad + wd · ctx)`.
+fn sgd_first_step(ctx: &[f32], grad: &[f32]) -> Vec<f32> {
+    let (lr, wd) = (1e-3f32, 5e-4f32);
+    ctx.iter()
+        .zip(grad)
+        .map(|(&p, &g)| p - lr * (g + wd * p))
+        .collect()
+}
+
+/// One FedOTP local step on a batch, on the GPU, against the same step on the CPU backend with
+/// `fedotp_core::head` and float64 loss and head gradients: image features (frozen) → prompt
+/// features → OT head logits → cross-entropy → context gradient → SGD update.
+fn local_step(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
+    let weights = tiny_weights(120);
+    let config = weights.config.clone();
+    let scale = weights.logit_scale.exp();
+    let clip_c = weights.clone().to_backend(cpu).unwrap();
+    let clip_g = weights.to_backend(gpu).unwrap();
+    let (width, embed) = (config.text.width, config.embed_dim);
+    let classes = tiny_classes();
+    let (n_ctx, n_prompts, n_classes, batch) = (4, 2, classes.len(), 2);
+    let size = config.vision.image_size();
+    let images = random(batch * 3 * size * size, 121, 1.0);
+    let labels = vec![2u32, 0];
+    let ctx = random(n_prompts * n_ctx * width, 122, 0.02);
+    let prompts = PromptBatch::new(&classes, n_ctx, n_prompts, 77, SpecialTokens::CLIP).unwrap();
+    let (seq, eot) = (prompts.seq_len(), prompts.eot_positions());
+    let params = OtParams::FEDOTP;
+
+    // Image features: every token but the class token (frozen: computed once, cached).
+    let strip = |tokens: &[f32], per_image: usize| -> Vec<f32> {
+        tokens
+            .chunks(per_image * embed)
+            .flat_map(|image| image[embed..].to_vec())
+            .collect()
+    };
+    let image_c = vision_forward(cpu, &clip_c.vision, &images, batch).unwrap();
+    let tokens = image_c.tokens_per_image;
+    let patches = strip(&image_c.tokens, tokens);
+    let image_g =
+        vision_forward(gpu, &clip_g.vision, &gpu.upload(&images).unwrap(), batch).unwrap();
+    let patches_g = gpu
+        .upload(&strip(&down(gpu, &image_g.tokens), tokens))
+        .unwrap();
+    let shape = HeadShape {
+        images: batch,
+        patches: tokens - 1,
+        dim: embed,
+        prompts: n_prompts,
+        classes: n_classes,
+    };
+
+    // CPU: text features, head (core), loss and head backward in f64, text backward.
+    let mut acts_c = TextActivations::new(cpu).unwrap();
+    let emb = prompts.embed(cpu, &clip_c.text, &ctx).unwrap();
+    let features = text_forward(cpu, &clip_c.text, &emb, seq, eot, &mut acts_c).unwrap();
+    let mut logits = vec![0.0; batch * n_classes];
+    let mut plans = vec![0.0; batch * n_classes * shape.patches * n_prompts];
+    let mut work = vec![0.0; core_head::workspace_len(&shape).unwrap()];
+    core_head::forward(
+        &patches,
+        &features,
+        &shape,
+        &params,
+        scale,
+        &mut work,
+        &mut logits,
+        Some(&mut plans),
+    )
+    .unwrap();
+    let (loss, d_logits) = cross_entropy_reference(&logits, &labels, n_classes);
+    let f = normalized(&patches, embed);
+    let g = normalized(&features, embed);
+    let m = shape.patches;
+    let mut d_g = vec![0.0f64; n_prompts * n_classes * embed];
+    for b in 0..batch {
+        for c in 0..n_classes {
+            for i in 0..m {
+                for j in 0..n_prompts {
+                    let t = plans[((b * n_classes + c) * m + i) * n_prompts + j] as f64;
+                    let ds = scale as f64 * t * d_logits[b * n_classes + c] as f64;
+                    let row = j * n_classes + c;
+                    for d in 0..embed {
+                        d_g[row * embed + d] += ds * f[(b * m + i) * embed + d] as f64;
+                    }
+                }
+            }
+        }
+    }
+    let d_features: Vec<f32> = features
+        .chunks(embed)
+        .zip(g.chunks(embed))
+        .zip(d_g.chunks(embed))
+        .flat_map(|((raw, unit), dy)| {
+            let norm = raw.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+            let dot: f64 = unit.iter().zip(dy).map(|(&u, &d)| u as f64 * d).sum();
+            unit.iter()
+                .zip(dy)
+                .map(move |(&u, &d)| ((d - u as f64 * dot) / norm) as f32)
+        })
+        .collect();
+    let d_emb = text_backward(cpu, &clip_c.text, &mut acts_c, &d_features).unwrap();
+    let d_ctx = prompts.context_gradient(cpu, &clip_c.text, &d_emb).unwrap();
+    let updated = sgd_first_step(&ctx, &d_ctx);
+
+    // GPU: the same step with the backend's operations.
+    let mut acts_g = TextActivations::new(gpu).unwrap();
+    let emb_g = prompts
+        .embed(gpu, &clip_g.text, &gpu.upload(&ctx).unwrap())
+        .unwrap();
+    let features_g = text_forward(gpu, &clip_g.text, &emb_g, seq, eot, &mut acts_g).unwrap();
+    let head = gpu_head(gpu, &shape, &patches_g, &features_g, &params, scale);
+    let mut losses_g = poisoned(gpu, batch);
+    let mut d_logits_g = poisoned(gpu, batch * n_classes);
+    gpu.cross_entropy(
+        &mut losses_g,
+        &mut d_logits_g,
+        &head.logits,
+        &labels,
+        n_classes,
+    )
+    .unwrap();
+    let layout = BatchLayout {
+        images: batch,
+        patches: m,
+        prompts: n_prompts,
+        classes: n_classes,
+    };
+    let sim_len = batch * m * n_prompts * n_classes;
+    let mut d_sim_g = poisoned(gpu, sim_len);
+    gpu.transported_logits_backward(&mut d_sim_g, &head.plans, &d_logits_g, layout, scale)
+        .unwrap();
+    let mut d_f_g = poisoned(gpu, batch * m * embed);
+    let mut d_g_g = poisoned(gpu, n_prompts * n_classes * embed);
+    gpu.similarity_backward(
+        &mut d_f_g,
+        &mut d_g_g,
+        &d_sim_g,
+        &head.patches,
+        &head.prompts,
+        &shape,
+    )
+    .unwrap();
+    let rows = n_prompts * n_classes;
+    let mut d_features_g = poisoned(gpu, rows * embed);
+    gpu.l2_normalize_rows_backward(
+        &mut d_features_g,
+        &d_g_g,
+        &head.prompts,
+        &head.prompts_inv,
+        rows,
+        embed,
+    )
+    .unwrap();
+    let d_emb_g = text_backward(gpu, &clip_g.text, &mut acts_g, &d_features_g).unwrap();
+    let d_ctx_g = down(
+        gpu,
+        &prompts
+            .context_gradient(gpu, &clip_g.text, &d_emb_g)
+            .unwrap(),
+    );
+    let updated_g = sgd_first_step(&ctx, &d_ctx_g);
+    let loss_g = down(gpu, &losses_g).iter().map(|&x| x as f64).sum::<f64>() / batch as f64;
+
+    report.compare(
+        "local step: logits",
+        &down(gpu, &head.logits),
+        &logits,
+        tol.chain,
+    );
+    report.compare(
+        "local step: loss",
+        &[loss_g as f32],
+        &[loss as f32],
+        tol.chain,
+    );
+    report.compare("local step: context gradient", &d_ctx_g, &d_ctx, tol.chain);
+    report.compare(
+        "local step: updated context",
+        &updated_g,
+        &updated,
+        tol.chain,
+    );
+}
