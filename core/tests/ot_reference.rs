@@ -4,23 +4,9 @@
 #[path = "support/ot_cases.rs"]
 mod ot_cases;
 
-use fedotp_core::ot::{self, OtMode, OtParams, Similarity};
+use fedotp_core::ot::{self, Similarity};
 
 const FIXTURE: &[u8] = include_bytes!("fixtures/ot_cases.bin");
-
-fn params(case: &ot_cases::Case<'_>, max_iter: u32, tol: f32) -> OtParams {
-    OtParams {
-        eps: case.eps,
-        gamma: case.gamma,
-        max_iter,
-        tol,
-        mode: if case.balanced {
-            OtMode::Balanced
-        } else {
-            OtMode::Unbalanced
-        },
-    }
-}
 
 /// Iterations allowed to reach the tolerance. A few problems (balanced, costs across [0, 2],
 /// small eps) converge sub-linearly: their plan is accurate long before the relative change of
@@ -35,7 +21,7 @@ fn solve_to_convergence(case: &ot_cases::Case<'_>) -> (Vec<f32>, ot::OtReport) {
     let mut plan = vec![0.0; case.m * case.n];
     let report = ot::solve(
         Similarity::new(&sim, case.m, case.n).unwrap(),
-        &params(case, MAX_ITER, 1e-6),
+        &case.params(MAX_ITER, 1e-6),
         &mut work,
         &mut plan,
     )
@@ -118,7 +104,7 @@ fn paper_constants_stop_early_and_near_the_solution() {
         let mut plan = vec![0.0; case.m * case.n];
         let report = ot::solve(
             Similarity::new(&sim, case.m, case.n).unwrap(),
-            &params(&case, 100, 1e-3),
+            &case.params(100, 1e-3),
             &mut work,
             &mut plan,
         )

@@ -3,3 +3,4 @@
 pub mod backend;
 pub mod clip;
 pub mod data;
+pub mod prompt;

@@ -12,13 +12,14 @@
 use std::io::Write;
 
 use fedotp::backend::{
-    AttentionShape, Backend, Cpu, Cuda, CudaBuf, LayerNorm, Linear, MathMode, PatchShape,
-    PromptShape, SeqShape,
+    AttentionShape, Backend, BackendError, Cpu, Cuda, CudaBuf, LayerNorm, Linear, MathMode,
+    MatmulDims, PatchShape, PromptShape, SeqShape,
 };
 use fedotp::clip::{
     text_backward, text_forward, vision_forward, ClipConfig, ClipWeights, PromptBatch,
     SpecialTokens, TextActivations,
 };
+use fedotp::prompt::{encode_images, Head, PromptLearner, PromptModel};
 
 #[path = "support/parity_cases.rs"]
 mod cases;

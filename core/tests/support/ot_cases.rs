@@ -2,6 +2,8 @@
 //! `core/scripts/ot_fixtures.py`. Shared, as source, by the host tests and the firmware test
 //! program, so it uses neither `std` nor an allocator.
 
+use fedotp_core::ot::{OtMode, OtParams};
+
 /// One reference problem.
 pub struct Case<'a> {
     pub m: usize,
@@ -29,6 +31,21 @@ impl Case<'_> {
     /// Reference plan entry `k` (row-major), float64.
     pub fn plan(&self, k: usize) -> f64 {
         f64::from_le_bytes(self.plan[8 * k..8 * k + 8].try_into().unwrap())
+    }
+
+    /// The solver's parameters for this case, stopping at `tol` or `max_iter`.
+    pub fn params(&self, max_iter: u32, tol: f32) -> OtParams {
+        OtParams {
+            eps: self.eps,
+            gamma: self.gamma,
+            max_iter,
+            tol,
+            mode: if self.balanced {
+                OtMode::Balanced
+            } else {
+                OtMode::Unbalanced
+            },
+        }
     }
 }
 

@@ -8,10 +8,14 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+mod head;
+
+use fedotp_core::ot::{BatchLayout, BatchReport, OtParams};
+
 use super::checks::{check_count, check_indices, check_len};
 use super::{
-    AttentionShape, Backend, BackendError, BackendResult, LayerNorm, Linear, PatchShape,
-    PromptShape, SeqShape,
+    AttentionShape, Backend, BackendError, BackendResult, LayerNorm, Linear, MatmulDims,
+    PatchShape, PromptShape, SeqShape,
 };
 
 /// Runs every layer on the host CPU, using all threads of rayon's global pool.
@@ -819,5 +823,92 @@ impl Backend for Cpu {
                 d_seq[at..at + width].copy_from_slice(&d_out[s * width..][..width]);
             });
         Ok(())
+    }
+
+    fn normalize_rows(
+        &self,
+        out: &mut Vec<f32>,
+        norms: &mut Vec<f32>,
+        inp: &Vec<f32>,
+        rows: usize,
+        dim: usize,
+    ) -> BackendResult<()> {
+        head::normalize_rows(out, norms, inp, rows, dim)
+    }
+
+    fn normalize_rows_backward(
+        &self,
+        d_inp: &mut Vec<f32>,
+        d_out: &Vec<f32>,
+        out: &Vec<f32>,
+        norms: &Vec<f32>,
+        rows: usize,
+        dim: usize,
+    ) -> BackendResult<()> {
+        head::normalize_rows_backward(d_inp, d_out, out, norms, rows, dim)
+    }
+
+    fn matmul_nt(
+        &self,
+        out: &mut Vec<f32>,
+        a: &Vec<f32>,
+        b: &Vec<f32>,
+        dims: MatmulDims,
+        alpha: f32,
+    ) -> BackendResult<()> {
+        head::matmul(out, a, b, dims, alpha, head::Transposed::B)
+    }
+
+    fn matmul_tn(
+        &self,
+        out: &mut Vec<f32>,
+        a: &Vec<f32>,
+        b: &Vec<f32>,
+        dims: MatmulDims,
+        alpha: f32,
+    ) -> BackendResult<()> {
+        head::matmul(out, a, b, dims, alpha, head::Transposed::A)
+    }
+
+    fn ot_plans(
+        &self,
+        plans: &mut Vec<f32>,
+        sim: &Vec<f32>,
+        layout: BatchLayout,
+        params: &OtParams,
+    ) -> BackendResult<BatchReport> {
+        head::ot_plans(plans, sim, layout, params)
+    }
+
+    fn ot_logits(
+        &self,
+        logits: &mut Vec<f32>,
+        sim: &Vec<f32>,
+        plans: &Vec<f32>,
+        layout: BatchLayout,
+        scale: f32,
+    ) -> BackendResult<()> {
+        head::ot_logits(logits, sim, plans, layout, scale)
+    }
+
+    fn ot_logits_backward(
+        &self,
+        d_sim: &mut Vec<f32>,
+        d_logits: &Vec<f32>,
+        plans: &Vec<f32>,
+        layout: BatchLayout,
+        scale: f32,
+    ) -> BackendResult<()> {
+        head::ot_logits_backward(d_sim, d_logits, plans, layout, scale)
+    }
+
+    fn cross_entropy(
+        &self,
+        d_logits: &mut Vec<f32>,
+        logits: &Vec<f32>,
+        labels: &[u32],
+        classes: usize,
+    ) -> BackendResult<f32> {
+        head::cross_entropy(d_logits, logits, labels, classes)
     }
 }

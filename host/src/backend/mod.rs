@@ -16,7 +16,9 @@
 //! - Small index arrays (token ids, context assignment, EOT positions) are host slices: a device
 //!   backend copies them over, which costs little next to the layers.
 //!
-//! The ops cover the ViT and the text transformer. The ModifiedResNet (RN50) vision tower adds its
+//! The ops cover the ViT, the text transformer, and the prompt-learning head on top of them
+//! (feature normalisation, similarity products, FedOTP's batched OT solve and its logits, the
+//! cross-entropy loss), so a training step runs where the model runs. The ModifiedResNet (RN50) vision tower adds its
 //! own — 2-D convolution, inference batch-norm, average pooling and the attention pool — as further
 //! methods of this trait, with their weights in a new [`crate::clip::VisionWeights`] variant.
 
@@ -25,6 +27,8 @@ mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod device;
+
+use fedotp_core::ot::{BatchLayout, BatchReport, OtParams};
 
 pub use cpu::Cpu;
 #[cfg(feature = "cuda")]
@@ -70,13 +74,13 @@ pub enum BackendError {
         /// The length the dimensions need.
         expected: usize,
     },
-    /// An argument is outside its domain (a solver parameter, a shape a kernel cannot take).
-    #[error("{op}: {message}")]
-    InvalidArgument {
+    /// The OT solver refused a batch (a non-finite similarity: the features it came from were).
+    #[error("{op}: {source}")]
+    Ot {
         /// The operation.
         op: &'static str,
-        /// What is wrong with which argument.
-        message: String,
+        /// The solver's reason.
+        source: fedotp_core::ot::OtError,
     },
     /// The device failed (driver or library error, kernel launch, out of memory).
     #[error("{op}: device error: {message}")]
@@ -415,4 +419,99 @@ pub trait Backend: Send + Sync {
         positions: &[u32],
         shape: SeqShape,
     ) -> BackendResult<()>;
+
+    // ---- the prompt-learning head -------------------------------------------------------
+
+    /// Unit-length rows: `out[r] = inp[r] / ‖inp[r]‖` for `rows` rows of `dim` values, and
+    /// `norms[r] = ‖inp[r]‖` for the backward pass. A zero row gives non-finite values, which the
+    /// training step detects and skips.
+    fn normalize_rows(
+        &self,
+        out: &mut Self::Buf,
+        norms: &mut Self::Buf,
+        inp: &Self::Buf,
+        rows: usize,
+        dim: usize,
+    ) -> BackendResult<()>;
+    /// Gradient of [`Backend::normalize_rows`] with respect to its input (overwritten):
+    /// `d_inp[r] = (d_out[r] − out[r] ⟨out[r], d_out[r]⟩) / norms[r]`.
+    fn normalize_rows_backward(
+        &self,
+        d_inp: &mut Self::Buf,
+        d_out: &Self::Buf,
+        out: &Self::Buf,
+        norms: &Self::Buf,
+        rows: usize,
+        dim: usize,
+    ) -> BackendResult<()>;
+    /// `out (m × n) = alpha · a · bᵀ` with `a` `m × k` and `b` `n × k`: every row of `a` against
+    /// every row of `b` (similarities of image and text features).
+    fn matmul_nt(
+        &self,
+        out: &mut Self::Buf,
+        a: &Self::Buf,
+        b: &Self::Buf,
+        dims: MatmulDims,
+        alpha: f32,
+    ) -> BackendResult<()>;
+    /// `out (m × n) = alpha · aᵀ · b` with `a` `k × m` and `b` `k × n` (gradients of
+    /// similarities back onto one side's features).
+    fn matmul_tn(
+        &self,
+        out: &mut Self::Buf,
+        a: &Self::Buf,
+        b: &Self::Buf,
+        dims: MatmulDims,
+        alpha: f32,
+    ) -> BackendResult<()>;
+    /// FedOTP's transport plans, one independent problem per (image, class): `sim` is
+    /// `images × patches × prompts × classes` cosine similarities, `plans` receives
+    /// `images × classes × patches × prompts` — the same algorithm, stopping rule and `f32`
+    /// stabilisation as [`fedotp_core::ot::solve_batch`].
+    fn ot_plans(
+        &self,
+        plans: &mut Self::Buf,
+        sim: &Self::Buf,
+        layout: BatchLayout,
+        params: &OtParams,
+    ) -> BackendResult<BatchReport>;
+    /// Logits of the OT head: `logits[b, c] = scale · Σ_{m,n} plans[b, c, m, n] · sim[b, m, n, c]`.
+    fn ot_logits(
+        &self,
+        logits: &mut Self::Buf,
+        sim: &Self::Buf,
+        plans: &Self::Buf,
+        layout: BatchLayout,
+        scale: f32,
+    ) -> BackendResult<()>;
+    /// Gradient of [`Backend::ot_logits`] with respect to `sim`, the plans held constant (as in
+    /// the paper): `d_sim[b, m, n, c] = scale · d_logits[b, c] · plans[b, c, m, n]` (overwritten).
+    fn ot_logits_backward(
+        &self,
+        d_sim: &mut Self::Buf,
+        d_logits: &Self::Buf,
+        plans: &Self::Buf,
+        layout: BatchLayout,
+        scale: f32,
+    ) -> BackendResult<()>;
+    /// Softmax cross-entropy of `batch × classes` logits against `labels`, averaged over the
+    /// batch; returns the loss and writes its gradient `d_logits = (softmax − one_hot) / batch`.
+    fn cross_entropy(
+        &self,
+        d_logits: &mut Self::Buf,
+        logits: &Self::Buf,
+        labels: &[u32],
+        classes: usize,
+    ) -> BackendResult<f32>;
+}
+
+/// Dimensions of a matrix product `out (m × n) = A · B`, with `k` the contracted dimension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatmulDims {
+    /// Rows of the output.
+    pub m: usize,
+    /// Columns of the output.
+    pub n: usize,
+    /// The contracted dimension.
+    pub k: usize,
 }

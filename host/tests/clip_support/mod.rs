@@ -20,7 +20,10 @@ pub struct Reference {
 
 impl Reference {
     pub fn open(dir: &str) -> Self {
-        let path = fixture(dir).join("reference.safetensors");
+        Self::from_file(fixture(dir).join("reference.safetensors"))
+    }
+
+    pub fn from_file(path: PathBuf) -> Self {
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         Reference { bytes }
     }

@@ -125,14 +125,16 @@ kernels! {
     QuickGeluBackward = "elementwise.cu": "quick_gelu_backward"(Ptr, Ptr, I64);
     /// `acc += x`.
     AddAssign = "elementwise.cu": "add_assign"(Ptr, Ptr, I64);
-    /// Rows divided by their L2 norm.
-    L2NormalizeRows = "ot.cu": "l2_normalize_rows"(Ptr, Ptr, Ptr, I32, I32);
+    /// Rows divided by their L2 norm, the norms kept.
+    NormalizeRows = "ot.cu": "normalize_rows"(Ptr, Ptr, Ptr, I32, I32);
     /// Gradient through the row normalisation.
-    L2NormalizeRowsBackward = "ot.cu": "l2_normalize_rows_backward"(Ptr, Ptr, Ptr, Ptr, I32, I32);
-    /// The batched OT solve with the transported-similarity logits.
-    OtSolve = "ot.cu": "ot_solve"(Ptr, Ptr, Ptr, Ptr, I32, I32, I32, I32, F32, F32, F32, F32, I32, F32, I32, F32, F32, F32);
+    NormalizeRowsBackward = "ot.cu": "normalize_rows_backward"(Ptr, Ptr, Ptr, Ptr, I32, I32);
+    /// The batched OT solve: one plan and report per (image, class).
+    OtPlans = "ot.cu": "ot_plans"(Ptr, Ptr, Ptr, I32, I32, I32, I32, F32, F32, F32, F32, I32, F32, I32, F32, F32);
+    /// The similarity each plan transports, scaled.
+    OtLogits = "ot.cu": "ot_logits"(Ptr, Ptr, Ptr, I32, I32, I32, I32, F32);
     /// Gradient of the logits with respect to the similarities.
-    TransportedLogitsBackward = "ot.cu": "transported_logits_backward"(Ptr, Ptr, Ptr, I32, I32, I32, I32, F32);
+    OtLogitsBackward = "ot.cu": "ot_logits_backward"(Ptr, Ptr, Ptr, I32, I32, I32, I32, F32);
     /// Softmax cross-entropy, loss and gradient.
     CrossEntropy = "loss.cu": "cross_entropy"(Ptr, Ptr, Ptr, Ptr, I32, I32, F32);
 }

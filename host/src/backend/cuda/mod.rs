@@ -12,9 +12,9 @@
 //!   a softmax kernel.
 //! - **One stream.** Every operation is queued on the backend's own stream, in call order; a
 //!   download waits for the stream. Temporaries come from the driver's stream-ordered pool.
-//! - **The OT head and the loss** (normalisation, similarity, the batched OT solve, logits,
-//!   cross-entropy) are methods of [`Cuda`] itself ([`head`]) until the training code puts them
-//!   on the [`Backend`](super::Backend) trait.
+//! - **The prompt-learning head** (normalisation, similarity products, FedOTP's batched OT solve
+//!   — the core's solver, one warp per problem — its logits and the cross-entropy) runs on the
+//!   GPU too; its similarity products are always full `f32` (see [`MathMode`]).
 //!
 //! ```no_run
 //! use fedotp::backend::{Backend, Cuda, MathMode};
@@ -34,7 +34,7 @@ mod emulator;
 mod engine;
 mod error;
 mod gemm;
-pub mod head;
+mod head;
 pub mod kernels;
 mod libs;
 mod ops;

@@ -1,13 +1,16 @@
 //! [`Backend`] for [`Cuda`]: the same argument checks as the CPU backend, then kernels and
 //! cuBLAS products queued on the backend's stream.
 
+use fedotp_core::ot::{BatchLayout, BatchReport, OtParams};
+
 use super::gemm::{GemmShape, Matrices};
+use super::head;
 use super::kernels::{elementwise, warp_per_row, Arg, Kernel};
 use super::{Cuda, CudaBuf};
 use crate::backend::checks::{check_count, check_indices, check_len};
 use crate::backend::{
-    AttentionShape, Backend, BackendError, BackendResult, LayerNorm, Linear, PatchShape,
-    PromptShape, SeqShape,
+    AttentionShape, Backend, BackendError, BackendResult, LayerNorm, Linear, MatmulDims,
+    PatchShape, PromptShape, SeqShape,
 };
 
 /// A dimension as a kernel's `int`, refusing values that do not fit.
@@ -314,7 +317,7 @@ impl Backend for Cuda {
             patch_size,
         } = shape;
         if patch_size == 0 {
-            return Err(BackendError::InvalidArgument {
+            return Err(BackendError::Device {
                 op: OP,
                 message: "patch size 0".into(),
             });
@@ -762,5 +765,92 @@ impl Backend for Cuda {
             elementwise(shape.len()),
             &args,
         )
+    }
+
+    fn normalize_rows(
+        &self,
+        out: &mut CudaBuf,
+        norms: &mut CudaBuf,
+        inp: &CudaBuf,
+        rows: usize,
+        dim: usize,
+    ) -> BackendResult<()> {
+        head::normalize_rows(self, out, norms, inp, rows, dim)
+    }
+
+    fn normalize_rows_backward(
+        &self,
+        d_inp: &mut CudaBuf,
+        d_out: &CudaBuf,
+        out: &CudaBuf,
+        norms: &CudaBuf,
+        rows: usize,
+        dim: usize,
+    ) -> BackendResult<()> {
+        head::normalize_rows_backward(self, d_inp, d_out, out, norms, rows, dim)
+    }
+
+    fn matmul_nt(
+        &self,
+        out: &mut CudaBuf,
+        a: &CudaBuf,
+        b: &CudaBuf,
+        dims: MatmulDims,
+        alpha: f32,
+    ) -> BackendResult<()> {
+        head::matmul(self, out, a, b, dims, alpha, head::Transposed::B)
+    }
+
+    fn matmul_tn(
+        &self,
+        out: &mut CudaBuf,
+        a: &CudaBuf,
+        b: &CudaBuf,
+        dims: MatmulDims,
+        alpha: f32,
+    ) -> BackendResult<()> {
+        head::matmul(self, out, a, b, dims, alpha, head::Transposed::A)
+    }
+
+    fn ot_plans(
+        &self,
+        plans: &mut CudaBuf,
+        sim: &CudaBuf,
+        layout: BatchLayout,
+        params: &OtParams,
+    ) -> BackendResult<BatchReport> {
+        head::ot_plans(self, plans, sim, layout, params)
+    }
+
+    fn ot_logits(
+        &self,
+        logits: &mut CudaBuf,
+        sim: &CudaBuf,
+        plans: &CudaBuf,
+        layout: BatchLayout,
+        scale: f32,
+    ) -> BackendResult<()> {
+        head::ot_logits(self, logits, sim, plans, layout, scale)
+    }
+
+    fn ot_logits_backward(
+        &self,
+        d_sim: &mut CudaBuf,
+        d_logits: &CudaBuf,
+        plans: &CudaBuf,
+        layout: BatchLayout,
+        scale: f32,
+    ) -> BackendResult<()> {
+        head::ot_logits_backward(self, d_sim, d_logits, plans, layout, scale)
+    }
+
+    fn cross_entropy(
+        &self,
+        d_logits: &mut CudaBuf,
+        logits: &CudaBuf,
+        labels: &[u32],
+        classes: usize,
+    ) -> BackendResult<f32> {
+        head::cross_entropy(self, d_logits, logits, labels, classes)
     }
 }

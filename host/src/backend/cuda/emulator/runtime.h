@@ -25,9 +25,14 @@
 #include <string.h>
 #include <ucontext.h>
 
+#include <algorithm>
 #include <functional>
 #include <utility>
 #include <vector>
+
+// CUDA's integer min and max are global functions.
+using std::max;
+using std::min;
 
 // common.cuh defines these for NVRTC, which has no <math.h>.
 #undef INFINITY

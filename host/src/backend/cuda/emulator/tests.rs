@@ -7,13 +7,14 @@ use std::io::Write;
 
 use super::{Cuda, EmulatorError};
 use crate::backend::{
-    AttentionShape, Backend, Cpu, CudaBuf, LayerNorm, Linear, MathMode, PatchShape, PromptShape,
-    SeqShape,
+    AttentionShape, Backend, BackendError, Cpu, CudaBuf, LayerNorm, Linear, MathMode, MatmulDims,
+    PatchShape, PromptShape, SeqShape,
 };
 use crate::clip::{
     text_backward, text_forward, vision_forward, ClipConfig, ClipWeights, PromptBatch,
     SpecialTokens, TextActivations,
 };
+use crate::prompt::{encode_images, Head, PromptLearner, PromptModel};
 
 #[path = "../../../../tests/support/parity_cases.rs"]
 mod cases;

@@ -1,5 +1,6 @@
 // FedOTP's OT head on the GPU: L2 normalisation of feature rows, the batched optimal-transport
-// solve with the transported-similarity logits, and the logits' gradient.
+// solve, the transported-similarity logits and their gradient. (The similarities themselves are
+// a cuBLAS product.)
 //
 // The solver is the core's (core/src/ot/solver.rs) step for step, so plans, iteration counts
 // and stopping agree with it up to f32 rounding:
@@ -22,43 +23,40 @@
 #define REPORT_CONVERGED 1u
 #define REPORT_NON_FINITE 2u
 
-// out[r] = inp[r] / ‖inp[r]‖ and inv_norm[r] = 1 / ‖inp[r]‖, the norm taken as the core does
-// (scaled by the row's largest magnitude, so the squares neither overflow nor underflow). A zero
-// or non-finite row gives NaN, which the OT solve reports as a non-finite similarity.
-extern "C" __global__ void l2_normalize_rows(float* __restrict__ out,
-                                             float* __restrict__ inv_norm,
-                                             const float* __restrict__ inp,
-                                             int rows, int dim) {
+// out[r] = inp[r] / ‖inp[r]‖ and norms[r] = ‖inp[r]‖, the norm scaled by the row's largest
+// magnitude so the squares neither overflow nor underflow (as the core takes it). A zero row has
+// norm 0 and non-finite output, as on the CPU backend.
+extern "C" __global__ void normalize_rows(float* __restrict__ out,
+                                          float* __restrict__ norms,
+                                          const float* __restrict__ inp,
+                                          int rows, int dim) {
     const long long row = global_warp();
     if (row >= rows) return;
     const float* x = inp + row * dim;
     float largest = 0.0f;
-    bool finite = true;
-    for (int i = lane(); i < dim; i += WARP_SIZE) {
-        largest = fmaxf(largest, fabsf(x[i]));
-        finite = finite && isfinite(x[i]);
-    }
+    for (int i = lane(); i < dim; i += WARP_SIZE) largest = fmaxf(largest, fabsf(x[i]));
     largest = warp_max(largest);
-    finite = __all_sync(FULL_MASK, finite);
     float sum = 0.0f;
-    for (int i = lane(); i < dim; i += WARP_SIZE) {
-        const float scaled = x[i] / largest;
-        sum += scaled * scaled;
+    if (largest > 0.0f) {
+        for (int i = lane(); i < dim; i += WARP_SIZE) {
+            const float scaled = x[i] / largest;
+            sum += scaled * scaled;
+        }
     }
-    sum = warp_sum(sum);
-    const float inv = (finite && largest > 0.0f) ? 1.0f / (largest * sqrtf(sum)) : NAN;
+    const float norm = largest > 0.0f ? largest * sqrtf(warp_sum(sum)) : 0.0f;
+    const float inv = 1.0f / norm;
     float* o = out + row * dim;
     for (int i = lane(); i < dim; i += WARP_SIZE) o[i] = x[i] * inv;
-    if (lane() == 0) inv_norm[row] = inv;
+    if (lane() == 0) norms[row] = norm;
 }
 
-// d_inp[r] = (d_out[r] - y (y · d_out[r])) / ‖inp[r]‖ with y = out[r]: the gradient through
-// the normalisation (overwritten).
-extern "C" __global__ void l2_normalize_rows_backward(float* __restrict__ d_inp,
-                                                      const float* __restrict__ d_out,
-                                                      const float* __restrict__ out,
-                                                      const float* __restrict__ inv_norm,
-                                                      int rows, int dim) {
+// d_inp[r] = (d_out[r] - y ⟨y, d_out[r]⟩) / norms[r] with y = out[r]: the gradient through the
+// normalisation (overwritten).
+extern "C" __global__ void normalize_rows_backward(float* __restrict__ d_inp,
+                                                   const float* __restrict__ d_out,
+                                                   const float* __restrict__ out,
+                                                   const float* __restrict__ norms,
+                                                   int rows, int dim) {
     const long long row = global_warp();
     if (row >= rows) return;
     const float* y = out + row * dim;
@@ -66,7 +64,7 @@ extern "C" __global__ void l2_normalize_rows_backward(float* __restrict__ d_inp,
     float dot = 0.0f;
     for (int i = lane(); i < dim; i += WARP_SIZE) dot += y[i] * dy[i];
     dot = warp_sum(dot);
-    const float inv = inv_norm[row];
+    const float inv = 1.0f / norms[row];
     float* dx = d_inp + row * dim;
     for (int i = lane(); i < dim; i += WARP_SIZE) dx[i] = (dy[i] - y[i] * dot) * inv;
 }
@@ -88,19 +86,18 @@ __device__ void rebuild_kernel(float* kernel, float* bound, const float* p, cons
 // Solves the B·C problems of a batch (image b, class c): S is images × patches × prompts ×
 // classes (one GEMM of patch features with prompt features), so problem (b, c) reads
 // S[b, i, j, c]. Writes, per problem p = b·C + c:
-// - plans (if not null): T = diag(u) K̃ diag(v), row-major M × N at p·M·N;
-// - logits: scale · Σ T ⊙ S;
-// - reports[2p] = iterations run, reports[2p + 1] = REPORT_* flags.
+// - plans: T = diag(u) K̃ diag(v), row-major M × N at p·M·N (NaN if S is not all finite);
+// - reports[3p] = iterations run, reports[3p + 1] = REPORT_* flags, reports[3p + 2] = the
+//   first non-finite similarity's index i·N + j within the problem (when flagged).
 // `a` = 1/M, `b` = the prompt mass (gamma/N or 1/N) and `inv_eps` = 1/eps are computed by the
 // host in f32 exactly as the core computes them; `saturated_flag` is the core's
 // `rows_saturated()` (balanced, or gamma = 1).
-extern "C" __global__ void ot_solve(const float* __restrict__ sim,
+extern "C" __global__ void ot_plans(const float* __restrict__ sim,
                                     float* __restrict__ plans,
-                                    float* __restrict__ logits,
                                     unsigned* __restrict__ reports,
                                     int images, int m, int n, int classes,
                                     float eps, float inv_eps, float a, float b,
-                                    int max_iter, float tol, int saturated_flag, float scale,
+                                    int max_iter, float tol, int saturated_flag,
                                     float absorb, float bound_ceiling) {
     extern __shared__ float shared[];
     const int warp = threadIdx.x / WARP_SIZE;
@@ -121,13 +118,13 @@ extern "C" __global__ void ot_solve(const float* __restrict__ sim,
     const float* s = sim + image * m * n * classes + cls;
 #define S(i, j) s[((long long)(i) * n + (j)) * classes]
 
-    // q[j] = max_i S[i,j], checking every similarity on the way.
-    bool finite = true;
+    // q[j] = max_i S[i,j], finding the first non-finite similarity on the way.
+    int first_bad = m * n;
     for (int j = 0; j < n; ++j) {
         float largest = -INFINITY;
         for (int i = lane(); i < m; i += WARP_SIZE) {
             const float sij = S(i, j);
-            finite = finite && isfinite(sij);
+            if (!isfinite(sij)) first_bad = min(first_bad, i * n + j);
             largest = fmaxf(largest, sij);
         }
         largest = warp_max(largest);
@@ -136,16 +133,15 @@ extern "C" __global__ void ot_solve(const float* __restrict__ sim,
             v[j] = 1.0f;
         }
     }
-    finite = __all_sync(FULL_MASK, finite);
-    float* plan = plans ? plans + problem * m * n : nullptr;
-    if (!finite) {
-        for (int e = lane(); e < m * n; e += WARP_SIZE) {
-            if (plan) plan[e] = NAN;
-        }
+    first_bad = (int)warp_min((float)first_bad);
+    float* plan = plans + problem * m * n;
+    unsigned* report = reports + 3 * problem;
+    if (first_bad < m * n) {
+        for (int e = lane(); e < m * n; e += WARP_SIZE) plan[e] = NAN;
         if (lane() == 0) {
-            logits[problem] = NAN;
-            reports[2 * problem] = 0;
-            reports[2 * problem + 1] = REPORT_NON_FINITE;
+            report[0] = 0;
+            report[1] = REPORT_NON_FINITE;
+            report[2] = (unsigned)first_bad;
         }
         return;
     }
@@ -240,41 +236,51 @@ extern "C" __global__ void ot_solve(const float* __restrict__ sim,
         }
     }
 
-    // T = diag(u) K̃ diag(v) and the similarity it transports.
-    float transported = 0.0f;
+    // T = diag(u) K̃ diag(v).
     for (int i = lane(); i < m; i += WARP_SIZE) {
-        float row = 0.0f;
-        for (int j = 0; j < n; ++j) {
-            const float t = u[i] * kernel[j * m + i] * v[j];
-            if (plan) plan[(long long)i * n + j] = t;
-            row += t * S(i, j);
-        }
-        transported += row;
+        for (int j = 0; j < n; ++j) plan[(long long)i * n + j] = u[i] * kernel[j * m + i] * v[j];
     }
-    transported = warp_sum(transported);
     if (lane() == 0) {
-        logits[problem] = scale * transported;
-        reports[2 * problem] = iterations;
-        reports[2 * problem + 1] = flags;
+        report[0] = iterations;
+        report[1] = flags;
+        report[2] = 0;
     }
 #undef S
 }
 
-// d_sim[b, i, j, c] = scale · T_(b,c)[i, j] · d_logits[b, c]: the gradient of the logits with
-// respect to the similarities, the plans held constant (as the paper trains).
-extern "C" __global__ void transported_logits_backward(float* __restrict__ d_sim,
-                                                       const float* __restrict__ plans,
-                                                       const float* __restrict__ d_logits,
-                                                       int images, int m, int n, int classes,
-                                                       float scale) {
+// logits[b, c] = scale · Σ_{i,j} T_(b,c)[i, j] · S[b, i, j, c]: the similarity each plan
+// transports. One warp per problem.
+extern "C" __global__ void ot_logits(float* __restrict__ logits,
+                                     const float* __restrict__ sim,
+                                     const float* __restrict__ plans,
+                                     int images, int m, int n, int classes, float scale) {
+    const long long problem = global_warp();
+    if (problem >= (long long)images * classes) return;
+    const long long image = problem / classes;
+    const int cls = (int)(problem % classes);
+    const float* s = sim + image * m * n * classes + cls;
+    const float* plan = plans + problem * m * n;
+    float transported = 0.0f;
+    for (int e = lane(); e < m * n; e += WARP_SIZE) {
+        transported += plan[e] * s[(long long)e * classes];
+    }
+    transported = warp_sum(transported);
+    if (lane() == 0) logits[problem] = scale * transported;
+}
+
+// d_sim[b, i, j, c] = scale · d_logits[b, c] · T_(b,c)[i, j]: the gradient of the logits with
+// respect to the similarities, the plans held constant (as the paper trains); overwritten.
+extern "C" __global__ void ot_logits_backward(float* __restrict__ d_sim,
+                                              const float* __restrict__ d_logits,
+                                              const float* __restrict__ plans,
+                                              int images, int m, int n, int classes,
+                                              float scale) {
     const long long total = (long long)images * m * n * classes;
     for (long long e = grid_start(); e < total; e += grid_stride()) {
         const int c = (int)(e % classes);
         const long long rest = e / classes;  // (b·M + i)·N + j
-        const int j = (int)(rest % n);
-        const int i = (int)((rest / n) % m);
-        const long long image = rest / ((long long)n * m);
-        const long long problem = image * classes + c;
-        d_sim[e] = scale * plans[(problem * m + i) * n + j] * d_logits[problem];
+        const long long within = rest % ((long long)m * n);  // i·N + j
+        const long long problem = (rest / ((long long)m * n)) * classes + c;
+        d_sim[e] = scale * d_logits[problem] * plans[problem * m * n + within];
     }
 }

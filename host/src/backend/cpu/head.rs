@@ -1,0 +1,257 @@
+//! The CPU backend's prompt-learning head: normalisation, similarity products, the batched OT
+//! solve (the core's solver, one image per rayon task) and the cross-entropy loss.
+
+use fedotp_core::ot::{self, BatchLayout, BatchReport, OtParams};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::{check, check_count, check_indices, gemm_f32, MatMut, MatRef};
+use crate::backend::{BackendError, BackendResult, MatmulDims};
+
+pub(super) fn normalize_rows(
+    out: &mut [f32],
+    norms: &mut [f32],
+    inp: &[f32],
+    rows: usize,
+    dim: usize,
+) -> BackendResult<()> {
+    const OP: &str = "normalize_rows";
+    check(OP, "out", out, rows * dim)?;
+    check(OP, "norms", norms, rows)?;
+    check(OP, "inp", inp, rows * dim)?;
+    out[..rows * dim]
+        .par_chunks_mut(dim)
+        .zip(norms[..rows].par_iter_mut())
+        .zip(inp[..rows * dim].par_chunks(dim))
+        .for_each(|((out, norm), inp)| {
+            *norm = inp.iter().map(|x| x * x).sum::<f32>().sqrt();
+            let inv = 1.0 / *norm;
+            for (o, x) in out.iter_mut().zip(inp) {
+                *o = x * inv;
+            }
+        });
+    Ok(())
+}
+
+pub(super) fn normalize_rows_backward(
+    d_inp: &mut [f32],
+    d_out: &[f32],
+    out: &[f32],
+    norms: &[f32],
+    rows: usize,
+    dim: usize,
+) -> BackendResult<()> {
+    const OP: &str = "normalize_rows_backward";
+    check(OP, "d_inp", d_inp, rows * dim)?;
+    check(OP, "d_out", d_out, rows * dim)?;
+    check(OP, "out", out, rows * dim)?;
+    check(OP, "norms", norms, rows)?;
+    d_inp[..rows * dim]
+        .par_chunks_mut(dim)
+        .enumerate()
+        .for_each(|(r, d_inp)| {
+            let (d_out, out) = (&d_out[r * dim..][..dim], &out[r * dim..][..dim]);
+            let along: f32 = out.iter().zip(d_out).map(|(y, d)| y * d).sum();
+            let inv = 1.0 / norms[r];
+            for ((g, &d), &y) in d_inp.iter_mut().zip(d_out).zip(out) {
+                *g = (d - y * along) * inv;
+            }
+        });
+    Ok(())
+}
+
+/// Whether the contracted dimension runs along `a`'s rows (`aᵀ·b`) or columns (`a·bᵀ`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Transposed {
+    /// `out = a · bᵀ`, `a` is `m × k`, `b` is `n × k`.
+    B,
+    /// `out = aᵀ · b`, `a` is `k × m`, `b` is `k × n`.
+    A,
+}
+
+pub(super) fn matmul(
+    out: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    MatmulDims { m, n, k }: MatmulDims,
+    alpha: f32,
+    transposed: Transposed,
+) -> BackendResult<()> {
+    let op = match transposed {
+        Transposed::B => "matmul_nt",
+        Transposed::A => "matmul_tn",
+    };
+    check(op, "out", out, m * n)?;
+    check(op, "a", a, m * k)?;
+    check(op, "b", b, n * k)?;
+    // (row stride, column stride) of the m × k left and k × n right operands.
+    let (lhs, rhs) = match transposed {
+        Transposed::B => ((k as isize, 1), (1, k as isize)),
+        Transposed::A => ((1, m as isize), (n as isize, 1)),
+    };
+    // SAFETY: the checks above bound every access; `out` is exclusively borrowed and distinct
+    // from the inputs.
+    unsafe {
+        gemm_f32(
+            MatMut {
+                ptr: out.as_mut_ptr(),
+                rs: n as isize,
+            },
+            MatRef {
+                ptr: a.as_ptr(),
+                rs: lhs.0,
+                cs: lhs.1,
+            },
+            MatRef {
+                ptr: b.as_ptr(),
+                rs: rhs.0,
+                cs: rhs.1,
+            },
+            (m, n, k),
+            alpha,
+            false,
+            Parallelism::Rayon(0),
+        );
+    }
+    Ok(())
+}
+
+/// Checks `sim` and `plans` against a batch layout; returns the number of elements.
+fn check_layout(
+    op: &'static str,
+    buffers: &[(&'static str, &[f32])],
+    layout: BatchLayout,
+) -> BackendResult<usize> {
+    let len = layout
+        .elements()
+        .map_err(|source| BackendError::Ot { op, source })?;
+    for &(name, buf) in buffers {
+        check(op, name, buf, len)?;
+    }
+    Ok(len)
+}
+
+pub(super) fn ot_plans(
+    plans: &mut [f32],
+    sim: &[f32],
+    layout: BatchLayout,
+    params: &OtParams,
+) -> BackendResult<BatchReport> {
+    const OP: &str = "ot_plans";
+    let len = check_layout(OP, &[("plans", plans), ("sim", sim)], layout)?;
+    let per_image = len / layout.images;
+    let one_image = BatchLayout {
+        images: 1,
+        ..layout
+    };
+    let work_len = ot::workspace_len(layout.patches, layout.prompts);
+    // Each image's problems are independent: one rayon task per image, each with its own
+    // solver workspace.
+    plans[..len]
+        .par_chunks_mut(per_image)
+        .zip(sim[..len].par_chunks(per_image))
+        .map_init(
+            || vec![0.0f32; work_len],
+            |work, (plans, sim)| ot::solve_batch(sim, one_image, params, work, plans, None),
+        )
+        .try_reduce(BatchReport::default, |mut a, b| {
+            a.merge(b);
+            Ok(a)
+        })
+        .map_err(|source| BackendError::Ot { op: OP, source })
+}
+
+pub(super) fn ot_logits(
+    logits: &mut [f32],
+    sim: &[f32],
+    plans: &[f32],
+    layout: BatchLayout,
+    scale: f32,
+) -> BackendResult<()> {
+    const OP: &str = "ot_logits";
+    check_layout(OP, &[("sim", sim), ("plans", plans)], layout)?;
+    let BatchLayout {
+        images,
+        patches,
+        prompts,
+        classes,
+    } = layout;
+    check(OP, "logits", logits, images * classes)?;
+    let problem = patches * prompts;
+    logits[..images * classes]
+        .par_iter_mut()
+        .enumerate()
+        .for_each(|(bc, logit)| {
+            let (b, c) = (bc / classes, bc % classes);
+            let plan = &plans[bc * problem..][..problem];
+            let sim = &sim[b * problem * classes..][..problem * classes];
+            let transported: f32 = plan
+                .iter()
+                .enumerate()
+                .map(|(mn, t)| t * sim[mn * classes + c])
+                .sum();
+            *logit = scale * transported;
+        });
+    Ok(())
+}
+
+pub(super) fn ot_logits_backward(
+    d_sim: &mut [f32],
+    d_logits: &[f32],
+    plans: &[f32],
+    layout: BatchLayout,
+    scale: f32,
+) -> BackendResult<()> {
+    const OP: &str = "ot_logits_backward";
+    check_layout(OP, &[("d_sim", d_sim), ("plans", plans)], layout)?;
+    let BatchLayout {
+        images,
+        patches,
+        prompts,
+        classes,
+    } = layout;
+    check(OP, "d_logits", d_logits, images * classes)?;
+    let problem = patches * prompts;
+    d_sim[..images * problem * classes]
+        .par_chunks_mut(problem * classes)
+        .enumerate()
+        .for_each(|(b, d_sim)| {
+            for (mn, row) in d_sim.chunks_exact_mut(classes).enumerate() {
+                for (c, d) in row.iter_mut().enumerate() {
+                    let bc = b * classes + c;
+                    *d = scale * d_logits[bc] * plans[bc * problem + mn];
+                }
+            }
+        });
+    Ok(())
+}
+
+pub(super) fn cross_entropy(
+    d_logits: &mut [f32],
+    logits: &[f32],
+    labels: &[u32],
+    classes: usize,
+) -> BackendResult<f32> {
+    const OP: &str = "cross_entropy";
+    let batch = labels.len();
+    check(OP, "d_logits", d_logits, batch * classes)?;
+    check(OP, "logits", logits, batch * classes)?;
+    check_count(OP, "labels", labels, batch)?;
+    check_indices(OP, "label", labels, classes)?;
+    let mut total = 0.0f64;
+    for ((d, row), &label) in d_logits
+        .chunks_exact_mut(classes)
+        .zip(logits.chunks_exact(classes))
+        .zip(labels)
+    {
+        // log-softmax with the row maximum subtracted: exact for logits of any size.
+        let max = row.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+        let sum: f32 = row.iter().map(|x| (x - max).exp()).sum();
+        total += f64::from(max + sum.ln() - row[label as usize]);
+        for (k, (g, x)) in d.iter_mut().zip(row).enumerate() {
+            let p = (x - max).exp() / sum;
+            *g = (p - f32::from(k == label as usize)) / batch as f32;
+        }
+    }
+    Ok((total / batch as f64) as f32)
+}
