@@ -4,7 +4,7 @@
 //! NVRTC compiles to PTX and machine code with no driver and no device, so this runs wherever
 //! `libnvrtc.so` can be loaded (the CUDA toolkit, or the `nvidia-cuda-nvrtc` PyPI package with
 //! its `nvidia/cu13/lib` on `LD_LIBRARY_PATH`; `.ci/run` installs it). Without NVRTC the test
-//! says so on stderr and passes — unless `FEDOTP_REQUIRE_NVRTC=1`, as CI sets, which turns the
+//! says so on stderr and passes — unless `FEDOTP_REQUIRE_KERNEL_CHECKS=1`, as CI sets, which turns the
 //! absence into a failure, so CI cannot skip it silently.
 
 #![cfg(feature = "cuda")]
@@ -28,8 +28,8 @@ fn nvrtc_available() -> bool {
     }
     let reason = "NVRTC (libnvrtc.so) cannot be loaded: put the directory holding libnvrtc.so.13 \
                   on LD_LIBRARY_PATH (.ci/run installs it from the nvidia-cuda-nvrtc wheel)";
-    if std::env::var("FEDOTP_REQUIRE_NVRTC").is_ok_and(|v| v == "1") {
-        panic!("FEDOTP_REQUIRE_NVRTC=1 but {reason}");
+    if std::env::var("FEDOTP_REQUIRE_KERNEL_CHECKS").is_ok_and(|v| v == "1") {
+        panic!("FEDOTP_REQUIRE_KERNEL_CHECKS=1 but {reason}");
     }
     // Written to the process's stderr directly, which the harness does not capture.
     let _ = writeln!(

@@ -235,8 +235,8 @@ impl Engine {
             #[cfg(test)]
             Engine::Emulator(_) => {
                 // SAFETY: as above, the caller guarantees the addresses (host memory here).
-                unsafe { super::emulator::blas_reference(call) };
-                Ok(())
+                unsafe { super::emulator::blas_reference(call) }
+                    .map_err(|e| device_error(op, format!("emulated cuBLAS GEMM: {e}")))
             }
         }
     }

@@ -16,9 +16,10 @@
 //! real concurrency between warps. The GPU parity suite (`host/tests/cuda_parity.rs`) runs the
 //! same cases on a GPU.
 
+use std::collections::BTreeMap;
 use std::ffi::c_void;
 use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::LaunchConfig;
 use rayon::prelude::*;
@@ -44,6 +45,21 @@ pub(crate) struct HostMemory<T> {
 unsafe impl<T: Send> Send for HostMemory<T> {}
 unsafe impl<T: Sync> Sync for HostMemory<T> {}
 
+/// Every live host allocation, `start address → length in bytes`: the GEMM reference checks
+/// that each call stays inside one, as cuBLAS on a GPU would fault.
+fn allocations() -> &'static Mutex<BTreeMap<u64, u64>> {
+    static ALLOCATIONS: OnceLock<Mutex<BTreeMap<u64, u64>>> = OnceLock::new();
+    ALLOCATIONS.get_or_init(Default::default)
+}
+
+/// Whether bytes `[start, end)` lie inside one live allocation.
+fn allocated(start: u64, end: u64) -> bool {
+    let map = allocations().lock().unwrap_or_else(|p| p.into_inner());
+    map.range(..=start)
+        .next_back()
+        .is_some_and(|(&base, &len)| end <= base + len)
+}
+
 impl<T: Copy + Default> HostMemory<T> {
     /// `len ≥ 1` default (zero) values.
     pub fn zeros(len: usize) -> Self {
@@ -54,10 +70,12 @@ impl<T: Copy + Default> HostMemory<T> {
     pub fn from(data: &[T]) -> Self {
         let boxed: Box<[T]> = data.into();
         let len = boxed.len();
-        HostMemory {
-            ptr: Box::into_raw(boxed) as *mut T,
-            len,
-        }
+        let ptr = Box::into_raw(boxed) as *mut T;
+        allocations()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ptr as u64, (len * std::mem::size_of::<T>()) as u64);
+        HostMemory { ptr, len }
     }
 
     /// The first `len` values.
@@ -77,6 +95,10 @@ impl<T> HostMemory<T> {
 
 impl<T> Drop for HostMemory<T> {
     fn drop(&mut self) {
+        allocations()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(self.ptr as u64));
         // SAFETY: `ptr` and `len` came from `Box::into_raw` of a boxed slice of `len` values.
         drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.ptr, self.len)) });
     }
@@ -255,12 +277,49 @@ fn round_mantissa(x: f32, bits: u32) -> f32 {
 
 /// A cuBLAS `gemmStridedBatchedEx` call on host memory: column-major, `op(X)` the transpose
 /// when asked, `C` not read when `beta = 0`, products accumulated in `f64` from inputs rounded
-/// as the math mode's tensor cores would.
+/// as the math mode's tensor cores would. Refuses what cuBLAS refuses
+/// (`CUBLAS_STATUS_INVALID_VALUE`): negative sizes, leading dimensions shorter than a column.
 ///
 /// # Safety
 /// Every element the call addresses must lie in live host memory, and `C` must not overlap
 /// `A` or `B`.
-pub(crate) unsafe fn blas_reference(call: &BlasCall) {
+pub(crate) unsafe fn blas_reference(call: &BlasCall) -> Result<(), String> {
+    let (rows_a, rows_b) = (
+        if call.trans_a { call.k } else { call.m },
+        if call.trans_b { call.n } else { call.k },
+    );
+    if call.m < 0 || call.n < 0 || call.k < 0 || call.count < 0 {
+        return Err(format!("negative size in {call:?}"));
+    }
+    if call.lda < rows_a.max(1) || call.ldb < rows_b.max(1) || call.ldc < call.m.max(1) {
+        return Err(format!("leading dimension too short in {call:?}"));
+    }
+    if call.m == 0 || call.n == 0 || call.count == 0 {
+        return Ok(());
+    }
+    // The span each operand addresses: `cols` columns of `rows` elements, `ld` apart, for every
+    // matrix of the batch.
+    let span = |ptr: u64, rows: i32, cols: i32, ld: i32, stride: i64| {
+        let last =
+            (cols as i64 - 1) * ld as i64 + rows as i64 - 1 + (call.count as i64 - 1) * stride;
+        (ptr, ptr + 4 * (last as u64 + 1))
+    };
+    let (cols_a, cols_b) = (
+        if call.trans_a { call.m } else { call.k },
+        if call.trans_b { call.k } else { call.n },
+    );
+    for (name, (start, end)) in [
+        ("A", span(call.a, rows_a, cols_a, call.lda, call.stride_a)),
+        ("B", span(call.b, rows_b, cols_b, call.ldb, call.stride_b)),
+        ("C", span(call.c, call.m, call.n, call.ldc, call.stride_c)),
+    ] {
+        // A and B are not read when k = 0.
+        if (call.k > 0 || name == "C") && !allocated(start, end) {
+            return Err(format!(
+                "operand {name} reaches outside its allocation in {call:?}"
+            ));
+        }
+    }
     let round = |x: f32| match call.math {
         MathMode::F32 => x,
         MathMode::Tf32 => round_mantissa(x, 10),
@@ -299,6 +358,7 @@ pub(crate) unsafe fn blas_reference(call: &BlasCall) {
             }
         }
     }
+    Ok(())
 }
 
 impl Cuda {
