@@ -201,15 +201,12 @@ fn block_work(batch: usize, seq: usize, w: usize, heads: usize, backward: bool) 
 fn image_row<B: Backend>(
     backend: &B,
     sync: &dyn Fn(),
+    weights: &ClipWeights<B::Buf>,
     sizes: &Sizes,
     iterations: usize,
     rates: &Rates<B>,
     bandwidth: f64,
 ) -> Row {
-    let weights = ClipWeights::random(&sizes.config, 0)
-        .unwrap()
-        .to_backend(backend)
-        .unwrap();
     let VisionConfig::Vit(vit) = &sizes.config.vision else {
         unreachable!("the benchmark models are ViTs")
     };
@@ -243,15 +240,12 @@ fn image_row<B: Backend>(
 fn text_row<B: Backend>(
     backend: &B,
     sync: &dyn Fn(),
+    weights: &ClipWeights<B::Buf>,
     sizes: &Sizes,
     iterations: usize,
     rates: &Rates<B>,
     bandwidth: f64,
 ) -> Row {
-    let weights = ClipWeights::random(&sizes.config, 0)
-        .unwrap()
-        .to_backend(backend)
-        .unwrap();
     let text = &weights.text;
     let TextConfig {
         width,
@@ -504,9 +498,13 @@ fn run<B: Backend>(
         iterations: runs,
     };
     let bandwidth = rates.bandwidth(if options.smoke { 1 << 16 } else { 1 << 26 });
+    let weights = ClipWeights::random(&sizes.config, 0)
+        .unwrap()
+        .to_backend(backend)
+        .unwrap();
     let rows = vec![
-        image_row(backend, sync, sizes, runs, &rates, bandwidth),
-        text_row(backend, sync, sizes, runs, &rates, bandwidth),
+        image_row(backend, sync, &weights, sizes, runs, &rates, bandwidth),
+        text_row(backend, sync, &weights, sizes, runs, &rates, bandwidth),
         ot_row(backend, sync, sizes, runs, bandwidth),
     ];
     (rows, bandwidth)

@@ -1,6 +1,8 @@
 //! Argument checks every backend makes before it touches memory, so a bad call fails the same
 //! way — with the same [`BackendError`] — on every backend.
 
+use fedotp_core::ot::BatchLayout;
+
 use super::{BackendError, BackendResult};
 
 /// Checks that buffer `buffer` of operation `op`, holding `len` values, holds at least `needed`.
@@ -55,4 +57,20 @@ pub(crate) fn check_count(
         });
     }
     Ok(())
+}
+
+/// Checks buffers shaped like a batch of OT problems (`sim`, `plans`: `(name, length)` pairs)
+/// against `layout`; returns the number of elements they need.
+pub(crate) fn check_layout(
+    op: &'static str,
+    buffers: &[(&'static str, usize)],
+    layout: BatchLayout,
+) -> BackendResult<usize> {
+    let len = layout
+        .elements()
+        .map_err(|source| BackendError::Ot { op, source })?;
+    for &(name, found) in buffers {
+        check_len(op, name, found, len)?;
+    }
+    Ok(len)
 }

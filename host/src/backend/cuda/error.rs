@@ -12,6 +12,18 @@ pub enum CudaError {
     /// The driver loaded but reports no usable device (or failed to initialise).
     #[error("no CUDA device: {0}")]
     NoDevice(String),
+    /// The driver is older than the CUDA release of the NVRTC that compiles the kernels: it
+    /// cannot load their machine code.
+    #[error(
+        "the NVIDIA driver supports CUDA {driver}, older than NVRTC {nvrtc} that compiles the \
+         kernels: update the driver (CUDA 13 needs R580 or newer)"
+    )]
+    DriverTooOld {
+        /// The CUDA version the driver supports, e.g. `12.4`.
+        driver: String,
+        /// NVRTC's version, e.g. `13.0`.
+        nvrtc: String,
+    },
     /// A device ordinal past the last device.
     #[error("CUDA device {requested} requested, but this machine has {count} (cuda:0 … cuda:{})", .count.saturating_sub(1))]
     NoSuchDevice {

@@ -15,7 +15,7 @@ use super::gemm::{GemmShape, Matrices};
 use super::kernels::{elementwise, warp_per_row, Arg, Kernel};
 use super::ops::{check, int};
 use super::{Cuda, CudaBuf, MathMode};
-use crate::backend::checks::{check_count, check_indices};
+use crate::backend::checks::{check_count, check_indices, check_layout};
 use crate::backend::{BackendError, BackendResult, MatmulDims};
 
 /// Shared memory a block may use without opting in to more: 48 KiB on every CUDA GPU.
@@ -138,21 +138,6 @@ pub(super) fn matmul(
     )
 }
 
-/// `sim`'s and `plans`' length for `layout`, after checking the buffers.
-fn check_layout(
-    op: &'static str,
-    buffers: &[(&'static str, &CudaBuf)],
-    layout: BatchLayout,
-) -> BackendResult<usize> {
-    let len = layout
-        .elements()
-        .map_err(|source| BackendError::Ot { op, source })?;
-    for &(name, buf) in buffers {
-        check(op, name, buf, len)?;
-    }
-    Ok(len)
-}
-
 pub(super) fn ot_plans(
     gpu: &Cuda,
     plans: &mut CudaBuf,
@@ -164,7 +149,7 @@ pub(super) fn ot_plans(
     params
         .validate()
         .map_err(|source| BackendError::Ot { op: OP, source })?;
-    check_layout(OP, &[("plans", plans), ("sim", sim)], layout)?;
+    check_layout(OP, &[("plans", plans.len()), ("sim", sim.len())], layout)?;
     let problems = layout.images * layout.classes;
     let (m, n) = (layout.patches, layout.prompts);
     let per_problem = workspace_len(m, n) * std::mem::size_of::<f32>();
@@ -248,7 +233,7 @@ pub(super) fn ot_logits(
     scale: f32,
 ) -> BackendResult<()> {
     const OP: &str = "ot_logits";
-    check_layout(OP, &[("sim", sim), ("plans", plans)], layout)?;
+    check_layout(OP, &[("sim", sim.len()), ("plans", plans.len())], layout)?;
     let problems = layout.images * layout.classes;
     check(OP, "logits", logits, problems)?;
     let args = [
@@ -273,7 +258,11 @@ pub(super) fn ot_logits_backward(
     scale: f32,
 ) -> BackendResult<()> {
     const OP: &str = "ot_logits_backward";
-    let len = check_layout(OP, &[("d_sim", d_sim), ("plans", plans)], layout)?;
+    let len = check_layout(
+        OP,
+        &[("d_sim", d_sim.len()), ("plans", plans.len())],
+        layout,
+    )?;
     check(OP, "d_logits", d_logits, layout.images * layout.classes)?;
     let args = [
         gpu.ptr(d_sim),

@@ -60,19 +60,20 @@ use super::BackendResult;
 /// How cuBLAS multiplies `f32` matrices. Buffers stay `f32` in every mode; the mode picks the
 /// tensor-core input precision, always accumulating in `f32`.
 ///
-/// The default is [`MathMode::Tf32`]: TF32 keeps `f32`'s range with a 10-bit mantissa, which
-/// costs about 1e-3 relative error per product against several times the speed of full `f32`
-/// on Ampere and later GPUs. The OT head's similarities always use full `f32` whatever the mode:
-/// at `eps = 0.01` an error of 1e-3 in a cosine is a 10 % error in its kernel entry.
+/// The default is [`MathMode::Tf32`]: TF32 keeps `f32`'s range with a 10-bit mantissa, a
+/// relative error of a few 1e-4 per product (docs/GPU.md has the measured figures) against
+/// several times the speed of full `f32` on Ampere and later GPUs. The prompt-learning head's
+/// products (similarities and their gradients) are always full `f32` whatever the mode: at
+/// `eps = 0.01` an error of 1e-3 in a cosine is a 10 % error in its kernel entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MathMode {
-    /// Full `f32` (`CUBLAS_COMPUTE_32F`): bit-for-bit the most accurate, the slowest.
+    /// Full `f32` (`CUBLAS_COMPUTE_32F`): the most accurate, the slowest.
     F32,
     /// TF32 tensor cores (`CUBLAS_COMPUTE_32F_FAST_TF32`), `f32` accumulation.
     #[default]
     Tf32,
-    /// BF16 tensor cores (`CUBLAS_COMPUTE_32F_FAST_16BF`), `f32` accumulation: the fastest,
-    /// about 8e-3 relative error per product.
+    /// BF16 tensor cores (`CUBLAS_COMPUTE_32F_FAST_16BF`), `f32` accumulation: the fastest, a
+    /// relative error of a few 1e-3 per product.
     Bf16,
 }
 
@@ -182,6 +183,24 @@ fn require_libraries() -> Result<(), CudaError> {
     }
 }
 
+/// Checks that the driver's CUDA release is at least NVRTC's: machine code from a newer major
+/// release does not load, and the driver would lack functions cudarc's bindings expect.
+fn require_driver_for_nvrtc() -> Result<(), CudaError> {
+    let mut version = 0;
+    // SAFETY: an out-pointer to a live integer; cuDriverGetVersion needs no initialisation.
+    unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut version) }
+        .result()
+        .map_err(|e| CudaError::library("reading the driver version", e))?;
+    let (major, minor) = nvrtc_version()?;
+    if version / 1000 < major {
+        return Err(CudaError::DriverTooOld {
+            driver: format!("{}.{}", version / 1000, version % 1000 / 10),
+            nvrtc: format!("{major}.{minor}"),
+        });
+    }
+    Ok(())
+}
+
 impl Cuda {
     /// The backend on device `ordinal`, with TF32 matrix products ([`MathMode::default`]).
     pub fn new(ordinal: usize) -> Result<Self, CudaError> {
@@ -192,6 +211,7 @@ impl Cuda {
     /// device).
     pub fn device_count() -> Result<usize, CudaError> {
         require_libraries()?;
+        require_driver_for_nvrtc()?;
         let count = CudaContext::device_count().map_err(|e| CudaError::NoDevice(e.to_string()))?;
         if count <= 0 {
             return Err(CudaError::NoDevice(
