@@ -41,7 +41,6 @@ pub(super) fn check(
 impl Cuda {
     /// `C = op(A)·op(B)` products of [`Backend::attention`] and its backward: one per (sequence,
     /// head), with the backend's math mode.
-    #[allow(clippy::too_many_arguments)]
     fn head_gemm(
         &self,
         op: &'static str,
@@ -86,7 +85,7 @@ impl AttentionLayout {
     fn qkv(&self, base: u64, part: usize) -> Matrices {
         let row = 3 * self.width;
         Matrices {
-            ptr: base + (part * self.width * 4) as u64,
+            ptr: base + (part * self.width * std::mem::size_of::<f32>()) as u64,
             ld: row,
             stride: (self.seq * row, self.head_dim),
         }
