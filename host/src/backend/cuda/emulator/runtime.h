@@ -6,12 +6,12 @@
 // - blocks run one after another; the warps of a block run one after another (the kernels
 //   never synchronise across warps — this header has no __syncthreads, so a kernel that does
 //   fails to compile here);
-// - the 32 lanes of a warp are fibers on the calling thread (started with makecontext, switched
-//   with _setjmp/_longjmp, which skip the signal-mask system call of swapcontext). A lane runs until it
-//   reaches a warp-synchronous built-in (__shfl_xor_sync, __all_sync, __syncwarp), where it
-//   yields; when every lane has arrived, the round ends and the next begins. Lanes that reach
-//   different built-ins, or some a built-in while others have exited, are reported as a
-//   divergence error — on a GPU that would be undefined behaviour;
+// - the 32 lanes of a warp are fibers on the calling thread (started with makecontext,
+//   switched with _setjmp/_longjmp, which skip swapcontext's signal-mask system call). A lane
+//   runs until it reaches a warp-synchronous built-in (__shfl_xor_sync, __all_sync,
+//   __syncwarp), where it yields; when every lane has arrived, the round ends and the next
+//   begins. Lanes that reach different built-ins, or some a built-in while others have exited,
+//   are reported as a divergence error — on a GPU that would be undefined behaviour;
 // - lanes run in a new pseudo-random order every round, so a kernel that reads another lane's
 //   shared-memory write without a __syncwarp between them sees old or new values at random
 //   and fails its comparison;
