@@ -1,18 +1,22 @@
 #!/usr/bin/env python3
 """CLIP on the CPU: fedotp (benches/clip_cpu.rs) beside PyTorch doing the same work.
 
-Workloads (random weights of the real ViT-B/16 shapes, open_clip's `ViT-B-16-quickgelu`):
-  image  image tower forward, batch 8, every token after ln_post and the projection;
-  text   FedOTP's per-batch text step: 100 classes x 2 prompts, n_ctx 4, forward + backward to
-         the context. PyTorch runs it as the released code does (CoOp's TextEncoder): padded to
-         77 tokens, ln_final on every token, autograd; fedotp runs to the longest EOT (12).
+Workloads (random weights of the real shapes, open_clip's `ViT-B-16-quickgelu` and
+`RN50-quickgelu`):
+  image       ViT-B/16 image tower forward, batch 8, every token after ln_post and the projection;
+  image-rn50  RN50 image tower forward at 224 px, batch 8, as FedOTP uses it: the attention pool
+              queried at every position (1 + 49 tokens after c_proj);
+  text        FedOTP's per-batch text step: 100 classes x 2 prompts, n_ctx 4, forward + backward
+              to the context. PyTorch runs it as the released code does (CoOp's TextEncoder):
+              padded to 77 tokens, ln_final on every token, autograd; fedotp runs to the longest
+              EOT (12).
 
 Each run is its own process (so its peak RSS is its own), with the same thread count; the
 workloads alternate between the two implementations for `--rounds` rounds and the table reports
 the fastest iteration of each (the machine may be shared: the minimum is the least disturbed).
 
     cargo build --release -p fedotp-benches --bin clip_cpu
-    python3 benches/clip_cpu.py [--threads 2] [--rounds 2] [--iterations 3]
+    python3 benches/clip_cpu.py [--threads 2] [--rounds 2] [--iterations 3] [--workloads image-rn50 ...]
 """
 
 import argparse
@@ -23,6 +27,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+WORKLOADS = ["image", "image-rn50", "text"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = os.path.join(ROOT, "target", "release", "clip_cpu")
@@ -40,23 +46,47 @@ def class_token_ids():
     return out
 
 
+def attention_pool_every_position(pool, x):
+    """FedOTP's RN50 image features: CLIP's attention pool with every token as a query (CLIP
+    queries the mean token only), outputs after c_proj: N x (1 + HW) x embed."""
+    import torch
+    import torch.nn.functional as F
+
+    x = x.flatten(2).permute(2, 0, 1)  # HW, N, C
+    x = torch.cat([x.mean(0, keepdim=True), x]) + pool.positional_embedding[:, None]
+    out, _ = F.multi_head_attention_forward(
+        query=x, key=x, value=x, embed_dim_to_check=x.shape[-1], num_heads=pool.num_heads,
+        q_proj_weight=pool.q_proj.weight, k_proj_weight=pool.k_proj.weight,
+        v_proj_weight=pool.v_proj.weight, in_proj_weight=None,
+        in_proj_bias=torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias]),
+        bias_k=None, bias_v=None, add_zero_attn=False, dropout_p=0.0,
+        out_proj_weight=pool.c_proj.weight, out_proj_bias=pool.c_proj.bias,
+        use_separate_proj_weight=True, training=False, need_weights=False)
+    return out.transpose(0, 1)
+
+
 def torch_run(workload, iterations, threads):
     import open_clip
     import torch
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = open_clip.create_model("ViT-B-16-quickgelu", pretrained=None).eval()
+    name = "RN50-quickgelu" if workload == "image-rn50" else "ViT-B-16-quickgelu"
+    model = open_clip.create_model(name, pretrained=None).eval()
     model.requires_grad_(False)
     times = []
-    if workload == "image":
+    if workload in ("image", "image-rn50"):
         images = torch.full((IMAGE_BATCH, 3, 224, 224), 0.1)
         v = model.visual
         for i in range(iterations + 1):
             start = time.perf_counter()
             with torch.inference_mode():
-                x = v.transformer(v._embeds(images))
-                tokens = v.ln_post(x) @ v.proj  # every token, CLS first
+                if workload == "image":
+                    x = v.transformer(v._embeds(images))
+                    tokens = v.ln_post(x) @ v.proj  # every token, CLS first
+                else:
+                    x = v.layer4(v.layer3(v.layer2(v.layer1(v.stem(images)))))
+                    tokens = attention_pool_every_position(v.attnpool, x)
             if i:
                 times.append(time.perf_counter() - start)
             del tokens
@@ -98,7 +128,8 @@ def main():
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--iterations", type=int, default=3)
-    p.add_argument("--torch", choices=["image", "text"], help=argparse.SUPPRESS)
+    p.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=WORKLOADS)
+    p.add_argument("--torch", choices=WORKLOADS, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.torch:
         return torch_run(args.torch, args.iterations, args.threads)
@@ -107,7 +138,7 @@ def main():
 
     results = {}
     for _ in range(args.rounds):
-        for workload in ["image", "text"]:
+        for workload in args.workloads:
             for impl, cmd in [
                 ("fedotp", [BINARY, workload, str(args.iterations)]),
                 ("pytorch", [sys.executable, __file__, "--torch", workload,
@@ -123,8 +154,10 @@ def main():
     print("| workload | fedotp s (min / median) | PyTorch s (min / median) | speed-up (min) "
           "| fedotp peak RSS MiB | PyTorch peak RSS MiB |")
     print("|---|---|---|---|---|---|")
-    names = dict(image="image tower ViT-B/16, batch 8", text="text step 100×2, n_ctx 4, fwd+bwd")
-    for workload in ["image", "text"]:
+    names = {"image": "image tower ViT-B/16, batch 8",
+             "image-rn50": "image tower RN50 (every position), batch 8",
+             "text": "text step 100×2, n_ctx 4, fwd+bwd"}
+    for workload in args.workloads:
         ours, ref = results[(workload, "fedotp")], results[(workload, "pytorch")]
         o, t = min(ours["seconds"]), min(ref["seconds"])
         print(f"| {names[workload]} | {o:.3f} / {statistics.median(ours['seconds']):.3f} "

@@ -2,14 +2,17 @@
 //!
 //! - `image`: ViT-B/16 image tower forward, batch 8, every token after `ln_post` and the
 //!   projection;
+//! - `image-rn50`: RN50 image tower forward at 224 px, batch 8, the attention pool queried at
+//!   every position (1 + 49 tokens after `c_proj`);
 //! - `text`: FedOTP's per-batch text step — 100 classes × 2 prompts, n_ctx 4, forward and
 //!   backward to the context, run to the longest EOT.
 //!
-//! Random weights of the real shapes (`ClipWeights::random(ClipConfig::vit_b_16())`). Prints one
-//! JSON line: seconds per iteration (each iteration timed) and the process's peak RSS.
-//! `benches/clip_cpu.py` runs it beside the same work in PyTorch and prints the comparison.
+//! Random weights of the real shapes (`ClipWeights::random` of `ClipConfig::vit_b_16()`, or
+//! `ClipConfig::rn50()` for `image-rn50`). Prints one JSON line: seconds per iteration (each
+//! iteration timed) and the process's peak RSS. `benches/clip_cpu.py` runs it beside the same
+//! work in PyTorch and prints the comparison.
 //!
-//!     cargo run --release -p fedotp-benches --bin clip_cpu -- image|text [iterations]
+//!     cargo run --release -p fedotp-benches --bin clip_cpu -- image|image-rn50|text [iterations]
 
 use std::time::Instant;
 
@@ -35,10 +38,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let workload = args.get(1).map(String::as_str).unwrap_or("");
     let iterations: usize = args.get(2).map_or(Ok(3), |n| n.parse())?;
     let cpu = Cpu::new();
-    let weights = ClipWeights::random(&ClipConfig::vit_b_16(), 0)?.to_backend(&cpu)?;
+    let config = match workload {
+        "image-rn50" => ClipConfig::rn50(),
+        _ => ClipConfig::vit_b_16(),
+    };
+    let weights = ClipWeights::random(&config, 0)?.to_backend(&cpu)?;
     let mut times = Vec::with_capacity(iterations);
     match workload {
-        "image" => {
+        "image" | "image-rn50" => {
             let size = weights.config.vision.image_size();
             let images = cpu.upload(&vec![0.1; IMAGE_BATCH * 3 * size * size])?;
             for i in 0..=iterations {
@@ -77,7 +84,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 prompts.seq_len()
             );
         }
-        _ => return Err("usage: clip_cpu image|text [iterations]".into()),
+        _ => return Err("usage: clip_cpu image|image-rn50|text [iterations]".into()),
     }
     let threads = rayon::current_num_threads();
     let times: Vec<String> = times.iter().map(|t| format!("{t:.4}")).collect();

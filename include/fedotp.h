@@ -4,6 +4,20 @@
  * Every function returns an int32_t status: FEDOTP_OK (0) or a distinct negative
  * FEDOTP_ERR_* code; fedotp_status_str() names it and fedotp_last_error_message() gives the
  * detail for the calling thread. On error no output is written.
+ *
+ * Buffers: the caller owns every buffer it passes; libfedotp reads or writes them only during
+ * the call and keeps no pointer to them. A length counts elements of the buffer's type: floats
+ * for a float *, bytes for a uint8_t *.
+ *
+ * Handles (FedotpAggregator *): opaque, created by a *_new function, owned by the caller until
+ * the matching *_free. A handle is an id, not an address: libfedotp checks it on every call, so
+ * a freed, never-issued or other-type handle is refused (FEDOTP_ERR_INVALID_HANDLE,
+ * FEDOTP_ERR_WRONG_HANDLE_TYPE) rather than dereferenced, and handles are never reused.
+ * *_free(NULL) is a no-op. fedotp_live_handles() counts the handles not yet freed.
+ *
+ * Threads: every function is thread-safe. Calls on one handle from several threads take turns
+ * (each handle has its own lock); calls on different handles, and functions that take no
+ * handle, run in parallel. The last-error message is per thread.
  */
 
 #ifndef FEDOTP_H
@@ -13,6 +27,14 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+// The most clients one aggregator round may count: 2^24. The client list is allocated when
+// the aggregator is created, 4 bytes a client.
+#define FEDOTP_MAX_CLIENTS (1 << 24)
+
+// The most floats a prompt may hold, `n_ctx * width`: 2^24 (64 MiB of floats), the wire
+// format's limit. FedOTP's prompts are far smaller (16 x 512 = 8,192 floats).
+#define FEDOTP_MAX_PROMPT_LEN (1 << 24)
 
 // Success.
 #define FEDOTP_OK 0
@@ -38,6 +60,12 @@
 // An input value is NaN or infinite.
 #define FEDOTP_ERR_NON_FINITE -7
 
+// A size exceeds its documented limit (`FEDOTP_MAX_PROMPT_LEN`, `FEDOTP_MAX_CLIENTS`).
+#define FEDOTP_ERR_TOO_LARGE -8
+
+// An output buffer is smaller than what the function writes.
+#define FEDOTP_ERR_BUFFER_TOO_SMALL -9
+
 // OT parameter `eps` is not finite and positive.
 #define FEDOTP_ERR_INVALID_EPS -10
 
@@ -58,6 +86,90 @@
 
 // A feature vector has zero length and cannot be normalised.
 #define FEDOTP_ERR_ZERO_NORM -16
+
+// A handle that libfedotp never issued, or one already freed.
+#define FEDOTP_ERR_INVALID_HANDLE -20
+
+// A live handle of another type than the function takes.
+#define FEDOTP_ERR_WRONG_HANDLE_TYPE -21
+
+// Message: shorter than its header, or than the total length it declares.
+#define FEDOTP_ERR_MESSAGE_TRUNCATED -30
+
+// Message: does not start with the magic bytes `FOTP`.
+#define FEDOTP_ERR_BAD_MAGIC -31
+
+// Message: a wire-format version this library does not read.
+#define FEDOTP_ERR_UNSUPPORTED_VERSION -32
+
+// Message: the kind byte is neither global prompt (1) nor client update (2).
+#define FEDOTP_ERR_UNKNOWN_KIND -33
+
+// Message: a valid kind, but not the one the function reads.
+#define FEDOTP_ERR_WRONG_KIND -34
+
+// Message: the declared total length disagrees with its kind and prompt shape.
+#define FEDOTP_ERR_LENGTH_MISMATCH -35
+
+// Message: more bytes given than the message declares.
+#define FEDOTP_ERR_TRAILING_BYTES -36
+
+// Message: the CRC-32 does not match its bytes (corrupted in transit).
+#define FEDOTP_ERR_CHECKSUM_MISMATCH -37
+
+// Message: a reserved flag bit, or an absent metric's field, is not zero.
+#define FEDOTP_ERR_RESERVED_NOT_ZERO -38
+
+// A prompt's shape (n_ctx x width) is not the one expected (message or aggregator).
+#define FEDOTP_ERR_SHAPE_MISMATCH -39
+
+// An accuracy is outside [0, 1] (it is a fraction, not a percentage).
+#define FEDOTP_ERR_ACCURACY_OUT_OF_RANGE -40
+
+// Aggregator: the update belongs to another round.
+#define FEDOTP_ERR_ROUND_MISMATCH -50
+
+// Aggregator: the update weighs zero samples.
+#define FEDOTP_ERR_ZERO_WEIGHT -51
+
+// Aggregator: the client was already counted this round.
+#define FEDOTP_ERR_DUPLICATE_CLIENT -52
+
+// Aggregator: the round already counts `max_clients` clients.
+#define FEDOTP_ERR_CLIENT_LIST_FULL -53
+
+// Aggregator: no update was accepted this round, so there is no average.
+#define FEDOTP_ERR_NO_UPDATES -54
+
+// A server-side aggregator: the weighted FedAvg of one round's client updates
+// (docs/PROTOCOL.md §4), `sum(samples_i * prompt_i) / sum(samples_i)`, accumulated in double
+// precision one update at a time.
+//
+// Opaque: create it with `fedotp_aggregator_new`, free it with `fedotp_aggregator_free`.
+// A handle is an id, never dereferenced by the caller or by libfedotp: a freed or forged
+// handle is refused with `FEDOTP_ERR_INVALID_HANDLE`, a handle of another type with
+// `FEDOTP_ERR_WRONG_HANDLE_TYPE`. Every function on one aggregator is thread-safe: calls from
+// several threads take turns on it, and calls on different aggregators run in parallel.
+typedef struct FedotpAggregator FedotpAggregator;
+
+// The header fields of a client-update message: everything but the prompt.
+typedef struct FedotpClientUpdateHeader {
+  // The round the update was trained in.
+  uint32_t round;
+  // The client's id.
+  uint32_t client;
+  // The client's training-set size, its weight in the average (0 is a valid message; the
+  // aggregator refuses it).
+  uint32_t samples;
+  // 1 if the message carries a training loss, else 0.
+  uint32_t has_loss;
+  // The mean training loss if `has_loss` is 1 (finite), else 0.
+  float loss;
+  // 1 if the message carries a training accuracy, else 0.
+  uint32_t has_accuracy;
+  // The training accuracy in [0, 1] if `has_accuracy` is 1, else 0.
+  float accuracy;
+} FedotpClientUpdateHeader;
 
 // Parameters of an optimal-transport solve (FedOTP's defaults: eps 0.1, gamma 0.8,
 // max_iter 100, tol 1e-3, balanced 0).
@@ -87,10 +199,287 @@ typedef struct FedotpOtReport {
 extern "C" {
 #endif // __cplusplus
 
+// Creates an aggregator for round `round` of `n_ctx x width` prompts.
+//
+// - `max_clients`: the most clients a round may count, 1 to `FEDOTP_MAX_CLIENTS`; the list is
+//   allocated now (4 bytes a client) and refuses client `max_clients + 1` of a round;
+// - `aggregator_out`: receives the new handle. The caller owns it and frees it with
+//   `fedotp_aggregator_free`.
+//
+// Memory: `12 * n_ctx * width + 4 * max_clients` bytes, whatever the number of updates.
+//
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER` (`aggregator_out`); the shape's
+// `FEDOTP_ERR_EMPTY_DIMENSION` / `FEDOTP_ERR_SIZE_OVERFLOW` / `FEDOTP_ERR_TOO_LARGE`;
+// `FEDOTP_ERR_EMPTY_DIMENSION` (`max_clients` is 0); `FEDOTP_ERR_TOO_LARGE` (`max_clients`
+// above `FEDOTP_MAX_CLIENTS`); `FEDOTP_ERR_OUT_OF_MEMORY`. On error nothing is written and
+// no memory is kept. Thread-safe.
+//
+// # Safety
+// A non-NULL `aggregator_out` must point to a writable `FedotpAggregator *`.
+int32_t fedotp_aggregator_new(size_t n_ctx,
+                              size_t width,
+                              uint32_t round,
+                              size_t max_clients,
+                              struct FedotpAggregator **aggregator_out);
+
+// Decodes a client-update message and adds it to the round: the normal path for a server
+// that receives updates as bytes.
+//
+// - `bytes`, `len`: exactly one client-update message (docs/PROTOCOL.md); read only, not
+//   kept;
+// - `header_out`: NULL, or receives the message's other fields (client, samples, loss,
+//   accuracy) when the update is accepted. Must not overlap `bytes`.
+//
+// The update is refused — the aggregate unchanged, nothing written — for any defect of the
+// message (the statuses of `fedotp_client_update_decode`, `FEDOTP_ERR_SHAPE_MISMATCH` for a
+// prompt of another shape than the aggregator's) and for any of the aggregator's refusals:
+// `FEDOTP_ERR_ROUND_MISMATCH`, `FEDOTP_ERR_ZERO_WEIGHT`, `FEDOTP_ERR_DUPLICATE_CLIENT`,
+// `FEDOTP_ERR_CLIENT_LIST_FULL`. Also `FEDOTP_ERR_NULL_POINTER` (`aggregator`, `bytes`),
+// `FEDOTP_ERR_INVALID_HANDLE`, `FEDOTP_ERR_WRONG_HANDLE_TYPE`, `FEDOTP_ERR_SIZE_OVERFLOW` (a
+// `len` no buffer can have), `FEDOTP_ERR_ALIASED_BUFFERS`. Thread-safe; the message is
+// decoded into the aggregator's own buffer, so concurrent calls on one aggregator take turns.
+//
+// # Safety
+// Non-NULL pointers must point to buffers of the stated lengths.
+int32_t fedotp_aggregator_add_message(struct FedotpAggregator *aggregator,
+                                      const uint8_t *bytes,
+                                      size_t len,
+                                      struct FedotpClientUpdateHeader *header_out);
+
+// Adds one client's update given as values rather than a message (for a server that
+// receives prompts some other way, or trains clients in-process).
+//
+// - `round`, `client`, `samples`: as in a client update (`samples` is the weight, > 0);
+// - `prompt`, `n_ctx`, `width`: the client's global prompt, `n_ctx * width` floats,
+//   row-major; the shape must be the aggregator's. Read only, not kept.
+//
+// Refused — the aggregate unchanged — with `FEDOTP_ERR_ROUND_MISMATCH`,
+// `FEDOTP_ERR_SHAPE_MISMATCH`, `FEDOTP_ERR_ZERO_WEIGHT`, `FEDOTP_ERR_DUPLICATE_CLIENT`,
+// `FEDOTP_ERR_CLIENT_LIST_FULL` or `FEDOTP_ERR_NON_FINITE` (checked in this order). Also
+// `FEDOTP_ERR_NULL_POINTER` (`aggregator`, `prompt`), `FEDOTP_ERR_INVALID_HANDLE`,
+// `FEDOTP_ERR_WRONG_HANDLE_TYPE`, the shape's `FEDOTP_ERR_EMPTY_DIMENSION` /
+// `FEDOTP_ERR_SIZE_OVERFLOW` / `FEDOTP_ERR_TOO_LARGE`. Thread-safe.
+//
+// # Safety
+// A non-NULL `prompt` must point to `n_ctx * width` floats.
+int32_t fedotp_aggregator_add_update(struct FedotpAggregator *aggregator,
+                                     uint32_t round,
+                                     uint32_t client,
+                                     uint32_t samples,
+                                     const float *prompt,
+                                     size_t n_ctx,
+                                     size_t width);
+
+// Writes the round's average so far, `sum(samples_i * prompt_i) / sum(samples_i)` rounded to
+// float, the next global prompt. The aggregator is unchanged: more updates may still come,
+// and finishing again includes them.
+//
+// - `global_out`, `n_ctx`, `width`: `n_ctx * width` floats, row-major; the shape must be the
+//   aggregator's.
+//
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER` (`aggregator`, `global_out`);
+// `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE`; the shape's
+// `FEDOTP_ERR_EMPTY_DIMENSION` / `FEDOTP_ERR_SIZE_OVERFLOW` / `FEDOTP_ERR_TOO_LARGE`;
+// `FEDOTP_ERR_SHAPE_MISMATCH`; `FEDOTP_ERR_NO_UPDATES` (nothing accepted this round). On
+// error nothing is written. Thread-safe.
+//
+// # Safety
+// A non-NULL `global_out` must point to `n_ctx * width` writable floats.
+int32_t fedotp_aggregator_finish(const struct FedotpAggregator *aggregator,
+                                 float *global_out,
+                                 size_t n_ctx,
+                                 size_t width);
+
+// Forgets every update and starts collecting round `round` (any number: rounds need not be
+// consecutive).
+//
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER`; `FEDOTP_ERR_INVALID_HANDLE`;
+// `FEDOTP_ERR_WRONG_HANDLE_TYPE`. Thread-safe.
+int32_t fedotp_aggregator_start_round(struct FedotpAggregator *aggregator, uint32_t round);
+
+// Where the round stands.
+//
+// - `round_out`: receives the round the aggregator collects;
+// - `clients_out`: receives the number of clients counted this round;
+// - `total_samples_out`: receives their total sample count (the average's denominator).
+//
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER` (any argument);
+// `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE`; `FEDOTP_ERR_ALIASED_BUFFERS`
+// (outputs that overlap). On error nothing is written. Thread-safe: the three values are read
+// together, under the aggregator's lock.
+//
+// # Safety
+// Non-NULL pointers must point to writable values of their types.
+int32_t fedotp_aggregator_progress(const struct FedotpAggregator *aggregator,
+                                   uint32_t *round_out,
+                                   size_t *clients_out,
+                                   uint64_t *total_samples_out);
+
+// Frees an aggregator. NULL is a no-op (`FEDOTP_OK`). The handle is invalid afterwards: using
+// or freeing it again returns `FEDOTP_ERR_INVALID_HANDLE` (handles are never reused).
+//
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_INVALID_HANDLE` (freed or never issued: nothing is
+// freed); `FEDOTP_ERR_WRONG_HANDLE_TYPE` (nothing is freed). Thread-safe: a call on the same
+// aggregator already running in another thread completes normally, and the memory is released
+// when it returns; calls made after the free are refused.
+int32_t fedotp_aggregator_free(struct FedotpAggregator *aggregator);
+
+// The number of live handles, of every type, in this process: what was created and not yet
+// freed. For leak checks (a program that freed everything sees 0), since objects behind handles
+// stay reachable from the registry and so escape leak detectors.
+//
+// - `count_out`: receives the count.
+//
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER`. Thread-safe (other threads may change
+// the count at any time).
+//
+// # Safety
+// A non-NULL `count_out` must point to a writable `size_t`.
+int32_t fedotp_live_handles(size_t *count_out);
+
 // The detail of the last error on the calling thread, as a NUL-terminated UTF-8 string; empty
 // if the last call succeeded. Valid until the next libfedotp call on the same thread. Never
 // NULL. Thread-safe: each thread has its own.
 const char *fedotp_last_error_message(void);
+
+// The size in bytes of a client-update message carrying an `n_ctx x width` prompt:
+// `4 * n_ctx * width + 44`. Use it to size the buffer of `fedotp_client_update_encode`.
+//
+// - `size_out`: receives the size.
+//
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER` (`size_out`); `FEDOTP_ERR_EMPTY_DIMENSION`
+// (`n_ctx` or `width` is 0); `FEDOTP_ERR_SIZE_OVERFLOW` (`n_ctx * width` overflows);
+// `FEDOTP_ERR_TOO_LARGE` (more than `FEDOTP_MAX_PROMPT_LEN` floats). Nothing is written on
+// error. Thread-safe.
+//
+// # Safety
+// A non-NULL `size_out` must point to a writable `size_t`.
+int32_t fedotp_client_update_size(size_t n_ctx, size_t width, size_t *size_out);
+
+// The size in bytes of a global-prompt message carrying an `n_ctx x width` prompt:
+// `4 * n_ctx * width + 28`. Use it to size the buffer of `fedotp_global_prompt_encode`.
+//
+// - `size_out`: receives the size.
+//
+// Statuses: as `fedotp_client_update_size`. Nothing is written on error. Thread-safe.
+//
+// # Safety
+// A non-NULL `size_out` must point to a writable `size_t`.
+int32_t fedotp_global_prompt_size(size_t n_ctx, size_t width, size_t *size_out);
+
+// Encodes a client update (client -> server): a client's global prompt after training in
+// round `round`, for the server's aggregator.
+//
+// - `round`: the round the update was trained in (the round of the global prompt received);
+// - `client`: the client's id, unique in the federation;
+// - `samples`: the client's training-set size, its weight in the average;
+// - `prompt`: `n_ctx * width` floats, row-major, all finite; read only;
+// - `loss`: NULL, or the mean training loss (finite);
+// - `accuracy`: NULL, or the training accuracy as a fraction in [0, 1];
+// - `out`, `capacity`: the caller's buffer and its size in bytes; it needs
+//   `fedotp_client_update_size(n_ctx, width)` bytes, only those are written, and it must not
+//   overlap `prompt`;
+// - `written_out`: receives the number of bytes written (the message's size). Must not
+//   overlap `prompt` or the message's bytes in `out`.
+//
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER` (`prompt`, `out`, `written_out`);
+// the shape's `FEDOTP_ERR_EMPTY_DIMENSION` / `FEDOTP_ERR_SIZE_OVERFLOW` /
+// `FEDOTP_ERR_TOO_LARGE`; `FEDOTP_ERR_NON_FINITE` (a prompt value, the loss or the accuracy);
+// `FEDOTP_ERR_ACCURACY_OUT_OF_RANGE`; `FEDOTP_ERR_BUFFER_TOO_SMALL` (`capacity` below the
+// message's size); `FEDOTP_ERR_ALIASED_BUFFERS`. On error nothing is written to `out` or
+// `written_out`. Thread-safe.
+//
+// # Safety
+// Non-NULL pointers must point to buffers of the stated lengths.
+int32_t fedotp_client_update_encode(uint32_t round,
+                                    uint32_t client,
+                                    uint32_t samples,
+                                    const float *prompt,
+                                    size_t n_ctx,
+                                    size_t width,
+                                    const float *loss,
+                                    const float *accuracy,
+                                    uint8_t *out,
+                                    size_t capacity,
+                                    size_t *written_out);
+
+// Encodes a global prompt (server -> client): the prompt every client starts round `round`
+// from.
+//
+// - `round`: the round this prompt opens;
+// - `prompt`: `n_ctx * width` floats, row-major, all finite; read only;
+// - `out`, `capacity`: the caller's buffer and its size in bytes; it needs
+//   `fedotp_global_prompt_size(n_ctx, width)` bytes, only those are written, and it must not
+//   overlap `prompt`;
+// - `written_out`: receives the number of bytes written (the message's size). Must not
+//   overlap `prompt` or the message's bytes in `out`.
+//
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER` (`prompt`, `out`, `written_out`); the
+// shape's `FEDOTP_ERR_EMPTY_DIMENSION` / `FEDOTP_ERR_SIZE_OVERFLOW` / `FEDOTP_ERR_TOO_LARGE`;
+// `FEDOTP_ERR_NON_FINITE`; `FEDOTP_ERR_BUFFER_TOO_SMALL`; `FEDOTP_ERR_ALIASED_BUFFERS`. On
+// error nothing is written to `out` or `written_out`. Thread-safe.
+//
+// # Safety
+// Non-NULL pointers must point to buffers of the stated lengths.
+int32_t fedotp_global_prompt_encode(uint32_t round,
+                                    const float *prompt,
+                                    size_t n_ctx,
+                                    size_t width,
+                                    uint8_t *out,
+                                    size_t capacity,
+                                    size_t *written_out);
+
+// Decodes a client-update message, checking every field (docs/PROTOCOL.md §3.4): for a server
+// that wants the fields before aggregating (`fedotp_aggregator_add_message` decodes and adds
+// in one call).
+//
+// - `bytes`, `len`: exactly one message (not a longer buffer: trailing bytes are refused);
+//   read only;
+// - `n_ctx`, `width`: the prompt shape the receiver expects;
+// - `prompt_out`: `n_ctx * width` floats; receives the prompt. Must not overlap `bytes`;
+// - `header_out`: receives the other fields. Must not overlap `bytes` or `prompt_out`.
+//
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER` (`bytes`, `prompt_out`, `header_out`); the
+// shape's `FEDOTP_ERR_EMPTY_DIMENSION` / `FEDOTP_ERR_SIZE_OVERFLOW` / `FEDOTP_ERR_TOO_LARGE`;
+// `FEDOTP_ERR_SIZE_OVERFLOW` (a `len` no buffer can have); the message's first defect:
+// `FEDOTP_ERR_MESSAGE_TRUNCATED`, `FEDOTP_ERR_BAD_MAGIC`, `FEDOTP_ERR_UNSUPPORTED_VERSION`,
+// `FEDOTP_ERR_UNKNOWN_KIND`, `FEDOTP_ERR_WRONG_KIND` (a global prompt),
+// `FEDOTP_ERR_LENGTH_MISMATCH`, `FEDOTP_ERR_TRAILING_BYTES`, `FEDOTP_ERR_CHECKSUM_MISMATCH`,
+// `FEDOTP_ERR_RESERVED_NOT_ZERO`, `FEDOTP_ERR_SHAPE_MISMATCH`, `FEDOTP_ERR_NON_FINITE`,
+// `FEDOTP_ERR_ACCURACY_OUT_OF_RANGE`, with the field and byte offset in
+// `fedotp_last_error_message()`; `FEDOTP_ERR_ALIASED_BUFFERS`. On error nothing is written.
+// Thread-safe.
+//
+// # Safety
+// Non-NULL pointers must point to buffers of the stated lengths.
+int32_t fedotp_client_update_decode(const uint8_t *bytes,
+                                    size_t len,
+                                    size_t n_ctx,
+                                    size_t width,
+                                    float *prompt_out,
+                                    struct FedotpClientUpdateHeader *header_out);
+
+// Decodes a global-prompt message, checking every field (docs/PROTOCOL.md §3.4): what a
+// client does with the server's message before a round.
+//
+// - `bytes`, `len`: exactly one message (trailing bytes are refused); read only;
+// - `n_ctx`, `width`: the prompt shape the receiver expects;
+// - `prompt_out`: `n_ctx * width` floats; receives the global prompt. Must not overlap
+//   `bytes`;
+// - `round_out`: receives the round the prompt opens. Must not overlap the other buffers.
+//
+// Statuses: as `fedotp_client_update_decode` (`FEDOTP_ERR_WRONG_KIND` for a client update;
+// no metrics, so no `FEDOTP_ERR_ACCURACY_OUT_OF_RANGE`). On error nothing is written.
+// Thread-safe.
+//
+// # Safety
+// Non-NULL pointers must point to buffers of the stated lengths.
+int32_t fedotp_global_prompt_decode(const uint8_t *bytes,
+                                    size_t len,
+                                    size_t n_ctx,
+                                    size_t width,
+                                    float *prompt_out,
+                                    uint32_t *round_out);
 
 // Solves one OT problem between `m` patches and `n` prompts.
 //

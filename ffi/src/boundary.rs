@@ -3,7 +3,10 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::last_error;
-use crate::status::{Failure, FEDOTP_ERR_NULL_POINTER, FEDOTP_ERR_PANIC, FEDOTP_OK};
+use crate::status::{
+    Failure, FEDOTP_ERR_ALIASED_BUFFERS, FEDOTP_ERR_EMPTY_DIMENSION, FEDOTP_ERR_NULL_POINTER,
+    FEDOTP_ERR_OUT_OF_MEMORY, FEDOTP_ERR_PANIC, FEDOTP_ERR_SIZE_OVERFLOW, FEDOTP_OK,
+};
 
 /// Runs `body`, turning its result (or a panic) into a status and the thread's last error.
 pub(crate) fn call(body: impl FnOnce() -> Result<(), Failure>) -> i32 {
@@ -30,7 +33,7 @@ pub(crate) fn call(body: impl FnOnce() -> Result<(), Failure>) -> i32 {
     }
 }
 
-/// A shared slice of `len` elements at `ptr`, refusing NULL.
+/// A shared slice of `len` elements at `ptr`, refusing NULL and a `len` no buffer can have.
 ///
 /// # Safety
 /// A non-NULL `ptr` must point to `len` initialised elements that stay valid and unmodified
@@ -43,11 +46,12 @@ pub(crate) unsafe fn slice<'a, T>(
     if ptr.is_null() {
         return Err(null(name));
     }
-    // SAFETY: non-NULL, and the caller guarantees `len` valid elements.
+    check_span::<T>(len, name)?;
+    // SAFETY: non-NULL, a span a slice may have, and the caller guarantees `len` valid elements.
     Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
 }
 
-/// An exclusive slice of `len` elements at `ptr`, refusing NULL.
+/// An exclusive slice of `len` elements at `ptr`, refusing NULL and a `len` no buffer can have.
 ///
 /// # Safety
 /// As [`slice`], and no other reference to that memory may exist for `'a`.
@@ -59,8 +63,26 @@ pub(crate) unsafe fn slice_mut<'a, T>(
     if ptr.is_null() {
         return Err(null(name));
     }
-    // SAFETY: non-NULL, and the caller guarantees `len` valid, unaliased elements.
+    check_span::<T>(len, name)?;
+    // SAFETY: non-NULL, a span a slice may have, and the caller guarantees `len` valid,
+    // unaliased elements.
     Ok(unsafe { std::slice::from_raw_parts_mut(ptr, len) })
+}
+
+/// No object spans more than `isize::MAX` bytes, so a longer length is a caller's error (and
+/// a slice over it undefined behaviour). Checked before any aliasing check, which would take
+/// such a range for one that overlaps everything above its start.
+pub(crate) fn check_span<T>(len: usize, name: &str) -> Result<(), Failure> {
+    if len > isize::MAX as usize / size_of::<T>().max(1) {
+        return Err(Failure::new(
+            FEDOTP_ERR_SIZE_OVERFLOW,
+            format!(
+                "`{name}` of {len} elements of {} bytes exceeds the largest possible buffer",
+                size_of::<T>()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A shared reference to `*ptr`, refusing NULL.
@@ -72,12 +94,33 @@ pub(crate) unsafe fn reference<'a, T>(ptr: *const T, name: &str) -> Result<&'a T
     unsafe { ptr.as_ref() }.ok_or_else(|| null(name))
 }
 
+/// Writes `value` to `*ptr`, refusing NULL.
+///
+/// # Safety
+/// A non-NULL `ptr` must point to writable memory for a `T`, not covered by a live slice.
+pub(crate) unsafe fn write<T>(ptr: *mut T, value: T, name: &str) -> Result<(), Failure> {
+    // SAFETY: the caller guarantees a non-NULL `ptr` points to a writable `T`.
+    let slot = unsafe { ptr.as_mut() }.ok_or_else(|| null(name))?;
+    *slot = value;
+    Ok(())
+}
+
+/// Refuses a NULL output pointer up front, for an output written last: found only then, its
+/// NULL would come after the other outputs were written.
+pub(crate) fn require<T>(ptr: *const T, name: &str) -> Result<(), Failure> {
+    if ptr.is_null() {
+        return Err(null(name));
+    }
+    Ok(())
+}
+
 fn null(name: &str) -> Failure {
     Failure::new(FEDOTP_ERR_NULL_POINTER, format!("`{name}` is NULL"))
 }
 
 /// Refuses an output range `[out, out + out_len)` (elements of `T`) that overlaps an input
-/// range, before any slice is formed over either.
+/// range, before any slice is formed over either. A NULL pointer overlaps nothing: the NULL
+/// check of that argument reports it.
 pub(crate) fn check_disjoint<T, U>(
     out: *const T,
     out_len: usize,
@@ -86,14 +129,60 @@ pub(crate) fn check_disjoint<T, U>(
     input_len: usize,
     input_name: &str,
 ) -> Result<(), Failure> {
+    if out.is_null() || input.is_null() {
+        return Ok(());
+    }
     let span = |ptr: usize, bytes: usize| (ptr, ptr.saturating_add(bytes));
     let (a0, a1) = span(out as usize, out_len.saturating_mul(size_of::<T>()));
     let (b0, b1) = span(input as usize, input_len.saturating_mul(size_of::<U>()));
     if a0 < b1 && b0 < a1 {
         return Err(Failure::new(
-            crate::status::FEDOTP_ERR_ALIASED_BUFFERS,
+            FEDOTP_ERR_ALIASED_BUFFERS,
             format!("output `{out_name}` overlaps input `{input_name}`"),
         ));
     }
     Ok(())
+}
+
+/// The product of the dimensions as the length of an `f32` buffer, refusing zero and overflow
+/// (including lengths whose byte size exceeds what a slice may span).
+pub(crate) fn buffer_len(dims: &[(&str, usize)]) -> Result<usize, Failure> {
+    let mut len = 1usize;
+    for &(name, value) in dims {
+        if value == 0 {
+            return Err(Failure::new(
+                FEDOTP_ERR_EMPTY_DIMENSION,
+                format!("`{name}` is zero"),
+            ));
+        }
+        len = len.checked_mul(value).ok_or_else(|| overflow(dims))?;
+    }
+    if len > isize::MAX as usize / size_of::<f32>() {
+        return Err(overflow(dims));
+    }
+    Ok(len)
+}
+
+fn overflow(dims: &[(&str, usize)]) -> Failure {
+    let names: Vec<String> = dims.iter().map(|(n, v)| format!("{n} = {v}")).collect();
+    Failure::new(
+        FEDOTP_ERR_SIZE_OVERFLOW,
+        format!("buffer size overflows: {}", names.join(" x ")),
+    )
+}
+
+/// `len` zeroed values, or an out-of-memory failure instead of an abort.
+pub(crate) fn zeroed<T: Copy + Default>(len: usize, what: &str) -> Result<Vec<T>, Failure> {
+    let mut values = Vec::new();
+    values.try_reserve_exact(len).map_err(|_| {
+        Failure::new(
+            FEDOTP_ERR_OUT_OF_MEMORY,
+            format!(
+                "cannot allocate the {what}: {len} values of {} bytes",
+                size_of::<T>()
+            ),
+        )
+    })?;
+    values.resize(len, T::default());
+    Ok(values)
 }

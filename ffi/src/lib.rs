@@ -9,11 +9,25 @@
 //! `cargo test -p fedotp-ffi` fails when the checked-in header is stale, and
 //! `UPDATE_HEADER=1 cargo test -p fedotp-ffi --test header` rewrites it.
 
+mod aggregator;
 mod boundary;
+mod handle;
 mod last_error;
+mod message;
 mod ot;
 mod status;
 
+pub use aggregator::{
+    fedotp_aggregator_add_message, fedotp_aggregator_add_update, fedotp_aggregator_finish,
+    fedotp_aggregator_free, fedotp_aggregator_new, fedotp_aggregator_progress,
+    fedotp_aggregator_start_round, FedotpAggregator, FEDOTP_MAX_CLIENTS,
+};
+pub use handle::fedotp_live_handles;
 pub use last_error::fedotp_last_error_message;
+pub use message::{
+    fedotp_client_update_decode, fedotp_client_update_encode, fedotp_client_update_size,
+    fedotp_global_prompt_decode, fedotp_global_prompt_encode, fedotp_global_prompt_size,
+    FedotpClientUpdateHeader, FEDOTP_MAX_PROMPT_LEN,
+};
 pub use ot::{fedotp_ot_logits, fedotp_ot_plan, FedotpOtParams, FedotpOtReport};
 pub use status::*;

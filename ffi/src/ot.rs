@@ -3,11 +3,8 @@
 use fedotp_core::head::{self, HeadShape};
 use fedotp_core::ot::{self, OtMode, OtParams, Similarity};
 
-use crate::boundary::{call, check_disjoint, reference, slice, slice_mut};
-use crate::status::{
-    Failure, FEDOTP_ERR_EMPTY_DIMENSION, FEDOTP_ERR_INVALID_BALANCED, FEDOTP_ERR_OUT_OF_MEMORY,
-    FEDOTP_ERR_SIZE_OVERFLOW,
-};
+use crate::boundary::{buffer_len, call, check_disjoint, reference, slice, slice_mut, zeroed};
+use crate::status::{Failure, FEDOTP_ERR_INVALID_BALANCED};
 
 /// Parameters of an optimal-transport solve (FedOTP's defaults: eps 0.1, gamma 0.8,
 /// max_iter 100, tol 1e-3, balanced 0).
@@ -63,46 +60,6 @@ impl FedotpOtParams {
     }
 }
 
-/// `product` of the dimensions as a buffer length of `f32`s, refusing zero and overflow
-/// (including lengths whose byte size exceeds what a slice may span).
-fn buffer_len(dims: &[(&str, usize)]) -> Result<usize, Failure> {
-    let mut len = 1usize;
-    for &(name, value) in dims {
-        if value == 0 {
-            return Err(Failure::new(
-                FEDOTP_ERR_EMPTY_DIMENSION,
-                format!("`{name}` is zero"),
-            ));
-        }
-        len = len.checked_mul(value).ok_or_else(|| overflow(dims))?;
-    }
-    if len > isize::MAX as usize / size_of::<f32>() {
-        return Err(overflow(dims));
-    }
-    Ok(len)
-}
-
-fn overflow(dims: &[(&str, usize)]) -> Failure {
-    let names: Vec<String> = dims.iter().map(|(n, v)| format!("{n} = {v}")).collect();
-    Failure::new(
-        FEDOTP_ERR_SIZE_OVERFLOW,
-        format!("buffer size overflows: {}", names.join(" x ")),
-    )
-}
-
-/// A zeroed workspace, or an out-of-memory failure instead of an abort.
-fn workspace(len: usize) -> Result<Vec<f32>, Failure> {
-    let mut work = Vec::new();
-    work.try_reserve_exact(len).map_err(|_| {
-        Failure::new(
-            FEDOTP_ERR_OUT_OF_MEMORY,
-            format!("cannot allocate a workspace of {len} floats"),
-        )
-    })?;
-    work.resize(len, 0.0);
-    Ok(work)
-}
-
 /// Solves one OT problem between `m` patches and `n` prompts.
 ///
 /// - `sim`: `m*n` cosine similarities, row-major (patch-major); the cost is `1 - sim`.
@@ -137,7 +94,7 @@ pub unsafe extern "C" fn fedotp_ot_plan(
                 slice_mut(plan_out, len, "plan_out")?,
             )
         };
-        let mut work = workspace(ot::workspace_len(m, n))?;
+        let mut work = zeroed::<f32>(ot::workspace_len(m, n), "workspace")?;
         let result = ot::solve(Similarity::new(sim, m, n)?, &params, &mut work, plan_out)?;
         // SAFETY: a non-NULL `report` points to a writable `FedotpOtReport`.
         if let Some(report) = unsafe { report.as_mut() } {
@@ -215,7 +172,7 @@ pub unsafe extern "C" fn fedotp_ot_logits(
             prompts: n,
             classes,
         };
-        let mut work = workspace(head::workspace_len(&shape)?)?;
+        let mut work = zeroed::<f32>(head::workspace_len(&shape)?, "workspace")?;
         head::forward(
             patches,
             prompts,

@@ -3,6 +3,7 @@
 use std::ffi::c_char;
 
 use fedotp_core::ot::OtError;
+use fedotp_core::protocol::{AggregateError, DecodeError, EncodeError};
 
 /// Success.
 pub const FEDOTP_OK: i32 = 0;
@@ -20,6 +21,10 @@ pub const FEDOTP_ERR_EMPTY_DIMENSION: i32 = -5;
 pub const FEDOTP_ERR_SIZE_OVERFLOW: i32 = -6;
 /// An input value is NaN or infinite.
 pub const FEDOTP_ERR_NON_FINITE: i32 = -7;
+/// A size exceeds its documented limit (`FEDOTP_MAX_PROMPT_LEN`, `FEDOTP_MAX_CLIENTS`).
+pub const FEDOTP_ERR_TOO_LARGE: i32 = -8;
+/// An output buffer is smaller than what the function writes.
+pub const FEDOTP_ERR_BUFFER_TOO_SMALL: i32 = -9;
 /// OT parameter `eps` is not finite and positive.
 pub const FEDOTP_ERR_INVALID_EPS: i32 = -10;
 /// OT parameter `gamma` is not in (0, 1].
@@ -34,6 +39,45 @@ pub const FEDOTP_ERR_INVALID_BALANCED: i32 = -14;
 pub const FEDOTP_ERR_INVALID_SCALE: i32 = -15;
 /// A feature vector has zero length and cannot be normalised.
 pub const FEDOTP_ERR_ZERO_NORM: i32 = -16;
+
+/// A handle that libfedotp never issued, or one already freed.
+pub const FEDOTP_ERR_INVALID_HANDLE: i32 = -20;
+/// A live handle of another type than the function takes.
+pub const FEDOTP_ERR_WRONG_HANDLE_TYPE: i32 = -21;
+
+/// Message: shorter than its header, or than the total length it declares.
+pub const FEDOTP_ERR_MESSAGE_TRUNCATED: i32 = -30;
+/// Message: does not start with the magic bytes `FOTP`.
+pub const FEDOTP_ERR_BAD_MAGIC: i32 = -31;
+/// Message: a wire-format version this library does not read.
+pub const FEDOTP_ERR_UNSUPPORTED_VERSION: i32 = -32;
+/// Message: the kind byte is neither global prompt (1) nor client update (2).
+pub const FEDOTP_ERR_UNKNOWN_KIND: i32 = -33;
+/// Message: a valid kind, but not the one the function reads.
+pub const FEDOTP_ERR_WRONG_KIND: i32 = -34;
+/// Message: the declared total length disagrees with its kind and prompt shape.
+pub const FEDOTP_ERR_LENGTH_MISMATCH: i32 = -35;
+/// Message: more bytes given than the message declares.
+pub const FEDOTP_ERR_TRAILING_BYTES: i32 = -36;
+/// Message: the CRC-32 does not match its bytes (corrupted in transit).
+pub const FEDOTP_ERR_CHECKSUM_MISMATCH: i32 = -37;
+/// Message: a reserved flag bit, or an absent metric's field, is not zero.
+pub const FEDOTP_ERR_RESERVED_NOT_ZERO: i32 = -38;
+/// A prompt's shape (n_ctx x width) is not the one expected (message or aggregator).
+pub const FEDOTP_ERR_SHAPE_MISMATCH: i32 = -39;
+/// An accuracy is outside [0, 1] (it is a fraction, not a percentage).
+pub const FEDOTP_ERR_ACCURACY_OUT_OF_RANGE: i32 = -40;
+
+/// Aggregator: the update belongs to another round.
+pub const FEDOTP_ERR_ROUND_MISMATCH: i32 = -50;
+/// Aggregator: the update weighs zero samples.
+pub const FEDOTP_ERR_ZERO_WEIGHT: i32 = -51;
+/// Aggregator: the client was already counted this round.
+pub const FEDOTP_ERR_DUPLICATE_CLIENT: i32 = -52;
+/// Aggregator: the round already counts `max_clients` clients.
+pub const FEDOTP_ERR_CLIENT_LIST_FULL: i32 = -53;
+/// Aggregator: no update was accepted this round, so there is no average.
+pub const FEDOTP_ERR_NO_UPDATES: i32 = -54;
 
 /// Every status with its name, for `fedotp_status_str`.
 const NAMES: &[(i32, &std::ffi::CStr)] = &[
@@ -51,6 +95,11 @@ const NAMES: &[(i32, &std::ffi::CStr)] = &[
         c"a product of dimensions overflows size_t",
     ),
     (FEDOTP_ERR_NON_FINITE, c"an input value is NaN or infinite"),
+    (FEDOTP_ERR_TOO_LARGE, c"a size exceeds its documented limit"),
+    (
+        FEDOTP_ERR_BUFFER_TOO_SMALL,
+        c"an output buffer is too small",
+    ),
     (FEDOTP_ERR_INVALID_EPS, c"eps must be finite and > 0"),
     (FEDOTP_ERR_INVALID_GAMMA, c"gamma must lie in (0, 1]"),
     (FEDOTP_ERR_INVALID_MAX_ITER, c"max_iter must be at least 1"),
@@ -58,6 +107,48 @@ const NAMES: &[(i32, &std::ffi::CStr)] = &[
     (FEDOTP_ERR_INVALID_BALANCED, c"balanced must be 0 or 1"),
     (FEDOTP_ERR_INVALID_SCALE, c"the logit scale must be finite"),
     (FEDOTP_ERR_ZERO_NORM, c"a feature vector has zero length"),
+    (
+        FEDOTP_ERR_INVALID_HANDLE,
+        c"invalid handle (freed, or never issued)",
+    ),
+    (FEDOTP_ERR_WRONG_HANDLE_TYPE, c"a handle of another type"),
+    (FEDOTP_ERR_MESSAGE_TRUNCATED, c"message truncated"),
+    (FEDOTP_ERR_BAD_MAGIC, c"not a fedotp message (bad magic)"),
+    (
+        FEDOTP_ERR_UNSUPPORTED_VERSION,
+        c"unsupported message version",
+    ),
+    (FEDOTP_ERR_UNKNOWN_KIND, c"unknown message kind"),
+    (FEDOTP_ERR_WRONG_KIND, c"message of the other kind"),
+    (
+        FEDOTP_ERR_LENGTH_MISMATCH,
+        c"message length disagrees with its shape",
+    ),
+    (
+        FEDOTP_ERR_TRAILING_BYTES,
+        c"trailing bytes after the message",
+    ),
+    (
+        FEDOTP_ERR_CHECKSUM_MISMATCH,
+        c"message checksum mismatch (corrupted)",
+    ),
+    (
+        FEDOTP_ERR_RESERVED_NOT_ZERO,
+        c"message reserved field not zero",
+    ),
+    (FEDOTP_ERR_SHAPE_MISMATCH, c"prompt shape mismatch"),
+    (FEDOTP_ERR_ACCURACY_OUT_OF_RANGE, c"accuracy outside [0, 1]"),
+    (FEDOTP_ERR_ROUND_MISMATCH, c"update from another round"),
+    (FEDOTP_ERR_ZERO_WEIGHT, c"update weighs zero samples"),
+    (
+        FEDOTP_ERR_DUPLICATE_CLIENT,
+        c"client already counted this round",
+    ),
+    (
+        FEDOTP_ERR_CLIENT_LIST_FULL,
+        c"the round takes no more clients",
+    ),
+    (FEDOTP_ERR_NO_UPDATES, c"no update accepted this round"),
 ];
 
 /// A static, NUL-terminated description of `status`; never NULL, also for unknown codes.
@@ -98,9 +189,67 @@ impl From<OtError> for Failure {
             OtError::SizeOverflow => FEDOTP_ERR_SIZE_OVERFLOW,
             OtError::NonFinite { .. } => FEDOTP_ERR_NON_FINITE,
             OtError::ZeroNorm { .. } => FEDOTP_ERR_ZERO_NORM,
-            // Buffer lengths are derived from the dimensions inside libfedotp, so a mismatch
-            // is a bug on our side, not the caller's.
-            OtError::BufferLength { .. } => FEDOTP_ERR_PANIC,
+            OtError::BufferLength { .. } => return internal(error),
+        };
+        Failure::new(status, error.to_string())
+    }
+}
+
+/// A length mismatch inside libfedotp: the buffers given to the core are sized from the same
+/// dimensions the core checks them against, so this is a bug on our side, not the caller's.
+fn internal(error: impl std::fmt::Display) -> Failure {
+    Failure::new(
+        FEDOTP_ERR_PANIC,
+        format!("internal error in libfedotp: {error}"),
+    )
+}
+
+impl From<DecodeError> for Failure {
+    fn from(error: DecodeError) -> Self {
+        let status = match error {
+            DecodeError::OutputLength { .. } => return internal(error),
+            DecodeError::Truncated { .. } => FEDOTP_ERR_MESSAGE_TRUNCATED,
+            DecodeError::BadMagic { .. } => FEDOTP_ERR_BAD_MAGIC,
+            DecodeError::UnsupportedVersion { .. } => FEDOTP_ERR_UNSUPPORTED_VERSION,
+            DecodeError::UnknownKind { .. } => FEDOTP_ERR_UNKNOWN_KIND,
+            DecodeError::WrongKind { .. } => FEDOTP_ERR_WRONG_KIND,
+            DecodeError::LengthMismatch { .. } => FEDOTP_ERR_LENGTH_MISMATCH,
+            DecodeError::TrailingBytes { .. } => FEDOTP_ERR_TRAILING_BYTES,
+            DecodeError::ChecksumMismatch { .. } => FEDOTP_ERR_CHECKSUM_MISMATCH,
+            DecodeError::ReservedNotZero { .. } => FEDOTP_ERR_RESERVED_NOT_ZERO,
+            DecodeError::ShapeMismatch { .. } => FEDOTP_ERR_SHAPE_MISMATCH,
+            DecodeError::NonFinite { .. } => FEDOTP_ERR_NON_FINITE,
+            DecodeError::AccuracyOutOfRange { .. } => FEDOTP_ERR_ACCURACY_OUT_OF_RANGE,
+        };
+        Failure::new(status, format!("message refused: {error}"))
+    }
+}
+
+impl From<EncodeError> for Failure {
+    fn from(error: EncodeError) -> Self {
+        let status = match error {
+            EncodeError::PromptLength { .. } => return internal(error),
+            EncodeError::NonFinite { .. } => FEDOTP_ERR_NON_FINITE,
+            EncodeError::AccuracyOutOfRange { .. } => FEDOTP_ERR_ACCURACY_OUT_OF_RANGE,
+            EncodeError::BufferTooSmall { .. } => FEDOTP_ERR_BUFFER_TOO_SMALL,
+        };
+        Failure::new(status, format!("cannot encode the message: {error}"))
+    }
+}
+
+impl From<AggregateError> for Failure {
+    fn from(error: AggregateError) -> Self {
+        let status = match error {
+            AggregateError::AccumulatorLength { .. }
+            | AggregateError::PromptLength { .. }
+            | AggregateError::OutputLength { .. } => return internal(error),
+            AggregateError::RoundMismatch { .. } => FEDOTP_ERR_ROUND_MISMATCH,
+            AggregateError::ShapeMismatch { .. } => FEDOTP_ERR_SHAPE_MISMATCH,
+            AggregateError::ZeroWeight { .. } => FEDOTP_ERR_ZERO_WEIGHT,
+            AggregateError::DuplicateClient { .. } => FEDOTP_ERR_DUPLICATE_CLIENT,
+            AggregateError::ClientListFull { .. } => FEDOTP_ERR_CLIENT_LIST_FULL,
+            AggregateError::NonFinite { .. } => FEDOTP_ERR_NON_FINITE,
+            AggregateError::NoUpdates { .. } => FEDOTP_ERR_NO_UPDATES,
         };
         Failure::new(status, error.to_string())
     }

@@ -17,6 +17,14 @@ and, in each directory, reference.safetensors with the inputs and every intermed
             encode_text) — an end-to-end check of the loader independent of the hooks above;
   vision.*  images, patch embeddings, embeddings, ln_pre output, each block's output, ln_post
             output for every token, projected tokens, and the library's own pooled embedding.
+  rn/       a CLIP with a ModifiedResNet image tower (OpenAI layout, open_clip_model.safetensors +
+            open_clip_config.json): stem width 6, blocks (2, 1, 1, 1), 96 px images (3 x 3 final
+            positions), attention pool of 192 channels in 2 heads, embed 32. The tower is written
+            below in plain torch from the architecture (`ResNetTower`); its reference records the
+            images, each stem convolution's output (after BN and ReLU), the stem's pool, every
+            bottleneck's output (all NCHW), the attention pool's tokens and attention output and
+            the c_proj output at every position, and open_clip's own `encode_image` — which the
+            all-positions token 0 must equal (checked here and in the Rust test).
 
 Run from the repository root:  python3 host/scripts/clip_fixtures.py
 (torch, transformers, open_clip_torch and safetensors; CPU, deterministic, a few seconds).
@@ -29,6 +37,7 @@ import shutil
 import open_clip
 import torch
 import torch.nn.functional as F
+from torch import nn
 from safetensors.torch import save_file
 from transformers import CLIPConfig, CLIPModel
 
@@ -297,10 +306,167 @@ def openai_fixture(out):
     save(ref, os.path.join(out, "reference.safetensors"))
 
 
+# The ResNet fixture's dimensions.
+RN_WIDTH, RN_LAYERS, RN_IMAGE, RN_HEADS, RN_EMBED = 6, (2, 1, 1, 1), 96, 2, 32
+RN_POOL_WIDTH = 32 * RN_WIDTH
+
+
+def conv_bn(c_in, c_out, kernel, stride=1):
+    return (nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False),
+            nn.BatchNorm2d(c_out))
+
+
+class ResNetBottleneck(nn.Module):
+    """CLIP's ModifiedResNet bottleneck: 1x1 -> 3x3 -> (avg-pool if strided) -> 1x1 (x4 channels),
+    every convolution with stride 1 and followed by BN; the shortcut is the identity or, when the
+    stride or width changes, avg-pool -> 1x1 conv -> BN; ReLU after the sum."""
+
+    def __init__(self, c_in, planes, stride):
+        super().__init__()
+        self.stride = stride
+        self.conv1, self.bn1 = conv_bn(c_in, planes, 1)
+        self.conv2, self.bn2 = conv_bn(planes, planes, 3)
+        self.conv3, self.bn3 = conv_bn(planes, 4 * planes, 1)
+        # OpenAI's checkpoints name the shortcut's convolution and BN downsample.0 and .1.
+        self.downsample = nn.ModuleList(conv_bn(c_in, 4 * planes, 1)) if stride > 1 or c_in != 4 * planes else None
+
+    def pool(self, x):
+        return F.avg_pool2d(x, self.stride) if self.stride > 1 else x
+
+    def forward(self, x):
+        h = F.relu(self.bn1(self.conv1(x)))
+        h = self.pool(F.relu(self.bn2(self.conv2(h))))
+        h = self.bn3(self.conv3(h))
+        if self.downsample is not None:
+            conv, bn = self.downsample
+            x = bn(conv(self.pool(x)))
+        return F.relu(h + x)
+
+
+class AttentionPool(nn.Module):
+    """CLIP's attention pool, with every token as a query: tokens [mean; positions] + positional
+    embedding, multi-head attention (q/k/v projections with biases), c_proj on every output."""
+
+    def __init__(self, positions, width, heads, out_dim):
+        super().__init__()
+        self.heads = heads
+        self.positional_embedding = nn.Parameter(torch.randn(positions + 1, width) / width**0.5)
+        self.q_proj, self.k_proj, self.v_proj = (nn.Linear(width, width) for _ in range(3))
+        self.c_proj = nn.Linear(width, out_dim)
+
+    def tokens(self, x):
+        x = x.flatten(2).transpose(1, 2)  # N, HW, C
+        return torch.cat([x.mean(1, keepdim=True), x], 1) + self.positional_embedding
+
+    def attend(self, t):
+        n, l, c = t.shape
+
+        def heads(y):
+            return y.reshape(n, l, self.heads, c // self.heads).transpose(1, 2)
+
+        q, k, v = heads(self.q_proj(t)), heads(self.k_proj(t)), heads(self.v_proj(t))
+        p = (q @ k.transpose(-1, -2) / (c // self.heads) ** 0.5).softmax(-1)
+        return (p @ v).transpose(1, 2).reshape(n, l, c)
+
+
+class ResNetTower(nn.Module):
+    """CLIP's ModifiedResNet: a stem of three 3x3 conv-BN-ReLU (the first with stride 2) and a 2x2
+    avg-pool, four stages of bottlenecks (width * 2^i planes; stages 2-4 start with stride 2),
+    then the attention pool over the (image / 32)^2 positions."""
+
+    def __init__(self, width, layers, image_size, heads, out_dim):
+        super().__init__()
+        self.conv1, self.bn1 = conv_bn(3, width // 2, 3, stride=2)
+        self.conv2, self.bn2 = conv_bn(width // 2, width // 2, 3)
+        self.conv3, self.bn3 = conv_bn(width // 2, width, 3)
+        c_in = width
+        for stage, count in enumerate(layers):
+            planes = width * 2**stage
+            blocks = []
+            for b in range(count):
+                blocks.append(ResNetBottleneck(c_in, planes, 2 if stage > 0 and b == 0 else 1))
+                c_in = 4 * planes
+            setattr(self, f"layer{stage + 1}", nn.Sequential(*blocks))
+        self.attnpool = AttentionPool((image_size // 32) ** 2, 32 * width, heads, out_dim)
+
+    def forward_recorded(self, images):
+        """Every intermediate (NCHW maps, then token rows), keyed as in reference.safetensors."""
+        rec, x = {}, images
+        for i, (conv, bn) in enumerate([(self.conv1, self.bn1), (self.conv2, self.bn2), (self.conv3, self.bn3)]):
+            x = F.relu(bn(conv(x)))
+            rec[f"stem{i}"] = x
+        x = F.avg_pool2d(x, 2)
+        rec["stem_pool"] = x
+        for stage in range(4):
+            for b, block in enumerate(getattr(self, f"layer{stage + 1}")):
+                x = block(x)
+                rec[f"stage{stage}.block{b}"] = x
+        t = self.attnpool.tokens(x)
+        rec["pool_tokens"] = t
+        a = self.attnpool.attend(t)
+        rec["pool_attention"] = a
+        rec["tokens"] = self.attnpool.c_proj(a)
+        return rec
+
+
+def randomise_resnet(tower):
+    """He-normal convolutions (activations stay O(1)), and batch-norms with non-trivial affine
+    parameters and running statistics, so that a swapped mean and variance cannot pass."""
+    with torch.no_grad():
+        for m in tower.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.normal_(0, (2 / m.weight[0].numel()) ** 0.5)
+            elif isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.1)
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+            elif isinstance(m, nn.Linear):
+                m.bias.normal_(0, 0.05)
+
+
+def resnet_fixture(out):
+    os.makedirs(out, exist_ok=True)
+    model_cfg = dict(
+        embed_dim=RN_EMBED,
+        quick_gelu=True,
+        vision_cfg=dict(image_size=RN_IMAGE, layers=list(RN_LAYERS), width=RN_WIDTH,
+                        head_width=RN_POOL_WIDTH // RN_HEADS),
+        text_cfg=dict(context_length=CONTEXT, vocab_size=VOCAB, width=32, heads=2, layers=1),
+    )
+    # open_clip's CLIP supplies the text tower and, loaded with our weights, the standard
+    # `encode_image` (attention pool queried by the mean token only).
+    clip = open_clip.CLIP(**model_cfg).eval()
+    perturb(clip)
+    tower = ResNetTower(RN_WIDTH, RN_LAYERS, RN_IMAGE, RN_HEADS, RN_EMBED).eval()
+    randomise_resnet(tower)
+    state = {k: v for k, v in clip.state_dict().items() if not k.startswith("visual.")}
+    state.update({f"visual.{k}": v for k, v in tower.state_dict().items()})
+    state = {k: v.detach().contiguous() for k, v in state.items()}
+    clip.load_state_dict(state)  # strict: our tower has exactly the OpenAI layout's tensors
+    save_file(state, os.path.join(out, "open_clip_model.safetensors"))
+    with open(os.path.join(out, "open_clip_config.json"), "w") as f:
+        json.dump(dict(model_cfg=model_cfg), f, indent=2)
+
+    images = torch.randn(IMAGES, 3, RN_IMAGE, RN_IMAGE)
+    plain_ids, plain_eot = prompt_ids([torch.randint(1, VOCAB - 2, (n,)) for n in PLAIN_LENGTHS], 0)
+    with torch.no_grad():
+        rec = tower.forward_recorded(images)
+        pooled = clip.encode_image(images)
+        plain = clip.encode_text(plain_ids)
+    err = (rec["tokens"][:, 0] - pooled).abs().max() / pooled.abs().max()
+    assert err < 1e-5, f"all-positions token 0 differs from encode_image by {err:.2e}"
+    ref = {"vision.images": images, "vision.pooled": pooled,
+           "plain.ids": plain_ids, "plain.eot": plain_eot, "plain.features": plain}
+    ref.update({f"vision.{k}": v for k, v in rec.items()})
+    save(ref, os.path.join(out, "reference.safetensors"))
+
+
 def main():
     shutil.rmtree(OUT, ignore_errors=True)
     hf_fixture(os.path.join(OUT, "hf"))
     openai_fixture(os.path.join(OUT, "openai"))
+    resnet_fixture(os.path.join(OUT, "rn"))
     total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(OUT) for f in fs)
     print(f"wrote {OUT} ({total / 1e6:.2f} MB)")
 

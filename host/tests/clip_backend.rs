@@ -1,8 +1,11 @@
 //! CPU backend ops against naive float64 references written out loop by loop — here for the
-//! paths the PyTorch fixtures do not reach (attention's backward without the causal mask) and
-//! for the buffer and index checks every backend must make.
+//! paths the PyTorch fixtures do not reach (attention's backward without the causal mask; the
+//! ResNet ops on odd sizes, strides and paddings the fixture's model does not have) and for the
+//! buffer, index and shape checks every backend must make.
 
-use fedotp::backend::{AttentionShape, Backend, BackendError, Cpu, PatchShape, SeqShape};
+use fedotp::backend::{
+    AttentionShape, Backend, BackendError, BatchNorm, Conv2d, Cpu, MapShape, PatchShape, SeqShape,
+};
 
 fn values(len: usize, seed: u64) -> Vec<f32> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -186,6 +189,245 @@ fn short_buffers_and_bad_indices_are_errors() {
                 ..
             }
         ),
+        "{err}"
+    );
+}
+
+/// Naive convolution over channels-last maps with a PyTorch-layout `(out, in, k, k)` weight.
+fn conv_reference(inp: &[f32], shape: MapShape, weight: &[f32], conv: &Conv2d<()>) -> Vec<f64> {
+    let out = conv.output_shape(shape).unwrap();
+    let (k, p, s) = (
+        conv.kernel as isize,
+        conv.padding as isize,
+        conv.stride as isize,
+    );
+    let (c_in, c_out) = (conv.in_channels, conv.out_channels);
+    let mut values = vec![0.0; out.len()];
+    for b in 0..shape.batch {
+        for oy in 0..out.height {
+            for ox in 0..out.width {
+                for o in 0..c_out {
+                    let mut sum = 0.0f64;
+                    for c in 0..c_in {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let iy = oy as isize * s + ky - p;
+                                let ix = ox as isize * s + kx - p;
+                                if iy < 0
+                                    || ix < 0
+                                    || iy >= shape.height as isize
+                                    || ix >= shape.width as isize
+                                {
+                                    continue;
+                                }
+                                let x = inp[((b * shape.height + iy as usize) * shape.width
+                                    + ix as usize)
+                                    * c_in
+                                    + c];
+                                let w = weight[((o * c_in + c) * k as usize + ky as usize)
+                                    * k as usize
+                                    + kx as usize];
+                                sum += x as f64 * w as f64;
+                            }
+                        }
+                    }
+                    values[((b * out.height + oy) * out.width + ox) * c_out + o] = sum;
+                }
+            }
+        }
+    }
+    values
+}
+
+/// `(out, in, k, k)` → the backend's channels-last `(out, k, k, in)`.
+fn weight_channels_last(weight: &[f32], c_out: usize, c_in: usize, k: usize) -> Vec<f32> {
+    let mut out = vec![0.0; weight.len()];
+    for o in 0..c_out {
+        for c in 0..c_in {
+            for t in 0..k * k {
+                out[(o * k * k + t) * c_in + c] = weight[(o * c_in + c) * k * k + t];
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn conv2d_matches_float64_for_strides_paddings_and_odd_sizes() {
+    let cpu = Cpu::new();
+    // (height, width, c_in, c_out, kernel, stride, padding)
+    let cases = [
+        (9, 7, 3, 5, 3, 2, 1), // the stem's first convolution, odd sizes
+        (6, 6, 4, 3, 3, 1, 1), // the bottlenecks' 3×3
+        (5, 8, 6, 7, 1, 1, 0), // 1×1: a GEMM over rows, no im2col
+        (7, 5, 2, 4, 1, 2, 0), // strided 1×1
+        (8, 9, 3, 2, 5, 3, 2), // larger kernel and stride
+        (4, 4, 2, 3, 3, 1, 0), // no padding
+    ];
+    for (seed, &(h, w, c_in, c_out, k, stride, padding)) in cases.iter().enumerate() {
+        let shape = MapShape {
+            batch: 2,
+            height: h,
+            width: w,
+            channels: c_in,
+        };
+        let spec = Conv2d {
+            weight: (),
+            in_channels: c_in,
+            out_channels: c_out,
+            kernel: k,
+            stride,
+            padding,
+        };
+        let inp = values(shape.len(), 10 + seed as u64);
+        let torch_weight = values(c_out * c_in * k * k, 20 + seed as u64);
+        let want = conv_reference(&inp, shape, &torch_weight, &spec);
+        let conv = Conv2d {
+            weight: weight_channels_last(&torch_weight, c_out, c_in, k),
+            in_channels: c_in,
+            out_channels: c_out,
+            kernel: k,
+            stride,
+            padding,
+        };
+        let mut out = vec![f32::NAN; want.len()];
+        cpu.conv2d(&mut out, &inp, &conv, shape).unwrap();
+        let what = format!("conv {h}×{w}, {c_in}→{c_out}, k {k}, stride {stride}, pad {padding}");
+        assert_close(&what, &out, &want, 1e-6);
+    }
+}
+
+#[test]
+fn batch_norm_relu_pool_and_pool_tokens_match_float64() {
+    let cpu = Cpu::new();
+    let shape = MapShape {
+        batch: 2,
+        height: 5,
+        width: 7,
+        channels: 3,
+    };
+    let x = values(shape.len(), 3);
+
+    // Batch-norm with frozen statistics, then ReLU.
+    let bn = BatchNorm {
+        weight: vec![0.5, -1.5, 2.0],
+        bias: vec![0.1, 0.0, -0.3],
+        running_mean: vec![0.2, -0.4, 0.0],
+        running_var: vec![0.25, 2.0, 1e-3],
+        channels: 3,
+        eps: 1e-5,
+    };
+    let want: Vec<f64> = x
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let c = i % 3;
+            let var = bn.running_var[c] as f64 + bn.eps as f64;
+            let y = (v as f64 - bn.running_mean[c] as f64) / var.sqrt() * bn.weight[c] as f64
+                + bn.bias[c] as f64;
+            y.max(0.0)
+        })
+        .collect();
+    let mut y = x.clone();
+    cpu.batch_norm(&mut y, &bn, shape.rows()).unwrap();
+    cpu.relu(&mut y, shape.len()).unwrap();
+    assert_close("batch_norm + relu", &y, &want, 1e-6);
+
+    // 2×2 average pool on a 5×7 map: floor rounding drops the last row and column.
+    let mut pooled = vec![f32::NAN; 2 * 2 * 3 * 3];
+    cpu.avg_pool2d(&mut pooled, &x, shape, 2).unwrap();
+    let mut want = vec![0.0f64; pooled.len()];
+    for b in 0..2 {
+        for oy in 0..2 {
+            for ox in 0..3 {
+                for c in 0..3 {
+                    let mut sum = 0.0;
+                    for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                        let (iy, ix) = (2 * oy + dy, 2 * ox + dx);
+                        sum += x[((b * 5 + iy) * 7 + ix) * 3 + c] as f64;
+                    }
+                    want[((b * 2 + oy) * 3 + ox) * 3 + c] = sum / 4.0;
+                }
+            }
+        }
+    }
+    assert_close("avg_pool2d", &pooled, &want, 1e-6);
+
+    // Attention-pool tokens: [mean; positions] + pos.
+    let positions = shape.positions();
+    let pos = values((1 + positions) * 3, 4);
+    let mut tokens = vec![f32::NAN; 2 * (1 + positions) * 3];
+    cpu.attention_pool_tokens(&mut tokens, &x, &pos, shape)
+        .unwrap();
+    let mut want = vec![0.0f64; tokens.len()];
+    for b in 0..2 {
+        for c in 0..3 {
+            let at = |p: usize| x[(b * positions + p) * 3 + c] as f64;
+            let mean = (0..positions).map(at).sum::<f64>() / positions as f64;
+            want[b * (1 + positions) * 3 + c] = mean + pos[c] as f64;
+            for p in 0..positions {
+                want[(b * (1 + positions) + 1 + p) * 3 + c] = at(p) + pos[(1 + p) * 3 + c] as f64;
+            }
+        }
+    }
+    assert_close("attention_pool_tokens", &tokens, &want, 1e-6);
+}
+
+#[test]
+fn images_are_transposed_to_channels_last() {
+    let cpu = Cpu::new();
+    let shape = MapShape {
+        batch: 2,
+        height: 3,
+        width: 4,
+        channels: 3,
+    };
+    let images: Vec<f32> = (0..shape.len()).map(|i| i as f32).collect();
+    let mut out = vec![f32::NAN; shape.len()];
+    cpu.to_channels_last(&mut out, &images, shape).unwrap();
+    // Image 1, channel 2, row 1, column 3.
+    let (b, c, y, x) = (1, 2, 1, 3);
+    assert_eq!(
+        out[((b * 3 + y) * 4 + x) * 3 + c],
+        (((b * 3 + c) * 3 + y) * 4 + x) as f32
+    );
+}
+
+#[test]
+fn convolution_shape_errors_name_the_problem() {
+    let cpu = Cpu::new();
+    let conv = Conv2d {
+        weight: vec![0.0; 4 * 9 * 3],
+        in_channels: 3,
+        out_channels: 4,
+        kernel: 3,
+        stride: 1,
+        padding: 0,
+    };
+    let mut shape = MapShape {
+        batch: 1,
+        height: 4,
+        width: 4,
+        channels: 2,
+    };
+    let inp = vec![0.0; 100];
+    let mut out = vec![0.0; 100];
+    let err = cpu.conv2d(&mut out, &inp, &conv, shape).unwrap_err();
+    assert!(
+        matches!(err, BackendError::InvalidShape { .. }) && err.to_string().contains("2 channels"),
+        "{err}"
+    );
+    shape.channels = 3;
+    shape.width = 2;
+    let err = cpu.conv2d(&mut out, &inp, &conv, shape).unwrap_err();
+    assert!(err.to_string().contains("kernel 3 is larger"), "{err}");
+    let err = cpu.avg_pool2d(&mut out, &inp, shape, 0).unwrap_err();
+    assert!(matches!(err, BackendError::InvalidShape { .. }), "{err}");
+    shape.width = 4;
+    let mut short = vec![0.0; 7];
+    let err = cpu.conv2d(&mut short, &inp, &conv, shape).unwrap_err();
+    assert!(
+        matches!(err, BackendError::BufferTooSmall { needed: 16, .. }),
         "{err}"
     );
 }

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use clip_support::fixture;
-use fedotp::clip::{ClipError, ClipWeights, VisionConfig};
+use fedotp::backend::{BatchNorm, Conv2d, Linear};
+use fedotp::clip::{ClipConfig, ClipError, ClipWeights, ConvNorm, VisionConfig, VisionWeights};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
@@ -51,6 +52,12 @@ fn load_err(path: &Path) -> (ClipError, String) {
     let err = ClipWeights::load(path).expect_err("loading must fail");
     let message = err.to_string();
     (err, message)
+}
+
+/// The error of loading a fixture whose weights file was passed through `edit`.
+fn edited_err(dir: &str, file: &str, edit: impl FnOnce(&mut Tensors)) -> (ClipError, String) {
+    let (_tmp, path) = edited(dir, file, edit);
+    load_err(&path)
 }
 
 #[test]
@@ -178,23 +185,164 @@ fn missing_file_and_empty_directory() {
 }
 
 #[test]
-fn unknown_layout_and_resnet_are_reported() {
+fn unknown_layout_and_hugging_face_resnet_are_reported() {
     let (_tmp, path) = edited("openai", "open_clip_model.safetensors", |t| {
         t.retain(|name, _| name.starts_with("visual."));
     });
     let (err, _) = load_err(&path);
     assert!(matches!(err, ClipError::UnknownLayout { .. }), "{err:?}");
 
-    let (_tmp, path) = edited("openai", "open_clip_model.safetensors", |t| {
-        let w = t["visual.proj"].clone();
-        t.insert("visual.attnpool.c_proj.weight".into(), w);
+    // Hugging Face's CLIPModel has no ResNet tower: ResNet tensors in its layout are refused
+    // with a pointer to the layout that has one.
+    let (_tmp, path) = edited("hf", "model.safetensors", |t| {
+        let w = t["visual_projection.weight"].clone();
+        t.insert("vision_model.attnpool.c_proj.weight".into(), w);
     });
     let (err, message) = load_err(&path);
     assert!(matches!(err, ClipError::Unsupported { .. }), "{err:?}");
     assert!(
-        message.contains("(RN50) vision tower not built yet"),
+        message.contains("vision_model.attnpool.c_proj.weight")
+            && message.contains("Hugging Face's CLIPModel has no ResNet tower")
+            && message.contains("OpenAI / open_clip layout"),
         "{message}"
     );
+}
+
+#[test]
+fn resnet_architecture_is_inferred_from_shapes_or_read_from_the_config() {
+    // Everything but the head counts comes from the shapes; the config gives the text heads
+    // (width 32 is not a multiple of 64) and here leaves out the vision head width.
+    let (tmp, _) = edited("rn", "open_clip_model.safetensors", |_| {});
+    let config = tmp.path().join("open_clip_config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("\"head_width\": 96", "\"unused\": 0")).unwrap();
+    let weights = ClipWeights::load(tmp.path()).unwrap();
+    let VisionConfig::ResNet(r) = &weights.config.vision else {
+        panic!("a ResNet")
+    };
+    // 3 × 3 positions → 96 px; open_clip's default 64-wide heads: 192 / 64 = 3.
+    assert_eq!(
+        (r.image_size, r.width, r.layers, r.heads),
+        (96, 6, [2, 1, 1, 1], 3)
+    );
+    assert_eq!(
+        (weights.config.embed_dim, weights.config.text.width),
+        (32, 32)
+    );
+    // open_clip_config.json's head_width 96 gives the fixture's 2 heads.
+    let weights = ClipWeights::load(fixture("rn")).unwrap();
+    let VisionConfig::ResNet(r) = &weights.config.vision else {
+        panic!("a ResNet")
+    };
+    assert_eq!(r.heads, 2);
+    let VisionWeights::ResNet(w) = &weights.vision else {
+        panic!("ResNet weights")
+    };
+    let blocks: Vec<usize> = w.stages.iter().map(Vec::len).collect();
+    assert_eq!(blocks, [2, 1, 1, 1]);
+    // layer1.0 widens 6 → 24 channels (a downsample without stride), layer1.1 keeps them.
+    let first = &w.stages[0][0];
+    assert_eq!((first.stride, first.downsample.is_some()), (1, true));
+    assert!(w.stages[0][1].downsample.is_none());
+    assert_eq!(w.stages[3][0].stride, 2);
+}
+
+#[test]
+fn resnet_tensor_errors_name_the_tensor() {
+    let (err, message) = edited_err("rn", "open_clip_model.safetensors", |t| {
+        t.remove("visual.layer1.1.bn2.running_var");
+    });
+    assert!(matches!(err, ClipError::MissingTensor { .. }), "{err:?}");
+    assert!(
+        message.contains("visual.layer1.1.bn2.running_var"),
+        "{message}"
+    );
+
+    // layer2.0's shortcut convolution: 24 → 48 channels, 1×1.
+    let (err, message) = edited_err("rn", "open_clip_model.safetensors", |t| {
+        t.insert(
+            "visual.layer2.0.downsample.0.weight".into(),
+            (Dtype::F32, vec![48, 24, 3, 3], vec![0; 48 * 24 * 9 * 4]),
+        );
+    });
+    assert!(
+        message.contains("`visual.layer2.0.downsample.0.weight` has shape [48, 24, 3, 3], expected [48, 24, 1, 1]"),
+        "{message}"
+    );
+    assert!(matches!(err, ClipError::ShapeMismatch { .. }), "{err:?}");
+
+    // A stage without blocks.
+    let (err, message) = edited_err("rn", "open_clip_model.safetensors", |t| {
+        t.retain(|name, _| !name.starts_with("visual.layer4."));
+    });
+    assert!(matches!(err, ClipError::MissingTensor { .. }), "{err:?}");
+    assert!(
+        message.contains("visual.layer4.0.conv1.weight"),
+        "{message}"
+    );
+
+    // A parameter no ModifiedResNet has; `num_batches_tracked` counters are accepted (the
+    // fixture has them), other integer tensors are not parameters.
+    let (err, message) = edited_err("rn", "open_clip_model.safetensors", |t| {
+        let w = t["visual.layer1.0.conv3.weight"].clone();
+        t.insert("visual.layer1.0.conv4.weight".into(), w);
+    });
+    assert!(matches!(err, ClipError::UnexpectedTensor { .. }), "{err:?}");
+    assert!(
+        message.contains("visual.layer1.0.conv4.weight"),
+        "{message}"
+    );
+}
+
+/// Values held by a convolution and its batch-norm.
+fn conv_norm_len(c: &ConvNorm<Vec<f32>>) -> usize {
+    let Conv2d { weight, .. } = &c.conv;
+    let BatchNorm {
+        weight: gamma,
+        bias,
+        running_mean,
+        running_var,
+        ..
+    } = &c.norm;
+    weight.len() + gamma.len() + bias.len() + running_mean.len() + running_var.len()
+}
+
+fn linear_len(l: &Linear<Vec<f32>>) -> usize {
+    l.weight.len() + l.bias.as_ref().map_or(0, Vec::len)
+}
+
+#[test]
+fn random_resnets_have_the_sizes_of_open_clips() {
+    // Parameters plus batch-norm running statistics of open_clip's `RN50-quickgelu` and
+    // `RN101-quickgelu` image towers (`model.visual`), counted with PyTorch.
+    for (config, want) in [
+        (ClipConfig::rn50(), 38_370_144),
+        (ClipConfig::rn101(), 56_365_408),
+    ] {
+        let weights = ClipWeights::random(&config, 0).unwrap();
+        let VisionWeights::ResNet(w) = &weights.vision else {
+            panic!("ResNet weights")
+        };
+        let pool = &w.attention_pool;
+        let blocks: usize = w
+            .stages
+            .iter()
+            .flatten()
+            .map(|b| {
+                [&b.conv1, &b.conv2, &b.conv3]
+                    .into_iter()
+                    .chain(&b.downsample)
+                    .map(conv_norm_len)
+                    .sum::<usize>()
+            })
+            .sum();
+        let total = w.stem.iter().map(conv_norm_len).sum::<usize>()
+            + blocks
+            + pool.position_embedding.len()
+            + linear_len(&pool.qkv)
+            + linear_len(&pool.c_proj);
+        assert_eq!(total, want, "{:?}", config.vision);
+    }
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Every layer of both towers, and the text tower's input gradient, against PyTorch: a
-//! Hugging Face `CLIPModel` and an open_clip (OpenAI layout) CLIP, small and random, recorded by
-//! `host/scripts/clip_fixtures.py`. Run with `--nocapture` to see each layer's error.
+//! Hugging Face `CLIPModel`, an open_clip (OpenAI layout) ViT CLIP and an OpenAI-layout CLIP with
+//! a ModifiedResNet image tower, small and random, recorded by `host/scripts/clip_fixtures.py`.
+//! Run with `--nocapture` to see each layer's error.
 
 mod clip_support;
 
@@ -8,7 +9,7 @@ use clip_support::{assert_close, fixture, truncate, Reference};
 use fedotp::backend::{Backend, Cpu};
 use fedotp::clip::{
     text_backward, text_forward, vision_forward_inspect, ClipWeights, PromptBatch, SpecialTokens,
-    TextActivations, VitStage,
+    TextActivations, VisionStage,
 };
 
 /// Forward tolerance (max-norm relative, f32).
@@ -173,11 +174,12 @@ fn check_vision(w: &Weights, r: &Reference, dir: &str) {
     let batch = shape[0];
     let out = vision_forward_inspect(&cpu, &w.vision, &images, batch, |stage, values, s| {
         let name = match stage {
-            VitStage::PatchEmbeddings => "vision.patch_embeds".to_string(),
-            VitStage::Embeddings => "vision.embeddings".to_string(),
-            VitStage::PreNorm => "vision.pre_norm".to_string(),
-            VitStage::Block(i) => format!("vision.block{i}"),
-            VitStage::PostNorm => "vision.post_norm".to_string(),
+            VisionStage::PatchEmbeddings => "vision.patch_embeds".to_string(),
+            VisionStage::Embeddings => "vision.embeddings".to_string(),
+            VisionStage::PreNorm => "vision.pre_norm".to_string(),
+            VisionStage::Block(i) => format!("vision.block{i}"),
+            VisionStage::PostNorm => "vision.post_norm".to_string(),
+            other => panic!("{dir}: ResNet stage {other:?} in a ViT"),
         };
         let got = cpu.download(values, s.len())?;
         assert_close(
@@ -233,6 +235,70 @@ fn hugging_face_vision_tower_matches_pytorch() {
 #[test]
 fn openai_vision_tower_matches_pytorch() {
     check_vision(&load("openai"), &Reference::open("openai"), "openai");
+}
+
+/// A PyTorch `(n, c, h, w)` map as the tower's channels-last rows `(n, h·w, c)`.
+fn channels_last(values: &[f32], shape: &[usize]) -> Vec<f32> {
+    let (n, c, hw) = (shape[0], shape[1], shape[2] * shape[3]);
+    let mut out = vec![0.0; values.len()];
+    for b in 0..n {
+        for ch in 0..c {
+            for p in 0..hw {
+                out[(b * hw + p) * c + ch] = values[(b * c + ch) * hw + p];
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn resnet_vision_tower_matches_pytorch_at_every_layer() {
+    let cpu = Cpu::new();
+    let (w, r) = (load("rn"), Reference::open("rn"));
+    let (images, shape) = r.f32("vision.images");
+    let mut checked = Vec::new();
+    let out = vision_forward_inspect(&cpu, &w.vision, &images, shape[0], |stage, values, s| {
+        let name = match stage {
+            VisionStage::Stem(i) => format!("vision.stem{i}"),
+            VisionStage::StemPool => "vision.stem_pool".to_string(),
+            VisionStage::Bottleneck { stage, block } => format!("vision.stage{stage}.block{block}"),
+            VisionStage::PoolTokens => "vision.pool_tokens".to_string(),
+            VisionStage::PoolAttention => "vision.pool_attention".to_string(),
+            other => panic!("ViT stage {other:?} in a ResNet"),
+        };
+        let (want, want_shape) = r.f32(&name);
+        let want = match want_shape.len() {
+            4 => channels_last(&want, &want_shape),
+            _ => want,
+        };
+        let got = cpu.download(values, s.len())?;
+        assert_close(&format!("rn {name}"), &got, &want, FORWARD_TOL);
+        checked.push(name);
+        Ok(())
+    })
+    .unwrap();
+    // 3 stem convolutions, the stem pool, 2 + 1 + 1 + 1 blocks, the pool's tokens and attention.
+    assert_eq!(checked.len(), 3 + 1 + 5 + 2, "{checked:?}");
+    assert_eq!(out.tokens_per_image, 1 + 3 * 3);
+    assert_close(
+        "rn vision tokens (c_proj, every position)",
+        &out.tokens,
+        &r.values("vision.tokens"),
+        FORWARD_TOL,
+    );
+    // open_clip's own encode_image, which queries the attention pool with the mean token only.
+    assert_close(
+        "rn vision pooled vs encode_image",
+        &out.pooled,
+        &r.values("vision.pooled"),
+        FORWARD_TOL,
+    );
+}
+
+#[test]
+fn resnet_checkpoint_text_tower_matches_encode_text() {
+    let r = Reference::open("rn");
+    check_plain_text(&load("rn"), &r, "plain.features", "rn encode_text");
 }
 
 #[test]

@@ -12,8 +12,8 @@
 use std::io::Write;
 
 use fedotp::backend::{
-    AttentionShape, Backend, BackendError, Cpu, Cuda, CudaBuf, LayerNorm, Linear, MathMode,
-    MatmulDims, PatchShape, PromptShape, SeqShape,
+    AttentionShape, Backend, BackendError, BatchNorm, Conv2d, Cpu, Cuda, CudaBuf, LayerNorm,
+    Linear, MapShape, MathMode, MatmulDims, PatchShape, PromptShape, SeqShape,
 };
 use fedotp::clip::{
     text_backward, text_forward, vision_forward, ClipConfig, ClipWeights, PromptBatch,

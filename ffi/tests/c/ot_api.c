@@ -1,29 +1,8 @@
-/* Calls every OT function of libfedotp from C, the error paths included; exits non-zero on the
- * first mismatch. Built and run by ffi/tests/c_program.rs. */
+/* Calls every OT function of libfedotp from C, the error paths included; exits non-zero if any
+ * check fails. Built and run by ffi/tests/c_program.rs. */
 #include <math.h>
-#include <stdio.h>
-#include <string.h>
 
-#include "fedotp.h"
-
-static int failures = 0;
-
-#define CHECK(cond, ...)                                   \
-    do {                                                   \
-        if (!(cond)) {                                     \
-            fprintf(stderr, "%s:%d: ", __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                  \
-            fprintf(stderr, "\n");                         \
-            failures++;                                    \
-        }                                                  \
-    } while (0)
-
-#define EXPECT_STATUS(call, expected)                                                        \
-    do {                                                                                     \
-        int32_t got_ = (call);                                                               \
-        CHECK(got_ == (expected), "%s returned %d (%s: %s), expected %d", #call, got_,      \
-              fedotp_status_str(got_), fedotp_last_error_message(), (expected));             \
-    } while (0)
+#include "check.h"
 
 static const FedotpOtParams PAPER = {0.1f, 0.8f, 100, 1e-3f, 0};
 
@@ -168,14 +147,7 @@ static void status_strings(void) {
                              FEDOTP_ERR_INVALID_MAX_ITER, FEDOTP_ERR_INVALID_TOL,
                              FEDOTP_ERR_INVALID_BALANCED, FEDOTP_ERR_INVALID_SCALE,
                              FEDOTP_ERR_ZERO_NORM};
-    const size_t count = sizeof codes / sizeof codes[0];
-    for (size_t i = 0; i < count; i++) {
-        const char *s = fedotp_status_str(codes[i]);
-        CHECK(s != NULL && strlen(s) > 0 && strcmp(s, "unknown status") != 0,
-              "status %d has no name", codes[i]);
-        for (size_t j = 0; j < i; j++)
-            CHECK(codes[i] != codes[j], "status %d used twice", codes[i]);
-    }
+    check_status_names(codes, sizeof codes / sizeof codes[0]);
     CHECK(strcmp(fedotp_status_str(12345), "unknown status") == 0, "unknown code");
 }
 
@@ -186,10 +158,5 @@ int main(void) {
     logits_by_hand();
     logits_errors_write_nothing();
     status_strings();
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("all OT C API checks passed\n");
-    return 0;
+    return report("OT C API");
 }

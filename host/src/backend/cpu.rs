@@ -3,7 +3,10 @@
 //! Large products (the linear layers) run one `gemm` call split over all rayon threads. Attention
 //! is many small per-(sequence, head) products: a rayon loop over those pairs, each product
 //! single-threaded inside, so the two levels never nest thread pools. Row-wise layers (LayerNorm,
-//! activations, gathers) are rayon loops over rows.
+//! activations, gathers) are rayon loops over rows. The convolutional layers of the ResNet image
+//! tower are in [`conv`].
+
+mod conv;
 
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -14,8 +17,8 @@ use fedotp_core::ot::{BatchLayout, BatchReport, OtParams};
 
 use super::checks::{check_count, check_indices, check_len};
 use super::{
-    AttentionShape, Backend, BackendError, BackendResult, LayerNorm, Linear, MatmulDims,
-    PatchShape, PromptShape, SeqShape,
+    AttentionShape, Backend, BackendError, BackendResult, BatchNorm, Conv2d, LayerNorm, Linear,
+    MapShape, MatmulDims, PatchShape, PromptShape, SeqShape,
 };
 
 /// Runs every layer on the host CPU, using all threads of rayon's global pool.
@@ -910,5 +913,57 @@ impl Backend for Cpu {
         classes: usize,
     ) -> BackendResult<f32> {
         head::cross_entropy(d_logits, logits, labels, classes)
+    }
+
+    fn to_channels_last(
+        &self,
+        out: &mut Vec<f32>,
+        inp: &Vec<f32>,
+        shape: MapShape,
+    ) -> BackendResult<()> {
+        conv::to_channels_last(out, inp, shape)
+    }
+
+    fn conv2d(
+        &self,
+        out: &mut Vec<f32>,
+        inp: &Vec<f32>,
+        conv: &Conv2d<Vec<f32>>,
+        shape: MapShape,
+    ) -> BackendResult<()> {
+        conv::conv2d(out, inp, conv, shape)
+    }
+
+    fn batch_norm(
+        &self,
+        x: &mut Vec<f32>,
+        bn: &BatchNorm<Vec<f32>>,
+        rows: usize,
+    ) -> BackendResult<()> {
+        conv::batch_norm(x, bn, rows)
+    }
+
+    fn relu(&self, x: &mut Vec<f32>, len: usize) -> BackendResult<()> {
+        conv::relu(x, len)
+    }
+
+    fn avg_pool2d(
+        &self,
+        out: &mut Vec<f32>,
+        inp: &Vec<f32>,
+        shape: MapShape,
+        kernel: usize,
+    ) -> BackendResult<()> {
+        conv::avg_pool2d(out, inp, shape, kernel)
+    }
+
+    fn attention_pool_tokens(
+        &self,
+        out: &mut Vec<f32>,
+        map: &Vec<f32>,
+        pos: &Vec<f32>,
+        shape: MapShape,
+    ) -> BackendResult<()> {
+        conv::attention_pool_tokens(out, map, pos, shape)
     }
 }

@@ -16,11 +16,15 @@
 //! - Small index arrays (token ids, context assignment, EOT positions) are host slices: a device
 //!   backend copies them over, which costs little next to the layers.
 //!
-//! The ops cover the ViT, the text transformer, and the prompt-learning head on top of them
-//! (feature normalisation, similarity products, FedOTP's batched OT solve and its logits, the
-//! cross-entropy loss), so a training step runs where the model runs. The ModifiedResNet (RN50) vision tower adds its
-//! own — 2-D convolution, inference batch-norm, average pooling and the attention pool — as further
-//! methods of this trait, with their weights in a new [`crate::clip::VisionWeights`] variant.
+//! The ops cover the ViT, the text transformer and the ModifiedResNet (RN50) image tower. The
+//! ResNet's feature maps are **channels-last** (`batch × height × width × channels`, see
+//! [`MapShape`]): every spatial position is a row of `channels` values, so a 1×1 convolution is
+//! one GEMM over rows like [`Backend::linear`], a k×k convolution is an im2col of rows plus that
+//! GEMM, and the attention pool's tokens are the map's rows as they lie in memory.
+//!
+//! The prompt-learning head on top of the towers (feature normalisation, similarity products,
+//! FedOTP's batched OT solve and its logits, the cross-entropy loss) is part of the trait too, so a
+//! training step runs where the model runs.
 
 mod checks;
 mod cpu;
@@ -81,6 +85,15 @@ pub enum BackendError {
         op: &'static str,
         /// The solver's reason.
         source: fedotp_core::ot::OtError,
+    },
+    /// The dimensions of an operation do not fit together (e.g. a kernel larger than its padded
+    /// input, a zero stride, a channel count that differs from the layer's).
+    #[error("{op}: {message}")]
+    InvalidShape {
+        /// The operation.
+        op: &'static str,
+        /// What does not fit.
+        message: String,
     },
     /// The device failed (driver or library error, kernel launch, out of memory).
     #[error("{op}: device error: {message}")]
@@ -243,6 +256,173 @@ impl PatchShape {
     /// Values per flattened patch, `channels × patch × patch`.
     pub fn patch_len(&self) -> usize {
         self.channels * self.patch_size * self.patch_size
+    }
+}
+
+/// A batch of channels-last feature maps: `batch × height × width × channels` values, each
+/// spatial position a row of `channels` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapShape {
+    /// Number of maps (images).
+    pub batch: usize,
+    /// Rows of positions.
+    pub height: usize,
+    /// Positions per row.
+    pub width: usize,
+    /// Values per position.
+    pub channels: usize,
+}
+
+impl MapShape {
+    /// Positions per map, `height × width`.
+    pub fn positions(&self) -> usize {
+        self.height * self.width
+    }
+
+    /// Position rows in the batch, `batch × height × width`.
+    pub fn rows(&self) -> usize {
+        self.batch * self.positions()
+    }
+
+    /// Number of values, `batch × height × width × channels`.
+    pub fn len(&self) -> usize {
+        self.rows() * self.channels
+    }
+
+    /// Whether the shape holds no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The maps as sequences of positions: `batch × (height·width) × channels`.
+    pub fn as_seq(&self) -> SeqShape {
+        SeqShape {
+            batch: self.batch,
+            seq: self.positions(),
+            width: self.channels,
+        }
+    }
+}
+
+/// A bias-free 2-D convolution with a square kernel, zero padding and equal strides (CLIP's
+/// ResNet convolutions are all followed by a batch-norm, so none has a bias).
+///
+/// The weight is stored **channels-last**, `out_channels × kernel × kernel × in_channels`
+/// (PyTorch's `(out, in, kh, kw)` permuted to `(out, kh, kw, in)` at load time), so that one row
+/// of the weight lines up with one im2col row of a channels-last map.
+#[derive(Debug, Clone)]
+pub struct Conv2d<Buf> {
+    /// Weight, `out_channels × kernel × kernel × in_channels`.
+    pub weight: Buf,
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Side of the square kernel.
+    pub kernel: usize,
+    /// Step between neighbouring output positions, in input positions.
+    pub stride: usize,
+    /// Zero positions added on each side of the input.
+    pub padding: usize,
+}
+
+impl<Buf> Conv2d<Buf> {
+    /// The shape of the output for an input of shape `input` (PyTorch's floor rounding):
+    /// `(side + 2·padding − kernel) / stride + 1` per side, `out_channels` channels.
+    ///
+    /// Fails when the input's channels are not `in_channels`, the kernel or stride is zero, or
+    /// the kernel is larger than the padded input.
+    ///
+    /// ```
+    /// use fedotp::backend::{Conv2d, MapShape};
+    ///
+    /// // The ModifiedResNet stem's first convolution: 3×3, stride 2, padding 1.
+    /// let conv = Conv2d { weight: (), in_channels: 3, out_channels: 32, kernel: 3, stride: 2, padding: 1 };
+    /// let input = MapShape { batch: 8, height: 224, width: 224, channels: 3 };
+    /// let out = conv.output_shape(input)?;
+    /// assert_eq!((out.height, out.width, out.channels), (112, 112, 32));
+    /// # Ok::<(), fedotp::backend::BackendError>(())
+    /// ```
+    pub fn output_shape(&self, input: MapShape) -> BackendResult<MapShape> {
+        let invalid = |message: String| BackendError::InvalidShape {
+            op: "conv2d",
+            message,
+        };
+        if input.channels != self.in_channels {
+            return Err(invalid(format!(
+                "input has {} channels, the convolution takes {}",
+                input.channels, self.in_channels
+            )));
+        }
+        if self.kernel == 0 || self.stride == 0 {
+            return Err(invalid(format!(
+                "kernel {} and stride {} must be positive",
+                self.kernel, self.stride
+            )));
+        }
+        let padded = input.height.min(input.width) + 2 * self.padding;
+        if padded < self.kernel {
+            return Err(invalid(format!(
+                "kernel {} is larger than the padded {}×{} input",
+                self.kernel, input.height, input.width
+            )));
+        }
+        let side = |n: usize| (n + 2 * self.padding - self.kernel) / self.stride + 1;
+        Ok(MapShape {
+            batch: input.batch,
+            height: side(input.height),
+            width: side(input.width),
+            channels: self.out_channels,
+        })
+    }
+
+    /// Values per weight row, `kernel × kernel × in_channels` (one im2col row).
+    pub fn patch_len(&self) -> usize {
+        self.kernel * self.kernel * self.in_channels
+    }
+
+    /// The same layer with its weight converted by `f` (e.g. uploaded to a device).
+    pub fn try_map<T, E>(self, f: &mut impl FnMut(Buf) -> Result<T, E>) -> Result<Conv2d<T>, E> {
+        Ok(Conv2d {
+            weight: f(self.weight)?,
+            in_channels: self.in_channels,
+            out_channels: self.out_channels,
+            kernel: self.kernel,
+            stride: self.stride,
+            padding: self.padding,
+        })
+    }
+}
+
+/// Batch normalisation with frozen statistics (inference): per channel,
+/// `y = (x − running_mean) / √(running_var + eps) · weight + bias`.
+#[derive(Debug, Clone)]
+pub struct BatchNorm<Buf> {
+    /// Scale (γ), `channels`.
+    pub weight: Buf,
+    /// Shift (β), `channels`.
+    pub bias: Buf,
+    /// Mean of the training data, `channels`.
+    pub running_mean: Buf,
+    /// Variance of the training data, `channels`.
+    pub running_var: Buf,
+    /// Normalised channels.
+    pub channels: usize,
+    /// Added to the variance before the square root.
+    pub eps: f32,
+}
+
+impl<Buf> BatchNorm<Buf> {
+    /// The same layer with each buffer converted by `f` (e.g. uploaded to a device).
+    pub fn try_map<T, E>(self, f: &mut impl FnMut(Buf) -> Result<T, E>) -> Result<BatchNorm<T>, E> {
+        Ok(BatchNorm {
+            weight: f(self.weight)?,
+            bias: f(self.bias)?,
+            running_mean: f(self.running_mean)?,
+            running_var: f(self.running_var)?,
+            channels: self.channels,
+            eps: self.eps,
+        })
     }
 }
 
@@ -503,6 +683,60 @@ pub trait Backend: Send + Sync {
         labels: &[u32],
         classes: usize,
     ) -> BackendResult<f32>;
+
+    // ---- convolutional layers (ModifiedResNet image tower; forward only, it is frozen) -------
+
+    /// Images from channels-first to channels-last: `inp` is `batch × channels × height × width`
+    /// (PyTorch's layout, how images arrive), `out` is `batch × height × width × channels`;
+    /// `shape` describes `out`.
+    fn to_channels_last(
+        &self,
+        out: &mut Self::Buf,
+        inp: &Self::Buf,
+        shape: MapShape,
+    ) -> BackendResult<()>;
+    /// 2-D convolution of channels-last maps: `inp` has shape `shape`, `out` has
+    /// `conv.output_shape(shape)`, and
+    /// `out[b, y, x, o] = Σ_{ky, kx, c} W[o, ky, kx, c] · inp[b, y·s + ky − p, x·s + kx − p, c]`
+    /// with zero outside the input (s = stride, p = padding).
+    fn conv2d(
+        &self,
+        out: &mut Self::Buf,
+        inp: &Self::Buf,
+        conv: &Conv2d<Self::Buf>,
+        shape: MapShape,
+    ) -> BackendResult<()>;
+    /// Inference batch normalisation, in place, over `rows` rows of `bn.channels` values
+    /// (a channels-last map has `rows` = batch × height × width).
+    fn batch_norm(
+        &self,
+        x: &mut Self::Buf,
+        bn: &BatchNorm<Self::Buf>,
+        rows: usize,
+    ) -> BackendResult<()>;
+    /// ReLU in place, `x[i] = max(x[i], 0)`, over `len` values.
+    fn relu(&self, x: &mut Self::Buf, len: usize) -> BackendResult<()>;
+    /// Average pooling with a `kernel × kernel` window and stride `kernel`, no padding, floor
+    /// rounding (PyTorch's `AvgPool2d(kernel)`): `inp` has shape `shape`, `out` has
+    /// `(height / kernel) × (width / kernel)` positions of `shape.channels` values, each the mean
+    /// of its window.
+    fn avg_pool2d(
+        &self,
+        out: &mut Self::Buf,
+        inp: &Self::Buf,
+        shape: MapShape,
+        kernel: usize,
+    ) -> BackendResult<()>;
+    /// The attention pool's input tokens: for each map `b` of `shape` (`H·W` positions),
+    /// `out[b, 0] = mean_i map[b, i] + pos[0]` and `out[b, 1 + i] = map[b, i] + pos[1 + i]`;
+    /// `out` is `batch × (1 + H·W) × channels`, `pos` is `(1 + H·W) × channels`.
+    fn attention_pool_tokens(
+        &self,
+        out: &mut Self::Buf,
+        map: &Self::Buf,
+        pos: &Self::Buf,
+        shape: MapShape,
+    ) -> BackendResult<()>;
 }
 
 /// Dimensions of a matrix product `out (m × n) = A · B`, with `k` the contracted dimension.

@@ -7,6 +7,10 @@
 //! (heads = width / 64, as in every CLIP release). Every tensor is then read with the shape that
 //! architecture implies, and every tensor of the file must be used: a missing, unexpected or
 //! misshapen tensor is an error naming it.
+//!
+//! The image tower is a ViT, or a ModifiedResNet (RN50, RN101, RN50x4, …) when the file has
+//! `visual.attnpool.*` tensors; the ResNet exists only in the OpenAI / open_clip layout, as
+//! Hugging Face's `CLIPModel` has no ResNet tower.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -17,10 +21,11 @@ use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
 
 use super::{
-    ClipConfig, ClipError, ClipWeights, ResidualBlock, TextConfig, TextWeights, VisionConfig,
-    VisionWeights, VitConfig, VitWeights, CLIP_HEAD_WIDTH, CLIP_LAYER_NORM_EPS,
+    AttentionPool, Bottleneck, ClipConfig, ClipError, ClipWeights, ConvNorm, ResNetConfig,
+    ResNetWeights, ResidualBlock, TextConfig, TextWeights, VisionConfig, VisionWeights, VitConfig,
+    VitWeights, CLIP_BATCH_NORM_EPS, CLIP_HEAD_WIDTH, CLIP_LAYER_NORM_EPS,
 };
-use crate::backend::{LayerNorm, Linear};
+use crate::backend::{BatchNorm, Conv2d, LayerNorm, Linear};
 
 /// Weight file names tried, in order, when [`ClipWeights::load`] is given a directory.
 pub const WEIGHT_FILE_NAMES: [&str; 2] = ["model.safetensors", "open_clip_model.safetensors"];
@@ -40,8 +45,9 @@ impl ClipWeights<Vec<f32>> {
     /// (Hugging Face, with its `config.json`) or `open_clip_model.safetensors` (open_clip, with
     /// an optional `open_clip_config.json`).
     ///
-    /// Only the ViT image tower is implemented: OpenAI-layout RN50 weights give
-    /// [`ClipError::Unsupported`] ("RN50 vision tower not built yet").
+    /// The image tower is a ViT (either layout) or a ModifiedResNet (RN50 family, OpenAI /
+    /// open_clip layout only: Hugging Face's `CLIPModel` has no ResNet tower, and a
+    /// Hugging Face-layout file with ResNet tensors gives [`ClipError::Unsupported`]).
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ClipError> {
         let path = path.as_ref();
         let file_path = resolve_weights(path)?;
@@ -198,6 +204,86 @@ impl TensorFile<'_> {
         })
     }
 
+    /// Separate `{prefix}.q_proj`, `k_proj` and `v_proj` linear layers (`width × width`, with
+    /// biases) stacked into one fused layer, rows `[q; k; v]`.
+    fn fused_qkv(&mut self, prefix: &str, width: usize) -> Result<Linear<Vec<f32>>, ClipError> {
+        let mut weight = Vec::with_capacity(3 * width * width);
+        let mut bias = Vec::with_capacity(3 * width);
+        for part in ["q_proj", "k_proj", "v_proj"] {
+            let layer = self.linear(&format!("{prefix}.{part}"), width, width)?;
+            weight.extend(layer.weight);
+            bias.extend(layer.bias.into_iter().flatten());
+        }
+        Ok(Linear {
+            weight,
+            bias: Some(bias),
+            in_features: width,
+            out_features: 3 * width,
+        })
+    }
+
+    /// A bias-free square convolution `{name}.weight`, stored `(out, in, k, k)` as PyTorch does
+    /// and returned channels-last `(out, k, k, in)`, with CLIP's `k / 2` padding.
+    fn conv(
+        &mut self,
+        name: &str,
+        (c_in, c_out, kernel, stride): (usize, usize, usize, usize),
+    ) -> Result<Conv2d<Vec<f32>>, ClipError> {
+        let stored = self.read(&format!("{name}.weight"), &[c_out, c_in, kernel, kernel])?;
+        let taps = kernel * kernel;
+        let mut weight = vec![0.0; stored.len()];
+        for (o, filter) in stored.chunks_exact(c_in * taps).enumerate() {
+            for (c, channel) in filter.chunks_exact(taps).enumerate() {
+                for (t, &v) in channel.iter().enumerate() {
+                    weight[(o * taps + t) * c_in + c] = v;
+                }
+            }
+        }
+        Ok(Conv2d {
+            weight,
+            in_channels: c_in,
+            out_channels: c_out,
+            kernel,
+            stride,
+            padding: kernel / 2,
+        })
+    }
+
+    /// A `BatchNorm2d` of `channels`: its affine parameters and running statistics (its
+    /// `num_batches_tracked` counter, which inference does not use, is accepted if present).
+    fn batch_norm(
+        &mut self,
+        prefix: &str,
+        channels: usize,
+        eps: f32,
+    ) -> Result<BatchNorm<Vec<f32>>, ClipError> {
+        let counter = format!("{prefix}.num_batches_tracked");
+        if self.has(&counter) {
+            self.used.insert(counter);
+        }
+        Ok(BatchNorm {
+            weight: self.read(&format!("{prefix}.weight"), &[channels])?,
+            bias: self.read(&format!("{prefix}.bias"), &[channels])?,
+            running_mean: self.read(&format!("{prefix}.running_mean"), &[channels])?,
+            running_var: self.read(&format!("{prefix}.running_var"), &[channels])?,
+            channels,
+            eps,
+        })
+    }
+
+    /// A convolution `conv` and its batch-norm `norm`.
+    fn conv_norm(
+        &mut self,
+        conv: &str,
+        norm: &str,
+        dims: (usize, usize, usize, usize),
+        eps: f32,
+    ) -> Result<ConvNorm<Vec<f32>>, ClipError> {
+        let conv = self.conv(conv, dims)?;
+        let norm = self.batch_norm(norm, dims.1, eps)?;
+        Ok(ConvNorm { conv, norm })
+    }
+
     /// Number of blocks `{prefix}.0`, `{prefix}.1`, … that have `{prefix}.{i}.{probe}`.
     fn count_blocks(&self, prefix: &str, probe: &str) -> usize {
         (0..)
@@ -316,15 +402,20 @@ enum Layout {
 impl Layout {
     fn detect(file: &TensorFile) -> Result<Self, ClipError> {
         if file.has(HF_NAMES.token_embedding) {
+            if let Some(name) = resnet_tensor(file) {
+                return Err(ClipError::Unsupported {
+                    path: file.path.to_path_buf(),
+                    what: format!(
+                        "tensor `{name}` belongs to a ModifiedResNet (RN50) image tower, but \
+                         Hugging Face's CLIPModel has no ResNet tower: load RN50 weights in the \
+                         OpenAI / open_clip layout (`visual.conv1.weight`, `visual.layer1.0.*`, \
+                         `visual.attnpool.*`, `token_embedding.weight`, …)"
+                    ),
+                });
+            }
             return Ok(Layout::HuggingFace);
         }
         if file.has(OPENAI_NAMES.token_embedding) {
-            if file.has("visual.attnpool.c_proj.weight") || file.has("visual.bn1.weight") {
-                return Err(ClipError::Unsupported {
-                    path: file.path.to_path_buf(),
-                    what: "ModifiedResNet (RN50) vision tower not built yet".to_string(),
-                });
-            }
             return Ok(Layout::OpenAi);
         }
         Err(ClipError::UnknownLayout {
@@ -358,8 +449,15 @@ impl Layout {
             }
         }
         check_heads_known(file.path, "text", config.text.width, config.text.heads)?;
-        let VisionConfig::Vit(vit) = &config.vision;
-        check_heads_known(file.path, "vision", vit.width, vit.heads)?;
+        match &config.vision {
+            VisionConfig::Vit(vit) => check_heads_known(file.path, "vision", vit.width, vit.heads)?,
+            VisionConfig::ResNet(resnet) => check_heads_known(
+                file.path,
+                "vision attention pool",
+                resnet.pool_width(),
+                resnet.heads,
+            )?,
+        }
         Ok(config)
     }
 
@@ -434,6 +532,7 @@ impl Layout {
                     config: v.clone(),
                 })
             }
+            VisionConfig::ResNet(r) => VisionWeights::ResNet(read_resnet(file, r, embed)?),
         };
         let logit_scale = file.read("logit_scale", &[])?[0];
         Ok(ClipWeights {
@@ -477,20 +576,7 @@ fn read_block(
             out_features: 3 * width,
         }
     } else {
-        // Stack the separate projections as rows [q; k; v], the fused layout.
-        let mut weight = Vec::with_capacity(3 * width * width);
-        let mut bias = Vec::with_capacity(3 * width);
-        for part in ["q_proj", "k_proj", "v_proj"] {
-            let layer = file.linear(&format!("{attn}.{part}"), width, width)?;
-            weight.extend(layer.weight);
-            bias.extend(layer.bias.into_iter().flatten());
-        }
-        Linear {
-            weight,
-            bias: Some(bias),
-            in_features: width,
-            out_features: 3 * width,
-        }
+        file.fused_qkv(&attn, width)?
     };
     Ok(ResidualBlock {
         ln_1: file.layer_norm(&format!("{prefix}.{}", names.ln_1), width, eps)?,
@@ -500,6 +586,143 @@ fn read_block(
         mlp_fc: file.linear(&format!("{prefix}.{}", names.mlp_fc), width, mlp_width)?,
         mlp_proj: file.linear(&format!("{prefix}.{}", names.mlp_proj), mlp_width, width)?,
     })
+}
+
+/// The OpenAI-layout names of the ModifiedResNet tower.
+mod resnet_names {
+    /// The stem's convolutions and batch-norms, in order.
+    pub const STEM: [(&str, &str); 3] = [
+        ("visual.conv1", "visual.bn1"),
+        ("visual.conv2", "visual.bn2"),
+        ("visual.conv3", "visual.bn3"),
+    ];
+    /// Prefix of the attention pool.
+    pub const POOL: &str = "visual.attnpool";
+    /// The attention pool's position embeddings, `(1 + positions) × pool_width`.
+    pub const POOL_POSITIONS: &str = "visual.attnpool.positional_embedding";
+
+    /// Prefix of stage `stage` (0-based; the checkpoint counts stages from 1).
+    pub fn stage(stage: usize) -> String {
+        format!("visual.layer{}", stage + 1)
+    }
+
+    /// Prefix of block `index` of stage `stage`.
+    pub fn block(stage_index: usize, index: usize) -> String {
+        format!("{}.{index}", stage(stage_index))
+    }
+}
+
+/// The first tensor whose name marks a ModifiedResNet image tower, if any.
+fn resnet_tensor(file: &TensorFile) -> Option<String> {
+    const MARKERS: [&str; 4] = ["attnpool", "downsample", ".layer1.", ".bn1."];
+    let mut names = file.tensors.names();
+    names.sort();
+    names
+        .into_iter()
+        .filter(|n| n.starts_with("visual.") || n.starts_with("vision_model."))
+        .find(|n| MARKERS.iter().any(|m| n.contains(m)))
+        .map(str::to_string)
+}
+
+/// The ModifiedResNet tower (OpenAI layout), stage structure from `config.blocks()`.
+fn read_resnet(
+    file: &mut TensorFile,
+    config: &ResNetConfig,
+    embed_dim: usize,
+) -> Result<ResNetWeights<Vec<f32>>, ClipError> {
+    let eps = config.batch_norm_eps;
+    let mut stem = Vec::with_capacity(3);
+    for ((conv, norm), (c_in, c_out, stride)) in resnet_names::STEM.iter().zip(config.stem()) {
+        stem.push(file.conv_norm(conv, norm, (c_in, c_out, 3, stride), eps)?);
+    }
+    let mut stages: Vec<Vec<_>> = vec![Vec::new(); 4];
+    for b in config.blocks() {
+        let prefix = resnet_names::block(b.stage, b.index);
+        let layer = |i: usize| (format!("{prefix}.conv{i}"), format!("{prefix}.bn{i}"));
+        let (c_in, planes) = (b.in_channels, b.planes);
+        let mut conv_norm = |i: usize, dims| {
+            let (conv, norm) = layer(i);
+            file.conv_norm(&conv, &norm, dims, eps)
+        };
+        let conv1 = conv_norm(1, (c_in, planes, 1, 1))?;
+        let conv2 = conv_norm(2, (planes, planes, 3, 1))?;
+        let conv3 = conv_norm(3, (planes, 4 * planes, 1, 1))?;
+        // `downsample.0` is the convolution and `downsample.1` its batch-norm (the average pool
+        // before them has no parameters).
+        let downsample = if b.downsample {
+            let (conv, norm) = (
+                format!("{prefix}.downsample.0"),
+                format!("{prefix}.downsample.1"),
+            );
+            Some(file.conv_norm(&conv, &norm, (c_in, 4 * planes, 1, 1), eps)?)
+        } else {
+            None
+        };
+        stages[b.stage].push(Bottleneck {
+            conv1,
+            conv2,
+            conv3,
+            stride: b.stride,
+            downsample,
+        });
+    }
+    let width = config.pool_width();
+    let pool = resnet_names::POOL;
+    let attention_pool = AttentionPool {
+        position_embedding: file.read(resnet_names::POOL_POSITIONS, &[config.tokens(), width])?,
+        qkv: file.fused_qkv(pool, width)?,
+        c_proj: file.linear(&format!("{pool}.c_proj"), width, embed_dim)?,
+    };
+    Ok(ResNetWeights {
+        config: config.clone(),
+        stem,
+        stages,
+        attention_pool,
+    })
+}
+
+/// The ModifiedResNet's dimensions from its tensors' shapes: the width from the stem's last
+/// convolution, the blocks per stage by counting, the image size from the attention pool's
+/// positions (`(image_size / 32)² + 1`), CLIP's 64-wide heads.
+fn infer_resnet(file: &TensorFile) -> Result<ResNetConfig, ClipError> {
+    let width = dim(file, &format!("{}.weight", resnet_names::STEM[2].0), 4, 0)?;
+    let mut layers = [0; 4];
+    for (stage, count) in layers.iter_mut().enumerate() {
+        *count = file.count_blocks(&resnet_names::stage(stage), "conv1.weight");
+        if *count == 0 {
+            let first = resnet_names::block(stage, 0);
+            return Err(file.missing(&format!("{first}.conv1.weight")));
+        }
+    }
+    let tokens = dim(file, resnet_names::POOL_POSITIONS, 2, 0)?;
+    let pool_width = dim(file, resnet_names::POOL_POSITIONS, 2, 1)?;
+    let grid = square_grid(file, resnet_names::POOL_POSITIONS, tokens, "a ResNet")?;
+    Ok(ResNetConfig {
+        image_size: 32 * grid,
+        width,
+        layers,
+        heads: default_heads(pool_width),
+        batch_norm_eps: CLIP_BATCH_NORM_EPS,
+    })
+}
+
+/// The side of the grid of `tokens − 1` positions, which must be a positive square.
+fn square_grid(
+    file: &TensorFile,
+    name: &str,
+    tokens: usize,
+    tower: &str,
+) -> Result<usize, ClipError> {
+    let grid = ((tokens.saturating_sub(1)) as f64).sqrt().round() as usize;
+    if tokens < 2 || grid * grid + 1 != tokens {
+        return Err(ClipError::Unsupported {
+            path: file.path.to_path_buf(),
+            what: format!(
+                "tensor `{name}` has {tokens} rows: {tower} needs 1 + a square number of positions"
+            ),
+        });
+    }
+    Ok(grid)
 }
 
 /// Reads the `index`-th dimension of a tensor that must have `rank` dimensions.
@@ -564,19 +787,17 @@ fn infer_config(names: &Names, file: &TensorFile) -> Result<ClipConfig, ClipErro
         usize::from(names.projections_in_out),
     )?;
 
+    if file.has(resnet_names::POOL_POSITIONS) {
+        return Ok(ClipConfig {
+            embed_dim,
+            text,
+            vision: VisionConfig::ResNet(infer_resnet(file)?),
+        });
+    }
     let width = dim(file, names.class_embedding, 1, 0)?;
     let patch_size = dim(file, names.patch_embedding, 4, 3)?;
     let tokens = dim(file, names.vision_position, 2, 0)?;
-    let grid = ((tokens.saturating_sub(1)) as f64).sqrt().round() as usize;
-    if tokens < 2 || grid * grid + 1 != tokens {
-        return Err(ClipError::Unsupported {
-            path: file.path.to_path_buf(),
-            what: format!(
-                "tensor `{}` has {tokens} rows: a ViT needs 1 + a square number of patches",
-                names.vision_position
-            ),
-        });
-    }
+    let grid = square_grid(file, names.vision_position, tokens, "a ViT")?;
     let vision_fc = format!("{}.0.{}.weight", names.vision_blocks, block.mlp_fc);
     let vit = VitConfig {
         image_size: grid * patch_size,
@@ -705,9 +926,13 @@ fn apply_open_clip_config(config: &mut ClipConfig, path: &Path) -> Result<(), Cl
     if let Some(t) = cfg.model_cfg.text_cfg {
         config.text.heads = t.heads.unwrap_or(OPEN_CLIP_TEXT_HEADS);
     }
-    if let (Some(v), VisionConfig::Vit(c)) = (cfg.model_cfg.vision_cfg, &mut config.vision) {
-        let width = v.width.unwrap_or(c.width);
-        c.heads = width / v.head_width.unwrap_or(CLIP_HEAD_WIDTH).max(1);
+    if let Some(v) = cfg.model_cfg.vision_cfg {
+        let head_width = v.head_width.unwrap_or(CLIP_HEAD_WIDTH).max(1);
+        match &mut config.vision {
+            VisionConfig::Vit(c) => c.heads = v.width.unwrap_or(c.width) / head_width,
+            // open_clip's `width` is the ResNet's stem width; its pool is 32 times wider.
+            VisionConfig::ResNet(c) => c.heads = 32 * v.width.unwrap_or(c.width) / head_width,
+        }
     }
     Ok(())
 }

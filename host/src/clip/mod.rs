@@ -10,17 +10,22 @@ mod config;
 mod error;
 mod load;
 mod prompt;
+mod resnet;
 mod text;
 pub mod tokenizer;
 mod vision;
 mod weights;
 
 pub use config::{
-    ClipConfig, TextConfig, VisionConfig, VitConfig, CLIP_HEAD_WIDTH, CLIP_LAYER_NORM_EPS,
+    BlockSpec, ClipConfig, ResNetConfig, TextConfig, VisionConfig, VitConfig, CLIP_BATCH_NORM_EPS,
+    CLIP_HEAD_WIDTH, CLIP_LAYER_NORM_EPS,
 };
 pub use error::ClipError;
 pub use load::WEIGHT_FILE_NAMES;
 pub use prompt::{PromptBatch, SpecialTokens, EOT_TOKEN, SOT_TOKEN};
 pub use text::{text_backward, text_forward, TextActivations};
-pub use vision::{vision_forward, vision_forward_inspect, ImageFeatures, VitStage};
-pub use weights::{ClipWeights, ResidualBlock, TextWeights, VisionWeights, VitWeights};
+pub use vision::{vision_forward, vision_forward_inspect, ImageFeatures, VisionStage};
+pub use weights::{
+    AttentionPool, Bottleneck, ClipWeights, ConvNorm, ResNetWeights, ResidualBlock, TextWeights,
+    VisionWeights, VitWeights,
+};

@@ -1,4 +1,4 @@
-//! The image tower as FedOTP uses it: every token after `ln_post` and the projection.
+//! The image tower as FedOTP uses it: every token after the last layer and the projection.
 //!
 //! ViT forward (CLIP's `VisionTransformer` without the CLS-only pooling):
 //!
@@ -10,18 +10,24 @@
 //! ```
 //!
 //! The CLS row of `tokens` is exactly CLIP's image embedding (`ln_post(x[:, 0]) @ proj`).
+//!
+//! ModifiedResNet forward: see [`super::resnet`]; its tokens are the attention pool's outputs
+//! queried at every position, the mean-query token first (exactly CLIP's RN image embedding).
 
 use super::block::{block_forward, fit, BlockActivations, Scratch};
-use super::{ClipError, VisionWeights};
+use super::resnet::resnet_forward;
+use super::{ClipError, VisionWeights, VitWeights};
 use crate::backend::{AttentionShape, Backend, PatchShape, SeqShape};
 
 /// Output of [`vision_forward`]: projected, un-normalised embeddings.
 #[derive(Debug, Clone)]
 pub struct ImageFeatures<Buf> {
-    /// Every token after `ln_post` and the projection, `batch × tokens × embed_dim`, the
+    /// Every token, `batch × tokens × embed_dim`: after `ln_post` and the projection (ViT), or
+    /// the attention pool's output queried at every position, after `c_proj` (ResNet); the
     /// class/pooled token first in each image.
     pub tokens: Buf,
-    /// The class/pooled embedding (CLIP's image embedding), `batch × embed_dim`.
+    /// The class/pooled embedding (CLIP's image embedding: the CLS token of a ViT, the
+    /// mean-query token of a ResNet's attention pool), `batch × embed_dim`.
     pub pooled: Buf,
     /// Number of images.
     pub batch: usize,
@@ -31,19 +37,37 @@ pub struct ImageFeatures<Buf> {
     pub embed_dim: usize,
 }
 
-/// A point in the ViT forward pass, reported to [`vision_forward_inspect`]'s callback.
+/// A point in the image tower's forward pass, reported to [`vision_forward_inspect`]'s
+/// callback with the values there as `batch × seq × width` rows (feature maps of the ResNet as
+/// channels-last `batch × (height·width) × channels`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VitStage {
-    /// Patch embeddings (the convolution's output), `batch × M × width`.
+pub enum VisionStage {
+    /// ViT: patch embeddings (the convolution's output), `batch × M × width`.
     PatchEmbeddings,
-    /// Class token and patches plus position embeddings, `batch × (1+M) × width`.
+    /// ViT: class token and patches plus position embeddings, `batch × (1+M) × width`.
     Embeddings,
-    /// After `ln_pre`: the first block's input.
+    /// ViT: after `ln_pre`, the first block's input.
     PreNorm,
-    /// The output of block `i`.
+    /// ViT: the output of block `i`.
     Block(usize),
-    /// After `ln_post`, every token, before the projection.
+    /// ViT: after `ln_post`, every token, before the projection.
     PostNorm,
+    /// ResNet: after stem convolution `i` (0–2), its batch-norm and ReLU.
+    Stem(usize),
+    /// ResNet: after the stem's 2×2 average pool, the first stage's input.
+    StemPool,
+    /// ResNet: the output of block `block` of stage `stage` (`layer{stage + 1}.{block}`).
+    Bottleneck {
+        /// Stage, 0–3.
+        stage: usize,
+        /// Block within the stage.
+        block: usize,
+    },
+    /// ResNet: the attention pool's input tokens, `[mean; positions] + position embedding`,
+    /// `batch × (1 + H·W) × pool_width`.
+    PoolTokens,
+    /// ResNet: the attention pool's multi-head attention output before `c_proj`, every query.
+    PoolAttention,
 }
 
 /// Runs the image tower on a batch of preprocessed images (`batch × 3 × size × size`, CLIP
@@ -70,16 +94,40 @@ pub fn vision_forward<B: Backend>(
     vision_forward_inspect(backend, weights, images, batch, |_, _, _| Ok(()))
 }
 
-/// [`vision_forward`], calling `inspect(stage, values, shape)` at each [`VitStage`] (for
-/// intermediate features and for checking every layer against a reference).
+/// [`vision_forward`], calling `inspect(stage, values, shape)` at each [`VisionStage`] of the
+/// tower (for intermediate features and for checking every layer against a reference).
 pub fn vision_forward_inspect<B: Backend>(
     backend: &B,
     weights: &VisionWeights<B::Buf>,
     images: &B::Buf,
     batch: usize,
-    mut inspect: impl FnMut(VitStage, &B::Buf, SeqShape) -> Result<(), ClipError>,
+    inspect: impl FnMut(VisionStage, &B::Buf, SeqShape) -> Result<(), ClipError>,
 ) -> Result<ImageFeatures<B::Buf>, ClipError> {
-    let VisionWeights::Vit(w) = weights;
+    let size = match weights {
+        VisionWeights::Vit(w) => w.config.image_size,
+        VisionWeights::ResNet(w) => w.config.image_size,
+    };
+    let image_len = 3 * size * size;
+    if batch == 0 || backend.buf_len(images) < batch * image_len {
+        return Err(ClipError::InvalidInput(format!(
+            "images hold {} values; {batch} images of 3 × {size} × {size} need {}",
+            backend.buf_len(images),
+            batch * image_len,
+        )));
+    }
+    match weights {
+        VisionWeights::Vit(w) => vit_forward(backend, w, images, batch, inspect),
+        VisionWeights::ResNet(w) => resnet_forward(backend, w, images, batch, inspect),
+    }
+}
+
+fn vit_forward<B: Backend>(
+    backend: &B,
+    w: &VitWeights<B::Buf>,
+    images: &B::Buf,
+    batch: usize,
+    mut inspect: impl FnMut(VisionStage, &B::Buf, SeqShape) -> Result<(), ClipError>,
+) -> Result<ImageFeatures<B::Buf>, ClipError> {
     let c = &w.config;
     let patch_shape = PatchShape {
         batch,
@@ -87,15 +135,6 @@ pub fn vision_forward_inspect<B: Backend>(
         image_size: c.image_size,
         patch_size: c.patch_size,
     };
-    let image_len = 3 * c.image_size * c.image_size;
-    if batch == 0 || backend.buf_len(images) < batch * image_len {
-        return Err(ClipError::InvalidInput(format!(
-            "images hold {} values; {batch} images of 3 × {s} × {s} need {}",
-            backend.buf_len(images),
-            batch * image_len,
-            s = c.image_size
-        )));
-    }
     let (patches, tokens) = (c.patches(), c.tokens());
     let shape = SeqShape {
         batch,
@@ -119,7 +158,7 @@ pub fn vision_forward_inspect<B: Backend>(
         seq: patches,
         ..shape
     };
-    inspect(VitStage::PatchEmbeddings, &patch_embeds, patch_shape_seq)?;
+    inspect(VisionStage::PatchEmbeddings, &patch_embeds, patch_shape_seq)?;
 
     let mut x = backend.alloc(shape.len())?;
     backend.vit_tokens(
@@ -130,7 +169,7 @@ pub fn vision_forward_inspect<B: Backend>(
         shape,
     )?;
     drop(patch_embeds);
-    inspect(VitStage::Embeddings, &x, shape)?;
+    inspect(VisionStage::Embeddings, &x, shape)?;
 
     let mut a = BlockActivations::new(backend)?;
     let mut scratch = Scratch::new(backend)?;
@@ -144,7 +183,7 @@ pub fn vision_forward_inspect<B: Backend>(
         &w.ln_pre,
         rows,
     )?;
-    inspect(VitStage::PreNorm, &a.input, shape)?;
+    inspect(VisionStage::PreNorm, &a.input, shape)?;
 
     let attention = AttentionShape {
         batch,
@@ -157,7 +196,7 @@ pub fn vision_forward_inspect<B: Backend>(
         block_forward(backend, block, &mut a, &mut scratch, attention, &mut x)?;
         // The output becomes the next block's input.
         std::mem::swap(&mut a.input, &mut x);
-        inspect(VitStage::Block(i), &a.input, shape)?;
+        inspect(VisionStage::Block(i), &a.input, shape)?;
     }
 
     backend.layer_norm(
@@ -167,22 +206,31 @@ pub fn vision_forward_inspect<B: Backend>(
         &w.ln_post,
         rows,
     )?;
-    inspect(VitStage::PostNorm, &x, shape)?;
+    inspect(VisionStage::PostNorm, &x, shape)?;
     let embed_dim = w.projection.out_features;
     let mut all_tokens = backend.alloc(rows * embed_dim)?;
     backend.linear(&mut all_tokens, &x, &w.projection, rows)?;
-    let mut pooled = backend.alloc(batch * embed_dim)?;
     let token_shape = SeqShape {
         batch,
         seq: tokens,
         width: embed_dim,
     };
-    backend.gather_rows(&mut pooled, &all_tokens, &vec![0; batch], token_shape)?;
+    image_features(backend, all_tokens, token_shape)
+}
+
+/// The tower's output: every token (`shape`), and token 0 of each image as the pooled embedding.
+pub(super) fn image_features<B: Backend>(
+    backend: &B,
+    tokens: B::Buf,
+    shape: SeqShape,
+) -> Result<ImageFeatures<B::Buf>, ClipError> {
+    let mut pooled = backend.alloc(shape.batch * shape.width)?;
+    backend.gather_rows(&mut pooled, &tokens, &vec![0; shape.batch], shape)?;
     Ok(ImageFeatures {
-        tokens: all_tokens,
+        tokens,
         pooled,
-        batch,
-        tokens_per_image: tokens,
-        embed_dim,
+        batch: shape.batch,
+        tokens_per_image: shape.seq,
+        embed_dim: shape.width,
     })
 }

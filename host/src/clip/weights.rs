@@ -9,8 +9,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
-use super::{ClipConfig, ClipError, TextConfig, VisionConfig, VitConfig};
-use crate::backend::{Backend, BackendError, LayerNorm, Linear};
+use super::{ClipConfig, ClipError, ResNetConfig, TextConfig, VisionConfig, VitConfig};
+use crate::backend::{Backend, BackendError, BatchNorm, Conv2d, LayerNorm, Linear};
 
 /// One pre-norm transformer block: `x += attn(ln_1(x)); x += mlp(ln_2(x))`.
 #[derive(Debug, Clone)]
@@ -67,14 +67,75 @@ pub struct VitWeights<Buf> {
     pub projection: Linear<Buf>,
 }
 
-/// The image tower's weights, one variant per architecture.
+/// A convolution and the batch-norm that follows it (every convolution of CLIP's ResNet).
+#[derive(Debug, Clone)]
+pub struct ConvNorm<Buf> {
+    /// The convolution (no bias).
+    pub conv: Conv2d<Buf>,
+    /// Its batch-norm.
+    pub norm: BatchNorm<Buf>,
+}
+
+/// A ModifiedResNet bottleneck block (CLIP's `Bottleneck`, 4× expansion), whose convolutions all
+/// have stride 1 — a stride-2 block downsamples with an average pool instead:
 ///
-/// The ModifiedResNet (RN50) tower will be a second variant.
+/// ```text
+/// h   = relu(bn1(conv1(x)))                  1×1, in → planes
+/// h   = relu(bn2(conv2(h)))                  3×3, padding 1
+/// h   = avg_pool(h, stride)                  only when stride > 1
+/// out = relu(bn3(conv3(h)) + shortcut(x))    1×1, planes → 4·planes
+/// shortcut(x) = x, or bn(conv(avg_pool(x, stride))) (1×1) when the stride or width changes
+/// ```
+#[derive(Debug, Clone)]
+pub struct Bottleneck<Buf> {
+    /// 1×1 reduction to `planes` channels, with `bn1`.
+    pub conv1: ConvNorm<Buf>,
+    /// 3×3 convolution, with `bn2`.
+    pub conv2: ConvNorm<Buf>,
+    /// 1×1 expansion to `4·planes` channels, with `bn3`.
+    pub conv3: ConvNorm<Buf>,
+    /// Downsampling factor of the block's average pools (1 or 2).
+    pub stride: usize,
+    /// The shortcut's 1×1 convolution and batch-norm (`downsample.0`, `downsample.1`), after an
+    /// average pool of `stride`; `None` when the shortcut is the identity.
+    pub downsample: Option<ConvNorm<Buf>>,
+}
+
+/// CLIP's attention pool (`AttentionPool2d`), queried at every position: the tokens
+/// `[mean of the positions; the positions] + position_embedding` attend to each other with
+/// full multi-head attention, and every output goes through `c_proj`.
+#[derive(Debug, Clone)]
+pub struct AttentionPool<Buf> {
+    /// Position embeddings, `(1 + positions) × pool_width`.
+    pub position_embedding: Buf,
+    /// `q_proj`, `k_proj` and `v_proj` fused, `3·pool_width × pool_width`, queries first.
+    pub qkv: Linear<Buf>,
+    /// Output projection into the joint space, `embed_dim × pool_width`.
+    pub c_proj: Linear<Buf>,
+}
+
+/// A ModifiedResNet image tower.
+#[derive(Debug, Clone)]
+pub struct ResNetWeights<Buf> {
+    /// Its architecture.
+    pub config: ResNetConfig,
+    /// The stem's three 3×3 convolutions with their batch-norms (`conv1`/`bn1` with stride 2,
+    /// `conv2`/`bn2`, `conv3`/`bn3`), each followed by a ReLU; a 2×2 average pool follows.
+    pub stem: Vec<ConvNorm<Buf>>,
+    /// The four stages (`layer1` … `layer4`), each a list of blocks.
+    pub stages: Vec<Vec<Bottleneck<Buf>>>,
+    /// The attention pool.
+    pub attention_pool: AttentionPool<Buf>,
+}
+
+/// The image tower's weights, one variant per architecture.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum VisionWeights<Buf> {
     /// A vision transformer.
     Vit(VitWeights<Buf>),
+    /// A ModifiedResNet with an attention pool.
+    ResNet(ResNetWeights<Buf>),
 }
 
 /// A whole CLIP model.
@@ -99,6 +160,55 @@ impl<Buf> ResidualBlock<Buf> {
             ln_2: self.ln_2.try_map(f)?,
             mlp_fc: self.mlp_fc.try_map(f)?,
             mlp_proj: self.mlp_proj.try_map(f)?,
+        })
+    }
+}
+
+impl<Buf> ConvNorm<Buf> {
+    fn try_map<T, E>(self, f: &mut impl FnMut(Buf) -> Result<T, E>) -> Result<ConvNorm<T>, E> {
+        Ok(ConvNorm {
+            conv: self.conv.try_map(f)?,
+            norm: self.norm.try_map(f)?,
+        })
+    }
+}
+
+impl<Buf> Bottleneck<Buf> {
+    fn try_map<T, E>(self, f: &mut impl FnMut(Buf) -> Result<T, E>) -> Result<Bottleneck<T>, E> {
+        Ok(Bottleneck {
+            conv1: self.conv1.try_map(f)?,
+            conv2: self.conv2.try_map(f)?,
+            conv3: self.conv3.try_map(f)?,
+            stride: self.stride,
+            downsample: self.downsample.map(|d| d.try_map(f)).transpose()?,
+        })
+    }
+}
+
+impl<Buf> ResNetWeights<Buf> {
+    /// The same weights with each buffer converted by `f`.
+    pub fn try_map<T, E>(
+        self,
+        f: &mut impl FnMut(Buf) -> Result<T, E>,
+    ) -> Result<ResNetWeights<T>, E> {
+        let pool = self.attention_pool;
+        Ok(ResNetWeights {
+            config: self.config,
+            stem: self
+                .stem
+                .into_iter()
+                .map(|c| c.try_map(f))
+                .collect::<Result<_, _>>()?,
+            stages: self
+                .stages
+                .into_iter()
+                .map(|stage| stage.into_iter().map(|b| b.try_map(f)).collect())
+                .collect::<Result<_, _>>()?,
+            attention_pool: AttentionPool {
+                position_embedding: f(pool.position_embedding)?,
+                qkv: pool.qkv.try_map(f)?,
+                c_proj: pool.c_proj.try_map(f)?,
+            },
         })
     }
 }
@@ -144,6 +254,7 @@ impl<Buf> VisionWeights<Buf> {
                 ln_post: vit.ln_post.try_map(f)?,
                 projection: vit.projection.try_map(f)?,
             }),
+            VisionWeights::ResNet(resnet) => VisionWeights::ResNet(resnet.try_map(f)?),
         })
     }
 }
@@ -163,8 +274,11 @@ impl ClipWeights<Vec<f32>> {
     /// Seeded random weights of any architecture, drawn with the scales of CLIP's own
     /// initialisation (token embeddings σ 0.02, positions σ 0.01, attention σ width^-½, output
     /// projections σ width^-½·(2·layers)^-½, MLP σ (2·width)^-½; zero biases, unit norms;
-    /// `logit_scale = ln(1/0.07)`). For examples, tests and benchmarks; the same seed gives the
-    /// same weights.
+    /// `logit_scale = ln(1/0.07)`). A ResNet tower gets He-normal convolutions
+    /// (σ = (2 / fan_in)^½), identity batch-norms (γ 1, β 0, mean 0, variance 1) except each
+    /// block's `bn3`, whose γ is zero as in CLIP (every block starts as its shortcut), and an
+    /// attention pool with σ = pool_width^-½. For examples, tests and benchmarks; the same seed
+    /// gives the same weights.
     ///
     /// ```
     /// use fedotp::clip::{ClipConfig, ClipWeights};
@@ -223,6 +337,9 @@ impl ClipWeights<Vec<f32>> {
                     projection: init.linear(vit.width, config.embed_dim, scale, false),
                 })
             }
+            VisionConfig::ResNet(resnet) => {
+                VisionWeights::ResNet(init.resnet(resnet, config.embed_dim))
+            }
         };
         Ok(ClipWeights {
             config: config.clone(),
@@ -257,6 +374,68 @@ impl RandomInit {
             bias: vec![0.0; width],
             width,
             eps,
+        }
+    }
+
+    /// A convolution with He-normal weights and its batch-norm, identity but for `gamma`.
+    fn conv_norm(
+        &mut self,
+        (c_in, c_out, kernel, stride): (usize, usize, usize, usize),
+        gamma: f32,
+        eps: f32,
+    ) -> ConvNorm<Vec<f32>> {
+        let fan_in = c_in * kernel * kernel;
+        ConvNorm {
+            conv: Conv2d {
+                weight: self.normal(c_out * fan_in, (2.0 / fan_in as f32).sqrt()),
+                in_channels: c_in,
+                out_channels: c_out,
+                kernel,
+                stride,
+                padding: kernel / 2,
+            },
+            norm: BatchNorm {
+                weight: vec![gamma; c_out],
+                bias: vec![0.0; c_out],
+                running_mean: vec![0.0; c_out],
+                running_var: vec![1.0; c_out],
+                channels: c_out,
+                eps,
+            },
+        }
+    }
+
+    fn resnet(&mut self, config: &ResNetConfig, embed_dim: usize) -> ResNetWeights<Vec<f32>> {
+        let eps = config.batch_norm_eps;
+        let stem = config
+            .stem()
+            .iter()
+            .map(|&(c_in, c_out, stride)| self.conv_norm((c_in, c_out, 3, stride), 1.0, eps))
+            .collect();
+        let mut stages: Vec<Vec<_>> = vec![Vec::new(); 4];
+        for b in config.blocks() {
+            let (c_in, planes) = (b.in_channels, b.planes);
+            stages[b.stage].push(Bottleneck {
+                conv1: self.conv_norm((c_in, planes, 1, 1), 1.0, eps),
+                conv2: self.conv_norm((planes, planes, 3, 1), 1.0, eps),
+                conv3: self.conv_norm((planes, 4 * planes, 1, 1), 0.0, eps),
+                stride: b.stride,
+                downsample: b
+                    .downsample
+                    .then(|| self.conv_norm((c_in, 4 * planes, 1, 1), 1.0, eps)),
+            });
+        }
+        let pool_width = config.pool_width();
+        let std = (pool_width as f32).powf(-0.5);
+        ResNetWeights {
+            config: config.clone(),
+            stem,
+            stages,
+            attention_pool: AttentionPool {
+                position_embedding: self.normal(config.tokens() * pool_width, std),
+                qkv: self.linear(pool_width, 3 * pool_width, std, true),
+                c_proj: self.linear(pool_width, embed_dim, std, true),
+            },
         }
     }
 

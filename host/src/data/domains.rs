@@ -81,7 +81,7 @@ impl DomainSet {
 
 /// How a domain tree is cut into train and test.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum TreeSplit {
     /// DomainNet's official lists `root/<domain>_train.txt` and `root/<domain>_test.txt` (lines
     /// `<domain>/<class>/<file> <label>`); lines of other classes are skipped, the label column is

@@ -68,7 +68,7 @@ impl Normalize {
 
 /// How the image is brought to `size × size` pixels.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Geometry {
     /// Short side to `size` (bicubic), then the centred square crop.
     ResizeCenterCrop,

@@ -5,6 +5,9 @@
 //! emulator's suite (`host/src/backend/cuda/emulator/tests.rs`); each imports into its own scope
 //! the `fedotp` items this file names (`use super::*`).
 //!
+//! The image tower runs in both of its architectures: a ViT and a ModifiedResNet (RN50's
+//! layers: convolutions, batch-norm, pools and the attention pool).
+//!
 //! Every case draws random inputs (never zeros), fills every output buffer with NaN before the
 //! operation runs (so an element the device does not write fails the comparison), and compares
 //! with `‖gpu − cpu‖ / ‖cpu‖` against the tolerance of the backend's math mode. [`run_all`]
@@ -185,6 +188,8 @@ pub fn run_all(gpu: &Cuda, label: &str) {
     linear(gpu, &cpu, &mut report, tol);
     attention(gpu, &cpu, &mut report, tol);
     elementwise(gpu, &cpu, &mut report, tol);
+    resnet_layers(gpu, &cpu, &mut report, tol);
+    resnet_errors_match_the_cpu(gpu, &cpu, &mut report);
     errors_match_the_cpu(gpu, &cpu, &mut report);
     text_tower(gpu, &cpu, &mut report, tol);
     vision_tower(gpu, &cpu, &mut report, tol);
@@ -545,6 +550,210 @@ fn elementwise(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
     report.compare("add_assign", &down(gpu, &got), &want, 0.0);
 }
 
+/// A convolution of the ResNet's kinds, on both backends: random weight, no bias.
+fn conv_weights(
+    gpu: &Cuda,
+    (in_channels, out_channels): (usize, usize),
+    (kernel, stride, padding): (usize, usize, usize),
+    seed: u64,
+) -> (Conv2d<Vec<f32>>, Conv2d<CudaBuf>) {
+    let host = Conv2d {
+        weight: random(out_channels * kernel * kernel * in_channels, seed, 0.3),
+        in_channels,
+        out_channels,
+        kernel,
+        stride,
+        padding,
+    };
+    let device = host.clone().try_map(&mut |v| gpu.upload(&v)).unwrap();
+    (host, device)
+}
+
+/// The ModifiedResNet's layers: layout change, convolutions (im2col + GEMM, and the direct GEMM
+/// of a 1×1 stride-1 convolution) at odd sizes, batch-norm, ReLU, pooling with dropped
+/// trailing rows and columns, and the attention pool's tokens.
+fn resnet_layers(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
+    let up = |v: &[f32]| gpu.upload(v).unwrap();
+    // 2 images of 3 × 9 × 11, channels-first as they arrive.
+    let shape = MapShape {
+        batch: 2,
+        height: 9,
+        width: 11,
+        channels: 3,
+    };
+    let images = random(shape.len(), 130, 1.0);
+    let mut want = vec![0.0; shape.len()];
+    cpu.to_channels_last(&mut want, &images, shape).unwrap();
+    let mut got = poisoned(gpu, shape.len());
+    gpu.to_channels_last(&mut got, &up(&images), shape).unwrap();
+    report.compare("to_channels_last", &down(gpu, &got), &want, 0.0);
+
+    // (in, out) channels, (kernel, stride, padding), input height × width: the stem's 3×3
+    // stride-2 and 3×3 convolutions, the bottleneck's 1×1, a 1×1 at stride 2 (im2col path),
+    // and a padding-free 5×5 over a non-square map.
+    let convs = [
+        ((3, 8), (3, 2, 1), (9, 11)),
+        ((5, 6), (3, 1, 1), (7, 6)),
+        ((16, 12), (1, 1, 0), (5, 7)),
+        ((16, 12), (1, 2, 0), (5, 7)),
+        ((4, 7), (5, 1, 0), (6, 9)),
+    ];
+    for (i, (channels, (kernel, stride, padding), (height, width))) in convs.into_iter().enumerate()
+    {
+        let (conv, conv_g) = conv_weights(gpu, channels, (kernel, stride, padding), 131 + i as u64);
+        let shape = MapShape {
+            batch: 2,
+            height,
+            width,
+            channels: channels.0,
+        };
+        let inp = random(shape.len(), 140 + i as u64, 1.0);
+        let out_len = conv.output_shape(shape).unwrap().len();
+        let mut want = vec![0.0; out_len];
+        cpu.conv2d(&mut want, &inp, &conv, shape).unwrap();
+        let mut got = poisoned(gpu, out_len);
+        gpu.conv2d(&mut got, &up(&inp), &conv_g, shape).unwrap();
+        report.compare(
+            &format!(
+                "conv2d {}→{} {kernel}×{kernel} stride {stride} pad {padding} on {height}×{width}",
+                channels.0, channels.1
+            ),
+            &down(gpu, &got),
+            &want,
+            tol.gemm,
+        );
+    }
+
+    // Batch-norm over 2 × 5 × 3 positions of 40 channels (not a multiple of a warp).
+    let (rows, channels) = (30, 40);
+    let bn = BatchNorm {
+        weight: random(channels, 150, 0.5).iter().map(|x| 1.0 + x).collect(),
+        bias: random(channels, 151, 0.3),
+        running_mean: random(channels, 152, 0.5),
+        running_var: random(channels, 153, 1.0)
+            .iter()
+            .map(|x| 0.1 + x.abs())
+            .collect(),
+        channels,
+        eps: 1e-5,
+    };
+    let bn_g = bn.clone().try_map(&mut |v| gpu.upload(&v)).unwrap();
+    let x = random(rows * channels, 154, 2.0);
+    let mut want = x.clone();
+    cpu.batch_norm(&mut want, &bn, rows).unwrap();
+    let mut got = up(&x);
+    gpu.batch_norm(&mut got, &bn_g, rows).unwrap();
+    report.compare("batch_norm", &down(gpu, &got), &want, tol.kernel);
+
+    let mut want = x.clone();
+    cpu.relu(&mut want, x.len()).unwrap();
+    let mut got = up(&x);
+    gpu.relu(&mut got, x.len()).unwrap();
+    report.compare("relu", &down(gpu, &got), &want, 0.0);
+
+    // Pools over a 7 × 9 map: windows of 2 (the last row and column dropped) and of 3.
+    let shape = MapShape {
+        batch: 2,
+        height: 7,
+        width: 9,
+        channels: 5,
+    };
+    let inp = random(shape.len(), 155, 1.0);
+    for kernel in [2, 3] {
+        let out_len = shape.batch * (shape.height / kernel) * (shape.width / kernel) * 5;
+        let mut want = vec![0.0; out_len];
+        cpu.avg_pool2d(&mut want, &inp, shape, kernel).unwrap();
+        let mut got = poisoned(gpu, out_len);
+        gpu.avg_pool2d(&mut got, &up(&inp), shape, kernel).unwrap();
+        report.compare(
+            &format!("avg_pool2d {kernel}×{kernel}"),
+            &down(gpu, &got),
+            &want,
+            tol.kernel,
+        );
+    }
+
+    // The attention pool's tokens over 3 × 4 positions of 6 channels.
+    let shape = MapShape {
+        batch: 2,
+        height: 3,
+        width: 4,
+        channels: 6,
+    };
+    let seq = 1 + shape.positions();
+    let map = random(shape.len(), 156, 1.0);
+    let pos = random(seq * shape.channels, 157, 0.5);
+    let mut want = vec![0.0; shape.batch * seq * shape.channels];
+    cpu.attention_pool_tokens(&mut want, &map, &pos, shape)
+        .unwrap();
+    let mut got = poisoned(gpu, want.len());
+    gpu.attention_pool_tokens(&mut got, &up(&map), &up(&pos), shape)
+        .unwrap();
+    report.compare("attention_pool_tokens", &down(gpu, &got), &want, tol.kernel);
+}
+
+/// Bad ResNet-layer calls fail with the CPU backend's error, before any device work.
+fn resnet_errors_match_the_cpu(gpu: &Cuda, cpu: &Cpu, report: &mut Report) {
+    let shape = MapShape {
+        batch: 1,
+        height: 4,
+        width: 4,
+        channels: 3,
+    };
+    let (inp_c, inp_g) = (vec![0.0; shape.len()], gpu.alloc(shape.len()).unwrap());
+    let (mut out_c, mut out_g) = (vec![0.0; 64], gpu.alloc(64).unwrap());
+    let same = |c: BackendError, g: BackendError| c.to_string() == g.to_string();
+
+    // A convolution taking 2 channels, given 3; one whose 7×7 kernel outgrows the input.
+    for (name, channels, kernel) in [("channel count", 2, 3), ("kernel too large", 3, 7)] {
+        let (conv, conv_g) = conv_weights(gpu, (channels, 4), (kernel, 1, 1), 160);
+        let cpu_err = cpu.conv2d(&mut out_c, &inp_c, &conv, shape).unwrap_err();
+        let gpu_err = gpu.conv2d(&mut out_g, &inp_g, &conv_g, shape).unwrap_err();
+        report.require(
+            &format!("conv2d {name}: same error"),
+            matches!(cpu_err, BackendError::InvalidShape { .. }) && same(cpu_err, gpu_err),
+        );
+    }
+    let cpu_err = cpu.avg_pool2d(&mut out_c, &inp_c, shape, 5).unwrap_err();
+    let gpu_err = gpu.avg_pool2d(&mut out_g, &inp_g, shape, 5).unwrap_err();
+    report.require(
+        "avg_pool2d window larger than the map: same error",
+        matches!(cpu_err, BackendError::InvalidShape { .. }) && same(cpu_err, gpu_err),
+    );
+    // A batch-norm whose variance holds 2 of its 3 channels.
+    let bn = BatchNorm {
+        weight: vec![1.0; 3],
+        bias: vec![0.0; 3],
+        running_mean: vec![0.0; 3],
+        running_var: vec![1.0; 2],
+        channels: 3,
+        eps: 1e-5,
+    };
+    let bn_g = bn.clone().try_map(&mut |v| gpu.upload(&v)).unwrap();
+    let cpu_err = cpu.batch_norm(&mut out_c, &bn, 16).unwrap_err();
+    let gpu_err = gpu.batch_norm(&mut out_g, &bn_g, 16).unwrap_err();
+    report.require(
+        "batch_norm short running_var: same error",
+        matches!(
+            cpu_err,
+            BackendError::BufferTooSmall {
+                buffer: "running_var",
+                ..
+            }
+        ) && same(cpu_err, gpu_err),
+    );
+    let cpu_err = cpu
+        .attention_pool_tokens(&mut out_c, &inp_c, &inp_c, shape)
+        .unwrap_err();
+    let gpu_err = gpu
+        .attention_pool_tokens(&mut out_g, &inp_g, &inp_g, shape)
+        .unwrap_err();
+    report.require(
+        "attention_pool_tokens short pos: same error",
+        same(cpu_err, gpu_err),
+    );
+}
+
 /// Bad calls fail with the CPU backend's error, before any device work.
 fn errors_match_the_cpu(gpu: &Cuda, cpu: &Cpu, report: &mut Report) {
     let shape = SeqShape {
@@ -653,8 +862,23 @@ fn text_tower(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
     }
 }
 
+/// Both image towers end to end: the tiny ViT and the tiny ModifiedResNet (RN50's layers at
+/// 64 px, 2 × 2 positions).
 fn vision_tower(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
-    let weights = tiny_weights(80);
+    let resnet = ClipWeights::random(&ClipConfig::tiny_resnet(), 82).unwrap();
+    for (name, weights) in [("ViT", tiny_weights(80)), ("ResNet", resnet)] {
+        image_tower(gpu, cpu, report, tol, (name, &weights));
+    }
+}
+
+/// One image tower on both backends: every token and the pooled embedding.
+fn image_tower(
+    gpu: &Cuda,
+    cpu: &Cpu,
+    report: &mut Report,
+    tol: Tolerances,
+    (name, weights): (&str, &ClipWeights<Vec<f32>>),
+) {
     let vision_c = weights
         .vision
         .clone()
@@ -670,13 +894,13 @@ fn vision_tower(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
     let want = vision_forward(cpu, &vision_c, &images, 2).unwrap();
     let got = vision_forward(gpu, &vision_g, &gpu.upload(&images).unwrap(), 2).unwrap();
     report.compare(
-        "ViT every token",
+        &format!("{name} every token"),
         &down(gpu, &got.tokens),
         &want.tokens,
         tol.chain,
     );
     report.compare(
-        "ViT pooled",
+        &format!("{name} pooled"),
         &down(gpu, &got.pooled),
         &want.pooled,
         tol.chain,

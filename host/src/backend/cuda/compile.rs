@@ -31,7 +31,7 @@ pub struct KernelFile {
 }
 
 /// Every kernel file, in the order the kernels table ([`super::kernels`]) numbers them.
-pub const KERNEL_FILES: [KernelFile; 6] = [
+pub const KERNEL_FILES: [KernelFile; 7] = [
     KernelFile {
         name: "embed.cu",
         code: include_str!("kernels/embed.cu"),
@@ -47,6 +47,10 @@ pub const KERNEL_FILES: [KernelFile; 6] = [
     KernelFile {
         name: "elementwise.cu",
         code: include_str!("kernels/elementwise.cu"),
+    },
+    KernelFile {
+        name: "conv.cu",
+        code: include_str!("kernels/conv.cu"),
     },
     KernelFile {
         name: "ot.cu",

@@ -125,6 +125,18 @@ kernels! {
     QuickGeluBackward = "elementwise.cu": "quick_gelu_backward"(Ptr, Ptr, I64);
     /// `acc += x`.
     AddAssign = "elementwise.cu": "add_assign"(Ptr, Ptr, I64);
+    /// ReLU, in place.
+    Relu = "elementwise.cu": "relu"(Ptr, I64);
+    /// Channels-first images to channels-last maps.
+    ToChannelsLast = "conv.cu": "to_channels_last"(Ptr, Ptr, I32, I32, I32);
+    /// Rows of the im2col matrix of a convolution's input.
+    Im2col = "conv.cu": "im2col"(Ptr, Ptr, I32, I32, I32, I32, I32, I32, I32, I32, I32, I32);
+    /// Inference batch-norm, in place.
+    BatchNorm = "conv.cu": "batch_norm"(Ptr, Ptr, Ptr, Ptr, Ptr, I32, I32, F32);
+    /// Average pooling over non-overlapping windows.
+    AvgPool2d = "conv.cu": "avg_pool2d"(Ptr, Ptr, I32, I32, I32, I32, I32);
+    /// The attention pool's tokens: the mean and every position, plus positions.
+    AttentionPoolTokens = "conv.cu": "attention_pool_tokens"(Ptr, Ptr, Ptr, I32, I32, I32);
     /// Rows divided by their L2 norm, the norms kept.
     NormalizeRows = "ot.cu": "normalize_rows"(Ptr, Ptr, Ptr, I32, I32);
     /// Gradient through the row normalisation.

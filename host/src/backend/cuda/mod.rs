@@ -12,6 +12,9 @@
 //!   a softmax kernel.
 //! - **One stream.** Every operation is queued on the backend's own stream, in call order; a
 //!   download waits for the stream. Temporaries come from the driver's stream-ordered pool.
+//! - **The ResNet layers** (RN50 image tower): channels-last maps; a convolution is an im2col
+//!   kernel and one cuBLAS GEMM (a 1×1 convolution only the GEMM), batch-norm, ReLU, pooling and
+//!   the attention pool's tokens are kernels.
 //! - **The prompt-learning head** (normalisation, similarity products, FedOTP's batched OT solve
 //!   — the core's solver, one warp per problem — its logits and the cross-entropy) runs on the
 //!   GPU too; its similarity products are always full `f32` (see [`MathMode`]).
@@ -29,6 +32,7 @@
 //! ```
 
 mod compile;
+mod conv;
 #[cfg(test)]
 mod emulator;
 mod engine;

@@ -4,13 +4,13 @@
 use fedotp_core::ot::{BatchLayout, BatchReport, OtParams};
 
 use super::gemm::{GemmShape, Matrices};
-use super::head;
 use super::kernels::{elementwise, warp_per_row, Arg, Kernel};
+use super::{conv, head};
 use super::{Cuda, CudaBuf};
 use crate::backend::checks::{check_count, check_indices, check_len};
 use crate::backend::{
-    AttentionShape, Backend, BackendError, BackendResult, LayerNorm, Linear, MatmulDims,
-    PatchShape, PromptShape, SeqShape,
+    AttentionShape, Backend, BackendError, BackendResult, BatchNorm, Conv2d, LayerNorm, Linear,
+    MapShape, MatmulDims, PatchShape, PromptShape, SeqShape,
 };
 
 /// A dimension as a kernel's `int`, refusing values that do not fit.
@@ -24,7 +24,7 @@ pub(super) fn int(op: &'static str, what: &'static str, value: usize) -> Backend
 }
 
 /// A length as a kernel's `long long`.
-fn long(value: usize) -> Arg {
+pub(super) fn long(value: usize) -> Arg {
     Arg::I64(value as i64)
 }
 
@@ -851,5 +851,57 @@ impl Backend for Cuda {
         classes: usize,
     ) -> BackendResult<f32> {
         head::cross_entropy(self, d_logits, logits, labels, classes)
+    }
+
+    fn to_channels_last(
+        &self,
+        out: &mut CudaBuf,
+        inp: &CudaBuf,
+        shape: MapShape,
+    ) -> BackendResult<()> {
+        conv::to_channels_last(self, out, inp, shape)
+    }
+
+    fn conv2d(
+        &self,
+        out: &mut CudaBuf,
+        inp: &CudaBuf,
+        conv: &Conv2d<CudaBuf>,
+        shape: MapShape,
+    ) -> BackendResult<()> {
+        conv::conv2d(self, out, inp, conv, shape)
+    }
+
+    fn batch_norm(
+        &self,
+        x: &mut CudaBuf,
+        bn: &BatchNorm<CudaBuf>,
+        rows: usize,
+    ) -> BackendResult<()> {
+        conv::batch_norm(self, x, bn, rows)
+    }
+
+    fn relu(&self, x: &mut CudaBuf, len: usize) -> BackendResult<()> {
+        conv::relu(self, x, len)
+    }
+
+    fn avg_pool2d(
+        &self,
+        out: &mut CudaBuf,
+        inp: &CudaBuf,
+        shape: MapShape,
+        kernel: usize,
+    ) -> BackendResult<()> {
+        conv::avg_pool2d(self, out, inp, shape, kernel)
+    }
+
+    fn attention_pool_tokens(
+        &self,
+        out: &mut CudaBuf,
+        map: &CudaBuf,
+        pos: &CudaBuf,
+        shape: MapShape,
+    ) -> BackendResult<()> {
+        conv::attention_pool_tokens(self, out, map, pos, shape)
     }
 }

@@ -1,4 +1,4 @@
-// Element-wise layers: QuickGELU and the residual add.
+// Element-wise layers: QuickGELU, the residual add and ReLU.
 
 #define QUICK_GELU_ALPHA 1.702f
 
@@ -29,4 +29,10 @@ extern "C" __global__ void quick_gelu_backward(float* __restrict__ d,
 extern "C" __global__ void add_assign(float* __restrict__ acc,
                                       const float* __restrict__ x, long long len) {
     for (long long e = grid_start(); e < len; e += grid_stride()) acc[e] += x[e];
+}
+
+// In place: x = max(x, 0). `fmaxf` returns the non-NaN operand, as the CPU backend's `f32::max`
+// does, so both backends map a NaN to 0.
+extern "C" __global__ void relu(float* __restrict__ x, long long len) {
+    for (long long e = grid_start(); e < len; e += grid_stride()) x[e] = fmaxf(x[e], 0.0f);
 }

@@ -1,0 +1,326 @@
+//! How a run trains: the federation's schedule, the prompts, the optimal transport and the
+//! optimiser. Every default is the paper's (spec §3–§4).
+
+use std::fmt;
+
+use fedotp_core::ot::{OtError, OtMode, OtParams};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::ConfigError;
+use crate::fed::Sgd;
+
+/// The federated schedule.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationConfig {
+    /// Communication rounds.
+    pub rounds: u32,
+    /// Fraction of clients sampled in every round after round 0 (which trains all):
+    /// `max(floor(frac · K), 1)` clients, in `(0, 1]`.
+    pub frac: f64,
+    /// Local epochs per round.
+    pub local_epochs: u32,
+    /// Training batch size.
+    pub batch_size: BatchSize,
+    /// Evaluation batch size (memory only; results do not depend on it).
+    pub eval_batch_size: usize,
+    /// Evaluate every `eval_interval` rounds from `eval_start`, and always after the last round.
+    pub eval_interval: u32,
+    /// First round evaluated (the reference evaluates its 100-client runs from round 140 only).
+    pub eval_start: u32,
+    /// Seed of everything random: partition, prompt initialisation, client sampling, batches and
+    /// augmentation.
+    pub seed: u64,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        FederationConfig {
+            rounds: 10,
+            frac: 1.0,
+            local_epochs: 1,
+            batch_size: BatchSize::Fixed(32),
+            eval_batch_size: 100,
+            eval_interval: 1,
+            eval_start: 0,
+            seed: 1,
+        }
+    }
+}
+
+impl FederationConfig {
+    /// Whether the clients are evaluated after `round` (0-based).
+    ///
+    /// ```
+    /// use fedotp::config::FederationConfig;
+    /// let federation = FederationConfig { rounds: 10, eval_interval: 4, eval_start: 1, ..Default::default() };
+    /// let evaluated: Vec<u32> = (0..10).filter(|&r| federation.evaluates(r)).collect();
+    /// assert_eq!(evaluated, [1, 5, 9]);
+    /// ```
+    pub fn evaluates(&self, round: u32) -> bool {
+        let last = round + 1 == self.rounds;
+        let scheduled =
+            round >= self.eval_start && (round - self.eval_start) % self.eval_interval.max(1) == 0;
+        last || scheduled
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("federation.rounds", u64::from(self.rounds)),
+            ("federation.local_epochs", u64::from(self.local_epochs)),
+            ("federation.eval_interval", u64::from(self.eval_interval)),
+            ("federation.eval_batch_size", self.eval_batch_size as u64),
+        ];
+        if let Some((field, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(ConfigError::invalid(*field, "must be positive"));
+        }
+        if !(self.frac > 0.0 && self.frac <= 1.0) {
+            return Err(ConfigError::invalid(
+                "federation.frac",
+                format!("must be in (0, 1], got {}", self.frac),
+            ));
+        }
+        if self.batch_size == BatchSize::Fixed(0) {
+            return Err(ConfigError::invalid(
+                "federation.batch_size",
+                "must be positive",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The training batch size: a number, or `"shots"` for the few-shot settings' batch = shots.
+///
+/// ```
+/// use fedotp::config::BatchSize;
+/// #[derive(serde::Deserialize)]
+/// struct T { batch_size: BatchSize }
+/// let t: T = toml::from_str(r#"batch_size = "shots""#).unwrap();
+/// assert_eq!(t.batch_size, BatchSize::Shots);
+/// let t: T = toml::from_str("batch_size = 32").unwrap();
+/// assert_eq!(t.batch_size, BatchSize::Fixed(32));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchSize {
+    /// This many images per batch.
+    Fixed(usize),
+    /// As many images as the few-shot setting's shots per class.
+    Shots,
+}
+
+impl Serialize for BatchSize {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            BatchSize::Fixed(n) => serializer.serialize_u64(*n as u64),
+            BatchSize::Shots => serializer.serialize_str("shots"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BatchSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = BatchSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a positive integer or \"shots\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<BatchSize, E> {
+                usize::try_from(v).map(BatchSize::Fixed).map_err(|_| {
+                    E::invalid_value(serde::de::Unexpected::Signed(v), &"a positive integer")
+                })
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<BatchSize, E> {
+                usize::try_from(v).map(BatchSize::Fixed).map_err(|_| {
+                    E::invalid_value(serde::de::Unexpected::Unsigned(v), &"a positive integer")
+                })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<BatchSize, E> {
+                if v == "shots" {
+                    Ok(BatchSize::Shots)
+                } else {
+                    Err(E::invalid_value(serde::de::Unexpected::Str(v), &self))
+                }
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// The learnable prompts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PromptConfig {
+    /// Context tokens per prompt.
+    pub n_ctx: usize,
+    /// Prompts per client, N (unset: 2 for FedOTP, 1 for the baselines; 1 with FedOTP is the
+    /// one-prompt ablation).
+    pub n_prompts: Option<usize>,
+    /// Standard deviation of the normal initialisation of the context.
+    pub init_std: f64,
+}
+
+impl Default for PromptConfig {
+    fn default() -> Self {
+        PromptConfig {
+            n_ctx: 16,
+            n_prompts: None,
+            init_std: 0.02,
+        }
+    }
+}
+
+impl PromptConfig {
+    fn validate(&self, context_length: usize) -> Result<(), ConfigError> {
+        // SOT, the context, at least "name" and ".", EOT.
+        let longest = context_length.saturating_sub(4);
+        if self.n_ctx == 0 || self.n_ctx > longest {
+            return Err(ConfigError::invalid(
+                "prompt.n_ctx",
+                format!(
+                    "must be in 1..={longest} (a context of {context_length} tokens also holds the start, class name, period and end tokens), got {}",
+                    self.n_ctx
+                ),
+            ));
+        }
+        if self.n_prompts == Some(0) {
+            return Err(ConfigError::invalid("prompt.n_prompts", "must be positive"));
+        }
+        if !(self.init_std.is_finite() && self.init_std > 0.0) {
+            return Err(ConfigError::invalid(
+                "prompt.init_std",
+                format!("must be positive and finite, got {}", self.init_std),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The optimal-transport head (FedOTP only).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtConfig {
+    /// Entropic regularisation ε (0.1; the few-shot settings use 0.01).
+    pub eps: f64,
+    /// Mass moved by the unbalanced solver, in (0, 1].
+    pub gamma: f64,
+    /// Most scaling iterations.
+    pub max_iter: u32,
+    /// Stopping tolerance on the mean change of the prompt-side scaling.
+    pub tol: f64,
+    /// Balanced Sinkhorn (the ablation) instead of the unbalanced solver.
+    pub balanced: bool,
+}
+
+impl Default for OtConfig {
+    fn default() -> Self {
+        let p = OtParams::FEDOTP;
+        OtConfig {
+            eps: f64::from(p.eps),
+            gamma: f64::from(p.gamma),
+            max_iter: p.max_iter,
+            tol: f64::from(p.tol),
+            balanced: p.mode == OtMode::Balanced,
+        }
+    }
+}
+
+impl OtConfig {
+    /// The core solver's parameters (in `f32`, the precision the head computes in).
+    pub fn params(&self) -> OtParams {
+        OtParams {
+            eps: self.eps as f32,
+            gamma: self.gamma as f32,
+            max_iter: self.max_iter,
+            tol: self.tol as f32,
+            mode: if self.balanced {
+                OtMode::Balanced
+            } else {
+                OtMode::Unbalanced
+            },
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.params().validate().map_err(|error| {
+            let field = match error {
+                OtError::InvalidEps(_) => "ot.eps",
+                OtError::InvalidGamma(_) => "ot.gamma",
+                OtError::InvalidMaxIter => "ot.max_iter",
+                OtError::InvalidTol(_) => "ot.tol",
+                _ => "ot",
+            };
+            ConfigError::invalid(field, format!("is invalid: {error}"))
+        })
+    }
+}
+
+/// SGD's hyper-parameters (PyTorch's `torch.optim.SGD`, no dampening, no Nesterov).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimizerConfig {
+    /// Learning rate (constant).
+    pub lr: f64,
+    /// Momentum, in [0, 1).
+    pub momentum: f64,
+    /// L2 weight decay, `≥ 0`.
+    pub weight_decay: f64,
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        OptimizerConfig {
+            lr: 0.001,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+        }
+    }
+}
+
+impl OptimizerConfig {
+    /// The optimiser (in `f32`, as the prompts are).
+    pub fn sgd(&self) -> Sgd {
+        Sgd {
+            lr: self.lr as f32,
+            momentum: self.momentum as f32,
+            weight_decay: self.weight_decay as f32,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.lr.is_finite() && self.lr > 0.0 && self.lr as f32 > 0.0) {
+            return Err(ConfigError::invalid(
+                "optimizer.lr",
+                format!("must be positive and finite, got {}", self.lr),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return Err(ConfigError::invalid(
+                "optimizer.momentum",
+                format!("must be in [0, 1), got {}", self.momentum),
+            ));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(ConfigError::invalid(
+                "optimizer.weight_decay",
+                format!("must be finite and >= 0, got {}", self.weight_decay),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Validation of the training sections, called by [`super::RunConfig::validate`].
+pub(super) fn validate(
+    federation: &FederationConfig,
+    prompt: &PromptConfig,
+    ot: &OtConfig,
+    optimizer: &OptimizerConfig,
+    context_length: usize,
+) -> Result<(), ConfigError> {
+    federation.validate()?;
+    prompt.validate(context_length)?;
+    ot.validate()?;
+    optimizer.validate()
+}

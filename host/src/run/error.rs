@@ -1,0 +1,90 @@
+//! The error type of run directories: every failure names the file, and for checkpoints the
+//! tensor or metadata key.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::ConfigError;
+use crate::data::DataError;
+
+/// A run directory, checkpoint or metrics file that cannot be written, read or accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A file or directory could not be created, written or read.
+    #[error("{}: {error}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What the operating system said.
+        error: std::io::Error,
+    },
+    /// A file does not hold what it should (not a checkpoint, a malformed metrics line, a
+    /// directory that is not a run).
+    #[error("{}: {reason}", path.display())]
+    Format {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A checkpoint tensor is missing, unexpected, or of the wrong type or shape.
+    #[error("{}: tensor `{tensor}`: {reason}", path.display())]
+    Tensor {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The tensor's name.
+        tensor: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A checkpoint belongs to another configuration than the run's.
+    #[error("{}: written for configuration {found}, but the run's configuration hashes to {expected}", path.display())]
+    ConfigMismatch {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// SHA-256 of the run's `config.toml`.
+        expected: String,
+        /// SHA-256 the checkpoint records.
+        found: String,
+    },
+    /// The run's `config.toml` is not a valid configuration.
+    #[error("{}: {error}", path.display())]
+    Config {
+        /// The configuration file.
+        path: PathBuf,
+        /// What is wrong with it.
+        error: ConfigError,
+    },
+    /// A resumed run's data no longer partitions as it did when the run started.
+    #[error("{}: partitioning the dataset again gives another partition than the run started with: the data on disk or its reader changed, so the run cannot continue", path.display())]
+    PartitionChanged {
+        /// The saved partition.
+        path: PathBuf,
+    },
+    /// The dataset could not be read or partitioned, or the partition saved or read.
+    #[error("dataset: {0}")]
+    Data(#[from] DataError),
+}
+
+impl RunError {
+    pub(crate) fn io(path: &Path, error: std::io::Error) -> Self {
+        RunError::Io {
+            path: path.to_path_buf(),
+            error,
+        }
+    }
+
+    pub(crate) fn format(path: &Path, reason: impl Into<String>) -> Self {
+        RunError::Format {
+            path: path.to_path_buf(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn tensor(path: &Path, tensor: &str, reason: impl Into<String>) -> Self {
+        RunError::Tensor {
+            path: path.to_path_buf(),
+            tensor: tensor.into(),
+            reason: reason.into(),
+        }
+    }
+}
