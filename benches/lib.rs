@@ -47,8 +47,17 @@ pub fn benchmarking() -> bool {
 }
 
 /// Runs a reference script with `python3` and returns its stdout, or why it could not run.
+///
+/// The script is looked up in this crate's directory as it was at build time, else in
+/// `benches/` under the current directory — for a binary built on one machine and run from the
+/// repository root on another (a GPU machine without a Rust toolchain).
 pub fn run_python(script: &str, args: &[&str]) -> Result<String, String> {
-    let path = format!("{}/{script}", env!("CARGO_MANIFEST_DIR"));
+    let built = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
+    let path = if built.exists() {
+        built
+    } else {
+        std::path::Path::new("benches").join(script)
+    };
     let output = Command::new("python3")
         .arg(&path)
         .args(args)

@@ -57,7 +57,7 @@ impl OtParams {
     }
 
     /// Mass every prompt receives: `gamma/N` (unbalanced) or `1/N` (balanced).
-    pub(crate) fn prompt_mass(&self, n: usize) -> f32 {
+    pub fn prompt_mass(&self, n: usize) -> f32 {
         match self.mode {
             OtMode::Unbalanced => self.gamma / n as f32,
             OtMode::Balanced => 1.0 / n as f32,
@@ -68,7 +68,7 @@ impl OtParams {
     /// the unbalanced one at `gamma = 1`: all mass must move, so every row is saturated. The
     /// balanced update reaches that same solution in a few hundred iterations where the clamped
     /// one needs thousands.
-    pub(crate) fn rows_saturated(&self) -> bool {
+    pub fn rows_saturated(&self) -> bool {
         self.mode == OtMode::Balanced || self.gamma >= 1.0
     }
 }

@@ -38,7 +38,9 @@ use super::{OtError, OtParams, OtReport, Similarity};
 
 /// Scalings are absorbed into the potentials once they leave `[1/ABSORB, ABSORB]`: far enough
 /// that absorptions are rare, near enough that `K̃` keeps every significant entry in range.
-const ABSORB: f32 = 1e4;
+/// (Public so other implementations of this solver, such as the host's GPU kernel, use the same
+/// value.)
+pub const ABSORB: f32 = 1e4;
 
 /// Width of the chunks the iteration's loops walk: eight independent lanes the compiler maps
 /// onto SIMD registers.
@@ -46,7 +48,7 @@ const LANES: usize = 8;
 
 /// Ceiling on the patch-side bound `exp(p/eps)`: a patch whose bound overflows is unconstrained
 /// in practice, and a finite ceiling keeps `0 · bound` from turning into NaN.
-const BOUND_CEILING: f32 = 1e30;
+pub const BOUND_CEILING: f32 = 1e30;
 
 /// Floats of workspace [`solve`] needs for an `m × n` problem: the shifted kernel (`m·n`), the
 /// patch scaling, potential and bound (`3m`), the prompt scaling and potential (`2n`).

@@ -15,6 +15,7 @@ mod head;
 
 use fedotp_core::ot::{BatchLayout, BatchReport, OtParams};
 
+use super::checks::{check_count, check_indices, check_len};
 use super::{
     AttentionShape, Backend, BackendError, BackendResult, BatchNorm, Conv2d, LayerNorm, Linear,
     MapShape, MatmulDims, PatchShape, PromptShape, SeqShape,
@@ -53,51 +54,7 @@ impl Cpu {
 
 /// Checks that `buf` holds at least `needed` values.
 fn check(op: &'static str, buffer: &'static str, buf: &[f32], needed: usize) -> BackendResult<()> {
-    if buf.len() < needed {
-        return Err(BackendError::BufferTooSmall {
-            op,
-            buffer,
-            len: buf.len(),
-            needed,
-        });
-    }
-    Ok(())
-}
-
-/// Checks that every index is below `bound`.
-fn check_indices(
-    op: &'static str,
-    what: &'static str,
-    indices: &[u32],
-    bound: usize,
-) -> BackendResult<()> {
-    match indices.iter().find(|&&i| i as usize >= bound) {
-        Some(&index) => Err(BackendError::IndexOutOfRange {
-            op,
-            what,
-            index: index as usize,
-            bound,
-        }),
-        None => Ok(()),
-    }
-}
-
-/// Checks that an index array has one entry per sequence (or token).
-fn check_count(
-    op: &'static str,
-    what: &'static str,
-    indices: &[u32],
-    n: usize,
-) -> BackendResult<()> {
-    if indices.len() != n {
-        return Err(BackendError::IndexCount {
-            op,
-            what,
-            len: indices.len(),
-            expected: n,
-        });
-    }
-    Ok(())
+    check_len(op, buffer, buf.len(), needed)
 }
 
 /// A read-only strided matrix: element `(i, j)` at `ptr + i·rs + j·cs`.

@@ -26,11 +26,18 @@
 //! FedOTP's batched OT solve and its logits, the cross-entropy loss) is part of the trait too, so a
 //! training step runs where the model runs.
 
+mod checks;
 mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+pub mod device;
 
 use fedotp_core::ot::{BatchLayout, BatchReport, OtParams};
 
 pub use cpu::Cpu;
+#[cfg(feature = "cuda")]
+pub use cuda::{Cuda, CudaBuf, CudaError, MathMode};
+pub use device::{DeviceError, DeviceRequest, SelectedDevice};
 
 /// An error reported by a backend operation.
 #[derive(Debug, thiserror::Error)]

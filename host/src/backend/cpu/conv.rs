@@ -9,7 +9,11 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::{check, gemm_f32, MatMut, MatRef};
-use crate::backend::{BackendError, BackendResult, BatchNorm, Conv2d, MapShape};
+use crate::backend::checks::{
+    check_attention_pool_tokens, check_avg_pool2d, check_batch_norm, check_conv2d,
+    check_to_channels_last,
+};
+use crate::backend::{BackendResult, BatchNorm, Conv2d, MapShape};
 
 /// Values handled per rayon task by the element-wise kernels.
 const ELEMENTWISE_CHUNK: usize = 1 << 14;
@@ -21,9 +25,7 @@ const IM2COL_BUDGET: usize = 1 << 23;
 
 /// `out[b, y, x, c] = inp[b, c, y, x]`; `shape` describes `out`.
 pub(super) fn to_channels_last(out: &mut [f32], inp: &[f32], shape: MapShape) -> BackendResult<()> {
-    const OP: &str = "to_channels_last";
-    check(OP, "out", out, shape.len())?;
-    check(OP, "inp", inp, shape.len())?;
+    check_to_channels_last(out.len(), inp.len(), shape)?;
     let (positions, channels) = (shape.positions(), shape.channels);
     out[..shape.len()]
         .par_chunks_mut(channels.max(1))
@@ -123,12 +125,8 @@ fn conv2d_tiled(
     shape: MapShape,
     budget: usize,
 ) -> BackendResult<()> {
-    const OP: &str = "conv2d";
-    let out_shape = conv.output_shape(shape)?;
+    let out_shape = check_conv2d((out.len(), inp.len()), conv, shape, Vec::len)?;
     let (rows, patch_len) = (out_shape.rows(), conv.patch_len());
-    check(OP, "out", out, out_shape.len())?;
-    check(OP, "inp", inp, shape.len())?;
-    check(OP, "weight", &conv.weight, conv.out_channels * patch_len)?;
     if out_shape.is_empty() {
         return Ok(());
     }
@@ -156,17 +154,8 @@ pub(super) fn batch_norm(
     bn: &BatchNorm<Vec<f32>>,
     rows: usize,
 ) -> BackendResult<()> {
-    const OP: &str = "batch_norm";
+    check_batch_norm(x.len(), bn, rows, Vec::len)?;
     let c = bn.channels;
-    check(OP, "x", x, rows * c)?;
-    for (name, buf) in [
-        ("weight", &bn.weight),
-        ("bias", &bn.bias),
-        ("running_mean", &bn.running_mean),
-        ("running_var", &bn.running_var),
-    ] {
-        check(OP, name, buf, c)?;
-    }
     let scale: Vec<f32> = (0..c)
         .map(|i| bn.weight[i] / (bn.running_var[i] + bn.eps).sqrt())
         .collect();
@@ -207,20 +196,9 @@ pub(super) fn avg_pool2d(
     shape: MapShape,
     kernel: usize,
 ) -> BackendResult<()> {
-    const OP: &str = "avg_pool2d";
-    if kernel == 0 || kernel > shape.height.min(shape.width) {
-        return Err(BackendError::InvalidShape {
-            op: OP,
-            message: format!(
-                "kernel {kernel} does not fit a {}×{} map",
-                shape.height, shape.width
-            ),
-        });
-    }
-    let (out_h, out_w, c) = (shape.height / kernel, shape.width / kernel, shape.channels);
-    let out_len = shape.batch * out_h * out_w * c;
-    check(OP, "out", out, out_len)?;
-    check(OP, "inp", inp, shape.len())?;
+    let out_shape = check_avg_pool2d((out.len(), inp.len()), shape, kernel)?;
+    let (out_h, out_w, c) = (out_shape.height, out_shape.width, shape.channels);
+    let out_len = out_shape.len();
     let area = (kernel * kernel) as f32;
     out[..out_len]
         .par_chunks_mut(c.max(1))
@@ -246,12 +224,8 @@ pub(super) fn attention_pool_tokens(
     pos: &[f32],
     shape: MapShape,
 ) -> BackendResult<()> {
-    const OP: &str = "attention_pool_tokens";
+    let seq = check_attention_pool_tokens((out.len(), map.len(), pos.len()), shape)?;
     let (n, c) = (shape.positions(), shape.channels);
-    let seq = 1 + n;
-    check(OP, "out", out, shape.batch * seq * c)?;
-    check(OP, "map", map, shape.len())?;
-    check(OP, "pos", pos, seq * c)?;
     out[..shape.batch * seq * c]
         .par_chunks_mut(seq * c)
         .zip(map[..shape.len()].par_chunks(n * c))

@@ -6,6 +6,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::{check, check_count, check_indices, gemm_f32, MatMut, MatRef};
+use crate::backend::checks::check_layout;
 use crate::backend::{BackendError, BackendResult, MatmulDims};
 
 pub(super) fn normalize_rows(
@@ -116,21 +117,6 @@ pub(super) fn matmul(
     Ok(())
 }
 
-/// Checks `sim` and `plans` against a batch layout; returns the number of elements.
-fn check_layout(
-    op: &'static str,
-    buffers: &[(&'static str, &[f32])],
-    layout: BatchLayout,
-) -> BackendResult<usize> {
-    let len = layout
-        .elements()
-        .map_err(|source| BackendError::Ot { op, source })?;
-    for &(name, buf) in buffers {
-        check(op, name, buf, len)?;
-    }
-    Ok(len)
-}
-
 pub(super) fn ot_plans(
     plans: &mut [f32],
     sim: &[f32],
@@ -138,7 +124,7 @@ pub(super) fn ot_plans(
     params: &OtParams,
 ) -> BackendResult<BatchReport> {
     const OP: &str = "ot_plans";
-    let len = check_layout(OP, &[("plans", plans), ("sim", sim)], layout)?;
+    let len = check_layout(OP, &[("plans", plans.len()), ("sim", sim.len())], layout)?;
     let per_image = len / layout.images;
     let one_image = BatchLayout {
         images: 1,
@@ -169,7 +155,7 @@ pub(super) fn ot_logits(
     scale: f32,
 ) -> BackendResult<()> {
     const OP: &str = "ot_logits";
-    check_layout(OP, &[("sim", sim), ("plans", plans)], layout)?;
+    check_layout(OP, &[("sim", sim.len()), ("plans", plans.len())], layout)?;
     let BatchLayout {
         images,
         patches,
@@ -203,7 +189,11 @@ pub(super) fn ot_logits_backward(
     scale: f32,
 ) -> BackendResult<()> {
     const OP: &str = "ot_logits_backward";
-    check_layout(OP, &[("d_sim", d_sim), ("plans", plans)], layout)?;
+    check_layout(
+        OP,
+        &[("d_sim", d_sim.len()), ("plans", plans.len())],
+        layout,
+    )?;
     let BatchLayout {
         images,
         patches,

@@ -1,0 +1,139 @@
+//! Row-major matrix products through cuBLAS, in the math mode the backend was created with.
+//!
+//! cuBLAS is column-major; a row-major matrix is its transpose seen column-major, so the
+//! row-major product `C = op(A)·op(B)` is computed as the column-major `Cᵀ = op(B)ᵀ·op(A)ᵀ` —
+//! the operands swapped, no data moved.
+//!
+//! Attention needs one product per (sequence, head) pair, each matrix at
+//! `base + sequence·stride₀ + head·stride₁`. cuBLAS's strided-batched GEMM takes one stride,
+//! so [`Cuda::gemm`] loops over the shorter of the two batch axes and batches the longer one.
+
+use super::engine::BlasCall;
+use super::{Cuda, MathMode};
+use crate::backend::{BackendError, BackendResult};
+
+/// One operand of a batch of row-major matrices: the device address of the first element of
+/// matrix (0, 0), the distance between rows, and the distances between matrices along the two
+/// batch axes — all in `f32` elements.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Matrices {
+    /// Device address of the first element.
+    pub ptr: u64,
+    /// Elements between consecutive rows (the leading dimension).
+    pub ld: usize,
+    /// Elements between consecutive matrices along the (outer, inner) batch axes.
+    pub stride: (usize, usize),
+}
+
+impl Matrices {
+    /// A single matrix.
+    pub fn single(ptr: u64, ld: usize) -> Self {
+        Matrices {
+            ptr,
+            ld,
+            stride: (0, 0),
+        }
+    }
+
+    /// The operand advanced by `elements` floats.
+    fn offset(self, elements: usize) -> u64 {
+        self.ptr + (elements * std::mem::size_of::<f32>()) as u64
+    }
+}
+
+/// Shape of a batch of products `C (m×n) = op(A) (m×k) · op(B) (k×n)`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GemmShape {
+    /// Rows of `C`.
+    pub m: usize,
+    /// Columns of `C`.
+    pub n: usize,
+    /// The contracted dimension.
+    pub k: usize,
+    /// `A` is stored `k × m` and used transposed.
+    pub trans_a: bool,
+    /// `B` is stored `n × k` and used transposed.
+    pub trans_b: bool,
+    /// Number of products along the (outer, inner) batch axes; `(1, 1)` for one product.
+    pub batch: (usize, usize),
+}
+
+fn int(op: &'static str, what: &'static str, value: usize) -> BackendResult<i32> {
+    i32::try_from(value).map_err(|_| BackendError::Device {
+        op,
+        message: format!("GEMM {what} = {value} exceeds cuBLAS's 32-bit limit"),
+    })
+}
+
+impl Cuda {
+    /// `C = alpha · op(A) · op(B) + beta · C` for every matrix of the batch, row-major, with
+    /// `math`'s compute type (inputs and outputs stay `f32`). The caller has checked that every
+    /// operand's buffer holds the matrices the shape and strides address.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn gemm(
+        &self,
+        op: &'static str,
+        math: MathMode,
+        shape: GemmShape,
+        a: Matrices,
+        b: Matrices,
+        c: Matrices,
+        alpha: f32,
+        beta: f32,
+    ) -> BackendResult<()> {
+        let GemmShape { m, n, k, .. } = shape;
+        let (outer, inner) = shape.batch;
+        if m == 0 || n == 0 || outer == 0 || inner == 0 {
+            return Ok(());
+        }
+        // Loop over the shorter batch axis and batch the longer one: each operand's strides as
+        // (between loop iterations, between matrices of one batched call).
+        let loop_outer = outer <= inner;
+        let (loops, batched) = if loop_outer {
+            (outer, inner)
+        } else {
+            (inner, outer)
+        };
+        let split = |x: Matrices| {
+            if loop_outer {
+                x.stride
+            } else {
+                (x.stride.1, x.stride.0)
+            }
+        };
+        let (m_i, n_i, k_i) = (int(op, "m", m)?, int(op, "n", n)?, int(op, "k", k)?);
+        let (lda, ldb, ldc) = (
+            int(op, "lda", a.ld)?,
+            int(op, "ldb", b.ld)?,
+            int(op, "ldc", c.ld)?,
+        );
+        let count = int(op, "batch", batched)?;
+        for l in 0..loops {
+            // Column-major Cᵀ (n×m) = op(B)ᵀ (n×k) · op(A)ᵀ (k×m): B's storage is the first
+            // cuBLAS operand, A's the second.
+            let stride = |x: Matrices| split(x).1 as i64;
+            let call = BlasCall {
+                trans_a: shape.trans_b,
+                trans_b: shape.trans_a,
+                m: n_i,
+                n: m_i,
+                k: k_i,
+                alpha,
+                a: b.offset(l * split(b).0),
+                lda: ldb,
+                stride_a: stride(b),
+                b: a.offset(l * split(a).0),
+                ldb: lda,
+                stride_b: stride(a),
+                beta,
+                c: c.offset(l * split(c).0),
+                ldc,
+                stride_c: stride(c),
+                count,
+                math,
+            };
+            self.engine.blas(op, &call)?;
+        }
+        Ok(())
+    }
+}
