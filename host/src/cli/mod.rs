@@ -196,9 +196,12 @@ fn train_prepared(run: &PreparedRun, args: &TrainArgs) -> Result<RunResult, CliE
         1
     };
     let mut observer = ProgressObserver::new(rounds, first_round, !args.quiet);
-    let summary = on_device(config.device, |backend| {
-        Ok(train_run(run, backend, args.stop_after, &mut observer)?)
-    });
+    let job = TrainJob {
+        run,
+        stop_after: args.stop_after,
+        observer: &mut observer,
+    };
+    let summary = on_device(config.device, job);
     observer.finish();
     let summary = summary?;
     match &summary {
@@ -216,19 +219,81 @@ fn train_prepared(run: &PreparedRun, args: &TrainArgs) -> Result<RunResult, CliE
     })
 }
 
-/// Calls `job` with the backend `device` names. This build has the CPU backend; `auto` is the
-/// CPU.
-fn on_device<T>(
-    device: Device,
-    job: impl FnOnce(Cpu) -> Result<T, CliError>,
-) -> Result<T, CliError> {
+/// Work that runs on whichever backend the configuration's device names.
+trait OnBackend {
+    /// What the work returns.
+    type Output;
+    /// Does the work on `backend`.
+    fn run<B: Backend>(self, backend: B) -> Result<Self::Output, CliError>;
+}
+
+/// Runs `job` on `device`: the CPU, a CUDA device, or (`auto`) CUDA device 0 when one is
+/// usable and the CPU otherwise, saying which and why.
+fn on_device<J: OnBackend>(device: Device, job: J) -> Result<J::Output, CliError> {
     match device {
-        Device::Cpu | Device::Auto => job(Cpu::new()),
-        Device::Cuda(_) => Err(CliError::Device {
-            device,
-            reason: "this build of fedotp has no CUDA backend; use device = \"cpu\" or \"auto\""
-                .into(),
-        }),
+        Device::Cpu => job.run(Cpu::new()),
+        Device::Cuda(ordinal) => job.run(open_cuda(device, ordinal)?),
+        Device::Auto => {
+            match open_cuda(device, 0) {
+                Ok(cuda) => job.run(cuda),
+                // The reasons (missing libraries, no driver) are long; `device = "cuda"` shows them.
+                Err(_) => {
+                    println!("device auto: no usable CUDA device, so the CPU (device = \"cuda\" says why)");
+                    job.run(Cpu::new())
+                }
+            }
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn open_cuda(device: Device, ordinal: usize) -> Result<crate::backend::Cuda, CliError> {
+    let cuda = crate::backend::Cuda::new(ordinal).map_err(|e| CliError::Device {
+        device,
+        reason: e.to_string(),
+    })?;
+    println!("device: cuda:{ordinal} ({})", cuda.info().name);
+    Ok(cuda)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda(device: Device, _ordinal: usize) -> Result<Cpu, CliError> {
+    Err(CliError::Device {
+        device,
+        reason: "this build of fedotp has no CUDA backend (built without the `cuda` feature)"
+            .into(),
+    })
+}
+
+/// `fedotp train`'s work on a backend.
+struct TrainJob<'a> {
+    run: &'a PreparedRun,
+    stop_after: Option<u32>,
+    observer: &'a mut ProgressObserver,
+}
+
+impl OnBackend for TrainJob<'_> {
+    type Output = Option<RunSummary>;
+    fn run<B: Backend>(self, backend: B) -> Result<Self::Output, CliError> {
+        Ok(train_run(
+            self.run,
+            backend,
+            self.stop_after,
+            self.observer,
+        )?)
+    }
+}
+
+/// `fedotp eval`'s work on a backend.
+struct EvalJob<'a> {
+    run: &'a PreparedRun,
+}
+
+impl OnBackend for EvalJob<'_> {
+    type Output = Vec<Option<EvalStats>>;
+    fn run<B: Backend>(self, backend: B) -> Result<Self::Output, CliError> {
+        let mut sim = Simulation::of_run(self.run, backend, &mut Silent)?;
+        Ok(sim.evaluate(&mut Silent)?)
     }
 }
 
@@ -331,17 +396,9 @@ fn eval(args: &EvalArgs) -> Result<(), CliError> {
         args.run.display(),
         config.method_label()
     );
-    let evaluations = on_device(config.device, |backend| evaluate_on(&run, backend))?;
+    let evaluations = on_device(config.device, EvalJob { run: &run })?;
     print!("{}", evaluation_table(&evaluations));
     Ok(())
-}
-
-fn evaluate_on<B: Backend>(
-    run: &PreparedRun,
-    backend: B,
-) -> Result<Vec<Option<EvalStats>>, CliError> {
-    let mut sim = Simulation::of_run(run, backend, &mut Silent)?;
-    Ok(sim.evaluate(&mut Silent)?)
 }
 
 /// Per client its test accuracy and macro-F1, then the unweighted means.
