@@ -5,6 +5,7 @@
 //! fedotp train --resume <run dir>                               continue a run from its last checkpoint
 //! fedotp eval <run dir>                                         a saved run's results
 //! fedotp plot <run dir>... [--out accuracy]                     accuracy per round as PNG and SVG
+//! fedotp encode --clip <weights> [--images <paths>...] [--texts <file>] --out <file.safetensors>
 //! ```
 //!
 //! `train` runs the configured method on the configured device, writing metrics and checkpoints
@@ -12,6 +13,7 @@
 //! prints a comparison table. `eval` evaluates a saved run's latest checkpoint on every client's
 //! test split.
 
+mod encode;
 pub mod progress;
 
 use std::path::PathBuf;
@@ -24,6 +26,7 @@ use crate::data::CountTable;
 use crate::plot::{output_paths, plot_accuracy, PlotError, Series};
 use crate::run::{open_run, resume_run, start_run, EvalStats, PreparedRun, RunError, RunSummary};
 use crate::train::{train_run, Silent, Simulation, TrainError};
+pub use encode::EncodeArgs;
 use progress::ProgressObserver;
 
 /// Largest table [`partition_overview`] prints whole (clients × classes cells).
@@ -48,6 +51,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// Plot mean client accuracy per round of one or more runs into PNG and SVG.
     Plot(PlotArgs),
+    /// CLIP's image tokens, image embeddings and text embeddings of files, as safetensors.
+    Encode(EncodeArgs),
 }
 
 /// Arguments of `fedotp train`.
@@ -115,6 +120,9 @@ pub enum CliError {
         /// Why it cannot be used.
         reason: String,
     },
+    /// A command-line input (file, list) cannot be used.
+    #[error("{0}")]
+    Input(String),
     /// `fedotp eval` on a run that has no checkpoint yet.
     #[error("{}: no checkpoint yet; continue it first with `fedotp train --resume {}`", run.display(), run.display())]
     NoCheckpoint {
@@ -129,6 +137,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Train(args) => train(&args),
         Command::Eval(args) => eval(&args),
         Command::Plot(args) => plot(&args),
+        Command::Encode(args) => encode::encode(&args),
     }
 }
 
