@@ -65,6 +65,10 @@ pub struct TrainArgs {
     /// (repeatable; applied in order).
     #[arg(long = "set", value_name = "KEY=VALUE", conflicts_with = "resume")]
     pub set: Vec<Override>,
+    /// The compute device: cpu, cuda, cuda:N or auto (for a new run the same as
+    /// --set device=...; with --resume, this session's device, the saved configuration kept).
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<Device>,
     /// Continue the run in this directory from its latest checkpoint.
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
@@ -83,6 +87,9 @@ pub struct EvalArgs {
     /// The run directory.
     #[arg(value_name = "RUN_DIR")]
     pub run: PathBuf,
+    /// The compute device, instead of the run's (results do not depend on it beyond rounding).
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<Device>,
 }
 
 /// Arguments of `fedotp plot`.
@@ -155,11 +162,15 @@ fn train(args: &TrainArgs) -> Result<(), CliError> {
             prepared
         }
         None => {
+            let mut overrides = args.set.clone();
+            if let Some(device) = args.device {
+                overrides.push(format!("device={:?}", device.to_string()).parse()?);
+            }
             let config = match &args.config {
-                Some(path) => RunConfig::load(path, &args.set)?,
+                Some(path) => RunConfig::load(path, &overrides)?,
                 None => {
                     println!("no --config: using {QUICKSTART_NAME}");
-                    RunConfig::quickstart_with(&args.set)?
+                    RunConfig::quickstart_with(&overrides)?
                 }
             };
             start_run(config)?
@@ -210,7 +221,7 @@ fn train_prepared(run: &PreparedRun, args: &TrainArgs) -> Result<RunResult, CliE
         stop_after: args.stop_after,
         observer: &mut observer,
     };
-    let summary = on_device(config.device, job);
+    let summary = on_device(args.device.unwrap_or(config.device), job);
     observer.finish();
     let summary = summary?;
     match &summary {
@@ -405,7 +416,8 @@ fn eval(args: &EvalArgs) -> Result<(), CliError> {
         args.run.display(),
         config.method_label()
     );
-    let evaluations = on_device(config.device, EvalJob { run: &run })?;
+    let device = args.device.unwrap_or(config.device);
+    let evaluations = on_device(device, EvalJob { run: &run })?;
     print!("{}", evaluation_table(&evaluations));
     Ok(())
 }
