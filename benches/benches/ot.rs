@@ -139,7 +139,8 @@ fn print_table(inputs: &mut Inputs) {
 
 fn main() {
     let mut inputs = Inputs::new();
-    let mut criterion = Criterion::default().configure_from_args();
+    // No plots: criterion's plotters backend needs system fonts, which CI machines lack.
+    let mut criterion = Criterion::default().without_plots().configure_from_args();
     criterion_benches(&mut criterion, &mut inputs);
     criterion.final_summary();
     if benchmarking() {

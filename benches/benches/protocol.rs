@@ -111,5 +111,10 @@ fn codec(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, aggregation, codec);
+criterion_group! {
+    name = benches;
+    // No plots: criterion's plotters backend needs system fonts, which CI machines lack.
+    config = Criterion::default().without_plots();
+    targets = aggregation, codec
+}
 criterion_main!(benches);
