@@ -256,3 +256,110 @@ fn a_checkpoint_of_another_shape_is_refused() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn encode_writes_the_towers_outputs() {
+    use fedotp::backend::{Backend, Cpu};
+    use fedotp::clip::{vision_forward, ClipWeights};
+    use fedotp::data::{RgbImage, Transform};
+    use rand::SeedableRng;
+
+    let cwd = tempfile::tempdir().unwrap();
+    let images = cwd.path().join("images");
+    std::fs::create_dir_all(images.join("nested")).unwrap();
+    for (i, name) in ["b.png", "a.png", "nested/c.PNG"].iter().enumerate() {
+        let picture = image::RgbImage::from_fn(48, 36, |x, y| {
+            image::Rgb([(x * 5 + i as u32 * 40) as u8, (y * 7) as u8, (x * y) as u8])
+        });
+        picture
+            .save_with_format(images.join(name), image::ImageFormat::Png)
+            .unwrap();
+    }
+    // The fixture's vocabulary is 600 tokens, too small for CLIP's tokenizer: texts are refused
+    // by line.
+    std::fs::write(cwd.path().join("texts.txt"), "a\nphoto\n").unwrap();
+    let weights_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip/openai");
+    let out = fedotp(
+        cwd.path(),
+        &[
+            "encode",
+            "--clip",
+            weights_dir.to_str().unwrap(),
+            "--images",
+            "images",
+            "--out",
+            "features.safetensors",
+            "--device",
+            "cpu",
+            "--quiet",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let bytes = std::fs::read(cwd.path().join("features.safetensors")).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let values = |name: &str| -> (Vec<usize>, Vec<f32>) {
+        let t = file.tensor(name).unwrap();
+        let v = t
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        (t.shape().to_vec(), v)
+    };
+
+    // The image tower on the same files (name order, directories recursively), evaluation
+    // transform, one batch.
+    let cpu = Cpu::new();
+    let weights = ClipWeights::load(&weights_dir)
+        .unwrap()
+        .to_backend(&cpu)
+        .unwrap();
+    let size = weights.config.vision.image_size() as u32;
+    let mut pixels = Vec::new();
+    for name in ["a.png", "b.png", "nested/c.PNG"] {
+        let image = RgbImage::open(&images.join(name)).unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        pixels.extend(Transform::eval(size).apply(&image, &mut rng).unwrap());
+    }
+    let input = cpu.upload(&pixels).unwrap();
+    let expected = vision_forward(&cpu, &weights.vision, &input, 3).unwrap();
+    let (tokens_per_image, dim) = (expected.tokens_per_image, expected.embed_dim);
+    let (shape, tokens) = values("image_tokens");
+    assert_eq!(shape, [3, tokens_per_image, dim]);
+    assert_eq!(
+        tokens,
+        cpu.download(&expected.tokens, tokens.len()).unwrap()
+    );
+    let (shape, pooled) = values("image_embeds");
+    assert_eq!(shape, [3, dim]);
+    for (image, embed) in tokens
+        .chunks_exact(tokens_per_image * dim)
+        .zip(pooled.chunks_exact(dim))
+    {
+        assert_eq!(&image[..dim], embed);
+    }
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let names = &header.metadata().as_ref().unwrap()["images"];
+    assert!(
+        names.contains("a.png") && names.ends_with("c.PNG\"]"),
+        "{names}"
+    );
+
+    let out = fedotp(
+        cwd.path(),
+        &[
+            "encode",
+            "--clip",
+            weights_dir.to_str().unwrap(),
+            "--images",
+            "absent.png",
+            "--out",
+            "x.safetensors",
+        ],
+    );
+    assert!(
+        text(&out.stderr).contains("absent.png: no such file or directory"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -216,8 +216,8 @@ fn unknown_keys_are_errors_naming_the_key() {
             "nmae",
         ),
         (
-            "rounds = 10",
-            "rounds = 10\nroundz = 3",
+            "rounds = 20",
+            "rounds = 20\nroundz = 3",
             "federation.roundz",
             "roundz",
         ),
@@ -286,7 +286,7 @@ fn wrong_types_and_syntax_are_errors_naming_the_key_or_line() {
         message.contains("`method`: missing field `mu`"),
         "{message}"
     );
-    let text = QUICKSTART_PRESET.replace("rounds = 10", "rounds = ");
+    let text = QUICKSTART_PRESET.replace("rounds = 20", "rounds = ");
     let message = RunConfig::from_toml(&text, "q.toml", &[])
         .unwrap_err()
         .to_string();

@@ -5,6 +5,7 @@
 //! fedotp train --resume <run dir>                               continue a run from its last checkpoint
 //! fedotp eval <run dir>                                         a saved run's results
 //! fedotp plot <run dir>... [--out accuracy]                     accuracy per round as PNG and SVG
+//! fedotp encode --clip <weights> [--images <paths>...] [--texts <file>] --out <file.safetensors>
 //! ```
 //!
 //! `train` runs the configured method on the configured device, writing metrics and checkpoints
@@ -12,6 +13,7 @@
 //! prints a comparison table. `eval` evaluates a saved run's latest checkpoint on every client's
 //! test split.
 
+mod encode;
 pub mod progress;
 
 use std::path::PathBuf;
@@ -24,6 +26,7 @@ use crate::data::CountTable;
 use crate::plot::{output_paths, plot_accuracy, PlotError, Series};
 use crate::run::{open_run, resume_run, start_run, EvalStats, PreparedRun, RunError, RunSummary};
 use crate::train::{train_run, Silent, Simulation, TrainError};
+pub use encode::EncodeArgs;
 use progress::ProgressObserver;
 
 /// Largest table [`partition_overview`] prints whole (clients × classes cells).
@@ -48,6 +51,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// Plot mean client accuracy per round of one or more runs into PNG and SVG.
     Plot(PlotArgs),
+    /// CLIP's image tokens, image embeddings and text embeddings of files, as safetensors.
+    Encode(EncodeArgs),
 }
 
 /// Arguments of `fedotp train`.
@@ -60,6 +65,10 @@ pub struct TrainArgs {
     /// (repeatable; applied in order).
     #[arg(long = "set", value_name = "KEY=VALUE", conflicts_with = "resume")]
     pub set: Vec<Override>,
+    /// The compute device: cpu, cuda, cuda:N or auto (for a new run the same as
+    /// --set device=...; with --resume, this session's device, the saved configuration kept).
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<Device>,
     /// Continue the run in this directory from its latest checkpoint.
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
@@ -78,6 +87,9 @@ pub struct EvalArgs {
     /// The run directory.
     #[arg(value_name = "RUN_DIR")]
     pub run: PathBuf,
+    /// The compute device, instead of the run's (results do not depend on it beyond rounding).
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<Device>,
 }
 
 /// Arguments of `fedotp plot`.
@@ -115,6 +127,9 @@ pub enum CliError {
         /// Why it cannot be used.
         reason: String,
     },
+    /// A command-line input (file, list) cannot be used.
+    #[error("{0}")]
+    Input(String),
     /// `fedotp eval` on a run that has no checkpoint yet.
     #[error("{}: no checkpoint yet; continue it first with `fedotp train --resume {}`", run.display(), run.display())]
     NoCheckpoint {
@@ -129,6 +144,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Train(args) => train(&args),
         Command::Eval(args) => eval(&args),
         Command::Plot(args) => plot(&args),
+        Command::Encode(args) => encode::encode(&args),
     }
 }
 
@@ -146,11 +162,15 @@ fn train(args: &TrainArgs) -> Result<(), CliError> {
             prepared
         }
         None => {
+            let mut overrides = args.set.clone();
+            if let Some(device) = args.device {
+                overrides.push(format!("device={:?}", device.to_string()).parse()?);
+            }
             let config = match &args.config {
-                Some(path) => RunConfig::load(path, &args.set)?,
+                Some(path) => RunConfig::load(path, &overrides)?,
                 None => {
                     println!("no --config: using {QUICKSTART_NAME}");
-                    RunConfig::quickstart_with(&args.set)?
+                    RunConfig::quickstart_with(&overrides)?
                 }
             };
             start_run(config)?
@@ -196,9 +216,12 @@ fn train_prepared(run: &PreparedRun, args: &TrainArgs) -> Result<RunResult, CliE
         1
     };
     let mut observer = ProgressObserver::new(rounds, first_round, !args.quiet);
-    let summary = on_device(config.device, |backend| {
-        Ok(train_run(run, backend, args.stop_after, &mut observer)?)
-    });
+    let job = TrainJob {
+        run,
+        stop_after: args.stop_after,
+        observer: &mut observer,
+    };
+    let summary = on_device(args.device.unwrap_or(config.device), job);
     observer.finish();
     let summary = summary?;
     match &summary {
@@ -216,19 +239,81 @@ fn train_prepared(run: &PreparedRun, args: &TrainArgs) -> Result<RunResult, CliE
     })
 }
 
-/// Calls `job` with the backend `device` names. This build has the CPU backend; `auto` is the
-/// CPU.
-fn on_device<T>(
-    device: Device,
-    job: impl FnOnce(Cpu) -> Result<T, CliError>,
-) -> Result<T, CliError> {
+/// Work that runs on whichever backend the configuration's device names.
+trait OnBackend {
+    /// What the work returns.
+    type Output;
+    /// Does the work on `backend`.
+    fn run<B: Backend>(self, backend: B) -> Result<Self::Output, CliError>;
+}
+
+/// Runs `job` on `device`: the CPU, a CUDA device, or (`auto`) CUDA device 0 when one is
+/// usable and the CPU otherwise, saying which and why.
+fn on_device<J: OnBackend>(device: Device, job: J) -> Result<J::Output, CliError> {
     match device {
-        Device::Cpu | Device::Auto => job(Cpu::new()),
-        Device::Cuda(_) => Err(CliError::Device {
-            device,
-            reason: "this build of fedotp has no CUDA backend; use device = \"cpu\" or \"auto\""
-                .into(),
-        }),
+        Device::Cpu => job.run(Cpu::new()),
+        Device::Cuda(ordinal) => job.run(open_cuda(device, ordinal)?),
+        Device::Auto => {
+            match open_cuda(device, 0) {
+                Ok(cuda) => job.run(cuda),
+                // The reasons (missing libraries, no driver) are long; `device = "cuda"` shows them.
+                Err(_) => {
+                    println!("device auto: no usable CUDA device, so the CPU (device = \"cuda\" says why)");
+                    job.run(Cpu::new())
+                }
+            }
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn open_cuda(device: Device, ordinal: usize) -> Result<crate::backend::Cuda, CliError> {
+    let cuda = crate::backend::Cuda::new(ordinal).map_err(|e| CliError::Device {
+        device,
+        reason: e.to_string(),
+    })?;
+    println!("device: cuda:{ordinal} ({})", cuda.info().name);
+    Ok(cuda)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda(device: Device, _ordinal: usize) -> Result<Cpu, CliError> {
+    Err(CliError::Device {
+        device,
+        reason: "this build of fedotp has no CUDA backend (built without the `cuda` feature)"
+            .into(),
+    })
+}
+
+/// `fedotp train`'s work on a backend.
+struct TrainJob<'a> {
+    run: &'a PreparedRun,
+    stop_after: Option<u32>,
+    observer: &'a mut ProgressObserver,
+}
+
+impl OnBackend for TrainJob<'_> {
+    type Output = Option<RunSummary>;
+    fn run<B: Backend>(self, backend: B) -> Result<Self::Output, CliError> {
+        Ok(train_run(
+            self.run,
+            backend,
+            self.stop_after,
+            self.observer,
+        )?)
+    }
+}
+
+/// `fedotp eval`'s work on a backend.
+struct EvalJob<'a> {
+    run: &'a PreparedRun,
+}
+
+impl OnBackend for EvalJob<'_> {
+    type Output = Vec<Option<EvalStats>>;
+    fn run<B: Backend>(self, backend: B) -> Result<Self::Output, CliError> {
+        let mut sim = Simulation::of_run(self.run, backend, &mut Silent)?;
+        Ok(sim.evaluate(&mut Silent)?)
     }
 }
 
@@ -331,17 +416,10 @@ fn eval(args: &EvalArgs) -> Result<(), CliError> {
         args.run.display(),
         config.method_label()
     );
-    let evaluations = on_device(config.device, |backend| evaluate_on(&run, backend))?;
+    let device = args.device.unwrap_or(config.device);
+    let evaluations = on_device(device, EvalJob { run: &run })?;
     print!("{}", evaluation_table(&evaluations));
     Ok(())
-}
-
-fn evaluate_on<B: Backend>(
-    run: &PreparedRun,
-    backend: B,
-) -> Result<Vec<Option<EvalStats>>, CliError> {
-    let mut sim = Simulation::of_run(run, backend, &mut Silent)?;
-    Ok(sim.evaluate(&mut Silent)?)
 }
 
 /// Per client its test accuracy and macro-F1, then the unweighted means.

@@ -1,0 +1,305 @@
+//! `fedotp encode`: CLIP's image tokens, image embeddings and text embeddings of files, into one
+//! safetensors file — for feature caches and for checking the model against another
+//! implementation.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+
+use super::{on_device, CliError, OnBackend};
+use crate::backend::Backend;
+use crate::clip::{
+    text_forward, vision_forward, ClipWeights, PromptBatch, SpecialTokens, TextActivations,
+};
+use crate::config::Device;
+use crate::data::{RgbImage, Transform};
+use crate::run::write_atomic;
+use crate::train::{FrozenClip, TrainError};
+
+/// Image file extensions read from a directory (case-insensitive).
+const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
+
+/// Arguments of `fedotp encode`.
+#[derive(Debug, Args)]
+pub struct EncodeArgs {
+    /// CLIP weights: a safetensors file, or a directory holding one (either layout).
+    #[arg(long, value_name = "PATH")]
+    pub clip: PathBuf,
+    /// Images: JPEG or PNG files, or directories (their image files, recursively, in name
+    /// order).
+    #[arg(long, value_name = "PATH", num_args = 1..)]
+    pub images: Vec<PathBuf>,
+    /// A text file with one text per line.
+    #[arg(long, value_name = "FILE")]
+    pub texts: Option<PathBuf>,
+    /// The output safetensors file.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// The compute device: cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto")]
+    pub device: Device,
+    /// Images per image-tower pass.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch: u32,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Runs `fedotp encode`.
+pub fn encode(args: &EncodeArgs) -> Result<(), CliError> {
+    let images = image_files(&args.images)?;
+    let texts = match &args.texts {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| CliError::Input(format!("cannot read {}: {e}", path.display())))?
+            .lines()
+            .map(str::to_owned)
+            .collect(),
+        None => Vec::new(),
+    };
+    if images.is_empty() && texts.is_empty() {
+        return Err(CliError::Input(
+            "nothing to encode: give --images and/or --texts".into(),
+        ));
+    }
+    let weights = ClipWeights::load(&args.clip).map_err(TrainError::from)?;
+    let encoded = on_device(
+        args.device,
+        EncodeJob {
+            weights,
+            images: &images,
+            texts: &texts,
+            batch: args.batch as usize,
+            quiet: args.quiet,
+        },
+    )?;
+    let bytes = encoded.to_safetensors(&images)?;
+    write_atomic(&args.out, &bytes)?;
+    println!(
+        "wrote {}: {} images, {} texts",
+        args.out.display(),
+        images.len(),
+        texts.len()
+    );
+    Ok(())
+}
+
+/// The files `paths` name: files as given, directories expanded to their image files.
+fn image_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut found = Vec::new();
+            collect_images(path, &mut found)?;
+            found.sort();
+            files.extend(found);
+        } else if path.is_file() {
+            files.push(path.clone());
+        } else {
+            return Err(CliError::Input(format!(
+                "{}: no such file or directory",
+                path.display()
+            )));
+        }
+    }
+    Ok(files)
+}
+
+fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CliError> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| CliError::Input(format!("cannot read {}: {e}", dir.display())))?;
+    for entry in entries {
+        let path = entry
+            .map_err(|e| CliError::Input(format!("cannot read {}: {e}", dir.display())))?
+            .path();
+        if path.is_dir() {
+            collect_images(&path, out)?;
+        } else if path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+            IMAGE_EXTENSIONS
+                .iter()
+                .any(|known| e.eq_ignore_ascii_case(known))
+        }) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// What `fedotp encode` computed, on the host.
+struct Encoded {
+    /// `images × tokens × embed`.
+    image_tokens: Vec<f32>,
+    /// `images × embed`.
+    image_embeds: Vec<f32>,
+    /// `texts × embed`.
+    text_embeds: Vec<f32>,
+    tokens_per_image: usize,
+    embed_dim: usize,
+}
+
+impl Encoded {
+    fn to_safetensors(&self, images: &[PathBuf]) -> Result<Vec<u8>, CliError> {
+        let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let n_images = images.len();
+        let n_texts = self.text_embeds.len() / self.embed_dim.max(1);
+        let tensors = [
+            (
+                "image_tokens",
+                vec![n_images, self.tokens_per_image, self.embed_dim],
+                bytes(&self.image_tokens),
+            ),
+            (
+                "image_embeds",
+                vec![n_images, self.embed_dim],
+                bytes(&self.image_embeds),
+            ),
+            (
+                "text_embeds",
+                vec![n_texts, self.embed_dim],
+                bytes(&self.text_embeds),
+            ),
+        ];
+        let views: Vec<(&str, TensorView<'_>)> = tensors
+            .iter()
+            .filter(|(_, shape, _)| shape[0] > 0)
+            .map(|(name, shape, data)| {
+                let view = TensorView::new(Dtype::F32, shape.clone(), data)
+                    .expect("shapes match the data by construction");
+                (*name, view)
+            })
+            .collect();
+        let names: Vec<String> = images.iter().map(|p| p.display().to_string()).collect();
+        let metadata = HashMap::from([(
+            "images".to_string(),
+            serde_json::to_string(&names).expect("strings serialise"),
+        )]);
+        safetensors::serialize(views, Some(metadata))
+            .map_err(|e| CliError::Input(format!("cannot serialise the output: {e}")))
+    }
+}
+
+/// The encoding on a backend.
+struct EncodeJob<'a> {
+    weights: ClipWeights<Vec<f32>>,
+    images: &'a [PathBuf],
+    texts: &'a [String],
+    batch: usize,
+    quiet: bool,
+}
+
+impl OnBackend for EncodeJob<'_> {
+    type Output = Encoded;
+
+    fn run<B: Backend>(self, backend: B) -> Result<Encoded, CliError> {
+        Ok(self.encode(backend)?)
+    }
+}
+
+impl EncodeJob<'_> {
+    fn encode<B: Backend>(self, backend: B) -> Result<Encoded, TrainError> {
+        let clip = FrozenClip::new(backend, self.weights)?;
+        let backend = clip.backend();
+        let weights = clip.weights();
+        let transform = Transform::eval(clip.image_size() as u32);
+        // The evaluation transform draws nothing.
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let bar = if self.quiet {
+            ProgressBar::with_draw_target(
+                Some(self.images.len() as u64),
+                ProgressDrawTarget::hidden(),
+            )
+        } else {
+            ProgressBar::new(self.images.len() as u64)
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "images  [{bar:30}] {pos}/{len} {per_sec:>10} eta {eta:>4}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        let embed_dim = weights.config.embed_dim;
+        let tokens_per_image = weights.config.vision.tokens();
+        let mut image_tokens = Vec::with_capacity(self.images.len() * tokens_per_image * embed_dim);
+        for chunk in self.images.chunks(self.batch) {
+            let mut pixels = vec![0.0; chunk.len() * transform.output_len()];
+            for (path, slot) in chunk
+                .iter()
+                .zip(pixels.chunks_exact_mut(transform.output_len()))
+            {
+                let image = RgbImage::open(path)?;
+                transform.apply_into(&image, &mut rng, slot)?;
+            }
+            let input = backend.upload_vec(pixels)?;
+            let out = vision_forward(backend, &weights.vision, &input, chunk.len())?;
+            image_tokens
+                .extend(backend.download(&out.tokens, chunk.len() * tokens_per_image * embed_dim)?);
+            bar.inc(chunk.len() as u64);
+        }
+        bar.finish_and_clear();
+        let image_embeds = image_tokens
+            .chunks_exact(tokens_per_image * embed_dim)
+            .flat_map(|image| image[..embed_dim].iter().copied())
+            .collect();
+        let text_embeds = if self.texts.is_empty() {
+            Vec::new()
+        } else {
+            encode_texts(&clip, self.texts)?
+        };
+        Ok(Encoded {
+            image_tokens,
+            image_embeds,
+            text_embeds,
+            tokens_per_image,
+            embed_dim,
+        })
+    }
+}
+
+/// EOT-pooled, projected (not normalised) text embeddings, each text truncated to the context
+/// length as CLIP's tokenizer does.
+fn encode_texts<B: Backend>(
+    clip: &FrozenClip<B>,
+    texts: &[String],
+) -> Result<Vec<f32>, TrainError> {
+    let backend = clip.backend();
+    let text = &clip.weights().text;
+    let config = &text.config;
+    let room = config.context_length.saturating_sub(2);
+    let mut tokens = Vec::with_capacity(texts.len());
+    for (line, t) in texts.iter().enumerate() {
+        let mut ids = clip.tokenizer().encode(t);
+        ids.truncate(room);
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= config.vocab_size) {
+            return Err(TrainError::Invalid(format!(
+                "text on line {}: token {id} is outside the model's vocabulary of {} (the weights were not trained with CLIP's tokenizer)",
+                line + 1,
+                config.vocab_size
+            )));
+        }
+        tokens.push(ids);
+    }
+    let special = SpecialTokens {
+        start: config.vocab_size.saturating_sub(2) as u32,
+        end: config.vocab_size.saturating_sub(1) as u32,
+    };
+    let batch = PromptBatch::new(&tokens, 0, 1, config.context_length, special)?;
+    let no_context = backend.alloc(0)?;
+    let embeddings = batch.embed(backend, text, &no_context)?;
+    let mut acts = TextActivations::new(backend)?;
+    let features = text_forward(
+        backend,
+        text,
+        &embeddings,
+        batch.seq_len(),
+        batch.eot_positions(),
+        &mut acts,
+    )?;
+    Ok(backend.download(&features, texts.len() * clip.weights().config.embed_dim)?)
+}
