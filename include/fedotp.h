@@ -20,8 +20,9 @@
  * (each handle has its own lock; fedotp_client_train and fedotp_client_predict hold their
  * client and image set for the whole call); calls on different handles, and functions that
  * take no handle, run in parallel — several clients may train at once on one shared model. A
- * training's progress callback runs on the training thread and must not call libfedotp on the
- * same client or image set. The last-error message is per thread.
+ * training's progress callback runs on the training thread; its calls on the client or image
+ * set that training holds return FEDOTP_ERR_HANDLE_BUSY instead of waiting for themselves. The
+ * last-error message is per thread.
  *
  * A federated client, in short: fedotp_model_load (or fedotp_model_new_tiny) ->
  * fedotp_client_new -> fedotp_images_new + fedotp_images_add_* -> per round:
@@ -107,6 +108,10 @@
 
 // A live handle of another type than the function takes.
 #define FEDOTP_ERR_WRONG_HANDLE_TYPE -21
+
+// A handle that a call further up the calling thread holds (a progress callback calling
+// libfedotp on the client or image set its training holds): the call would wait for itself.
+#define FEDOTP_ERR_HANDLE_BUSY -22
 
 // Message: shorter than its header, or than the total length it declares.
 #define FEDOTP_ERR_MESSAGE_TRUNCATED -30
@@ -292,9 +297,9 @@ typedef struct FedotpClientConfig {
 } FedotpClientConfig;
 
 // Progress of a training call: `done` of `total` steps, and the `user_data` given to
-// `fedotp_client_train`. Called on the training thread after every step. It must not call
-// libfedotp functions on the same client or image set (they wait for the training call:
-// a deadlock).
+// `fedotp_client_train`. Called on the training thread after every step. It may call
+// libfedotp, except on the client or image set the training holds: those calls return
+// `FEDOTP_ERR_HANDLE_BUSY` (they would wait for the training that waits for them).
 typedef void (*FedotpProgressFn)(uint64_t done, uint64_t total, void *user_data);
 
 // A training call's results.
@@ -540,7 +545,7 @@ int32_t fedotp_client_prompt_shape(const struct FedotpClient *client,
 // - `epochs`: passes over the images, >= 1; each pass shuffles them (from the client's
 //   generator);
 // - `progress`: NULL, or called after every step with (done, total, `user_data`) on this
-//   thread; it must not call libfedotp on this client or image set;
+//   thread; calls it makes on this client or image set return `FEDOTP_ERR_HANDLE_BUSY`;
 // - `cancel`: NULL, or a flag another thread may set to non-zero (as a C11 `atomic_uint` or
 //   a C++ `std::atomic<uint32_t>`, whose layout is `uint32_t`'s), checked after every step;
 // - `report_out`: NULL, or receives the loss and accuracy.

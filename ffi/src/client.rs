@@ -130,9 +130,9 @@ pub struct FedotpTrainReport {
 }
 
 /// Progress of a training call: `done` of `total` steps, and the `user_data` given to
-/// `fedotp_client_train`. Called on the training thread after every step. It must not call
-/// libfedotp functions on the same client or image set (they wait for the training call:
-/// a deadlock).
+/// `fedotp_client_train`. Called on the training thread after every step. It may call
+/// libfedotp, except on the client or image set the training holds: those calls return
+/// `FEDOTP_ERR_HANDLE_BUSY` (they would wait for the training that waits for them).
 pub type FedotpProgressFn =
     Option<unsafe extern "C" fn(done: u64, total: u64, user_data: *mut c_void)>;
 
@@ -416,7 +416,7 @@ unsafe fn cancelled(cancel: *const u32) -> bool {
 /// - `epochs`: passes over the images, >= 1; each pass shuffles them (from the client's
 ///   generator);
 /// - `progress`: NULL, or called after every step with (done, total, `user_data`) on this
-///   thread; it must not call libfedotp on this client or image set;
+///   thread; calls it makes on this client or image set return `FEDOTP_ERR_HANDLE_BUSY`;
 /// - `cancel`: NULL, or a flag another thread may set to non-zero (as a C11 `atomic_uint` or
 ///   a C++ `std::atomic<uint32_t>`, whose layout is `uint32_t`'s), checked after every step;
 /// - `report_out`: NULL, or receives the loss and accuracy.
@@ -1039,4 +1039,24 @@ pub unsafe extern "C" fn fedotp_client_load(client: *mut FedotpClient, path: *co
 #[no_mangle]
 pub extern "C" fn fedotp_client_free(client: *mut FedotpClient) -> i32 {
     call(|| handle::release(client, "client"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::softmax_into;
+
+    #[test]
+    fn softmax_matches_hand_computed_values_and_survives_large_logits() {
+        // exp(0) : exp(ln 3) = 1 : 3.
+        let mut out = Vec::new();
+        softmax_into(&[0.0, 3f32.ln()], &mut out);
+        assert!(
+            (out[0] - 0.25).abs() < 1e-7 && (out[1] - 0.75).abs() < 1e-7,
+            "{out:?}"
+        );
+        // Logits of a CLIP scale (x100) would overflow exp in f32 without the shift.
+        out.clear();
+        softmax_into(&[1000.0, 1000.0, 0.0], &mut out);
+        assert_eq!(out, [0.5, 0.5, 0.0]);
+    }
 }

@@ -48,6 +48,9 @@ pub const FEDOTP_ERR_ZERO_NORM: i32 = -16;
 pub const FEDOTP_ERR_INVALID_HANDLE: i32 = -20;
 /// A live handle of another type than the function takes.
 pub const FEDOTP_ERR_WRONG_HANDLE_TYPE: i32 = -21;
+/// A handle that a call further up the calling thread holds (a progress callback calling
+/// libfedotp on the client or image set its training holds): the call would wait for itself.
+pub const FEDOTP_ERR_HANDLE_BUSY: i32 = -22;
 
 /// Message: shorter than its header, or than the total length it declares.
 pub const FEDOTP_ERR_MESSAGE_TRUNCATED: i32 = -30;
@@ -146,6 +149,10 @@ const NAMES: &[(i32, &std::ffi::CStr)] = &[
         c"invalid handle (freed, or never issued)",
     ),
     (FEDOTP_ERR_WRONG_HANDLE_TYPE, c"a handle of another type"),
+    (
+        FEDOTP_ERR_HANDLE_BUSY,
+        c"handle held by an enclosing call on this thread",
+    ),
     (FEDOTP_ERR_MESSAGE_TRUNCATED, c"message truncated"),
     (FEDOTP_ERR_BAD_MAGIC, c"not a fedotp message (bad magic)"),
     (

@@ -18,7 +18,7 @@ static const int32_t NEW_STATUSES[] = {
     FEDOTP_ERR_UNSUPPORTED_DEVICE, FEDOTP_ERR_INVALID_CONFIG, FEDOTP_ERR_INVALID_CLASS_NAME,
     FEDOTP_ERR_INVALID_LABEL,    FEDOTP_ERR_CANCELLED,    FEDOTP_ERR_NOT_TRAINED,
     FEDOTP_ERR_STATE_MISMATCH,   FEDOTP_ERR_STATE_FORMAT, FEDOTP_ERR_NULL_POINTER,
-    FEDOTP_ERR_INVALID_HANDLE,   FEDOTP_ERR_WRONG_HANDLE_TYPE};
+    FEDOTP_ERR_INVALID_HANDLE,   FEDOTP_ERR_WRONG_HANDLE_TYPE, FEDOTP_ERR_HANDLE_BUSY};
 
 /* A handle value libfedotp never issued (odd, like real ones, but far beyond any id). */
 #define FORGED(type) ((type *)(uintptr_t)0x7fffffff1)
@@ -316,6 +316,24 @@ static void count_progress(uint64_t done, uint64_t total, void *user_data) {
     *(uint32_t *)user_data = 1; /* cancels the training through its flag */
 }
 
+/* What a progress callback sees when it calls back into libfedotp. */
+struct Reentry {
+    FedotpClient *client;
+    FedotpImages *images;
+    FedotpModel *model;
+    int32_t on_client, on_images, on_model;
+};
+
+static void call_back_in(uint64_t done, uint64_t total, void *user_data) {
+    (void)done, (void)total;
+    struct Reentry *r = user_data;
+    size_t n_ctx, width, count;
+    FedotpModelInfo info;
+    r->on_client = fedotp_client_prompt_shape(r->client, &n_ctx, &width);
+    r->on_images = fedotp_images_count(r->images, &count);
+    r->on_model = fedotp_model_info(r->model, &info);
+}
+
 static void training_exchange_prediction(FedotpModel *model) {
     FedotpClientConfig config = small_config();
     FedotpClient *client = NULL, *other = NULL;
@@ -388,6 +406,18 @@ static void training_exchange_prediction(FedotpModel *model) {
     CHECK(memcmp(global, before, sizeof global) == 0, "a refused training changed the prompt");
     EXPECT_STATUS(fedotp_client_write_update(client, 1, message, size, &written),
                   FEDOTP_ERR_NOT_TRAINED);
+
+    /* The callback may use other handles; the client and images the training holds are busy,
+     * not a deadlock. */
+    struct Reentry reentry = {client, train, model, 1, 1, 1};
+    EXPECT_STATUS(fedotp_client_train(client, train, 1, call_back_in, &reentry, NULL, NULL),
+                  FEDOTP_OK);
+    CHECK(reentry.on_client == FEDOTP_ERR_HANDLE_BUSY, "client from the callback: %d",
+          reentry.on_client);
+    CHECK(reentry.on_images == FEDOTP_ERR_HANDLE_BUSY, "images from the callback: %d",
+          reentry.on_images);
+    CHECK(reentry.on_model == FEDOTP_OK, "model from the callback: %d", reentry.on_model);
+    EXPECT_STATUS(fedotp_client_global_prompt(client, before, 2, 64), FEDOTP_OK);
 
     /* A real training: 4 images in batches of 2, 2 epochs = 4 steps. */
     EXPECT_STATUS(fedotp_client_train(client, train, 2, NULL, NULL, NULL, &report), FEDOTP_OK);
