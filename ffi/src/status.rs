@@ -350,6 +350,7 @@ impl From<PixelError> for Failure {
             PixelError::StrideTooSmall { .. } => FEDOTP_ERR_INVALID_STRIDE,
             PixelError::Overflow { .. } => FEDOTP_ERR_SIZE_OVERFLOW,
             PixelError::InvalidWindow { .. } => FEDOTP_ERR_INVALID_WINDOW,
+            PixelError::OutOfMemory { .. } => FEDOTP_ERR_OUT_OF_MEMORY,
             // The slice handed over is formed from the layout's own length.
             PixelError::BufferTooShort { .. } => return internal(error),
         };

@@ -67,6 +67,16 @@ pub enum PixelError {
         /// Elements the layout spans.
         needed: usize,
     },
+    /// The 8-bit RGB copy of the image cannot be allocated.
+    #[error("cannot allocate {bytes} bytes for a {width}x{height} RGB image")]
+    OutOfMemory {
+        /// Pixels per row.
+        width: u32,
+        /// Rows.
+        height: u32,
+        /// Bytes the copy needs (`usize::MAX` if the count overflows).
+        bytes: usize,
+    },
     /// A window whose width is below 1 or whose centre or width is not finite.
     #[error("invalid window: centre {centre}, width {width} (need finite values, width >= 1)")]
     InvalidWindow {
@@ -125,16 +135,39 @@ impl RowLayout {
         Ok(())
     }
 
+    /// An empty buffer with room for the RGB image, or an error instead of an abort when
+    /// memory runs out (the caller's image may be as large as memory allows).
+    fn rgb_buffer(&self) -> Result<Vec<u8>, PixelError> {
+        let (width, height) = (self.width, self.height);
+        let bytes = (width as usize)
+            .checked_mul(height as usize)
+            .and_then(|pixels| pixels.checked_mul(3))
+            .unwrap_or(usize::MAX);
+        let mut pixels = Vec::new();
+        pixels
+            .try_reserve_exact(bytes)
+            .map_err(|_| PixelError::OutOfMemory {
+                width,
+                height,
+                bytes,
+            })?;
+        Ok(pixels)
+    }
+
     /// The image whose pixel (x, y) is `gray(row_y[x])` on all three channels.
-    fn gray_image<T: Copy>(&self, data: &[T], gray: impl Fn(T) -> u8) -> RgbImage {
-        let mut pixels = Vec::with_capacity(3 * self.width as usize * self.height as usize);
+    fn gray_image<T: Copy>(
+        &self,
+        data: &[T],
+        gray: impl Fn(T) -> u8,
+    ) -> Result<RgbImage, PixelError> {
+        let mut pixels = self.rgb_buffer()?;
         for y in 0..self.height {
             for &value in self.row(data, y, 1) {
                 let level = gray(value);
                 pixels.extend_from_slice(&[level; 3]);
             }
         }
-        self.image(pixels)
+        Ok(self.image(pixels))
     }
 
     fn image(&self, pixels: Vec<u8>) -> RgbImage {
@@ -222,7 +255,7 @@ impl RgbImage {
     /// ```
     pub fn from_rgb8(layout: RowLayout, data: &[u8]) -> Result<Self, PixelError> {
         layout.check(data, 3)?;
-        let mut pixels = Vec::with_capacity(3 * layout.width as usize * layout.height as usize);
+        let mut pixels = layout.rgb_buffer()?;
         for y in 0..layout.height {
             pixels.extend_from_slice(layout.row(data, y, 3));
         }
@@ -232,7 +265,7 @@ impl RgbImage {
     /// An image from 8-bit grayscale rows, each level replicated to R, G and B.
     pub fn from_gray8(layout: RowLayout, data: &[u8]) -> Result<Self, PixelError> {
         layout.check(data, 1)?;
-        Ok(layout.gray_image(data, |level| level))
+        layout.gray_image(data, |level| level)
     }
 
     /// An image from 16-bit grayscale rows: each value mapped to [0, 1] by `window`, rounded to
@@ -244,7 +277,7 @@ impl RgbImage {
     ) -> Result<Self, PixelError> {
         window.validate()?;
         layout.check(data, 1)?;
-        Ok(layout.gray_image(data, |value| to_level(window.map(value))))
+        layout.gray_image(data, |value| to_level(window.map(value)))
     }
 }
 
