@@ -63,38 +63,55 @@ class Timer:
         return statistics.median(times)
 
 
+def image_tokens(model, images):
+    """Every token of the image tower after ln_post and the projection, CLS first."""
+    v = model.visual
+    return v.ln_post(v.transformer(v._embeds(images))) @ v.proj
+
+
 def image_workload(torch, model, dtype, device, batch):
     images = torch.randn(batch, 3, 224, 224, device=device, dtype=dtype)
-    v = model.visual
 
     def run():
         with torch.inference_mode():
-            x = v.transformer(v._embeds(images))
-            return v.ln_post(x) @ v.proj  # every token, CLS first
+            return image_tokens(model, images)
 
     return run
 
 
-def text_workload(torch, model, dtype, device, n_classes):
+def padded_prompts(torch, n_classes, device):
+    """Token ids of every (prompt, class) as CoOp writes them — "[SOT] X..X {class}. [EOT]"
+    padded to 77 — and the EOT positions, prompt-major."""
     ids, eot = [], []
     for _ in range(N_PROMPTS):
         for tokens in class_token_ids(n_classes):
             row = [SOT] + [PLACEHOLDER] * N_CTX + tokens + [EOT]
             eot.append(len(row) - 1)
             ids.append(row + [0] * (77 - len(row)))
-    ids = torch.tensor(ids, device=device)
-    eot = torch.tensor(eot, device=device)
+    return torch.tensor(ids, device=device), torch.tensor(eot, device=device)
+
+
+def prompt_features(torch, model, ids, eot, ctx):
+    """CoOp's TextEncoder with the context (N_PROMPTS x N_CTX x width) in place of the X
+    tokens: all 77 positions through the tower, ln_final on every token, the EOT rows projected.
+    Returns N_PROMPTS * classes text features (not normalised)."""
+    n_classes, width = len(eot) // N_PROMPTS, ctx.shape[-1]
+    emb = model.token_embedding(ids)
+    ctx_rows = ctx.unsqueeze(1).expand(-1, n_classes, -1, -1).reshape(-1, N_CTX, width)
+    x = torch.cat([emb[:, :1], ctx_rows, emb[:, 1 + N_CTX:]], dim=1)
+    x = model.transformer(x + model.positional_embedding, attn_mask=model.attn_mask)
+    x = model.ln_final(x)
+    return x[torch.arange(x.shape[0], device=ids.device), eot] @ model.text_projection
+
+
+def text_workload(torch, model, dtype, device, n_classes):
+    ids, eot = padded_prompts(torch, n_classes, device)
     width = model.token_embedding.weight.shape[1]
     ctx = (0.02 * torch.randn(N_PROMPTS, N_CTX, width, device=device)).to(dtype).requires_grad_()
     d_features = torch.full((len(eot), model.text_projection.shape[1]), 1e-3, device=device, dtype=dtype)
 
     def run():
-        emb = model.token_embedding(ids)
-        ctx_rows = ctx.unsqueeze(1).expand(-1, n_classes, -1, -1).reshape(-1, N_CTX, width)
-        x = torch.cat([emb[:, :1], ctx_rows, emb[:, 1 + N_CTX:]], dim=1)
-        x = model.transformer(x + model.positional_embedding, attn_mask=model.attn_mask)
-        x = model.ln_final(x)
-        features = x[torch.arange(x.shape[0], device=device), eot] @ model.text_projection
+        features = prompt_features(torch, model, ids, eot, ctx)
         ctx.grad = None
         (features * d_features).sum().backward()
 

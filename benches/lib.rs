@@ -72,6 +72,14 @@ pub fn run_python(script: &str, args: &[&str]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// The number after `"key":` in a one-line JSON object (what the reference scripts print).
+pub fn json_number(json: &str, key: &str) -> Option<f64> {
+    let start = json.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let rest = json[start..].trim_start();
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    rest[..end].trim().parse().ok()
+}
+
 /// Images per image-tower forward in the CLIP benchmark.
 pub const IMAGE_BATCH: usize = 8;
 /// Classes in the CLIP text-step benchmark (CIFAR-100).

@@ -6,7 +6,7 @@
 //! `cargo bench -p fedotp-benches --bench ot` prints the criterion estimates, then the table.
 
 use criterion::Criterion;
-use fedotp_benches::{benchmarking, clip_like_similarities, median_time, run_python};
+use fedotp_benches::{benchmarking, clip_like_similarities, json_number, median_time, run_python};
 use fedotp_core::ot::{self, BatchLayout, OtParams, Similarity};
 use std::hint::black_box;
 
@@ -135,14 +135,6 @@ fn print_table(inputs: &mut Inputs) {
     if let Some(threads) = threads {
         println!("  (PyTorch on {threads} threads, fedotp on one)");
     }
-}
-
-/// The number after `"key":` in a one-line JSON object.
-fn json_number(json: &str, key: &str) -> Option<f64> {
-    let start = json.find(&format!("\"{key}\":"))? + key.len() + 3;
-    let rest = json[start..].trim_start();
-    let end = rest.find([',', '}']).unwrap_or(rest.len());
-    rest[..end].trim().parse().ok()
 }
 
 fn main() {

@@ -30,13 +30,14 @@ pub enum TrainError {
         /// What the system said.
         source: std::io::Error,
     },
-    /// The server refused a client's update (a bug, since the simulation builds them).
-    #[error("round {round}: the server refused client {client}'s update: {reason}")]
+    /// The server refused a client's update or could not average (a bug, since the simulation
+    /// builds the updates).
+    #[error("round {round}: the server's aggregation failed{}: {reason}", client.map(|c| format!(" on client {c}'s update")).unwrap_or_default())]
     Aggregate {
         /// The round.
         round: u32,
-        /// The client.
-        client: usize,
+        /// The client whose update was refused (`None`: the average itself failed).
+        client: Option<usize>,
         /// The aggregator's reason.
         reason: String,
     },

@@ -22,7 +22,7 @@ use super::trainer::{prompt_class_names, LocalSchedule, PromptSetup};
 use super::{FrozenClip, PromptTrainer, SplitFeatures, TrainError};
 use crate::backend::Backend;
 use crate::config::{FederatedData, Method, RunConfig};
-use crate::data::Split;
+use crate::data::{ClientSplit, Split};
 use crate::fed::{ClientSampler, SgdState};
 use crate::run::{
     Checkpoint, CheckpointLayout, ClientRound, ClientState, EvalStats, MetricsRow, PreparedRun,
@@ -220,10 +220,9 @@ impl<'r, B: Backend> Simulation<'r, B> {
 
     /// The shapes this run's checkpoints have.
     pub fn checkpoint_layout(&self) -> CheckpointLayout {
-        let width = self.trainer.width();
-        let n_ctx = self.trainer.set_len() / width.max(1);
-        let sets = |len: usize| len / self.trainer.set_len().max(1);
-        let shape = |len: usize| (len > 0).then(|| vec![sets(len), n_ctx, width]);
+        let set_len = self.trainer.set_len();
+        let (n_ctx, width) = (self.trainer.n_ctx(), self.trainer.width());
+        let shape = |len: usize| (len > 0).then(|| vec![len / set_len, n_ctx, width]);
         CheckpointLayout {
             clients: self.data.partition.clients.len(),
             global_prompt: shape(self.trainer.global_len()),
@@ -296,23 +295,25 @@ impl<'r, B: Backend> Simulation<'r, B> {
         let clients = &self.data.partition.clients;
         let needs_train = self.config.method.trains() && !self.train.is_augmented();
         let needs_test = !self.test.is_augmented();
-        for (name, features, needed) in [
-            ("train", &mut self.train, needs_train),
-            ("test", &mut self.test, needs_test),
-        ] {
-            if !needed {
-                continue;
-            }
-            let mut samples: Vec<usize> = clients
-                .iter()
-                .flat_map(|c| match name {
-                    "train" => c.train.iter(),
-                    _ => c.test.iter(),
-                })
-                .copied()
-                .collect();
+        let samples_of = |split: fn(&ClientSplit) -> &Vec<usize>| {
+            let mut samples: Vec<usize> = clients.iter().flat_map(split).copied().collect();
             samples.sort_unstable();
             samples.dedup();
+            samples
+        };
+        for (name, features, samples) in [
+            (
+                "train",
+                &mut self.train,
+                needs_train.then(|| samples_of(|c| &c.train)),
+            ),
+            (
+                "test",
+                &mut self.test,
+                needs_test.then(|| samples_of(|c| &c.test)),
+            ),
+        ] {
+            let Some(samples) = samples else { continue };
             let place = CachePlace {
                 memory_budget: budget,
                 disk_dir: dir,
@@ -322,7 +323,7 @@ impl<'r, B: Backend> Simulation<'r, B> {
                 observer.caching(name, done, total)
             })?;
             let cached = features.cache().expect("just filled");
-            let in_memory = cached.split().0 * cached.record_len() * 4;
+            let in_memory = cached.split().0 * cached.record_len() * std::mem::size_of::<f32>();
             budget = budget.saturating_sub(in_memory as u64);
         }
         Ok(())
@@ -371,24 +372,23 @@ impl<'r, B: Backend> Simulation<'r, B> {
         observer: &mut dyn Observer,
     ) -> Result<Vec<ClientRound>, TrainError> {
         let global_len = self.global.len();
-        let shared = if global_len > 0 {
+        // The server of this round, for methods that share a prompt.
+        let mut server = if global_len > 0 {
             let width = self.trainer.width() as u32;
             let shape = PromptShape::new(global_len as u32 / width, width).ok_or_else(|| {
                 TrainError::Invalid(format!("a global prompt of {global_len} values"))
             })?;
-            Some(
-                Aggregator::new(
-                    shape,
-                    round,
-                    vec![0.0f64; global_len],
-                    vec![0u32; sampled.len()],
-                )
-                .map_err(|e| TrainError::Invalid(e.to_string()))?,
+            let server = Aggregator::new(
+                shape,
+                round,
+                vec![0.0f64; global_len],
+                vec![0u32; sampled.len()],
             )
+            .map_err(|e| TrainError::Invalid(e.to_string()))?;
+            Some(server)
         } else {
             None
         };
-        let mut server = shared;
         let schedule = LocalSchedule {
             epochs: self.config.federation.local_epochs,
             batch_size: self.config.batch_size(),
@@ -427,7 +427,7 @@ impl<'r, B: Backend> Simulation<'r, B> {
                 };
                 server.add(&update).map_err(|e| TrainError::Aggregate {
                     round,
-                    client,
+                    client: Some(client),
                     reason: e.to_string(),
                 })?;
             }
@@ -444,7 +444,7 @@ impl<'r, B: Backend> Simulation<'r, B> {
                     .finish(&mut self.global)
                     .map_err(|e| TrainError::Aggregate {
                         round,
-                        client: usize::MAX,
+                        client: None,
                         reason: e.to_string(),
                     })?;
             }

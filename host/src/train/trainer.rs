@@ -209,6 +209,11 @@ impl<B: Backend> PromptTrainer<B> {
         self.model.learner.context_len()
     }
 
+    /// Context vectors per prompt.
+    pub fn n_ctx(&self) -> usize {
+        self.model.learner.n_ctx()
+    }
+
     /// Floats of one context set, `n_ctx × width`.
     pub fn set_len(&self) -> usize {
         self.model.learner.n_ctx() * self.width
@@ -393,14 +398,15 @@ impl<B: Backend> PromptTrainer<B> {
             .into_iter()
             .map(|l| l as usize)
             .collect();
-        let scored = |r: Result<f64, _>| {
-            r.map_err(|e: crate::fed::MetricsError| TrainError::Invalid(e.to_string()))
-        };
-        let stats = EvalStats {
-            accuracy: scored(accuracy(&labels, &predictions))?,
-            macro_f1: scored(macro_f1(&labels, &predictions, F1Classes::Union))?,
-            macro_f1_true_labels: scored(macro_f1(&labels, &predictions, F1Classes::TrueLabels))?,
-        };
+        let score = |classes| macro_f1(&labels, &predictions, classes);
+        let stats = (|| {
+            Ok::<_, crate::fed::MetricsError>(EvalStats {
+                accuracy: accuracy(&labels, &predictions)?,
+                macro_f1: score(F1Classes::Union)?,
+                macro_f1_true_labels: score(F1Classes::TrueLabels)?,
+            })
+        })()
+        .map_err(|e| TrainError::Invalid(format!("evaluation: {e}")))?;
         Ok(Evaluation { stats, predictions })
     }
 }
