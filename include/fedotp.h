@@ -9,15 +9,28 @@
  * the call and keeps no pointer to them. A length counts elements of the buffer's type: floats
  * for a float *, bytes for a uint8_t *.
  *
- * Handles (FedotpAggregator *): opaque, created by a *_new function, owned by the caller until
- * the matching *_free. A handle is an id, not an address: libfedotp checks it on every call, so
- * a freed, never-issued or other-type handle is refused (FEDOTP_ERR_INVALID_HANDLE,
- * FEDOTP_ERR_WRONG_HANDLE_TYPE) rather than dereferenced, and handles are never reused.
- * *_free(NULL) is a no-op. fedotp_live_handles() counts the handles not yet freed.
+ * Handles (FedotpModel *, FedotpImages *, FedotpClient *, FedotpAggregator *): opaque, created
+ * by a *_new or *_load function, owned by the caller until the matching *_free. A handle is an
+ * id, not an address: libfedotp checks it on every call, so a freed, never-issued or other-type
+ * handle is refused (FEDOTP_ERR_INVALID_HANDLE, FEDOTP_ERR_WRONG_HANDLE_TYPE) rather than
+ * dereferenced, and handles are never reused. *_free(NULL) is a no-op. fedotp_live_handles()
+ * counts the handles not yet freed.
  *
  * Threads: every function is thread-safe. Calls on one handle from several threads take turns
- * (each handle has its own lock); calls on different handles, and functions that take no
- * handle, run in parallel. The last-error message is per thread.
+ * (each handle has its own lock; fedotp_client_train and fedotp_client_predict hold their
+ * client and image set for the whole call); calls on different handles, and functions that
+ * take no handle, run in parallel — several clients may train at once on one shared model. A
+ * training's progress callback runs on the training thread; its calls on the client or image
+ * set that training holds return FEDOTP_ERR_HANDLE_BUSY instead of waiting for themselves. The
+ * last-error message is per thread.
+ *
+ * A federated client, in short: fedotp_model_load (or fedotp_model_new_tiny) ->
+ * fedotp_client_new -> fedotp_images_new + fedotp_images_add_* -> per round:
+ * fedotp_client_read_global (the server's message), fedotp_client_train,
+ * fedotp_client_write_update (to the server) -> fedotp_client_predict; fedotp_client_save /
+ * fedotp_client_load across restarts. A coordinator averages updates with fedotp_aggregator_*.
+ * Install: ffi/install.sh --prefix DIR (pkg-config fedotp / fedotp-static, CMake
+ * find_package(fedotp)).
  */
 
 #ifndef FEDOTP_H
@@ -31,6 +44,9 @@
 // The most clients one aggregator round may count: 2^24. The client list is allocated when
 // the aggregator is created, 4 bytes a client.
 #define FEDOTP_MAX_CLIENTS (1 << 24)
+
+// The label of an image that has none: it can be predicted, not trained on.
+#define FEDOTP_NO_LABEL UINT32_MAX
 
 // The most floats a prompt may hold, `n_ctx * width`: 2^24 (64 MiB of floats), the wire
 // format's limit. FedOTP's prompts are far smaller (16 x 512 = 8,192 floats).
@@ -93,6 +109,10 @@
 // A live handle of another type than the function takes.
 #define FEDOTP_ERR_WRONG_HANDLE_TYPE -21
 
+// A handle that a call further up the calling thread holds (a progress callback calling
+// libfedotp on the client or image set its training holds): the call would wait for itself.
+#define FEDOTP_ERR_HANDLE_BUSY -22
+
 // Message: shorter than its header, or than the total length it declares.
 #define FEDOTP_ERR_MESSAGE_TRUNCATED -30
 
@@ -141,6 +161,49 @@
 // Aggregator: no update was accepted this round, so there is no average.
 #define FEDOTP_ERR_NO_UPDATES -54
 
+// A string argument is not valid UTF-8.
+#define FEDOTP_ERR_INVALID_UTF8 -60
+
+// A file could not be read or written (the path and the system's reason are in the detail).
+#define FEDOTP_ERR_IO -61
+
+// A weights file is not a CLIP this library can load (layout, tensor name, shape or dtype).
+#define FEDOTP_ERR_MODEL_FORMAT -62
+
+// An image's row stride is shorter than one row of its pixels.
+#define FEDOTP_ERR_INVALID_STRIDE -63
+
+// A 16-bit gray window is not finite or narrower than 1.
+#define FEDOTP_ERR_INVALID_WINDOW -64
+
+// Encoded image bytes are not a decodable JPEG or PNG.
+#define FEDOTP_ERR_IMAGE_DECODE -65
+
+// A device name that is not "cpu", "cuda", "cuda:N" or "auto", or a device this build or
+// machine does not have.
+#define FEDOTP_ERR_UNSUPPORTED_DEVICE -66
+
+// A client setting (learning rate, momentum, weight decay, augment) is out of its range.
+#define FEDOTP_ERR_INVALID_CONFIG -67
+
+// A class name is blank, or too long to fit the model's context with the prompt.
+#define FEDOTP_ERR_INVALID_CLASS_NAME -68
+
+// An image's label is not one of the client's classes (or it has none).
+#define FEDOTP_ERR_INVALID_LABEL -69
+
+// Training was cancelled by the caller (cancel flag); the client is as before the call.
+#define FEDOTP_ERR_CANCELLED -70
+
+// The client has not trained since its last global prompt: there is no update to send.
+#define FEDOTP_ERR_NOT_TRAINED -71
+
+// A saved client state belongs to a client with other class names, n_ctx or model sizes.
+#define FEDOTP_ERR_STATE_MISMATCH -72
+
+// A file is not a client state (not safetensors, no fedotp metadata, a bad tensor).
+#define FEDOTP_ERR_STATE_FORMAT -73
+
 // A server-side aggregator: the weighted FedAvg of one round's client updates
 // (docs/PROTOCOL.md §4), `sum(samples_i * prompt_i) / sum(samples_i)`, accumulated in double
 // precision one update at a time.
@@ -151,6 +214,26 @@
 // `FEDOTP_ERR_WRONG_HANDLE_TYPE`. Every function on one aggregator is thread-safe: calls from
 // several threads take turns on it, and calls on different aggregators run in parallel.
 typedef struct FedotpAggregator FedotpAggregator;
+
+// A federated client: its class names, its global and local prompts, its optimiser state
+// and random generator, on a model.
+//
+// Opaque: create it with `fedotp_client_new`, free it with `fedotp_client_free`.
+// Thread-safe: calls on one client take turns (a training call holds it until it returns);
+// calls on different clients run in parallel, also when they share a model.
+typedef struct FedotpClient FedotpClient;
+
+// A set of images with their labels, in the order they were added.
+//
+// Opaque: create it with `fedotp_images_new`, fill it with the `fedotp_images_add_*`
+// functions, free it with `fedotp_images_free`. Thread-safe: calls on one set take turns.
+typedef struct FedotpImages FedotpImages;
+
+// A CLIP model (weights and architecture), loaded from safetensors or made at random.
+//
+// Opaque: create it with `fedotp_model_load` or `fedotp_model_new_tiny`, free it with
+// `fedotp_model_free`. Read-only once made: every function on it is thread-safe.
+typedef struct FedotpModel FedotpModel;
 
 // The header fields of a client-update message: everything but the prompt.
 typedef struct FedotpClientUpdateHeader {
@@ -186,6 +269,78 @@ typedef struct FedotpOtParams {
   // 1: balanced Sinkhorn (1/m and 1/n exactly).
   uint32_t balanced;
 } FedotpOtParams;
+
+// A client's settings. Start from `fedotp_client_config_default` and change what differs.
+typedef struct FedotpClientConfig {
+  // Context vectors per prompt, >= 1 (FedOTP: 16 few-shot, 4 on CIFAR). With the class
+  // name, SOT and EOT it must fit the model's `context_length`.
+  uint32_t n_ctx;
+  // The OT head's solver (FedOTP: eps 0.1, gamma 0.8, max_iter 100, tol 1e-3, unbalanced).
+  struct FedotpOtParams ot;
+  // SGD learning rate, finite and > 0 (FedOTP: 0.001).
+  float learning_rate;
+  // SGD momentum in [0, 1) (FedOTP: 0.9).
+  float momentum;
+  // L2 weight decay, finite and >= 0 (FedOTP: 5e-4).
+  float weight_decay;
+  // Images per training step and per prediction pass, >= 1 (FedOTP: 32).
+  uint32_t batch_size;
+  // 1: training images are augmented as in FedOTP (random resized crop of scale 0.08-1,
+  // bicubic, horizontal flip); 0: resized and centre-cropped only, as for prediction.
+  uint32_t augment;
+  // Seeds the prompts' initialisation, the order of training images and the augmentation:
+  // the same seed and inputs give the same results.
+  uint64_t seed;
+  // NUL-terminated device name: "cpu", "auto", "cuda" or "cuda:N"; see
+  // `fedotp_device_available`. Read during `fedotp_client_new` only.
+  const char *device;
+} FedotpClientConfig;
+
+// Progress of a training call: `done` of `total` steps, and the `user_data` given to
+// `fedotp_client_train`. Called on the training thread after every step. It may call
+// libfedotp, except on the client or image set the training holds: those calls return
+// `FEDOTP_ERR_HANDLE_BUSY` (they would wait for the training that waits for them).
+typedef void (*FedotpProgressFn)(uint64_t done, uint64_t total, void *user_data);
+
+// A training call's results.
+typedef struct FedotpTrainReport {
+  // Mean training loss (cross-entropy) over the steps.
+  float loss;
+  // Training accuracy over the steps' images, a fraction in [0, 1].
+  float accuracy;
+  // Steps taken: `epochs * ceil(images / batch_size)`, less the skipped ones.
+  uint64_t steps;
+  // Steps skipped because a loss, gradient or transport plan was not finite.
+  uint64_t skipped_steps;
+} FedotpTrainReport;
+
+// A window for 16-bit gray images: DICOM's linear VOI LUT with window centre `centre` and
+// width `width` (>= 1), in the stored pixel values: values up to `centre - 0.5 - (width - 1)/2`
+// are black, values above `centre - 0.5 + (width - 1)/2` white, linear between.
+typedef struct FedotpGrayWindow {
+  // The window centre.
+  double centre;
+  // The window width, at least 1.
+  double width;
+} FedotpGrayWindow;
+
+// A model's sizes: what a caller needs to prepare images and size prompt buffers.
+typedef struct FedotpModelInfo {
+  // Side in pixels of the square images the image tower takes (224 for ViT-B/16); images
+  // of any size are resized to it.
+  uint32_t image_size;
+  // Image tokens the OT head aligns with the prompts: patches for a ViT, spatial positions
+  // for a ResNet (the class / pooled token excluded).
+  uint32_t image_tokens;
+  // Width of the text tower, and so of every prompt row: a client's prompt is
+  // `n_ctx x text_width` floats.
+  uint32_t text_width;
+  // Tokens the text tower takes (77 for CLIP): SOT, the prompt's `n_ctx` rows, the class
+  // name's tokens and EOT must fit.
+  uint32_t context_length;
+  // Width of the joint image-text embedding.
+  uint32_t embed_dim;
+} FedotpModelInfo;
 
 // How a solve ended.
 typedef struct FedotpOtReport {
@@ -324,6 +479,241 @@ int32_t fedotp_aggregator_progress(const struct FedotpAggregator *aggregator,
 // when it returns; calls made after the free are refused.
 int32_t fedotp_aggregator_free(struct FedotpAggregator *aggregator);
 
+// Fills `config_out` with FedOTP's settings: n_ctx 16; OT eps 0.1, gamma 0.8, max_iter 100,
+// tol 1e-3, unbalanced; SGD learning rate 0.001, momentum 0.9, weight decay 5e-4; batch 32;
+// augmentation on; seed 0; device "cpu" (a static string).
+//
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER`. Thread-safe.
+//
+// # Safety
+// A non-NULL `config_out` must point to a writable `FedotpClientConfig`.
+int32_t fedotp_client_config_default(struct FedotpClientConfig *config_out);
+
+// Creates a client on `model`.
+//
+// - `model`: the frozen CLIP; the client shares its weights (freeing the model handle later
+//   is safe);
+// - `class_names`, `num_classes`: the classes, in label order (label `i` is
+//   `class_names[i]`); each a non-blank NUL-terminated UTF-8 string, written into the
+//   prompt as "X X ... X {name}." with `_` read as a space; copied;
+// - `config`: the settings (see `FedotpClientConfig`); read only, not kept;
+// - `client_out`: receives the new handle; free it with `fedotp_client_free`.
+//
+// Both prompts start from a normal draw of standard deviation 0.02 from `config->seed`.
+// Clients of one federation that start from the same global prompt, as FedOTP's do, install
+// the server's first global-prompt message before training.
+//
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER` (`model`, `class_names` or one of its
+// entries, `config`, `config->device`, `client_out`); `FEDOTP_ERR_INVALID_HANDLE`;
+// `FEDOTP_ERR_WRONG_HANDLE_TYPE`; `FEDOTP_ERR_EMPTY_DIMENSION` (`num_classes`, `n_ctx` or
+// `batch_size` is 0); `FEDOTP_ERR_SIZE_OVERFLOW` (`num_classes`); `FEDOTP_ERR_INVALID_UTF8`;
+// `FEDOTP_ERR_INVALID_CLASS_NAME` (blank, or too long to fit the context with `n_ctx`);
+// `FEDOTP_ERR_TOO_LARGE` (`n_ctx` leaves no room for a class name); the OT parameters'
+// `FEDOTP_ERR_INVALID_EPS` / `_GAMMA` / `_MAX_ITER` / `_TOL` / `_BALANCED`;
+// `FEDOTP_ERR_INVALID_CONFIG` (learning rate, momentum, weight decay or augment out of
+// range); `FEDOTP_ERR_UNSUPPORTED_DEVICE`; `FEDOTP_ERR_OUT_OF_MEMORY`. On error nothing is
+// written. Thread-safe.
+//
+// # Safety
+// Non-NULL pointers must point to what the arguments state.
+int32_t fedotp_client_new(const struct FedotpModel *model,
+                          const char *const *class_names,
+                          size_t num_classes,
+                          const struct FedotpClientConfig *config,
+                          struct FedotpClient **client_out);
+
+// The shape of a client's global prompt — what its messages and the server's aggregator
+// carry: `n_ctx` rows of `width` floats.
+//
+// - `n_ctx_out`, `width_out`: receive the two; distinct.
+//
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER`; `FEDOTP_ERR_INVALID_HANDLE`;
+// `FEDOTP_ERR_WRONG_HANDLE_TYPE`; `FEDOTP_ERR_ALIASED_BUFFERS`. On error nothing is written.
+// Thread-safe.
+//
+// # Safety
+// Non-NULL pointers must point to writable `size_t`s.
+int32_t fedotp_client_prompt_shape(const struct FedotpClient *client,
+                                   size_t *n_ctx_out,
+                                   size_t *width_out);
+
+// Trains the client's prompts for `epochs` passes over the labelled images of `images`:
+// FedOTP's local training (SGD on both prompts through the OT head; CLIP frozen).
+//
+// - `images`: the training images; every label must be a class of the client (not
+//   `FEDOTP_NO_LABEL`). The set is locked during the call;
+// - `epochs`: passes over the images, >= 1; each pass shuffles them (from the client's
+//   generator);
+// - `progress`: NULL, or called after every step with (done, total, `user_data`) on this
+//   thread; calls it makes on this client or image set return `FEDOTP_ERR_HANDLE_BUSY`;
+// - `cancel`: NULL, or a flag another thread may set to non-zero (as a C11 `atomic_uint` or
+//   a C++ `std::atomic<uint32_t>`, whose layout is `uint32_t`'s), checked after every step;
+// - `report_out`: NULL, or receives the loss and accuracy.
+//
+// Either the whole call takes effect or none of it: on any error, a cancellation included,
+// the client's prompts, optimiser and generator are as before the call and nothing is
+// written. After a successful call the client can write an update message.
+//
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER` (`client`, `images`);
+// `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE`; `FEDOTP_ERR_EMPTY_DIMENSION`
+// (`epochs` is 0, or no images); `FEDOTP_ERR_TOO_LARGE` (more than 2^32 - 1 images, the most
+// an update can weigh); `FEDOTP_ERR_INVALID_LABEL` (the detail names the image);
+// `FEDOTP_ERR_CANCELLED`; `FEDOTP_ERR_NON_FINITE` (every step's loss or transport plan was
+// not finite: nothing was learned); `FEDOTP_ERR_OUT_OF_MEMORY`. Thread-safe: see
+// `progress`.
+//
+// # Safety
+// `cancel` as stated; `report_out` NULL or writable; `progress` a valid function or NULL.
+int32_t fedotp_client_train(struct FedotpClient *client,
+                            const struct FedotpImages *images,
+                            uint32_t epochs,
+                            FedotpProgressFn progress,
+                            void *user_data,
+                            const uint32_t *cancel,
+                            struct FedotpTrainReport *report_out);
+
+// The size in bytes of the update message `fedotp_client_write_update` writes for this
+// client: size its buffer with it.
+//
+// - `size_out`: receives the size.
+//
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER`; `FEDOTP_ERR_INVALID_HANDLE`;
+// `FEDOTP_ERR_WRONG_HANDLE_TYPE`. On error nothing is written. Thread-safe.
+//
+// # Safety
+// A non-NULL `size_out` must point to a writable `size_t`.
+int32_t fedotp_client_update_message_size(const struct FedotpClient *client, size_t *size_out);
+
+// Writes the client's update message (client -> server, docs/PROTOCOL.md): its global prompt
+// after the last training, weighted by the number of images trained on, with that training's
+// loss and accuracy, for the round of the global prompt installed last (0 if none).
+//
+// - `client_id`: the client's id in the federation (the server counts each id once a round);
+// - `out`, `capacity`: the caller's buffer and its size in bytes, at least
+//   `fedotp_client_update_message_size`; only the message's bytes are written;
+// - `written_out`: receives the message's size. Must not overlap `out`'s message bytes.
+//
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER` (`client`, `out`, `written_out`);
+// `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE`; `FEDOTP_ERR_NOT_TRAINED`
+// (no successful `fedotp_client_train` since the client was created, loaded or given a global
+// prompt: there is nothing to send); `FEDOTP_ERR_BUFFER_TOO_SMALL`;
+// `FEDOTP_ERR_SIZE_OVERFLOW` (a `capacity` no buffer can have); `FEDOTP_ERR_ALIASED_BUFFERS`.
+// On error nothing is written. Thread-safe.
+//
+// # Safety
+// A non-NULL `out` must point to `capacity` writable bytes; a non-NULL `written_out` to a
+// writable `size_t`.
+int32_t fedotp_client_write_update(const struct FedotpClient *client,
+                                   uint32_t client_id,
+                                   uint8_t *out,
+                                   size_t capacity,
+                                   size_t *written_out);
+
+// Reads a global-prompt message (server -> client) and installs its prompt as the client's
+// global prompt; the local prompt, optimiser and generator are kept. The client then belongs
+// to the message's round: its next update is for that round.
+//
+// - `bytes`, `len`: exactly one global-prompt message of the client's prompt shape; read
+//   only;
+// - `round_out`: NULL, or receives the message's round.
+//
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER` (`client`, `bytes`);
+// `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE`; `FEDOTP_ERR_SIZE_OVERFLOW` (a
+// `len` no buffer can have); every message defect of `fedotp_global_prompt_decode`
+// (`FEDOTP_ERR_MESSAGE_TRUNCATED`, `_BAD_MAGIC`, `_UNSUPPORTED_VERSION`, `_UNKNOWN_KIND`,
+// `_WRONG_KIND`, `_LENGTH_MISMATCH`, `_TRAILING_BYTES`, `_CHECKSUM_MISMATCH`,
+// `_RESERVED_NOT_ZERO`, `_SHAPE_MISMATCH`, `_NON_FINITE`); `FEDOTP_ERR_ALIASED_BUFFERS`. On
+// error the client is unchanged and nothing is written. Thread-safe.
+//
+// # Safety
+// A non-NULL `bytes` must point to `len` bytes; a non-NULL `round_out` to a writable
+// `uint32_t`.
+int32_t fedotp_client_read_global(struct FedotpClient *client,
+                                  const uint8_t *bytes,
+                                  size_t len,
+                                  uint32_t *round_out);
+
+// Copies the client's global prompt (what its next update carries), `n_ctx x width` floats,
+// row-major: for a coordinator that aggregates in-process with `fedotp_aggregator_add_update`,
+// or to inspect it.
+//
+// - `prompt_out`, `n_ctx`, `width`: the buffer and the shape it has; the shape must be the
+//   client's (`fedotp_client_prompt_shape`).
+//
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER` (`client`, `prompt_out`);
+// `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE`; the shape's
+// `FEDOTP_ERR_EMPTY_DIMENSION` / `FEDOTP_ERR_SIZE_OVERFLOW` / `FEDOTP_ERR_TOO_LARGE`;
+// `FEDOTP_ERR_SHAPE_MISMATCH`. On error nothing is written. Thread-safe.
+//
+// # Safety
+// A non-NULL `prompt_out` must point to `n_ctx * width` writable floats.
+int32_t fedotp_client_global_prompt(const struct FedotpClient *client,
+                                    float *prompt_out,
+                                    size_t n_ctx,
+                                    size_t width);
+
+// Class probabilities for every image of `images` with the client's personal prompts (global
+// and local, through the OT head): row `i` holds image `i`'s `num_classes` probabilities,
+// which sum to 1. Labels are ignored. The images are resized (short side, bicubic) and
+// centre-cropped to the model's input.
+//
+// - `probabilities_out`, `len`: the caller's buffer and its length in floats, at least
+//   `images x num_classes`; only those are written (row-major).
+//
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER` (`client`, `images`,
+// `probabilities_out`); `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE`;
+// `FEDOTP_ERR_EMPTY_DIMENSION` (no images); `FEDOTP_ERR_BUFFER_TOO_SMALL`;
+// `FEDOTP_ERR_SIZE_OVERFLOW`; `FEDOTP_ERR_OUT_OF_MEMORY`. On error nothing is written.
+// Thread-safe (the client and the image set are locked during the call).
+//
+// # Safety
+// A non-NULL `probabilities_out` must point to `len` writable floats.
+int32_t fedotp_client_predict(struct FedotpClient *client,
+                              const struct FedotpImages *images,
+                              float *probabilities_out,
+                              size_t len);
+
+// Saves the client's state — both prompts, the SGD momentum, the generator and the round of
+// its global prompt — to a safetensors file, atomically (a temporary file renamed over
+// `path`: a crash leaves the old file or the new one, never a mix). The file is fedotp's run
+// checkpoint format with one client (tensors `global_prompt`, `client.0.local_prompt`,
+// `client.0.momentum_buffer`, `rng.client`), readable by PyTorch and NumPy too.
+//
+// - `path`: NUL-terminated UTF-8 path; its directory must exist.
+//
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER` (`client`, `path`);
+// `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE`; `FEDOTP_ERR_INVALID_UTF8`;
+// `FEDOTP_ERR_IO`. Thread-safe.
+//
+// # Safety
+// A non-NULL `path` must be a NUL-terminated string.
+int32_t fedotp_client_save(const struct FedotpClient *client, const char *path);
+
+// Restores a state saved by `fedotp_client_save` into a client created with the same model
+// sizes, class names (same order) and `n_ctx`: the hospital restarts where it left off. The
+// other settings (OT, optimiser, batch, device) are the client's own and may differ. The
+// client must train again before it writes an update.
+//
+// - `path`: NUL-terminated UTF-8 path of the file.
+//
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER` (`client`, `path`);
+// `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE`; `FEDOTP_ERR_INVALID_UTF8`;
+// `FEDOTP_ERR_IO` (cannot be read); `FEDOTP_ERR_STATE_FORMAT` (not a client state: not
+// safetensors, no fedotp metadata, a missing or misshapen tensor; the detail names it);
+// `FEDOTP_ERR_STATE_MISMATCH` (saved by a client with other class names, `n_ctx` or model
+// sizes); `FEDOTP_ERR_NON_FINITE`. On error the client is unchanged. Thread-safe.
+//
+// # Safety
+// A non-NULL `path` must be a NUL-terminated string.
+int32_t fedotp_client_load(struct FedotpClient *client, const char *path);
+
+// Frees a client. NULL is a no-op (`FEDOTP_OK`); the handle is invalid afterwards.
+//
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE` (nothing
+// is freed). Thread-safe: a call on the client running in another thread (a training)
+// finishes first.
+int32_t fedotp_client_free(struct FedotpClient *client);
+
 // The number of live handles, of every type, in this process: what was created and not yet
 // freed. For leak checks (a program that freed everything sees 0), since objects behind handles
 // stay reachable from the registry and so escape leak detectors.
@@ -336,6 +726,151 @@ int32_t fedotp_aggregator_free(struct FedotpAggregator *aggregator);
 // # Safety
 // A non-NULL `count_out` must point to a writable `size_t`.
 int32_t fedotp_live_handles(size_t *count_out);
+
+// Creates an empty image set.
+//
+// - `images_out`: receives the new handle; free it with `fedotp_images_free`.
+//
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER`. On error nothing is written. Thread-safe.
+//
+// # Safety
+// A non-NULL `images_out` must point to a writable `FedotpImages *`.
+int32_t fedotp_images_new(struct FedotpImages **images_out);
+
+// Adds an 8-bit RGB image.
+//
+// - `pixels`: `height` rows of `width` pixels of 3 bytes (R, G, B), row `y` starting at
+//   `pixels + y * row_stride`; read only, copied;
+// - `width`, `height`: the image's size, both > 0;
+// - `row_stride`: bytes from one row's start to the next's, at least `3 * width`; the buffer
+//   spans `row_stride * (height - 1) + 3 * width` bytes;
+// - `label`: the class index (checked against a client's classes when it trains), or
+//   `FEDOTP_NO_LABEL`.
+//
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER` (`images`, `pixels`);
+// `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE`; `FEDOTP_ERR_EMPTY_DIMENSION`
+// (`width` or `height` is 0); `FEDOTP_ERR_INVALID_STRIDE`; `FEDOTP_ERR_SIZE_OVERFLOW` (the
+// span overflows); `FEDOTP_ERR_OUT_OF_MEMORY`. On error the set is unchanged. Thread-safe.
+//
+// # Safety
+// A non-NULL `pixels` must point to the span stated above.
+int32_t fedotp_images_add_rgb8(struct FedotpImages *images,
+                               const uint8_t *pixels,
+                               uint32_t width,
+                               uint32_t height,
+                               size_t row_stride,
+                               uint32_t label);
+
+// Adds an 8-bit grayscale image (each level becomes R = G = B).
+//
+// - `pixels`: `height` rows of `width` bytes, row `y` at `pixels + y * row_stride`;
+// - `row_stride`: at least `width`; the buffer spans `row_stride * (height - 1) + width`
+//   bytes;
+// - the other arguments and the statuses as `fedotp_images_add_rgb8`.
+//
+// # Safety
+// A non-NULL `pixels` must point to the span stated above.
+int32_t fedotp_images_add_gray8(struct FedotpImages *images,
+                                const uint8_t *pixels,
+                                uint32_t width,
+                                uint32_t height,
+                                size_t row_stride,
+                                uint32_t label);
+
+// Adds a 16-bit grayscale image (CT, MR, X-ray): each value is mapped to [0, 1] by `window`,
+// rounded to 8 bits and replicated to R, G and B.
+//
+// - `pixels`: `height` rows of `width` native-endian `uint16_t` values, row `y` at
+//   `pixels + y * row_stride` (a `uint16_t *`: the stride counts values, not bytes);
+// - `row_stride`: at least `width`; the buffer spans `row_stride * (height - 1) + width`
+//   values;
+// - `window`: NULL for the full range (`v / 65535`), or a centre and width (DICOM's linear
+//   VOI LUT; apply a modality rescale slope/intercept to the window, not to the pixels);
+// - the other arguments as `fedotp_images_add_rgb8`.
+//
+// Statuses: as `fedotp_images_add_rgb8`, and `FEDOTP_ERR_INVALID_WINDOW` (a centre or width
+// that is not finite, or a width below 1).
+//
+// # Safety
+// A non-NULL `pixels` must point to the span stated above; a non-NULL `window` to a
+// `FedotpGrayWindow`.
+int32_t fedotp_images_add_gray16(struct FedotpImages *images,
+                                 const uint16_t *pixels,
+                                 uint32_t width,
+                                 uint32_t height,
+                                 size_t row_stride,
+                                 const struct FedotpGrayWindow *window,
+                                 uint32_t label);
+
+// Adds an encoded JPEG or PNG image (format detected from its first bytes; gray, alpha,
+// palette, 16-bit and CMYK files are converted to 8-bit RGB).
+//
+// - `bytes`, `len`: the whole file's bytes; read only, not kept;
+// - `label`: as in `fedotp_images_add_rgb8`.
+//
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER` (`images`, `bytes`);
+// `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE`; `FEDOTP_ERR_SIZE_OVERFLOW` (a
+// `len` no buffer can have); `FEDOTP_ERR_IMAGE_DECODE` (empty, truncated, corrupt, or
+// another format; the decoder's reason is in the detail); `FEDOTP_ERR_OUT_OF_MEMORY`. On
+// error the set is unchanged. Thread-safe.
+//
+// # Safety
+// A non-NULL `bytes` must point to `len` bytes.
+int32_t fedotp_images_add_encoded(struct FedotpImages *images,
+                                  const uint8_t *bytes,
+                                  size_t len,
+                                  uint32_t label);
+
+// The number of images in a set.
+//
+// - `count_out`: receives it.
+//
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER` (`images`, `count_out`);
+// `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE`. On error nothing is written.
+// Thread-safe.
+//
+// # Safety
+// A non-NULL `count_out` must point to a writable `size_t`.
+int32_t fedotp_images_count(const struct FedotpImages *images, size_t *count_out);
+
+// Frees an image set. NULL is a no-op (`FEDOTP_OK`); the handle is invalid afterwards.
+//
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE` (nothing
+// is freed). Thread-safe.
+int32_t fedotp_images_free(struct FedotpImages *images);
+
+// The library's version as a static, NUL-terminated string, "MAJOR.MINOR.PATCH" (semantic
+// versioning: within one MAJOR, and within one MINOR while MAJOR is 0, the ABI only grows).
+// Never NULL. Thread-safe.
+const char *fedotp_version(void);
+
+// The library's version as numbers, for a check at run time against the header the program
+// was built with.
+//
+// - `major_out`, `minor_out`, `patch_out`: receive the three parts; distinct.
+//
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER`; `FEDOTP_ERR_ALIASED_BUFFERS`. On error
+// nothing is written. Thread-safe.
+//
+// # Safety
+// Non-NULL pointers must point to writable `uint32_t`s.
+int32_t fedotp_version_numbers(uint32_t *major_out, uint32_t *minor_out, uint32_t *patch_out);
+
+// Whether this library can compute on `device` in this process, now: 1 for "cpu" and "auto"
+// (always), 0 for "cuda" / "cuda:N" (this build has no CUDA backend). Use it to choose the
+// device of `fedotp_client_new`.
+//
+// - `device`: a NUL-terminated device name: "cpu", "cuda", "cuda:N" or "auto";
+// - `available_out`: receives 1 or 0.
+//
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER`; `FEDOTP_ERR_INVALID_UTF8`;
+// `FEDOTP_ERR_UNSUPPORTED_DEVICE` (not a device name). On error nothing is written.
+// Thread-safe.
+//
+// # Safety
+// A non-NULL `device` must be a NUL-terminated string; a non-NULL `available_out` must point
+// to a writable `uint32_t`.
+int32_t fedotp_device_available(const char *device, uint32_t *available_out);
 
 // The detail of the last error on the calling thread, as a NUL-terminated UTF-8 string; empty
 // if the last call succeeded. Valid until the next libfedotp call on the same thread. Never
@@ -480,6 +1015,64 @@ int32_t fedotp_global_prompt_decode(const uint8_t *bytes,
                                     size_t width,
                                     float *prompt_out,
                                     uint32_t *round_out);
+
+// Loads CLIP from a safetensors file, in the Hugging Face `CLIPModel` layout or the OpenAI /
+// open_clip layout (f32, f16 or bf16 tensors; ViT or ModifiedResNet image towers).
+//
+// - `path`: NUL-terminated UTF-8 path of a `.safetensors` file, or of a directory holding
+//   `model.safetensors` (Hugging Face, with its `config.json`) or
+//   `open_clip_model.safetensors` (with an optional `open_clip_config.json`);
+// - `model_out`: receives the new handle; free it with `fedotp_model_free`.
+//
+// Every tensor of the file must be used and every expected one present with its shape, so a
+// file for another architecture is refused rather than half-loaded.
+//
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER` (`path`, `model_out`);
+// `FEDOTP_ERR_INVALID_UTF8` (`path`); `FEDOTP_ERR_IO` (the file or directory cannot be read,
+// or holds no weights file); `FEDOTP_ERR_MODEL_FORMAT` (not safetensors, an unknown layout, a
+// missing, unexpected or misshapen tensor, an unsupported dtype, an invalid configuration; the
+// detail names the file and tensor); `FEDOTP_ERR_OUT_OF_MEMORY`. On error nothing is written.
+// Thread-safe.
+//
+// # Safety
+// A non-NULL `path` must be a NUL-terminated string; a non-NULL `model_out` must point to a
+// writable `FedotpModel *`.
+int32_t fedotp_model_load(const char *path, struct FedotpModel **model_out);
+
+// Makes the tiny CLIP of tests and examples with seeded random weights: a ViT image tower
+// on 32 x 32 images (16 patches of 8 x 8, width 64, 2 layers), a text tower of width 64 with
+// 2 layers and CLIP's full vocabulary, embeddings of 32. The same seed gives the same weights
+// on every machine. It has learned nothing: use it to exercise a program, not to classify.
+//
+// - `seed`: any value;
+// - `model_out`: receives the new handle; free it with `fedotp_model_free`.
+//
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER` (`model_out`). On error nothing is
+// written. Thread-safe.
+//
+// # Safety
+// A non-NULL `model_out` must point to a writable `FedotpModel *`.
+int32_t fedotp_model_new_tiny(uint64_t seed, struct FedotpModel **model_out);
+
+// A model's sizes.
+//
+// - `info_out`: receives them.
+//
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER` (`model`, `info_out`);
+// `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE`. On error nothing is written.
+// Thread-safe.
+//
+// # Safety
+// A non-NULL `info_out` must point to a writable `FedotpModelInfo`.
+int32_t fedotp_model_info(const struct FedotpModel *model, struct FedotpModelInfo *info_out);
+
+// Frees a model handle. Clients created from it keep working: they share the weights, which
+// are released with the last of them. NULL is a no-op (`FEDOTP_OK`); the handle is invalid
+// afterwards (`FEDOTP_ERR_INVALID_HANDLE`, handles are never reused).
+//
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE` (nothing
+// is freed). Thread-safe.
+int32_t fedotp_model_free(struct FedotpModel *model);
 
 // Solves one OT problem between `m` patches and `n` prompts.
 //

@@ -1,11 +1,13 @@
 //! Crossing the boundary: checked pointers and no unwinding into C.
 
+use std::ffi::{c_char, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::last_error;
 use crate::status::{
-    Failure, FEDOTP_ERR_ALIASED_BUFFERS, FEDOTP_ERR_EMPTY_DIMENSION, FEDOTP_ERR_NULL_POINTER,
-    FEDOTP_ERR_OUT_OF_MEMORY, FEDOTP_ERR_PANIC, FEDOTP_ERR_SIZE_OVERFLOW, FEDOTP_OK,
+    Failure, FEDOTP_ERR_ALIASED_BUFFERS, FEDOTP_ERR_EMPTY_DIMENSION, FEDOTP_ERR_INVALID_UTF8,
+    FEDOTP_ERR_NULL_POINTER, FEDOTP_ERR_OUT_OF_MEMORY, FEDOTP_ERR_PANIC, FEDOTP_ERR_SIZE_OVERFLOW,
+    FEDOTP_OK,
 };
 
 /// Runs `body`, turning its result (or a panic) into a status and the thread's last error.
@@ -92,6 +94,24 @@ pub(crate) fn check_span<T>(len: usize, name: &str) -> Result<(), Failure> {
 pub(crate) unsafe fn reference<'a, T>(ptr: *const T, name: &str) -> Result<&'a T, Failure> {
     // SAFETY: the caller guarantees a non-NULL `ptr` points to a valid `T`.
     unsafe { ptr.as_ref() }.ok_or_else(|| null(name))
+}
+
+/// The NUL-terminated UTF-8 string at `ptr`, refusing NULL and invalid UTF-8.
+///
+/// # Safety
+/// A non-NULL `ptr` must point to a NUL-terminated string that stays valid for `'a`.
+pub(crate) unsafe fn string<'a>(ptr: *const c_char, name: &str) -> Result<&'a str, Failure> {
+    if ptr.is_null() {
+        return Err(null(name));
+    }
+    // SAFETY: non-NULL, and the caller guarantees a NUL-terminated string.
+    let bytes = unsafe { CStr::from_ptr(ptr) };
+    bytes.to_str().map_err(|error| {
+        Failure::new(
+            FEDOTP_ERR_INVALID_UTF8,
+            format!("`{name}` is not valid UTF-8: {error}"),
+        )
+    })
 }
 
 /// Writes `value` to `*ptr`, refusing NULL.

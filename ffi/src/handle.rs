@@ -16,15 +16,18 @@
 //! Each object sits behind its own mutex: calls on one handle from several threads take turns,
 //! calls on different handles run in parallel, and freeing a handle while another thread is
 //! inside a call on it is safe: the call finishes on the object, which is dropped afterwards.
+//! A call on a handle that the same thread already holds — from a progress callback inside a
+//! training on it — would wait for itself: it is refused with `FEDOTP_ERR_HANDLE_BUSY`.
 
 use std::any::Any;
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::boundary::{self, call};
 use crate::status::{
-    Failure, FEDOTP_ERR_INVALID_HANDLE, FEDOTP_ERR_NULL_POINTER, FEDOTP_ERR_OUT_OF_MEMORY,
-    FEDOTP_ERR_PANIC, FEDOTP_ERR_WRONG_HANDLE_TYPE,
+    Failure, FEDOTP_ERR_HANDLE_BUSY, FEDOTP_ERR_INVALID_HANDLE, FEDOTP_ERR_NULL_POINTER,
+    FEDOTP_ERR_OUT_OF_MEMORY, FEDOTP_ERR_PANIC, FEDOTP_ERR_WRONG_HANDLE_TYPE,
 };
 
 /// A C handle type: an opaque struct that C only ever holds a pointer to, standing for an
@@ -98,16 +101,47 @@ pub(crate) fn register<H: Handle>(object: H::Object) -> Result<*mut H, Failure> 
     Ok(std::ptr::without_provenance_mut(value))
 }
 
+thread_local! {
+    /// The ids of the objects whose locks calls on this thread hold, innermost last.
+    static HELD: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Marks an object's lock as held by this thread until dropped.
+struct Held;
+
+impl Held {
+    fn take(id: usize) -> Held {
+        HELD.with(|held| held.borrow_mut().push(id));
+        Held
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        HELD.with(|held| held.borrow_mut().pop());
+    }
+}
+
 /// Runs `body` on the object `handle` names, holding that object's lock for the duration.
 ///
 /// `name` is the argument's name, for error messages. Refuses NULL, a freed or never-issued
-/// handle and a handle of another type, each with its own status.
+/// handle and a handle of another type, each with its own status, and a handle this thread
+/// already holds further up its stack (it would wait for itself).
 pub(crate) fn with<H: Handle, R>(
     handle: *const H,
     name: &str,
     body: impl FnOnce(&mut H::Object) -> Result<R, Failure>,
 ) -> Result<R, Failure> {
-    let object = lookup(handle, name)?;
+    let (id, object) = lookup(handle, name)?;
+    if HELD.with(|held| held.borrow().contains(&id)) {
+        return Err(Failure::new(
+            FEDOTP_ERR_HANDLE_BUSY,
+            format!(
+                "`{name}` is held by a call further up this thread (a progress callback calling \
+                 libfedotp on the client or images it trains with?): the call would wait for itself"
+            ),
+        ));
+    }
     // A panic in an earlier call on this object was caught at the boundary, but it may have
     // left the object half-changed: refuse to use it rather than compute from it.
     let mut object = object.lock().map_err(|_| {
@@ -118,6 +152,7 @@ pub(crate) fn with<H: Handle, R>(
             ),
         )
     })?;
+    let _held = Held::take(id);
     body(&mut object)
 }
 
@@ -161,22 +196,27 @@ pub unsafe extern "C" fn fedotp_live_handles(count_out: *mut usize) -> i32 {
     })
 }
 
-/// The shared object `handle` names, after every check.
-fn lookup<H: Handle>(handle: *const H, name: &str) -> Result<Arc<Mutex<H::Object>>, Failure> {
+/// An object in the registry, shared with the calls using it.
+type Shared<T> = Arc<Mutex<T>>;
+
+/// The id and the shared object `handle` names, after every check.
+fn lookup<H: Handle>(handle: *const H, name: &str) -> Result<(usize, Shared<H::Object>), Failure> {
     if handle.is_null() {
         return Err(Failure::new(
             FEDOTP_ERR_NULL_POINTER,
             format!("`{name}` is NULL"),
         ));
     }
-    let object = Arc::clone(&find::<H>(&read(), handle.addr(), name)?.1.object);
+    let (id, entry) =
+        find::<H>(&read(), handle.addr(), name).map(|(id, e)| (id, Arc::clone(&e.object)))?;
     // `find` checked the entry was registered as an `H`, so it holds an `H::Object`.
-    object.downcast::<Mutex<H::Object>>().map_err(|_| {
+    let object = entry.downcast::<Mutex<H::Object>>().map_err(|_| {
         Failure::new(
             FEDOTP_ERR_PANIC,
             format!("internal error in libfedotp: `{name}` holds another object than its type"),
         )
-    })
+    })?;
+    Ok((id, object))
 }
 
 /// The id and entry of the live handle of type `H` with the (non-NULL) value `value`.
@@ -340,6 +380,30 @@ mod tests {
         });
         assert_eq!(with(counter, "counter", |n| Ok(*n)).unwrap(), 8000);
         release(counter, "counter").unwrap();
+    }
+
+    #[test]
+    fn a_handle_held_further_up_the_thread_is_busy_not_a_deadlock() {
+        let counter = register::<Counter>(1).unwrap();
+        let label = register::<Label>("other".to_string()).unwrap();
+        let result = with(counter, "counter", |n| {
+            let inner = with(counter, "counter", |_| Ok(())).unwrap_err();
+            assert_eq!(inner.status, FEDOTP_ERR_HANDLE_BUSY);
+            assert!(
+                inner.message.contains("wait for itself"),
+                "{}",
+                inner.message
+            );
+            // Another handle is free to use.
+            let text = with(label, "label", |s| Ok(s.clone()))?;
+            *n += 1;
+            Ok(text)
+        });
+        assert_eq!(result.unwrap(), "other");
+        // Released with its call: usable again, on this thread and others.
+        assert_eq!(with(counter, "counter", |n| Ok(*n)).unwrap(), 2);
+        release(counter, "counter").unwrap();
+        release(label, "label").unwrap();
     }
 
     #[test]

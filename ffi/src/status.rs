@@ -4,6 +4,10 @@ use std::ffi::c_char;
 
 use fedotp_core::ot::OtError;
 use fedotp_core::protocol::{AggregateError, DecodeError, EncodeError};
+use fedotp_host::clip::ClipError;
+use fedotp_host::data::{DataError, PixelError};
+use fedotp_host::run::RunError;
+use fedotp_host::train::TrainError;
 
 /// Success.
 pub const FEDOTP_OK: i32 = 0;
@@ -44,6 +48,9 @@ pub const FEDOTP_ERR_ZERO_NORM: i32 = -16;
 pub const FEDOTP_ERR_INVALID_HANDLE: i32 = -20;
 /// A live handle of another type than the function takes.
 pub const FEDOTP_ERR_WRONG_HANDLE_TYPE: i32 = -21;
+/// A handle that a call further up the calling thread holds (a progress callback calling
+/// libfedotp on the client or image set its training holds): the call would wait for itself.
+pub const FEDOTP_ERR_HANDLE_BUSY: i32 = -22;
 
 /// Message: shorter than its header, or than the total length it declares.
 pub const FEDOTP_ERR_MESSAGE_TRUNCATED: i32 = -30;
@@ -79,6 +86,36 @@ pub const FEDOTP_ERR_CLIENT_LIST_FULL: i32 = -53;
 /// Aggregator: no update was accepted this round, so there is no average.
 pub const FEDOTP_ERR_NO_UPDATES: i32 = -54;
 
+/// A string argument is not valid UTF-8.
+pub const FEDOTP_ERR_INVALID_UTF8: i32 = -60;
+/// A file could not be read or written (the path and the system's reason are in the detail).
+pub const FEDOTP_ERR_IO: i32 = -61;
+/// A weights file is not a CLIP this library can load (layout, tensor name, shape or dtype).
+pub const FEDOTP_ERR_MODEL_FORMAT: i32 = -62;
+/// An image's row stride is shorter than one row of its pixels.
+pub const FEDOTP_ERR_INVALID_STRIDE: i32 = -63;
+/// A 16-bit gray window is not finite or narrower than 1.
+pub const FEDOTP_ERR_INVALID_WINDOW: i32 = -64;
+/// Encoded image bytes are not a decodable JPEG or PNG.
+pub const FEDOTP_ERR_IMAGE_DECODE: i32 = -65;
+/// A device name that is not "cpu", "cuda", "cuda:N" or "auto", or a device this build or
+/// machine does not have.
+pub const FEDOTP_ERR_UNSUPPORTED_DEVICE: i32 = -66;
+/// A client setting (learning rate, momentum, weight decay, augment) is out of its range.
+pub const FEDOTP_ERR_INVALID_CONFIG: i32 = -67;
+/// A class name is blank, or too long to fit the model's context with the prompt.
+pub const FEDOTP_ERR_INVALID_CLASS_NAME: i32 = -68;
+/// An image's label is not one of the client's classes (or it has none).
+pub const FEDOTP_ERR_INVALID_LABEL: i32 = -69;
+/// Training was cancelled by the caller (cancel flag); the client is as before the call.
+pub const FEDOTP_ERR_CANCELLED: i32 = -70;
+/// The client has not trained since its last global prompt: there is no update to send.
+pub const FEDOTP_ERR_NOT_TRAINED: i32 = -71;
+/// A saved client state belongs to a client with other class names, n_ctx or model sizes.
+pub const FEDOTP_ERR_STATE_MISMATCH: i32 = -72;
+/// A file is not a client state (not safetensors, no fedotp metadata, a bad tensor).
+pub const FEDOTP_ERR_STATE_FORMAT: i32 = -73;
+
 /// Every status with its name, for `fedotp_status_str`.
 const NAMES: &[(i32, &std::ffi::CStr)] = &[
     (FEDOTP_OK, c"ok"),
@@ -112,6 +149,10 @@ const NAMES: &[(i32, &std::ffi::CStr)] = &[
         c"invalid handle (freed, or never issued)",
     ),
     (FEDOTP_ERR_WRONG_HANDLE_TYPE, c"a handle of another type"),
+    (
+        FEDOTP_ERR_HANDLE_BUSY,
+        c"handle held by an enclosing call on this thread",
+    ),
     (FEDOTP_ERR_MESSAGE_TRUNCATED, c"message truncated"),
     (FEDOTP_ERR_BAD_MAGIC, c"not a fedotp message (bad magic)"),
     (
@@ -149,6 +190,41 @@ const NAMES: &[(i32, &std::ffi::CStr)] = &[
         c"the round takes no more clients",
     ),
     (FEDOTP_ERR_NO_UPDATES, c"no update accepted this round"),
+    (FEDOTP_ERR_INVALID_UTF8, c"a string is not valid UTF-8"),
+    (FEDOTP_ERR_IO, c"a file could not be read or written"),
+    (
+        FEDOTP_ERR_MODEL_FORMAT,
+        c"not a CLIP weights file this library can load",
+    ),
+    (
+        FEDOTP_ERR_INVALID_STRIDE,
+        c"row stride shorter than a row of pixels",
+    ),
+    (FEDOTP_ERR_INVALID_WINDOW, c"invalid gray window"),
+    (FEDOTP_ERR_IMAGE_DECODE, c"not a decodable JPEG or PNG"),
+    (
+        FEDOTP_ERR_UNSUPPORTED_DEVICE,
+        c"unknown or unavailable device",
+    ),
+    (
+        FEDOTP_ERR_INVALID_CONFIG,
+        c"a client setting is out of range",
+    ),
+    (FEDOTP_ERR_INVALID_CLASS_NAME, c"invalid class name"),
+    (
+        FEDOTP_ERR_INVALID_LABEL,
+        c"label outside the client's classes",
+    ),
+    (FEDOTP_ERR_CANCELLED, c"cancelled by the caller"),
+    (
+        FEDOTP_ERR_NOT_TRAINED,
+        c"not trained since the last global prompt",
+    ),
+    (
+        FEDOTP_ERR_STATE_MISMATCH,
+        c"saved state of another client configuration",
+    ),
+    (FEDOTP_ERR_STATE_FORMAT, c"not a client state file"),
 ];
 
 /// A static, NUL-terminated description of `status`; never NULL, also for unknown codes.
@@ -252,5 +328,70 @@ impl From<AggregateError> for Failure {
             AggregateError::NoUpdates { .. } => FEDOTP_ERR_NO_UPDATES,
         };
         Failure::new(status, error.to_string())
+    }
+}
+
+impl From<ClipError> for Failure {
+    fn from(error: ClipError) -> Self {
+        let status = match &error {
+            ClipError::Io { .. } | ClipError::NoWeights { .. } => FEDOTP_ERR_IO,
+            // The backend computes on buffers we sized: its refusal is a bug of ours.
+            ClipError::Backend(_) => return internal(error),
+            _ => FEDOTP_ERR_MODEL_FORMAT,
+        };
+        Failure::new(status, error.to_string())
+    }
+}
+
+impl From<PixelError> for Failure {
+    fn from(error: PixelError) -> Self {
+        let status = match error {
+            PixelError::Empty { .. } => FEDOTP_ERR_EMPTY_DIMENSION,
+            PixelError::StrideTooSmall { .. } => FEDOTP_ERR_INVALID_STRIDE,
+            PixelError::Overflow { .. } => FEDOTP_ERR_SIZE_OVERFLOW,
+            PixelError::InvalidWindow { .. } => FEDOTP_ERR_INVALID_WINDOW,
+            PixelError::OutOfMemory { .. } => FEDOTP_ERR_OUT_OF_MEMORY,
+            // The slice handed over is formed from the layout's own length.
+            PixelError::BufferTooShort { .. } => return internal(error),
+        };
+        Failure::new(status, format!("image refused: {error}"))
+    }
+}
+
+impl From<DataError> for Failure {
+    fn from(error: DataError) -> Self {
+        let status = match error {
+            DataError::Image { .. } => FEDOTP_ERR_IMAGE_DECODE,
+            DataError::Io { .. } => FEDOTP_ERR_IO,
+            _ => return internal(error),
+        };
+        Failure::new(status, error.to_string())
+    }
+}
+
+impl From<TrainError> for Failure {
+    fn from(error: TrainError) -> Self {
+        match error {
+            TrainError::Clip(error) => error.into(),
+            TrainError::Data(error) => error.into(),
+            TrainError::Cancelled => Failure::new(
+                FEDOTP_ERR_CANCELLED,
+                "training cancelled by the caller; the client is as before the call",
+            ),
+            // The rest (backend, cache, run directory, aggregation) are not reached by the
+            // calls libfedotp makes, or are its own bugs.
+            other => internal(other),
+        }
+    }
+}
+
+/// Run-checkpoint errors, as client state files give them: the file, or its content.
+impl From<RunError> for Failure {
+    fn from(error: RunError) -> Self {
+        let status = match error {
+            RunError::Io { .. } => FEDOTP_ERR_IO,
+            _ => FEDOTP_ERR_STATE_FORMAT,
+        };
+        Failure::new(status, format!("client state: {error}"))
     }
 }

@@ -5,48 +5,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+
+mod support;
 
 /// `libfedotp.a` as the crate's sources are now.
-///
-/// `cargo test` builds this crate only as a test harness: a crate without an `rlib` is not a
-/// dependency of its integration tests, so nothing else would refresh the static library and
-/// the C programs would link a stale one. So the first test to need it runs `cargo build` for
-/// it, in the same target directory and profile as the tests (a no-op when it is current).
-fn static_library() -> &'static Path {
-    static LIBRARY: OnceLock<PathBuf> = OnceLock::new();
-    LIBRARY.get_or_init(|| {
-        // The test binary is `target/<profile dir>/deps/c_program-<hash>`.
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-        let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
-            Some("debug") => "dev",
-            Some(name) => name,
-            None => panic!("unexpected test binary location {}", exe.display()),
-        };
-        let build = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--package",
-                "fedotp-ffi",
-                "--lib",
-                "--profile",
-                profile,
-            ])
-            .arg("--target-dir")
-            .arg(profile_dir.parent().unwrap())
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .expect("cargo runs");
-        assert!(
-            build.status.success(),
-            "building libfedotp.a failed:\n{}",
-            String::from_utf8_lossy(&build.stderr)
-        );
-        let library = profile_dir.join("libfedotp.a");
-        assert!(library.exists(), "{} was not built", library.display());
-        library
-    })
+fn static_library() -> PathBuf {
+    support::library_dir().join("libfedotp.a")
 }
 
 /// How a C program is built and run.
@@ -95,6 +59,15 @@ fn compile_and_run(source: &str, build: Build) {
         .args(build.flags())
         .arg("-I")
         .arg(root.join("../include"))
+        // Where the programs find fixtures and may write files.
+        .arg(format!(
+            "-DFEDOTP_SOURCE_DIR=\"{}\"",
+            root.parent().unwrap().display()
+        ))
+        .arg(format!(
+            "-DFEDOTP_SCRATCH_DIR=\"{}\"",
+            env!("CARGO_TARGET_TMPDIR")
+        ))
         .arg(root.join("tests/c").join(source))
         .arg(static_lib)
         .args(["-lm", "-lpthread", "-ldl"])
@@ -140,4 +113,14 @@ fn protocol_functions_from_c() {
 #[test]
 fn protocol_functions_from_c_under_sanitizers() {
     compile_and_run("protocol_api.c", Build::Sanitized);
+}
+
+#[test]
+fn client_functions_from_c() {
+    compile_and_run("client_api.c", Build::Plain);
+}
+
+#[test]
+fn client_functions_from_c_under_sanitizers() {
+    compile_and_run("client_api.c", Build::Sanitized);
 }

@@ -47,6 +47,25 @@ static void check_status_names(const int32_t *codes, size_t count) {
     }
 }
 
+#define SENTINEL 0xA5
+
+/* Fills a buffer with SENTINEL, to check later that an error wrote nothing to it. */
+static inline void poison(void *buffer, size_t len) { memset(buffer, SENTINEL, len); }
+
+static inline int untouched(const void *buffer, size_t len) {
+    const uint8_t *bytes = buffer;
+    for (size_t i = 0; i < len; i++)
+        if (bytes[i] != SENTINEL) return 0;
+    return 1;
+}
+
+/* The number of live handles in the process. */
+static inline size_t live_handles(void) {
+    size_t count = 12345;
+    EXPECT_STATUS(fedotp_live_handles(&count), FEDOTP_OK);
+    return count;
+}
+
 static int report(const char *what) {
     if (failures) {
         fprintf(stderr, "%d check(s) failed\n", failures);

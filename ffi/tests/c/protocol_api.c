@@ -40,25 +40,6 @@ static void reseal(uint8_t *message, size_t len) {
     put_u32(message + len - 4, crc32_of(message, len - 4));
 }
 
-#define SENTINEL 0xA5
-
-/* Fills a buffer with SENTINEL, to check later that an error wrote nothing to it. */
-static void poison(void *buffer, size_t len) { memset(buffer, SENTINEL, len); }
-
-static int untouched(const void *buffer, size_t len) {
-    const uint8_t *bytes = buffer;
-    for (size_t i = 0; i < len; i++)
-        if (bytes[i] != SENTINEL) return 0;
-    return 1;
-}
-
-/* The number of live handles in the process. */
-static size_t live_handles(void) {
-    size_t count = 12345;
-    EXPECT_STATUS(fedotp_live_handles(&count), FEDOTP_OK);
-    return count;
-}
-
 /* ---- the worked examples of docs/PROTOCOL.md §5 ---------------------------------------- */
 
 static const float EXAMPLE_PROMPT[4] = {1.0f, -0.5f, 0.25f, 2.0f}; /* 2 x 2, row-major */

@@ -17,6 +17,10 @@
 //!    seeded generator) or a plain resize. Resizing reproduces Pillow's bicubic filter exactly
 //!    ([`resize_bicubic`]).
 //!
+//! Images that are already in memory — a program's own pixel buffers, 8-bit RGB or gray or
+//! 16-bit gray with a [`GrayWindow`] — become [`RgbImage`]s through [`RgbImage::from_rgb8`],
+//! [`RgbImage::from_gray8`] and [`RgbImage::from_gray16`].
+//!
 //! Class names are those found in the dataset's own files; the curated lists for prompts live in
 //! the CLIP module (`fedotp::clip::classnames`), which can replace [`Dataset::class_names`] once
 //! a run has checked that both have the same length.
@@ -42,6 +46,7 @@ mod domains;
 mod error;
 mod folder;
 mod partition;
+mod pixels;
 mod resample;
 mod rgb;
 mod transform;
@@ -56,6 +61,7 @@ pub use folder::image_folder;
 pub use partition::{
     symmetric_dirichlet, ClientSplit, CountTable, Partition, PartitionSpec, MAX_DIRICHLET_DRAWS,
 };
+pub use pixels::{GrayWindow, PixelError, RowLayout};
 pub use resample::resize_bicubic;
 pub use rgb::RgbImage;
 pub use transform::{sample_random_resized_crop, CropBox, Geometry, Normalize, Transform};

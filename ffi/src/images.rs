@@ -1,0 +1,271 @@
+//! A set of labelled images held by libfedotp: what a client trains and predicts on.
+//!
+//! Images come in as the caller holds them — 8-bit RGB or gray rows with a stride, 16-bit gray
+//! with a window, or encoded JPEG/PNG bytes — and are kept as 8-bit RGB (the conversions are
+//! `fedotp::data`'s), so the caller's buffers can be freed as soon as a call returns. Resizing
+//! to the model's input happens when a client uses the images.
+
+use std::path::Path;
+
+use fedotp_host::data::{GrayWindow, ImageSource, PixelError, RgbImage, RowLayout, Sample};
+
+use crate::boundary::{call, require, slice, write};
+use crate::handle::{self, Handle};
+use crate::status::{Failure, FEDOTP_ERR_OUT_OF_MEMORY};
+
+/// The label of an image that has none: it can be predicted, not trained on.
+pub const FEDOTP_NO_LABEL: u32 = u32::MAX;
+
+/// A set of images with their labels, in the order they were added.
+///
+/// Opaque: create it with `fedotp_images_new`, fill it with the `fedotp_images_add_*`
+/// functions, free it with `fedotp_images_free`. Thread-safe: calls on one set take turns.
+pub struct FedotpImages {
+    _opaque: [u8; 0],
+}
+
+impl Handle for FedotpImages {
+    type Object = Vec<Sample>;
+    const NAME: &'static str = "FedotpImages";
+}
+
+/// A window for 16-bit gray images: DICOM's linear VOI LUT with window centre `centre` and
+/// width `width` (>= 1), in the stored pixel values: values up to `centre - 0.5 - (width - 1)/2`
+/// are black, values above `centre - 0.5 + (width - 1)/2` white, linear between.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FedotpGrayWindow {
+    /// The window centre.
+    pub centre: f64,
+    /// The window width, at least 1.
+    pub width: f64,
+}
+
+/// Creates an empty image set.
+///
+/// - `images_out`: receives the new handle; free it with `fedotp_images_free`.
+///
+/// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER`. On error nothing is written. Thread-safe.
+///
+/// # Safety
+/// A non-NULL `images_out` must point to a writable `FedotpImages *`.
+#[no_mangle]
+pub unsafe extern "C" fn fedotp_images_new(images_out: *mut *mut FedotpImages) -> i32 {
+    call(|| {
+        require(images_out, "images_out")?;
+        let handle = handle::register::<FedotpImages>(Vec::new())?;
+        // SAFETY: non-NULL (checked above) and writable.
+        unsafe { write(images_out, handle, "images_out") }
+    })
+}
+
+/// Appends `image` with `label` to the set `images` names; `make` runs under the set's lock,
+/// after the handle was checked, so a bad handle is reported before a bad image.
+fn add(
+    images: *mut FedotpImages,
+    label: u32,
+    make: impl FnOnce() -> Result<RgbImage, Failure>,
+) -> Result<(), Failure> {
+    handle::with(images, "images", |samples| {
+        let image = make()?;
+        samples.try_reserve(1).map_err(|_| {
+            Failure::new(
+                FEDOTP_ERR_OUT_OF_MEMORY,
+                "cannot grow the image set by one image",
+            )
+        })?;
+        samples.push(Sample {
+            image: ImageSource::Memory(image),
+            label: label as usize,
+            domain: 0,
+        });
+        Ok(())
+    })
+}
+
+/// Appends the image `convert` makes of the pixel rows at `pixels` (`channels` elements a
+/// pixel) to the set `images` names.
+///
+/// # Safety
+/// A non-NULL `pixels` must point to the span of `layout` with `channels` elements a pixel.
+unsafe fn add_rows<T>(
+    images: *mut FedotpImages,
+    pixels: *const T,
+    layout: RowLayout,
+    channels: usize,
+    label: u32,
+    convert: impl FnOnce(RowLayout, &[T]) -> Result<RgbImage, PixelError>,
+) -> i32 {
+    call(|| {
+        add(images, label, || {
+            // SAFETY: the caller passes the layout's span at `pixels`.
+            let data = unsafe { slice(pixels, layout.buffer_len(channels)?, "pixels") }?;
+            Ok(convert(layout, data)?)
+        })
+    })
+}
+
+fn layout(width: u32, height: u32, row_stride: usize) -> RowLayout {
+    RowLayout {
+        width,
+        height,
+        row_stride,
+    }
+}
+
+/// Adds an 8-bit RGB image.
+///
+/// - `pixels`: `height` rows of `width` pixels of 3 bytes (R, G, B), row `y` starting at
+///   `pixels + y * row_stride`; read only, copied;
+/// - `width`, `height`: the image's size, both > 0;
+/// - `row_stride`: bytes from one row's start to the next's, at least `3 * width`; the buffer
+///   spans `row_stride * (height - 1) + 3 * width` bytes;
+/// - `label`: the class index (checked against a client's classes when it trains), or
+///   `FEDOTP_NO_LABEL`.
+///
+/// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER` (`images`, `pixels`);
+/// `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE`; `FEDOTP_ERR_EMPTY_DIMENSION`
+/// (`width` or `height` is 0); `FEDOTP_ERR_INVALID_STRIDE`; `FEDOTP_ERR_SIZE_OVERFLOW` (the
+/// span overflows); `FEDOTP_ERR_OUT_OF_MEMORY`. On error the set is unchanged. Thread-safe.
+///
+/// # Safety
+/// A non-NULL `pixels` must point to the span stated above.
+#[no_mangle]
+pub unsafe extern "C" fn fedotp_images_add_rgb8(
+    images: *mut FedotpImages,
+    pixels: *const u8,
+    width: u32,
+    height: u32,
+    row_stride: usize,
+    label: u32,
+) -> i32 {
+    let layout = layout(width, height, row_stride);
+    // SAFETY: the caller passes the layout's span at `pixels`.
+    unsafe { add_rows(images, pixels, layout, 3, label, RgbImage::from_rgb8) }
+}
+
+/// Adds an 8-bit grayscale image (each level becomes R = G = B).
+///
+/// - `pixels`: `height` rows of `width` bytes, row `y` at `pixels + y * row_stride`;
+/// - `row_stride`: at least `width`; the buffer spans `row_stride * (height - 1) + width`
+///   bytes;
+/// - the other arguments and the statuses as `fedotp_images_add_rgb8`.
+///
+/// # Safety
+/// A non-NULL `pixels` must point to the span stated above.
+#[no_mangle]
+pub unsafe extern "C" fn fedotp_images_add_gray8(
+    images: *mut FedotpImages,
+    pixels: *const u8,
+    width: u32,
+    height: u32,
+    row_stride: usize,
+    label: u32,
+) -> i32 {
+    let layout = layout(width, height, row_stride);
+    // SAFETY: the caller passes the layout's span at `pixels`.
+    unsafe { add_rows(images, pixels, layout, 1, label, RgbImage::from_gray8) }
+}
+
+/// Adds a 16-bit grayscale image (CT, MR, X-ray): each value is mapped to [0, 1] by `window`,
+/// rounded to 8 bits and replicated to R, G and B.
+///
+/// - `pixels`: `height` rows of `width` native-endian `uint16_t` values, row `y` at
+///   `pixels + y * row_stride` (a `uint16_t *`: the stride counts values, not bytes);
+/// - `row_stride`: at least `width`; the buffer spans `row_stride * (height - 1) + width`
+///   values;
+/// - `window`: NULL for the full range (`v / 65535`), or a centre and width (DICOM's linear
+///   VOI LUT; apply a modality rescale slope/intercept to the window, not to the pixels);
+/// - the other arguments as `fedotp_images_add_rgb8`.
+///
+/// Statuses: as `fedotp_images_add_rgb8`, and `FEDOTP_ERR_INVALID_WINDOW` (a centre or width
+/// that is not finite, or a width below 1).
+///
+/// # Safety
+/// A non-NULL `pixels` must point to the span stated above; a non-NULL `window` to a
+/// `FedotpGrayWindow`.
+#[no_mangle]
+pub unsafe extern "C" fn fedotp_images_add_gray16(
+    images: *mut FedotpImages,
+    pixels: *const u16,
+    width: u32,
+    height: u32,
+    row_stride: usize,
+    window: *const FedotpGrayWindow,
+    label: u32,
+) -> i32 {
+    // SAFETY: the caller passes NULL or a valid window, read once here.
+    let window = match unsafe { window.as_ref() } {
+        None => GrayWindow::FullRange,
+        Some(&FedotpGrayWindow { centre, width }) => GrayWindow::CentreWidth { centre, width },
+    };
+    let layout = layout(width, height, row_stride);
+    // SAFETY: the caller passes the layout's span at `pixels`.
+    unsafe {
+        add_rows(images, pixels, layout, 1, label, |layout, data| {
+            RgbImage::from_gray16(layout, data, window)
+        })
+    }
+}
+
+/// Adds an encoded JPEG or PNG image (format detected from its first bytes; gray, alpha,
+/// palette, 16-bit and CMYK files are converted to 8-bit RGB).
+///
+/// - `bytes`, `len`: the whole file's bytes; read only, not kept;
+/// - `label`: as in `fedotp_images_add_rgb8`.
+///
+/// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER` (`images`, `bytes`);
+/// `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE`; `FEDOTP_ERR_SIZE_OVERFLOW` (a
+/// `len` no buffer can have); `FEDOTP_ERR_IMAGE_DECODE` (empty, truncated, corrupt, or
+/// another format; the decoder's reason is in the detail); `FEDOTP_ERR_OUT_OF_MEMORY`. On
+/// error the set is unchanged. Thread-safe.
+///
+/// # Safety
+/// A non-NULL `bytes` must point to `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn fedotp_images_add_encoded(
+    images: *mut FedotpImages,
+    bytes: *const u8,
+    len: usize,
+    label: u32,
+) -> i32 {
+    call(|| {
+        add(images, label, || {
+            // SAFETY: the caller passes `len` bytes at `bytes`.
+            let bytes = unsafe { slice(bytes, len, "bytes") }?;
+            Ok(RgbImage::decode(bytes, Path::new("<encoded image bytes>"))?)
+        })
+    })
+}
+
+/// The number of images in a set.
+///
+/// - `count_out`: receives it.
+///
+/// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER` (`images`, `count_out`);
+/// `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE`. On error nothing is written.
+/// Thread-safe.
+///
+/// # Safety
+/// A non-NULL `count_out` must point to a writable `size_t`.
+#[no_mangle]
+pub unsafe extern "C" fn fedotp_images_count(
+    images: *const FedotpImages,
+    count_out: *mut usize,
+) -> i32 {
+    call(|| {
+        require(count_out, "count_out")?;
+        let count = handle::with(images, "images", |samples| Ok(samples.len()))?;
+        // SAFETY: non-NULL (checked above) and writable.
+        unsafe { write(count_out, count, "count_out") }
+    })
+}
+
+/// Frees an image set. NULL is a no-op (`FEDOTP_OK`); the handle is invalid afterwards.
+///
+/// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE` (nothing
+/// is freed). Thread-safe.
+#[no_mangle]
+pub extern "C" fn fedotp_images_free(images: *mut FedotpImages) -> i32 {
+    call(|| handle::release(images, "images"))
+}

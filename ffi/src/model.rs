@@ -1,0 +1,178 @@
+//! The frozen CLIP that clients train prompts through, behind an opaque handle.
+//!
+//! A model is loaded once and shared: every client created from it holds the weights too, so
+//! freeing the model handle while clients live is safe (the weights go when the last user
+//! does).
+
+use std::ffi::c_char;
+use std::sync::Arc;
+
+use fedotp_host::backend::Cpu;
+use fedotp_host::clip::{ClipConfig, ClipWeights};
+use fedotp_host::train::FrozenClip;
+
+use crate::boundary::{call, require, string, write};
+use crate::handle::{self, Handle};
+use crate::status::Failure;
+
+/// A CLIP model (weights and architecture), loaded from safetensors or made at random.
+///
+/// Opaque: create it with `fedotp_model_load` or `fedotp_model_new_tiny`, free it with
+/// `fedotp_model_free`. Read-only once made: every function on it is thread-safe.
+pub struct FedotpModel {
+    _opaque: [u8; 0],
+}
+
+impl Handle for FedotpModel {
+    type Object = Arc<FrozenClip<Cpu>>;
+    const NAME: &'static str = "FedotpModel";
+}
+
+/// A model's sizes: what a caller needs to prepare images and size prompt buffers.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FedotpModelInfo {
+    /// Side in pixels of the square images the image tower takes (224 for ViT-B/16); images
+    /// of any size are resized to it.
+    pub image_size: u32,
+    /// Image tokens the OT head aligns with the prompts: patches for a ViT, spatial positions
+    /// for a ResNet (the class / pooled token excluded).
+    pub image_tokens: u32,
+    /// Width of the text tower, and so of every prompt row: a client's prompt is
+    /// `n_ctx x text_width` floats.
+    pub text_width: u32,
+    /// Tokens the text tower takes (77 for CLIP): SOT, the prompt's `n_ctx` rows, the class
+    /// name's tokens and EOT must fit.
+    pub context_length: u32,
+    /// Width of the joint image-text embedding.
+    pub embed_dim: u32,
+}
+
+/// Registers `weights` as a new model and writes its handle.
+///
+/// # Safety
+/// `model_out` is non-NULL (the callers check it first) and writable.
+unsafe fn register(
+    weights: ClipWeights<Vec<f32>>,
+    model_out: *mut *mut FedotpModel,
+) -> Result<(), Failure> {
+    let clip = FrozenClip::new(Cpu::new(), weights)?;
+    let handle = handle::register::<FedotpModel>(Arc::new(clip))?;
+    // SAFETY: as the caller promises.
+    unsafe { write(model_out, handle, "model_out") }
+}
+
+/// Loads CLIP from a safetensors file, in the Hugging Face `CLIPModel` layout or the OpenAI /
+/// open_clip layout (f32, f16 or bf16 tensors; ViT or ModifiedResNet image towers).
+///
+/// - `path`: NUL-terminated UTF-8 path of a `.safetensors` file, or of a directory holding
+///   `model.safetensors` (Hugging Face, with its `config.json`) or
+///   `open_clip_model.safetensors` (with an optional `open_clip_config.json`);
+/// - `model_out`: receives the new handle; free it with `fedotp_model_free`.
+///
+/// Every tensor of the file must be used and every expected one present with its shape, so a
+/// file for another architecture is refused rather than half-loaded.
+///
+/// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER` (`path`, `model_out`);
+/// `FEDOTP_ERR_INVALID_UTF8` (`path`); `FEDOTP_ERR_IO` (the file or directory cannot be read,
+/// or holds no weights file); `FEDOTP_ERR_MODEL_FORMAT` (not safetensors, an unknown layout, a
+/// missing, unexpected or misshapen tensor, an unsupported dtype, an invalid configuration; the
+/// detail names the file and tensor); `FEDOTP_ERR_OUT_OF_MEMORY`. On error nothing is written.
+/// Thread-safe.
+///
+/// # Safety
+/// A non-NULL `path` must be a NUL-terminated string; a non-NULL `model_out` must point to a
+/// writable `FedotpModel *`.
+#[no_mangle]
+pub unsafe extern "C" fn fedotp_model_load(
+    path: *const c_char,
+    model_out: *mut *mut FedotpModel,
+) -> i32 {
+    call(|| {
+        // SAFETY: the caller passes a NUL-terminated string or NULL.
+        let path = unsafe { string(path, "path") }?;
+        require(model_out, "model_out")?;
+        let weights = ClipWeights::load(path)?;
+        // SAFETY: `model_out` is non-NULL (checked above) and writable.
+        unsafe { register(weights, model_out) }
+    })
+}
+
+/// Makes the tiny CLIP of tests and examples with seeded random weights: a ViT image tower
+/// on 32 x 32 images (16 patches of 8 x 8, width 64, 2 layers), a text tower of width 64 with
+/// 2 layers and CLIP's full vocabulary, embeddings of 32. The same seed gives the same weights
+/// on every machine. It has learned nothing: use it to exercise a program, not to classify.
+///
+/// - `seed`: any value;
+/// - `model_out`: receives the new handle; free it with `fedotp_model_free`.
+///
+/// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER` (`model_out`). On error nothing is
+/// written. Thread-safe.
+///
+/// # Safety
+/// A non-NULL `model_out` must point to a writable `FedotpModel *`.
+#[no_mangle]
+pub unsafe extern "C" fn fedotp_model_new_tiny(seed: u64, model_out: *mut *mut FedotpModel) -> i32 {
+    call(|| {
+        require(model_out, "model_out")?;
+        let weights = ClipWeights::random(&ClipConfig::tiny(), seed)?;
+        // SAFETY: `model_out` is non-NULL (checked above) and writable.
+        unsafe { register(weights, model_out) }
+    })
+}
+
+/// A model's sizes.
+///
+/// - `info_out`: receives them.
+///
+/// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER` (`model`, `info_out`);
+/// `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE`. On error nothing is written.
+/// Thread-safe.
+///
+/// # Safety
+/// A non-NULL `info_out` must point to a writable `FedotpModelInfo`.
+#[no_mangle]
+pub unsafe extern "C" fn fedotp_model_info(
+    model: *const FedotpModel,
+    info_out: *mut FedotpModelInfo,
+) -> i32 {
+    call(|| {
+        require(info_out, "info_out")?;
+        let info = handle::with(model, "model", |clip| {
+            Ok(model_info(&clip.weights().config))
+        })?;
+        // SAFETY: `info_out` is non-NULL (checked above) and writable.
+        unsafe { write(info_out, info, "info_out") }
+    })
+}
+
+fn model_info(config: &ClipConfig) -> FedotpModelInfo {
+    // Every size of a validated configuration is far below 2^32.
+    let size = |value: usize| u32::try_from(value).unwrap_or(u32::MAX);
+    FedotpModelInfo {
+        image_size: size(config.vision.image_size()),
+        image_tokens: size(config.vision.tokens() - 1),
+        text_width: size(config.text.width),
+        context_length: size(config.text.context_length),
+        embed_dim: size(config.embed_dim),
+    }
+}
+
+/// The model `model` names, shared: what a client keeps.
+pub(crate) fn frozen_clip(
+    model: *const FedotpModel,
+    name: &str,
+) -> Result<Arc<FrozenClip<Cpu>>, Failure> {
+    handle::with(model, name, |clip| Ok(Arc::clone(clip)))
+}
+
+/// Frees a model handle. Clients created from it keep working: they share the weights, which
+/// are released with the last of them. NULL is a no-op (`FEDOTP_OK`); the handle is invalid
+/// afterwards (`FEDOTP_ERR_INVALID_HANDLE`, handles are never reused).
+///
+/// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE` (nothing
+/// is freed). Thread-safe.
+#[no_mangle]
+pub extern "C" fn fedotp_model_free(model: *mut FedotpModel) -> i32 {
+    call(|| handle::release(model, "model"))
+}
