@@ -135,3 +135,43 @@ fn batches_with_non_finite_features_are_skipped_and_counted() {
     assert_eq!(ctx, ctx0, "a skipped batch changes nothing");
     assert_eq!(state, SgdState::default());
 }
+
+/// The metrics rows of a run without the client column's identity (for comparing methods).
+fn all_rows(config: RunConfig) -> Vec<MetricsRow> {
+    let run = start_run(config).unwrap();
+    train_run(&run, Cpu::new(), None, &mut Silent).unwrap();
+    run.dir.read_metrics().unwrap()
+}
+
+#[test]
+fn fedprox_with_mu_zero_is_promptfl_and_mu_changes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = ["federation.rounds=2", "federation.local_epochs=1"];
+    let run = |method: &str| {
+        let mut overrides: Vec<&str> = short.to_vec();
+        overrides.push(method);
+        all_rows(config(dir.path(), &overrides))
+    };
+    let promptfl = run("method={ kind = \"promptfl\" }");
+    let prox0 = run("method={ kind = \"fedprox\", mu = 0.0 }");
+    assert_eq!(promptfl, prox0, "a zero proximal weight changes nothing");
+    let prox = run("method={ kind = \"fedprox\", mu = 10.0 }");
+    // Round 0's first local steps start at the global prompt (no pull yet); by the second
+    // round the term has changed the training.
+    assert_ne!(promptfl, prox);
+}
+
+#[test]
+fn zero_shot_evaluates_every_client_once_and_trains_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = all_rows(config(
+        dir.path(),
+        &["method={ kind = \"zero_shot\" }", "prompt.n_prompts=1"],
+    ));
+    // One round: eight client rows and the mean, each with an evaluation and no training.
+    assert_eq!(rows.len(), 9);
+    assert!(rows.iter().all(|r| r.round == 0));
+    assert!(rows
+        .iter()
+        .all(|r| r.accuracy.is_some() && r.train_loss.is_none() && r.skipped_batches.is_none()));
+}

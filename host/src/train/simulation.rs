@@ -99,10 +99,11 @@ impl<'r, B: Backend> Simulation<'r, B> {
     ) -> Result<Self, TrainError> {
         let clip = FrozenClip::from_config(backend, &config.model)?;
         let class_names = prompt_class_names(&data.dataset);
+        // Every method but zero-shot CLIP has a prompt setup.
         let trainer = match (&config.method, PromptSetup::of(config)) {
             (_, Some(setup)) => PromptTrainer::new(&clip, &class_names, setup)?,
             (Method::ZeroShot { template }, None) => {
-                { PromptTrainer::zero_shot(&clip, &class_names, template) }?
+                PromptTrainer::zero_shot(&clip, &class_names, template)?
             }
             (method, None) => {
                 return Err(TrainError::Invalid(format!(
