@@ -21,7 +21,7 @@ pub use cache::{CacheBuilder, FeatureCache};
 pub use clip::FrozenClip;
 pub use error::TrainError;
 pub use features::{CachePlace, FeatureKind, SplitFeatures};
-pub use simulation::{mean_row, train_run, ClientPrompts, Observer, Silent, Simulation};
+pub use simulation::{mean_row, train_run, Observer, Silent, Simulation};
 pub use trainer::{
     argmax_rows, prompt_class_names, Evaluation, HeadChoice, LocalSchedule, PromptSetup,
     PromptTrainer,

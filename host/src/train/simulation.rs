@@ -62,11 +62,11 @@ impl Observer for Silent {}
 
 /// What a client keeps between rounds.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ClientPrompts {
+struct ClientPrompts {
     /// Its context sets that never leave it (`sets − shared_sets` of them).
-    pub local: Vec<f32>,
+    local: Vec<f32>,
     /// Its optimiser state, over the whole context.
-    pub optimizer: SgdState,
+    optimizer: SgdState,
 }
 
 /// A federated run in memory.
@@ -173,16 +173,6 @@ impl<'r, B: Backend> Simulation<'r, B> {
     /// The first round not yet done.
     pub fn next_round(&self) -> u32 {
         self.next_round
-    }
-
-    /// The global prompt (empty when the method shares nothing).
-    pub fn global_prompt(&self) -> &[f32] {
-        &self.global
-    }
-
-    /// The clients' own state.
-    pub fn clients(&self) -> &[ClientPrompts] {
-        &self.clients
     }
 
     /// Client `client`'s full context: the global prompt, then its local sets.

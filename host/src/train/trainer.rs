@@ -189,11 +189,6 @@ impl<B: Backend> PromptTrainer<B> {
         })
     }
 
-    /// The setup (`None` for zero-shot CLIP).
-    pub fn setup(&self) -> Option<&PromptSetup> {
-        self.setup.as_ref()
-    }
-
     /// Number of classes.
     pub fn classes(&self) -> usize {
         self.model.learner.classes()
