@@ -1,5 +1,5 @@
-//! One FedOTP local epoch at the CIFAR-100 preset's shapes on the CPU, beside the same step in
-//! PyTorch (`benches/local_epoch.py`) timed in the same run:
+//! One FedOTP local epoch at the CIFAR-100 preset's shapes on the CPU or a CUDA GPU, beside the
+//! same step in PyTorch (`benches/local_epoch.py`) timed in the same run on the same device:
 //!
 //! - ViT-B/16-shaped random weights (`ClipWeights::random(&ClipConfig::vit_b_16(), 0)`);
 //! - 100 classes (CIFAR-100's names), 2 prompts (global, local), n_ctx 4, batch 32;
@@ -19,7 +19,11 @@
 //! as 16 × that step time — computed, not timed as a whole. The one-time cost of filling the
 //! cache is printed beside it.
 //!
-//!     cargo bench -p fedotp-benches --bench local_epoch [-- --steps N]
+//! On the CPU PyTorch runs in fp32 with the same number of threads; on a GPU (`--device cuda`,
+//! fedotp in its default TF32 math) PyTorch runs in fp16 as the released code does, its image
+//! preprocessing on the GPU too.
+//!
+//!     cargo bench -p fedotp-benches --bench local_epoch [-- --steps N] [--device cpu|cuda]
 //!
 //! Under `cargo test --benches` (no `--bench` argument) it runs one step of each mode on the
 //! tiny model and skips the PyTorch reference, so the smoke test needs no Python.
@@ -28,7 +32,7 @@ use std::error::Error;
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
-use fedotp::backend::Cpu;
+use fedotp::backend::{Backend, Cpu, Cuda};
 use fedotp::clip::classnames::classnames;
 use fedotp::clip::{ClipConfig, ClipWeights};
 use fedotp::data::{Dataset, ImageSource, Normalize, RgbImage, Sample, Split, Transform};
@@ -130,9 +134,9 @@ fn dataset(classes: usize, images: usize) -> Result<Dataset, Box<dyn Error>> {
 
 /// Median time of one local step (a one-batch call of `PromptTrainer::train`) over
 /// `shapes.steps` steps after one warm-up step, with a fresh context and optimiser state.
-fn step_time(
-    trainer: &mut PromptTrainer<Cpu>,
-    clip: &FrozenClip<Cpu>,
+fn step_time<B: Backend>(
+    trainer: &mut PromptTrainer<B>,
+    clip: &FrozenClip<B>,
     features: &SplitFeatures<'_>,
     steps: usize,
 ) -> Result<Duration, Box<dyn Error>> {
@@ -180,8 +184,10 @@ struct Measured {
     cache_fill: Duration,
 }
 
-fn measure_fedotp(shapes: &Shapes) -> Result<Measured, Box<dyn Error>> {
-    let clip = FrozenClip::new(Cpu::new(), ClipWeights::random(&shapes.config, 0)?)?;
+/// fedotp's figures on `backend`. Every step downloads its loss, so a step's time includes the
+/// device's work.
+fn measure_fedotp<B: Backend>(backend: B, shapes: &Shapes) -> Result<Measured, Box<dyn Error>> {
+    let clip = FrozenClip::new(backend, ClipWeights::random(&shapes.config, 0)?)?;
     let dataset = dataset(shapes.classes, shapes.batch)?;
     let mut trainer = PromptTrainer::new(&clip, &dataset.class_names, fedotp_setup())?;
     let transform =
@@ -210,7 +216,11 @@ fn measure_fedotp(shapes: &Shapes) -> Result<Measured, Box<dyn Error>> {
 }
 
 /// PyTorch's median seconds per step with and without the cache, or why there are none.
-fn measure_pytorch(shapes: &Shapes, threads: usize) -> Result<(f64, f64, String), String> {
+fn measure_pytorch(
+    shapes: &Shapes,
+    device: Device,
+    threads: usize,
+) -> Result<(f64, f64, String), String> {
     if !benchmarking() {
         return Err("smoke run (cargo test): the PyTorch reference runs under cargo bench".into());
     }
@@ -219,6 +229,8 @@ fn measure_pytorch(shapes: &Shapes, threads: usize) -> Result<(f64, f64, String)
     let json = run_python(
         "local_epoch.py",
         &[
+            "--device",
+            device.name(),
             "--threads",
             &threads,
             "--steps",
@@ -247,6 +259,8 @@ fn measure_pytorch(shapes: &Shapes, threads: usize) -> Result<(f64, f64, String)
 
 fn print_table(
     shapes: &Shapes,
+    device: Device,
+    device_info: &str,
     threads: usize,
     ours: &Measured,
     torch: &Result<(f64, f64, String), String>,
@@ -259,7 +273,7 @@ fn print_table(
     };
     println!(
         "\n{title} ({}, {} classes, {} prompts, n_ctx {}, batch {}, OT eps 0.1 gamma 0.8 \
-         max_iter 100 tol 1e-3, SGD), CPU, {threads} threads each side",
+         max_iter 100 tol 1e-3, SGD), {device_info}, {threads} CPU threads each side",
         shapes.model, shapes.classes, N_PROMPTS, N_CTX, shapes.batch
     );
     println!(
@@ -272,7 +286,10 @@ fn print_table(
         println!("load average at the end: {}", load.join(" "));
     }
     match torch {
-        Ok((_, _, version)) => println!("PyTorch {version}, fp32, text padded to 77"),
+        Ok((_, _, version)) => println!(
+            "PyTorch {version}, {}, text padded to 77",
+            device.torch_dtype()
+        ),
         Err(why) => println!("PyTorch reference not run: {why}"),
     }
     println!(
@@ -312,31 +329,77 @@ fn print_table(
     );
 }
 
-/// `--steps N` from the command line (after `cargo bench ... --`).
-fn steps_argument() -> Result<usize, Box<dyn Error>> {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == "--steps") {
-        None => Ok(3),
-        Some(i) => {
-            let value = args.get(i + 1).ok_or("--steps needs a number")?;
-            let steps: usize = value.parse().map_err(|e| format!("--steps {value}: {e}"))?;
-            if steps == 0 {
-                return Err("--steps must be at least 1".into());
-            }
-            Ok(steps)
+/// Where both sides run.
+#[derive(Clone, Copy)]
+enum Device {
+    Cpu,
+    /// CUDA device 0.
+    Cuda,
+}
+
+impl Device {
+    /// The name `local_epoch.py --device` takes.
+    fn name(self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        }
+    }
+
+    /// The precision PyTorch runs in there (the released code's fp16 on a GPU).
+    fn torch_dtype(self) -> &'static str {
+        match self {
+            Device::Cpu => "fp32",
+            Device::Cuda => "fp16",
         }
     }
 }
 
+/// `--steps N` and `--device cpu|cuda` from the command line (after `cargo bench ... --`).
+fn arguments() -> Result<(usize, Device), Box<dyn Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |name: &str| -> Result<Option<&String>, String> {
+        match args.iter().position(|a| a == name) {
+            None => Ok(None),
+            Some(i) => args
+                .get(i + 1)
+                .map(Some)
+                .ok_or_else(|| format!("{name} needs a value")),
+        }
+    };
+    let steps = match value("--steps")? {
+        None => 3,
+        Some(v) => match v.parse::<usize>() {
+            Ok(0) => return Err("--steps must be at least 1".into()),
+            Ok(steps) => steps,
+            Err(e) => return Err(format!("--steps {v}: {e}").into()),
+        },
+    };
+    let device = match value("--device")?.map(String::as_str) {
+        None | Some("cpu") => Device::Cpu,
+        Some("cuda") => Device::Cuda,
+        Some(other) => return Err(format!("--device {other}: expected cpu or cuda").into()),
+    };
+    Ok((steps, device))
+}
+
 fn main() -> Result<(), Box<dyn Error>> {
+    let (steps, device) = arguments()?;
     let shapes = if benchmarking() {
-        Shapes::cifar100(steps_argument()?)
+        Shapes::cifar100(steps)
     } else {
         Shapes::smoke()
     };
     let threads = rayon::current_num_threads();
-    let ours = measure_fedotp(&shapes)?;
-    let torch = measure_pytorch(&shapes, threads);
-    print_table(&shapes, threads, &ours, &torch);
+    let (ours, device_info) = match device {
+        Device::Cpu => (measure_fedotp(Cpu::new(), &shapes)?, "CPU".to_string()),
+        Device::Cuda => {
+            let gpu = Cuda::new(0).map_err(|e| format!("--device cuda: {e}"))?;
+            let info = format!("{} (fedotp math {})", gpu.info(), gpu.math());
+            (measure_fedotp(gpu, &shapes)?, info)
+        }
+    };
+    let torch = measure_pytorch(&shapes, device, threads);
+    print_table(&shapes, device, &device_info, threads, &ours, &torch);
     Ok(())
 }
