@@ -14,8 +14,8 @@
 //! the workload's own largest product, the bytes at the bandwidth of a streaming kernel. "gap"
 //! is the time over that floor.
 //!
-//! Not yet a row: the CIFAR-100-preset local epoch on the GPU (`benches/benches/local_epoch.rs`
-//! measures it on the CPU).
+//! The CIFAR-100-preset local epoch is the local-epoch bench's (`benches/benches/local_epoch.rs`,
+//! `-- --device cuda`), which runs the training loop itself.
 //!
 //!     cargo run --release -p fedotp-benches --bin cuda_bench -- [--math tf32|f32|bf16]
 //!         [--iterations N] [--no-torch]
@@ -452,8 +452,8 @@ fn print_table(device: &str, options: &Options, rows: &[Row], bandwidth: f64) {
         );
     }
     println!(
-        "| CIFAR-100 local epoch | not measured on the GPU yet (on the CPU: \
-         `cargo bench -p fedotp-benches --bench local_epoch`) | | | | | | |"
+        "The CIFAR-100 local epoch has its own table: \
+         `cargo bench -p fedotp-benches --bench local_epoch -- --device cuda`."
     );
 }
 

@@ -314,16 +314,16 @@ fn print_table(
             t.map_or("n/a".into(), |t| format!("{:.*}", digits, t * scale))
         };
         println!(
-            "| {mode} | {:.0} | {} | {} | {:.1} | {} |",
+            "| {mode} | {:.1} | {} | {} | {:.2} | {} |",
             ours * 1e3,
-            show(theirs, 1e3, 0),
+            show(theirs, 1e3, 1),
             theirs.map_or("n/a".into(), |t| format!("{:.2}×", t / ours)),
             ours * epoch_steps as f64,
-            show(theirs, epoch_steps as f64, 1),
+            show(theirs, epoch_steps as f64, 2),
         );
     }
     println!(
-        "filling the cache (once per client, image tower over its {} images): {:.1} s",
+        "filling the cache (once per client, image tower over its {} images): {:.2} s",
         shapes.batch,
         ours.cache_fill.as_secs_f64()
     );
