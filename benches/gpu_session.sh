@@ -10,6 +10,8 @@
 #   bench     cuda_bench in TF32 beside PyTorch fp16
 #   epoch     the CIFAR-100 local-epoch bench on the GPU beside PyTorch fp16
 #   modes     cuda_bench in BF16 and F32 (fedotp only)
+#   capi      libfedotp's C++ example (three hospitals, two federated rounds) with its clients on
+#             the GPU, then under compute-sanitizer
 #   memory    a CIFAR-100 preset run with 100 clients on random stand-in data and weights
 #             (benches/synthetic_cifar100.py), round 0 (every client trains once, then every
 #             client is evaluated), with the GPU's and the process's peak memory
@@ -84,6 +86,12 @@ for s in "$@"; do
       step bench_f32 60 "$bin"/cuda_bench --math f32 --no-torch
       ;;
     memory) step memory 330 bash -c memory_run ;;
+    capi)
+      rm -rf /tmp/fedotp-capi && mkdir -p /tmp/fedotp-capi
+      step capi 120 "$bin"/federated_hospitals /tmp/fedotp-capi cuda
+      step capi_sanitizer 300 compute-sanitizer --tool memcheck --leak-check full \
+        "$bin"/federated_hospitals /tmp/fedotp-capi cuda
+      ;;
     *) echo "unknown step $s" ;;
   esac
 done

@@ -204,6 +204,13 @@
 // A file is not a client state (not safetensors, no fedotp metadata, a bad tensor).
 #define FEDOTP_ERR_STATE_FORMAT -73
 
+// An image set holds images and precomputed tokens are added, or the other way round.
+#define FEDOTP_ERR_MIXED_IMAGES -74
+
+// The compute device failed during a call (a CUDA error, out of GPU memory); the detail says
+// what the driver or library reported. The client is as before the call.
+#define FEDOTP_ERR_DEVICE -75
+
 // A server-side aggregator: the weighted FedAvg of one round's client updates
 // (docs/PROTOCOL.md §4), `sum(samples_i * prompt_i) / sum(samples_i)`, accumulated in double
 // precision one update at a time.
@@ -220,7 +227,8 @@ typedef struct FedotpAggregator FedotpAggregator;
 //
 // Opaque: create it with `fedotp_client_new`, free it with `fedotp_client_free`.
 // Thread-safe: calls on one client take turns (a training call holds it until it returns);
-// calls on different clients run in parallel, also when they share a model.
+// calls on different clients run in parallel on the CPU, also when they share a model, and
+// take turns on a GPU.
 typedef struct FedotpClient FedotpClient;
 
 // A set of images with their labels, in the order they were added.
@@ -291,8 +299,10 @@ typedef struct FedotpClientConfig {
   // Seeds the prompts' initialisation, the order of training images and the augmentation:
   // the same seed and inputs give the same results.
   uint64_t seed;
-  // NUL-terminated device name: "cpu", "auto", "cuda" or "cuda:N"; see
-  // `fedotp_device_available`. Read during `fedotp_client_new` only.
+  // NUL-terminated device name: "cpu"; "cuda" (device 0) or "cuda:N", an NVIDIA GPU; or
+  // "auto", CUDA device 0 when it can be used, else the CPU. See `fedotp_device_available`.
+  // The first client on a GPU uploads the model there (once per model and GPU); clients on
+  // one GPU take turns computing. Read during `fedotp_client_new` only.
   const char *device;
 } FedotpClientConfig;
 
@@ -511,8 +521,9 @@ int32_t fedotp_client_config_default(struct FedotpClientConfig *config_out);
 // `FEDOTP_ERR_TOO_LARGE` (`n_ctx` leaves no room for a class name); the OT parameters'
 // `FEDOTP_ERR_INVALID_EPS` / `_GAMMA` / `_MAX_ITER` / `_TOL` / `_BALANCED`;
 // `FEDOTP_ERR_INVALID_CONFIG` (learning rate, momentum, weight decay or augment out of
-// range); `FEDOTP_ERR_UNSUPPORTED_DEVICE`; `FEDOTP_ERR_OUT_OF_MEMORY`. On error nothing is
-// written. Thread-safe.
+// range); `FEDOTP_ERR_UNSUPPORTED_DEVICE` (not a device name, or a GPU that cannot be used:
+// the detail says why — a missing driver or library, no such device, no room for the model);
+// `FEDOTP_ERR_DEVICE`; `FEDOTP_ERR_OUT_OF_MEMORY`. On error nothing is written. Thread-safe.
 //
 // # Safety
 // Non-NULL pointers must point to what the arguments state.
@@ -540,8 +551,9 @@ int32_t fedotp_client_prompt_shape(const struct FedotpClient *client,
 // Trains the client's prompts for `epochs` passes over the labelled images of `images`:
 // FedOTP's local training (SGD on both prompts through the OT head; CLIP frozen).
 //
-// - `images`: the training images; every label must be a class of the client (not
-//   `FEDOTP_NO_LABEL`). The set is locked during the call;
+// - `images`: the training images, or their precomputed tokens (`fedotp_images_add_tokens`,
+//   not augmented); every label must be a class of the client (not `FEDOTP_NO_LABEL`). The
+//   set is locked during the call;
 // - `epochs`: passes over the images, >= 1; each pass shuffles them (from the client's
 //   generator);
 // - `progress`: NULL, or called after every step with (done, total, `user_data`) on this
@@ -559,8 +571,9 @@ int32_t fedotp_client_prompt_shape(const struct FedotpClient *client,
 // (`epochs` is 0, or no images); `FEDOTP_ERR_TOO_LARGE` (more than 2^32 - 1 images, the most
 // an update can weigh); `FEDOTP_ERR_INVALID_LABEL` (the detail names the image);
 // `FEDOTP_ERR_CANCELLED`; `FEDOTP_ERR_NON_FINITE` (every step's loss or transport plan was
-// not finite: nothing was learned); `FEDOTP_ERR_OUT_OF_MEMORY`. Thread-safe: see
-// `progress`.
+// not finite: nothing was learned); `FEDOTP_ERR_SHAPE_MISMATCH` (tokens of other sizes than
+// the model's); `FEDOTP_ERR_DEVICE` (the GPU failed); `FEDOTP_ERR_OUT_OF_MEMORY`.
+// Thread-safe: see `progress`.
 //
 // # Safety
 // `cancel` as stated; `report_out` NULL or writable; `progress` a valid function or NULL.
@@ -655,7 +668,7 @@ int32_t fedotp_client_global_prompt(const struct FedotpClient *client,
 // Class probabilities for every image of `images` with the client's personal prompts (global
 // and local, through the OT head): row `i` holds image `i`'s `num_classes` probabilities,
 // which sum to 1. Labels are ignored. The images are resized (short side, bicubic) and
-// centre-cropped to the model's input.
+// centre-cropped to the model's input; a set of precomputed tokens skips the image tower.
 //
 // - `probabilities_out`, `len`: the caller's buffer and its length in floats, at least
 //   `images x num_classes`; only those are written (row-major).
@@ -663,7 +676,8 @@ int32_t fedotp_client_global_prompt(const struct FedotpClient *client,
 // Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER` (`client`, `images`,
 // `probabilities_out`); `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE`;
 // `FEDOTP_ERR_EMPTY_DIMENSION` (no images); `FEDOTP_ERR_BUFFER_TOO_SMALL`;
-// `FEDOTP_ERR_SIZE_OVERFLOW`; `FEDOTP_ERR_OUT_OF_MEMORY`. On error nothing is written.
+// `FEDOTP_ERR_SIZE_OVERFLOW`; `FEDOTP_ERR_SHAPE_MISMATCH` (tokens of other sizes than the
+// model's); `FEDOTP_ERR_DEVICE`; `FEDOTP_ERR_OUT_OF_MEMORY`. On error nothing is written.
 // Thread-safe (the client and the image set are locked during the call).
 //
 // # Safety
@@ -821,6 +835,33 @@ int32_t fedotp_images_add_encoded(struct FedotpImages *images,
                                   size_t len,
                                   uint32_t label);
 
+// Adds one image as the image tower's output computed elsewhere — what `fedotp encode` writes
+// as `image_tokens` for it: the pooled (class) token, then the patch tokens, each after
+// `ln_post` and the projection, not normalised. A client then skips the image tower, and
+// trains and predicts exactly as on the image itself; augmentation does not apply.
+//
+// - `tokens`: `num_tokens * dim` floats, token after token; read only, not kept;
+// - `num_tokens`: the model's `image_tokens + 1` (see `fedotp_model_info`; 197 for
+//   ViT-B/16); `dim`: its `embed_dim` (512 for ViT-B/16). They are checked against the model
+//   when a client uses the set, and must be the same for every image of a set;
+// - `label`: as in `fedotp_images_add_rgb8`.
+//
+// A set holds images or tokens, not both. Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER`
+// (`images`, `tokens`); `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE`;
+// `FEDOTP_ERR_EMPTY_DIMENSION` (`num_tokens` below 2 or `dim` zero);
+// `FEDOTP_ERR_SIZE_OVERFLOW`; `FEDOTP_ERR_NON_FINITE` (the detail names the token and
+// component); `FEDOTP_ERR_SHAPE_MISMATCH` (other sizes than the set's earlier tokens);
+// `FEDOTP_ERR_MIXED_IMAGES` (the set holds images); `FEDOTP_ERR_OUT_OF_MEMORY`. On error the
+// set is unchanged. Thread-safe.
+//
+// # Safety
+// A non-NULL `tokens` must point to `num_tokens * dim` floats.
+int32_t fedotp_images_add_tokens(struct FedotpImages *images,
+                                 const float *tokens,
+                                 size_t num_tokens,
+                                 size_t dim,
+                                 uint32_t label);
+
 // The number of images in a set.
 //
 // - `count_out`: receives it.
@@ -857,8 +898,9 @@ const char *fedotp_version(void);
 int32_t fedotp_version_numbers(uint32_t *major_out, uint32_t *minor_out, uint32_t *patch_out);
 
 // Whether this library can compute on `device` in this process, now: 1 for "cpu" and "auto"
-// (always), 0 for "cuda" / "cuda:N" (this build has no CUDA backend). Use it to choose the
-// device of `fedotp_client_new`.
+// (always); for "cuda" / "cuda:N", 1 when this build has the CUDA backend, the NVIDIA driver,
+// cuBLAS and NVRTC load (they are looked up on the loader path at run time) and the device
+// exists. Use it to choose the device of `fedotp_client_new`.
 //
 // - `device`: a NUL-terminated device name: "cpu", "cuda", "cuda:N" or "auto";
 // - `available_out`: receives 1 or 0.

@@ -13,13 +13,17 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use fedotp_core::protocol::{ClientUpdate, GlobalPrompt, PromptShape};
-use fedotp_host::backend::Cpu;
+#[cfg(feature = "cuda")]
+use fedotp_host::backend::Cuda;
+use fedotp_host::backend::{Backend, Cpu};
+use fedotp_host::clip::ClipConfig;
+use fedotp_host::config::Device;
 use fedotp_host::data::{Dataset, Sample, Split, Transform};
 use fedotp_host::fed::{Sgd, SgdState};
+use fedotp_host::run::TrainStats;
 use fedotp_host::run::{Checkpoint, CheckpointLayout, ClientState, RngState, Tensor};
 use fedotp_host::train::{
-    FeatureKind, FrozenClip, HeadChoice, LocalSchedule, PromptSetup, PromptTrainer, SplitFeatures,
-    TrainError,
+    CachePlace, HeadChoice, LocalSchedule, PromptSetup, PromptTrainer, SplitFeatures, TrainError,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -29,10 +33,10 @@ use crate::boundary::{
     call, check_disjoint, check_span, reference, require, slice, slice_mut, string, write,
 };
 use crate::handle::{self, Handle};
-use crate::images::FedotpImages;
+use crate::images::{FedotpImages, ImageSet, Tokens};
 use crate::info::resolve_device;
 use crate::message::prompt_shape;
-use crate::model::{self, FedotpModel};
+use crate::model::{self, DeviceClip, FedotpModel, Model};
 use crate::ot::FedotpOtParams;
 use crate::status::{
     Failure, FEDOTP_ERR_BUFFER_TOO_SMALL, FEDOTP_ERR_EMPTY_DIMENSION,
@@ -51,15 +55,15 @@ const RNG_NAME: &str = "client";
 ///
 /// Opaque: create it with `fedotp_client_new`, free it with `fedotp_client_free`.
 /// Thread-safe: calls on one client take turns (a training call holds it until it returns);
-/// calls on different clients run in parallel, also when they share a model.
+/// calls on different clients run in parallel on the CPU, also when they share a model, and
+/// take turns on a GPU.
 pub struct FedotpClient {
     _opaque: [u8; 0],
 }
 
 /// What a `FedotpClient` handle names.
 pub(crate) struct Client {
-    clip: Arc<FrozenClip<Cpu>>,
-    trainer: PromptTrainer<Cpu>,
+    engine: Engine,
     class_names: Vec<String>,
     shape: PromptShape,
     /// `[global; local]`, each `n_ctx × width`.
@@ -87,6 +91,192 @@ impl Handle for FedotpClient {
     const NAME: &'static str = "FedotpClient";
 }
 
+/// A client's model and trainer on the device it computes on.
+struct OnDevice<B: Backend> {
+    model: Arc<DeviceClip<B>>,
+    trainer: PromptTrainer<B>,
+}
+
+/// The device a client computes on (boxed: a trainer holds hundreds of bytes of buffer
+/// handles).
+enum Engine {
+    Cpu(Box<OnDevice<Cpu>>),
+    #[cfg(feature = "cuda")]
+    Cuda(Box<OnDevice<Cuda>>),
+}
+
+/// Evaluates `$body` with `$on` bound to the engine's `OnDevice`, whatever its backend.
+macro_rules! on_device {
+    ($engine:expr, $on:ident => $body:expr) => {
+        match $engine {
+            Engine::Cpu($on) => $body,
+            #[cfg(feature = "cuda")]
+            Engine::Cuda($on) => $body,
+        }
+    };
+}
+
+impl Engine {
+    /// A trainer for `class_names` with `setup` on `device` of `model`: CUDA device 0 for
+    /// "auto" when it can be used, else the CPU.
+    fn new(
+        model: &Model,
+        device: Device,
+        class_names: &[String],
+        setup: PromptSetup,
+    ) -> Result<Engine, Failure> {
+        match device {
+            #[cfg(feature = "cuda")]
+            Device::Cuda(ordinal) => {
+                let gpu = model.on_cuda(ordinal)?;
+                return Ok(Engine::Cuda(Box::new(OnDevice::new(
+                    gpu,
+                    class_names,
+                    setup,
+                )?)));
+            }
+            #[cfg(feature = "cuda")]
+            Device::Auto => {
+                if let Ok(gpu) = model.on_cuda(0) {
+                    return Ok(Engine::Cuda(Box::new(OnDevice::new(
+                        gpu,
+                        class_names,
+                        setup,
+                    )?)));
+                }
+            }
+            // A build without CUDA refused "cuda" when the name was resolved.
+            _ => {}
+        }
+        Ok(Engine::Cpu(Box::new(OnDevice::new(
+            model.on_cpu(),
+            class_names,
+            setup,
+        )?)))
+    }
+
+    fn config(&self) -> &ClipConfig {
+        on_device!(self, on => &on.model.clip().weights().config)
+    }
+}
+
+impl<B: Backend> OnDevice<B> {
+    fn new(
+        model: Arc<DeviceClip<B>>,
+        class_names: &[String],
+        setup: PromptSetup,
+    ) -> Result<Self, Failure> {
+        let trainer = {
+            let _turn = model.turn();
+            PromptTrainer::new(model.clip(), class_names, setup)
+        };
+        let trainer = trainer.map_err(|error| match error {
+            // What a valid configuration can still break at creation: a class name's tokens
+            // that do not fit the context.
+            TrainError::Clip(fedotp_host::clip::ClipError::InvalidInput(reason)) => {
+                Failure::new(FEDOTP_ERR_INVALID_CLASS_NAME, reason)
+            }
+            other => other.into(),
+        })?;
+        Ok(OnDevice { model, trainer })
+    }
+
+    /// The features of `dataset`'s samples: from the set's precomputed `tokens`, or through
+    /// the image tower on the images transformed by `transform`.
+    fn features<'d>(
+        &self,
+        dataset: &'d Dataset,
+        tokens: Option<&Tokens>,
+        transform: Transform,
+        batch: usize,
+    ) -> Result<SplitFeatures<'d>, Failure> {
+        let kind = self.trainer.feature_kind();
+        let Some(tokens) = tokens else {
+            return Ok(SplitFeatures::new(dataset, Split::Train, transform, kind));
+        };
+        let clip = self.model.clip();
+        let (per_image, dim) = (clip.patches() + 1, clip.weights().config.embed_dim);
+        if (tokens.per_image, tokens.dim) != (per_image, dim) {
+            return Err(Failure::new(
+                FEDOTP_ERR_SHAPE_MISMATCH,
+                format!(
+                    "the set's tokens are {} per image of width {}; the model's image tower \
+                     gives {per_image} of width {dim}",
+                    tokens.per_image, tokens.dim
+                ),
+            ));
+        }
+        // Fixed features: no augmentation, whatever the client's setting.
+        let eval = Transform::eval(clip.image_size() as u32);
+        let mut features = SplitFeatures::new(dataset, Split::Train, eval, kind);
+        let place = CachePlace {
+            memory_budget: u64::MAX,
+            disk_dir: &std::env::temp_dir(),
+            batch,
+        };
+        features.fill_cache_from_tokens(clip, &tokens.values, place)?;
+        Ok(features)
+    }
+
+    #[allow(clippy::too_many_arguments)] // the training call's inputs and the client's state
+    fn train(
+        &mut self,
+        dataset: &Dataset,
+        tokens: Option<&Tokens>,
+        transform: Transform,
+        schedule: LocalSchedule,
+        context: &mut [f32],
+        optimizer: &mut SgdState,
+        rng: &mut ChaCha8Rng,
+        progress: &mut dyn FnMut(usize, usize) -> ControlFlow<()>,
+    ) -> Result<TrainStats, Failure> {
+        let _turn = self.model.turn();
+        let features = self.features(dataset, tokens, transform, schedule.batch_size)?;
+        let samples: Vec<usize> = (0..dataset.train.len()).collect();
+        Ok(self.trainer.train(
+            self.model.clip(),
+            context,
+            optimizer,
+            None,
+            &features,
+            &samples,
+            schedule,
+            rng,
+            progress,
+        )?)
+    }
+
+    /// Class probabilities (`images × classes`, softmax of the OT head's logits) of the
+    /// samples of `dataset` under `context`.
+    fn probabilities(
+        &mut self,
+        dataset: &Dataset,
+        tokens: Option<&Tokens>,
+        context: &[f32],
+        batch: usize,
+    ) -> Result<Vec<f32>, Failure> {
+        let _turn = self.model.turn();
+        let eval = Transform::eval(self.model.clip().image_size() as u32);
+        let features = self.features(dataset, tokens, eval, batch)?;
+        let classes = dataset.class_names.len();
+        let mut probabilities = Vec::with_capacity(dataset.train.len() * classes);
+        // The evaluation transform draws nothing; the generator only fills the signature.
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let all: Vec<usize> = (0..dataset.train.len()).collect();
+        for chunk in all.chunks(batch) {
+            let clip = self.model.clip();
+            let image_features = features.batch(clip, chunk, &mut rng)?;
+            let logits = self
+                .trainer
+                .logits(clip, context, &image_features, chunk.len())?;
+            for row in logits.chunks_exact(classes) {
+                softmax_into(row, &mut probabilities);
+            }
+        }
+        Ok(probabilities)
+    }
+}
+
 /// A client's settings. Start from `fedotp_client_config_default` and change what differs.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -110,8 +300,10 @@ pub struct FedotpClientConfig {
     /// Seeds the prompts' initialisation, the order of training images and the augmentation:
     /// the same seed and inputs give the same results.
     pub seed: u64,
-    /// NUL-terminated device name: "cpu", "auto", "cuda" or "cuda:N"; see
-    /// `fedotp_device_available`. Read during `fedotp_client_new` only.
+    /// NUL-terminated device name: "cpu"; "cuda" (device 0) or "cuda:N", an NVIDIA GPU; or
+    /// "auto", CUDA device 0 when it can be used, else the CPU. See `fedotp_device_available`.
+    /// The first client on a GPU uploads the model there (once per model and GPU); clients on
+    /// one GPU take turns computing. Read during `fedotp_client_new` only.
     pub device: *const c_char,
 }
 
@@ -254,8 +446,9 @@ unsafe fn read_class_names(
 /// `FEDOTP_ERR_TOO_LARGE` (`n_ctx` leaves no room for a class name); the OT parameters'
 /// `FEDOTP_ERR_INVALID_EPS` / `_GAMMA` / `_MAX_ITER` / `_TOL` / `_BALANCED`;
 /// `FEDOTP_ERR_INVALID_CONFIG` (learning rate, momentum, weight decay or augment out of
-/// range); `FEDOTP_ERR_UNSUPPORTED_DEVICE`; `FEDOTP_ERR_OUT_OF_MEMORY`. On error nothing is
-/// written. Thread-safe.
+/// range); `FEDOTP_ERR_UNSUPPORTED_DEVICE` (not a device name, or a GPU that cannot be used:
+/// the detail says why — a missing driver or library, no such device, no room for the model);
+/// `FEDOTP_ERR_DEVICE`; `FEDOTP_ERR_OUT_OF_MEMORY`. On error nothing is written. Thread-safe.
 ///
 /// # Safety
 /// Non-NULL pointers must point to what the arguments state.
@@ -268,13 +461,13 @@ pub unsafe extern "C" fn fedotp_client_new(
     client_out: *mut *mut FedotpClient,
 ) -> i32 {
     call(|| {
-        let clip = model::frozen_clip(model, "model")?;
+        let model = model::shared(model, "model")?;
         // SAFETY: the caller passes `num_classes` string pointers or NULL.
         let class_names = unsafe { read_class_names(class_names, num_classes) }?;
         // SAFETY: the caller passes a valid config or NULL.
         let config = *unsafe { reference(config, "config") }?;
         // SAFETY: the config's device is a NUL-terminated string or NULL.
-        resolve_device(unsafe { string(config.device, "config->device") }?)?;
+        let device = resolve_device(unsafe { string(config.device, "config->device") }?)?;
         let sgd = optimizer(&config)?;
         let ot = config.ot.to_core()?;
         if config.batch_size == 0 {
@@ -289,8 +482,8 @@ pub unsafe extern "C" fn fedotp_client_new(
                 config.augment
             )));
         }
-        let width = clip.weights().text.config.width;
-        let context_length = clip.weights().text.config.context_length;
+        let width = model.config().text.width;
+        let context_length = model.config().text.context_length;
         let n_ctx = config.n_ctx as usize;
         // SOT, the context, at least one class-name token and EOT.
         if n_ctx + 3 > context_length {
@@ -313,21 +506,13 @@ pub unsafe extern "C" fn fedotp_client_new(
             sgd,
             proximal_mu: None,
         };
-        let trainer = PromptTrainer::new(&clip, &class_names, setup).map_err(|error| {
-            match error {
-                // What a valid configuration can still break at creation: a class name's
-                // tokens that do not fit the context.
-                TrainError::Clip(fedotp_host::clip::ClipError::InvalidInput(reason)) => {
-                    Failure::new(FEDOTP_ERR_INVALID_CLASS_NAME, reason)
-                }
-                other => other.into(),
-            }
-        })?;
+        let engine = Engine::new(&model, device, &class_names, setup)?;
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        let context = trainer.init_context(trainer.context_len(), &mut rng);
+        let context = on_device!(&engine, on => {
+            on.trainer.init_context(on.trainer.context_len(), &mut rng)
+        });
         let client = Client {
-            clip,
-            trainer,
+            engine,
             class_names,
             shape,
             context,
@@ -377,20 +562,20 @@ pub unsafe extern "C" fn fedotp_client_prompt_shape(
 /// Runs `body` on a dataset whose train split is the image set's samples and whose classes
 /// are the client's, then gives the samples back to the set.
 fn with_dataset<R>(
-    samples: &mut Vec<Sample>,
+    set: &mut ImageSet,
     class_names: &[String],
-    body: impl FnOnce(&Dataset) -> Result<R, Failure>,
+    body: impl FnOnce(&Dataset, Option<&Tokens>) -> Result<R, Failure>,
 ) -> Result<R, Failure> {
     let dataset = Dataset {
         name: "images".into(),
         class_names: class_names.to_vec(),
         domain_names: vec!["images".into()],
         coarse: None,
-        train: std::mem::take(samples),
+        train: std::mem::take(&mut set.samples),
         test: Vec::new(),
     };
-    let result = body(&dataset);
-    *samples = dataset.train;
+    let result = body(&dataset, set.tokens.as_ref());
+    set.samples = dataset.train;
     result
 }
 
@@ -411,8 +596,9 @@ unsafe fn cancelled(cancel: *const u32) -> bool {
 /// Trains the client's prompts for `epochs` passes over the labelled images of `images`:
 /// FedOTP's local training (SGD on both prompts through the OT head; CLIP frozen).
 ///
-/// - `images`: the training images; every label must be a class of the client (not
-///   `FEDOTP_NO_LABEL`). The set is locked during the call;
+/// - `images`: the training images, or their precomputed tokens (`fedotp_images_add_tokens`,
+///   not augmented); every label must be a class of the client (not `FEDOTP_NO_LABEL`). The
+///   set is locked during the call;
 /// - `epochs`: passes over the images, >= 1; each pass shuffles them (from the client's
 ///   generator);
 /// - `progress`: NULL, or called after every step with (done, total, `user_data`) on this
@@ -430,8 +616,9 @@ unsafe fn cancelled(cancel: *const u32) -> bool {
 /// (`epochs` is 0, or no images); `FEDOTP_ERR_TOO_LARGE` (more than 2^32 - 1 images, the most
 /// an update can weigh); `FEDOTP_ERR_INVALID_LABEL` (the detail names the image);
 /// `FEDOTP_ERR_CANCELLED`; `FEDOTP_ERR_NON_FINITE` (every step's loss or transport plan was
-/// not finite: nothing was learned); `FEDOTP_ERR_OUT_OF_MEMORY`. Thread-safe: see
-/// `progress`.
+/// not finite: nothing was learned); `FEDOTP_ERR_SHAPE_MISMATCH` (tokens of other sizes than
+/// the model's); `FEDOTP_ERR_DEVICE` (the GPU failed); `FEDOTP_ERR_OUT_OF_MEMORY`.
+/// Thread-safe: see `progress`.
 ///
 /// # Safety
 /// `cancel` as stated; `report_out` NULL or writable; `progress` a valid function or NULL.
@@ -450,20 +637,20 @@ pub unsafe extern "C" fn fedotp_client_train(
             return Err(Failure::new(FEDOTP_ERR_EMPTY_DIMENSION, "`epochs` is zero"));
         }
         let report = handle::with(client, "client", |client| {
-            handle::with(images, "images", |samples| {
-                check_labels(samples, client.class_names.len())?;
-                let count = u32::try_from(samples.len()).map_err(|_| {
+            handle::with(images, "images", |set| {
+                check_labels(&set.samples, client.class_names.len())?;
+                let count = u32::try_from(set.samples.len()).map_err(|_| {
                     Failure::new(
                         FEDOTP_ERR_TOO_LARGE,
                         format!(
                             "{} images: an update weighs at most 2^32 - 1",
-                            samples.len()
+                            set.samples.len()
                         ),
                     )
                 })?;
                 let class_names = client.class_names.clone();
-                with_dataset(samples, &class_names, |dataset| {
-                    client.train(dataset, epochs, count, &mut |done, total| {
+                with_dataset(set, &class_names, |dataset, tokens| {
+                    client.train(dataset, tokens, epochs, count, &mut |done, total| {
                         if let Some(progress) = progress {
                             // SAFETY: the caller passes a valid function pointer.
                             unsafe { progress(done as u64, total as u64, user_data) };
@@ -512,7 +699,7 @@ fn check_labels(samples: &[Sample], classes: usize) -> Result<(), Failure> {
 impl Client {
     /// The transform of training images.
     fn train_transform(&self) -> Transform {
-        let size = self.clip.image_size() as u32;
+        let size = self.engine.config().vision.image_size() as u32;
         if self.augment {
             Transform::train(size)
         } else {
@@ -520,40 +707,35 @@ impl Client {
         }
     }
 
-    /// Trains on every image of `dataset`'s train split; commits the new state only on success.
+    /// Trains on every sample of `dataset`'s train split (with the set's `tokens` when it has
+    /// them); commits the new state only on success.
     fn train(
         &mut self,
         dataset: &Dataset,
+        tokens: Option<&Tokens>,
         epochs: u32,
         count: u32,
         progress: &mut dyn FnMut(usize, usize) -> ControlFlow<()>,
     ) -> Result<FedotpTrainReport, Failure> {
-        let features = SplitFeatures::new(
-            dataset,
-            Split::Train,
-            self.train_transform(),
-            FeatureKind::Patches,
-        );
-        let samples: Vec<usize> = (0..dataset.train.len()).collect();
         let schedule = LocalSchedule {
             epochs,
             batch_size: self.batch_size,
         };
+        let transform = self.train_transform();
         // Trained on copies: an error or a cancellation leaves the client untouched.
         let mut context = self.context.clone();
         let mut optimizer = self.optimizer.clone();
         let mut rng = self.rng.clone();
-        let stats = self.trainer.train(
-            &self.clip,
+        let stats = on_device!(&mut self.engine, on => on.train(
+            dataset,
+            tokens,
+            transform,
+            schedule,
             &mut context,
             &mut optimizer,
-            None,
-            &features,
-            &samples,
-            schedule,
             &mut rng,
             progress,
-        )?;
+        ))?;
         let (Some(loss), Some(accuracy)) = (stats.loss, stats.accuracy) else {
             return Err(Failure::new(
                 FEDOTP_ERR_NON_FINITE,
@@ -564,7 +746,7 @@ impl Client {
                 ),
             ));
         };
-        let steps_per_epoch = samples.len().div_ceil(self.batch_size) as u64;
+        let steps_per_epoch = dataset.train.len().div_ceil(self.batch_size) as u64;
         let report = FedotpTrainReport {
             loss: loss as f32,
             accuracy: accuracy as f32,
@@ -768,7 +950,7 @@ pub unsafe extern "C" fn fedotp_client_global_prompt(
 /// Class probabilities for every image of `images` with the client's personal prompts (global
 /// and local, through the OT head): row `i` holds image `i`'s `num_classes` probabilities,
 /// which sum to 1. Labels are ignored. The images are resized (short side, bicubic) and
-/// centre-cropped to the model's input.
+/// centre-cropped to the model's input; a set of precomputed tokens skips the image tower.
 ///
 /// - `probabilities_out`, `len`: the caller's buffer and its length in floats, at least
 ///   `images x num_classes`; only those are written (row-major).
@@ -776,7 +958,8 @@ pub unsafe extern "C" fn fedotp_client_global_prompt(
 /// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER` (`client`, `images`,
 /// `probabilities_out`); `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE`;
 /// `FEDOTP_ERR_EMPTY_DIMENSION` (no images); `FEDOTP_ERR_BUFFER_TOO_SMALL`;
-/// `FEDOTP_ERR_SIZE_OVERFLOW`; `FEDOTP_ERR_OUT_OF_MEMORY`. On error nothing is written.
+/// `FEDOTP_ERR_SIZE_OVERFLOW`; `FEDOTP_ERR_SHAPE_MISMATCH` (tokens of other sizes than the
+/// model's); `FEDOTP_ERR_DEVICE`; `FEDOTP_ERR_OUT_OF_MEMORY`. On error nothing is written.
 /// Thread-safe (the client and the image set are locked during the call).
 ///
 /// # Safety
@@ -791,7 +974,8 @@ pub unsafe extern "C" fn fedotp_client_predict(
     call(|| {
         check_span::<f32>(len, "probabilities_out")?;
         handle::with(client, "client", |client| {
-            handle::with(images, "images", |samples| {
+            handle::with(images, "images", |set| {
+                let samples = &set.samples;
                 if samples.is_empty() {
                     return Err(Failure::new(
                         FEDOTP_ERR_EMPTY_DIMENSION,
@@ -817,8 +1001,11 @@ pub unsafe extern "C" fn fedotp_client_predict(
                 }
                 require(probabilities_out, "probabilities_out")?;
                 let class_names = client.class_names.clone();
-                let probabilities = with_dataset(samples, &class_names, |dataset| {
-                    client.probabilities(dataset)
+                let (context, batch) = (&client.context, client.batch_size);
+                let probabilities = with_dataset(set, &class_names, |dataset, tokens| {
+                    on_device!(&mut client.engine, on => {
+                        on.probabilities(dataset, tokens, context, batch)
+                    })
                 })?;
                 // SAFETY: the caller passes `len` >= `needed` writable floats.
                 let out = unsafe { slice_mut(probabilities_out, needed, "probabilities_out") }?;
@@ -827,34 +1014,6 @@ pub unsafe extern "C" fn fedotp_client_predict(
             })
         })
     })
-}
-
-impl Client {
-    /// Softmax of the OT head's logits for every image of `dataset`'s train split.
-    fn probabilities(&mut self, dataset: &Dataset) -> Result<Vec<f32>, Failure> {
-        let size = self.clip.image_size() as u32;
-        let features = SplitFeatures::new(
-            dataset,
-            Split::Train,
-            Transform::eval(size),
-            FeatureKind::Patches,
-        );
-        let classes = self.class_names.len();
-        let mut probabilities = Vec::with_capacity(dataset.train.len() * classes);
-        // The evaluation transform draws nothing; the generator only fills the signature.
-        let mut rng = ChaCha8Rng::seed_from_u64(0);
-        let all: Vec<usize> = (0..dataset.train.len()).collect();
-        for chunk in all.chunks(self.batch_size) {
-            let image_features = features.batch(&self.clip, chunk, &mut rng)?;
-            let logits =
-                self.trainer
-                    .logits(&self.clip, &self.context, &image_features, chunk.len())?;
-            for row in logits.chunks_exact(classes) {
-                softmax_into(row, &mut probabilities);
-            }
-        }
-        Ok(probabilities)
-    }
 }
 
 /// Appends the softmax of `logits`, computed in f64 from the largest logit (no overflow).
@@ -873,7 +1032,7 @@ impl Client {
     /// class names in order, as SHA-256 hex (length-prefixed, so no two inputs collide by
     /// concatenation).
     fn identity(&self) -> String {
-        let config = &self.clip.weights().config;
+        let config = self.engine.config();
         let mut hash = Sha256::new();
         hash.update(b"fedotp client state 1");
         for size in [
@@ -1043,7 +1202,179 @@ pub extern "C" fn fedotp_client_free(client: *mut FedotpClient) -> i32 {
 
 #[cfg(test)]
 mod tests {
-    use super::softmax_into;
+    use std::ptr::null_mut;
+
+    use fedotp_host::backend::{Backend, Cpu};
+    use fedotp_host::clip::{vision_forward, ClipConfig, ClipWeights};
+    use fedotp_host::data::{RgbImage, RowLayout, Transform};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::images::{
+        fedotp_images_add_rgb8, fedotp_images_add_tokens, fedotp_images_free, fedotp_images_new,
+    };
+    use crate::model::{fedotp_model_free, fedotp_model_new_tiny};
+    use crate::status::{FEDOTP_ERR_MIXED_IMAGES, FEDOTP_OK};
+
+    /// A tiny client (seed 5, no augmentation) on `model`.
+    fn client(model: *const FedotpModel) -> *mut FedotpClient {
+        let mut config = std::mem::MaybeUninit::uninit();
+        let mut client = null_mut();
+        let names = [c"cat".as_ptr(), c"dog".as_ptr(), c"bird".as_ptr()];
+        // SAFETY: valid out-pointers and strings.
+        unsafe {
+            assert_eq!(fedotp_client_config_default(config.as_mut_ptr()), FEDOTP_OK);
+            let mut config = config.assume_init();
+            (config.n_ctx, config.batch_size, config.augment, config.seed) = (4, 4, 0, 5);
+            config.learning_rate = 0.5;
+            let status = fedotp_client_new(model, names.as_ptr(), 3, &config, &mut client);
+            assert_eq!(status, FEDOTP_OK);
+        }
+        client
+    }
+
+    /// Trains `client` two epochs on `images`, then predicts them: (loss, accuracy, global
+    /// prompt, probabilities).
+    fn train_and_predict(
+        client: *mut FedotpClient,
+        images: *const FedotpImages,
+        count: usize,
+    ) -> (f32, f32, Vec<f32>, Vec<f32>) {
+        let mut report = FedotpTrainReport {
+            loss: 0.0,
+            accuracy: 0.0,
+            steps: 0,
+            skipped_steps: 0,
+        };
+        let mut prompt = vec![0.0; 4 * 64];
+        let mut probabilities = vec![0.0; count * 3];
+        // SAFETY: live handles and buffers of the stated lengths.
+        unsafe {
+            let status = fedotp_client_train(
+                client,
+                images,
+                2,
+                None,
+                null_mut(),
+                std::ptr::null(),
+                &mut report,
+            );
+            assert_eq!(status, FEDOTP_OK);
+            let status = fedotp_client_global_prompt(client, prompt.as_mut_ptr(), 4, 64);
+            assert_eq!(status, FEDOTP_OK);
+            let status = fedotp_client_predict(
+                client,
+                images,
+                probabilities.as_mut_ptr(),
+                probabilities.len(),
+            );
+            assert_eq!(status, FEDOTP_OK);
+        }
+        (report.loss, report.accuracy, prompt, probabilities)
+    }
+
+    #[test]
+    fn precomputed_tokens_train_and_predict_exactly_as_their_images() {
+        let (seed, count, side) = (3, 7, 40u32);
+        let mut model = null_mut();
+        // SAFETY: a valid out-pointer.
+        assert_eq!(
+            unsafe { fedotp_model_new_tiny(seed, &mut model) },
+            FEDOTP_OK
+        );
+        let weights = ClipWeights::random(&ClipConfig::tiny(), seed).unwrap();
+        let transform = Transform::eval(weights.config.vision.image_size() as u32);
+        let layout = RowLayout {
+            width: side,
+            height: side,
+            row_stride: 3 * side as usize,
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let (mut with_pixels, mut with_tokens) = (null_mut(), null_mut());
+        // SAFETY: valid out-pointers.
+        unsafe {
+            assert_eq!(fedotp_images_new(&mut with_pixels), FEDOTP_OK);
+            assert_eq!(fedotp_images_new(&mut with_tokens), FEDOTP_OK);
+        }
+        let (per_image, dim) = (weights.config.vision.tokens(), weights.config.embed_dim);
+        for i in 0..count {
+            let mut rgb = vec![0u8; 3 * (side * side) as usize];
+            rng.fill_bytes(&mut rgb);
+            let label = (i % 3) as u32;
+            // The image tower's output, as `fedotp encode` writes it.
+            let image = RgbImage::from_rgb8(layout, &rgb).unwrap();
+            let mut pixels = vec![0.0; transform.output_len()];
+            transform.apply_into(&image, &mut rng, &mut pixels).unwrap();
+            let cpu = Cpu::new();
+            let out =
+                vision_forward(&cpu, &weights.vision, &cpu.upload(&pixels).unwrap(), 1).unwrap();
+            let tokens = cpu.download(&out.tokens, per_image * dim).unwrap();
+            // SAFETY: live sets, buffers of the stated lengths.
+            unsafe {
+                let status = fedotp_images_add_rgb8(
+                    with_pixels,
+                    rgb.as_ptr(),
+                    side,
+                    side,
+                    layout.row_stride,
+                    label,
+                );
+                assert_eq!(status, FEDOTP_OK);
+                let status =
+                    fedotp_images_add_tokens(with_tokens, tokens.as_ptr(), per_image, dim, label);
+                assert_eq!(status, FEDOTP_OK);
+                // One set, one kind of input.
+                let status =
+                    fedotp_images_add_tokens(with_pixels, tokens.as_ptr(), per_image, dim, label);
+                assert_eq!(status, FEDOTP_ERR_MIXED_IMAGES);
+                let status = fedotp_images_add_rgb8(
+                    with_tokens,
+                    rgb.as_ptr(),
+                    side,
+                    side,
+                    layout.row_stride,
+                    label,
+                );
+                assert_eq!(status, FEDOTP_ERR_MIXED_IMAGES);
+            }
+        }
+        let (a, b) = (client(model), client(model));
+        let from_pixels = train_and_predict(a, with_pixels, count);
+        let from_tokens = train_and_predict(b, with_tokens, count);
+        assert!(from_pixels.0.is_finite() && from_pixels.2.iter().any(|&v| v != 0.0));
+        assert_eq!(
+            from_pixels, from_tokens,
+            "loss, accuracy, global prompt and probabilities bit for bit"
+        );
+
+        // Tokens of another model's sizes are refused when a client uses them.
+        let mut wrong = null_mut();
+        let odd = vec![0.5f32; 5 * dim];
+        let mut report = std::mem::MaybeUninit::uninit();
+        // SAFETY: live handles, buffers of the stated lengths.
+        unsafe {
+            assert_eq!(fedotp_images_new(&mut wrong), FEDOTP_OK);
+            let status = fedotp_images_add_tokens(wrong, odd.as_ptr(), 5, dim, 0);
+            assert_eq!(status, FEDOTP_OK);
+            let status = fedotp_client_train(
+                a,
+                wrong,
+                1,
+                None,
+                null_mut(),
+                std::ptr::null(),
+                report.as_mut_ptr(),
+            );
+            assert_eq!(status, FEDOTP_ERR_SHAPE_MISMATCH);
+            for handle in [with_pixels, with_tokens, wrong] {
+                assert_eq!(fedotp_images_free(handle), FEDOTP_OK);
+            }
+            assert_eq!(fedotp_client_free(a), FEDOTP_OK);
+            assert_eq!(fedotp_client_free(b), FEDOTP_OK);
+            assert_eq!(fedotp_model_free(model), FEDOTP_OK);
+        }
+    }
 
     #[test]
     fn softmax_matches_hand_computed_values_and_survives_large_logits() {

@@ -4,6 +4,10 @@
 //! with a window, or encoded JPEG/PNG bytes — and are kept as 8-bit RGB (the conversions are
 //! `fedotp::data`'s), so the caller's buffers can be freed as soon as a call returns. Resizing
 //! to the model's input happens when a client uses the images.
+//!
+//! Or a set holds the image tower's output computed elsewhere (`fedotp encode`, another
+//! process, another machine): per image, the pooled token and the patch tokens, after the
+//! projection. Then no pixels are kept and a client skips the image tower.
 
 use std::path::Path;
 
@@ -11,7 +15,10 @@ use fedotp_host::data::{GrayWindow, ImageSource, PixelError, RgbImage, RowLayout
 
 use crate::boundary::{call, require, slice, write};
 use crate::handle::{self, Handle};
-use crate::status::{Failure, FEDOTP_ERR_OUT_OF_MEMORY};
+use crate::status::{
+    Failure, FEDOTP_ERR_EMPTY_DIMENSION, FEDOTP_ERR_MIXED_IMAGES, FEDOTP_ERR_NON_FINITE,
+    FEDOTP_ERR_OUT_OF_MEMORY, FEDOTP_ERR_SHAPE_MISMATCH, FEDOTP_ERR_SIZE_OVERFLOW,
+};
 
 /// The label of an image that has none: it can be predicted, not trained on.
 pub const FEDOTP_NO_LABEL: u32 = u32::MAX;
@@ -25,8 +32,42 @@ pub struct FedotpImages {
 }
 
 impl Handle for FedotpImages {
-    type Object = Vec<Sample>;
+    type Object = ImageSet;
     const NAME: &'static str = "FedotpImages";
+}
+
+/// What a `FedotpImages` handle names: labelled images, or labelled precomputed tokens — one
+/// kind per set.
+#[derive(Default)]
+pub(crate) struct ImageSet {
+    /// One per image, in the order added: its label, and its pixels (none for tokens).
+    pub(crate) samples: Vec<Sample>,
+    /// The images' tokens, when the set holds tokens.
+    pub(crate) tokens: Option<Tokens>,
+}
+
+/// Precomputed image-tower outputs, one record per sample.
+pub(crate) struct Tokens {
+    /// Tokens per image: the pooled one, then the patches.
+    pub(crate) per_image: usize,
+    /// Width of a token (the model's embedding width).
+    pub(crate) dim: usize,
+    /// `samples × per_image × dim` values.
+    pub(crate) values: Vec<f32>,
+}
+
+fn mixed() -> Failure {
+    Failure::new(
+        FEDOTP_ERR_MIXED_IMAGES,
+        "a set holds images or precomputed tokens, not both: use another set",
+    )
+}
+
+fn no_room(what: &str) -> Failure {
+    Failure::new(
+        FEDOTP_ERR_OUT_OF_MEMORY,
+        format!("cannot grow the image set by {what}"),
+    )
 }
 
 /// A window for 16-bit gray images: DICOM's linear VOI LUT with window centre `centre` and
@@ -53,7 +94,7 @@ pub struct FedotpGrayWindow {
 pub unsafe extern "C" fn fedotp_images_new(images_out: *mut *mut FedotpImages) -> i32 {
     call(|| {
         require(images_out, "images_out")?;
-        let handle = handle::register::<FedotpImages>(Vec::new())?;
+        let handle = handle::register::<FedotpImages>(ImageSet::default())?;
         // SAFETY: non-NULL (checked above) and writable.
         unsafe { write(images_out, handle, "images_out") }
     })
@@ -66,15 +107,15 @@ fn add(
     label: u32,
     make: impl FnOnce() -> Result<RgbImage, Failure>,
 ) -> Result<(), Failure> {
-    handle::with(images, "images", |samples| {
+    handle::with(images, "images", |set| {
+        if set.tokens.is_some() {
+            return Err(mixed());
+        }
         let image = make()?;
-        samples.try_reserve(1).map_err(|_| {
-            Failure::new(
-                FEDOTP_ERR_OUT_OF_MEMORY,
-                "cannot grow the image set by one image",
-            )
-        })?;
-        samples.push(Sample {
+        set.samples
+            .try_reserve(1)
+            .map_err(|_| no_room("one image"))?;
+        set.samples.push(Sample {
             image: ImageSource::Memory(image),
             label: label as usize,
             domain: 0,
@@ -238,6 +279,108 @@ pub unsafe extern "C" fn fedotp_images_add_encoded(
     })
 }
 
+/// Adds one image as the image tower's output computed elsewhere — what `fedotp encode` writes
+/// as `image_tokens` for it: the pooled (class) token, then the patch tokens, each after
+/// `ln_post` and the projection, not normalised. A client then skips the image tower, and
+/// trains and predicts exactly as on the image itself; augmentation does not apply.
+///
+/// - `tokens`: `num_tokens * dim` floats, token after token; read only, not kept;
+/// - `num_tokens`: the model's `image_tokens + 1` (see `fedotp_model_info`; 197 for
+///   ViT-B/16); `dim`: its `embed_dim` (512 for ViT-B/16). They are checked against the model
+///   when a client uses the set, and must be the same for every image of a set;
+/// - `label`: as in `fedotp_images_add_rgb8`.
+///
+/// A set holds images or tokens, not both. Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER`
+/// (`images`, `tokens`); `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE`;
+/// `FEDOTP_ERR_EMPTY_DIMENSION` (`num_tokens` below 2 or `dim` zero);
+/// `FEDOTP_ERR_SIZE_OVERFLOW`; `FEDOTP_ERR_NON_FINITE` (the detail names the token and
+/// component); `FEDOTP_ERR_SHAPE_MISMATCH` (other sizes than the set's earlier tokens);
+/// `FEDOTP_ERR_MIXED_IMAGES` (the set holds images); `FEDOTP_ERR_OUT_OF_MEMORY`. On error the
+/// set is unchanged. Thread-safe.
+///
+/// # Safety
+/// A non-NULL `tokens` must point to `num_tokens * dim` floats.
+#[no_mangle]
+pub unsafe extern "C" fn fedotp_images_add_tokens(
+    images: *mut FedotpImages,
+    tokens: *const f32,
+    num_tokens: usize,
+    dim: usize,
+    label: u32,
+) -> i32 {
+    call(|| {
+        if num_tokens < 2 || dim == 0 {
+            return Err(Failure::new(
+                FEDOTP_ERR_EMPTY_DIMENSION,
+                format!(
+                    "{num_tokens} tokens of width {dim}: an image needs its pooled token and at \
+                     least one patch token, of width >= 1"
+                ),
+            ));
+        }
+        let len = num_tokens.checked_mul(dim).ok_or_else(|| {
+            Failure::new(
+                FEDOTP_ERR_SIZE_OVERFLOW,
+                "`num_tokens * dim` overflows size_t",
+            )
+        })?;
+        // SAFETY: the caller passes `num_tokens * dim` floats at `tokens`.
+        let values = unsafe { slice(tokens, len, "tokens") }?;
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(Failure::new(
+                FEDOTP_ERR_NON_FINITE,
+                format!(
+                    "tokens[{i}] (token {}, component {}) is {}",
+                    i / dim,
+                    i % dim,
+                    values[i]
+                ),
+            ));
+        }
+        handle::with(images, "images", |set| {
+            match &set.tokens {
+                None if !set.samples.is_empty() => return Err(mixed()),
+                Some(stored) if (stored.per_image, stored.dim) != (num_tokens, dim) => {
+                    return Err(Failure::new(
+                        FEDOTP_ERR_SHAPE_MISMATCH,
+                        format!(
+                            "{num_tokens} tokens of width {dim}, the set's earlier images have \
+                             {} of width {}",
+                            stored.per_image, stored.dim
+                        ),
+                    ))
+                }
+                _ => {}
+            }
+            // Room first, so that running out of memory leaves the set as it was.
+            set.samples
+                .try_reserve(1)
+                .map_err(|_| no_room("one image"))?;
+            let stored = match &mut set.tokens {
+                Some(stored) => stored,
+                None => set.tokens.insert(Tokens {
+                    per_image: num_tokens,
+                    dim,
+                    values: Vec::new(),
+                }),
+            };
+            if stored.values.try_reserve(len).is_err() {
+                if stored.values.is_empty() {
+                    set.tokens = None;
+                }
+                return Err(no_room("one image's tokens"));
+            }
+            stored.values.extend_from_slice(values);
+            set.samples.push(Sample {
+                image: ImageSource::Features,
+                label: label as usize,
+                domain: 0,
+            });
+            Ok(())
+        })
+    })
+}
+
 /// The number of images in a set.
 ///
 /// - `count_out`: receives it.
@@ -255,7 +398,7 @@ pub unsafe extern "C" fn fedotp_images_count(
 ) -> i32 {
     call(|| {
         require(count_out, "count_out")?;
-        let count = handle::with(images, "images", |samples| Ok(samples.len()))?;
+        let count = handle::with(images, "images", |set| Ok(set.samples.len()))?;
         // SAFETY: non-NULL (checked above) and writable.
         unsafe { write(count_out, count, "count_out") }
     })

@@ -64,17 +64,25 @@ fn parse_device(name: &str) -> Result<Device, Failure> {
         .map_err(|error| Failure::new(FEDOTP_ERR_UNSUPPORTED_DEVICE, format!("`device`: {error}")))
 }
 
-/// Whether this build computes on `device`: it has the CPU backend only.
+/// Whether `device` can be computed on in this process, now: the CPU always; a GPU when this
+/// build has the CUDA backend and the driver, cuBLAS and NVRTC load and report the device.
 fn usable(device: &Device) -> bool {
-    matches!(device, Device::Cpu | Device::Auto)
+    match device {
+        Device::Cpu | Device::Auto => true,
+        #[cfg(feature = "cuda")]
+        Device::Cuda(ordinal) => {
+            fedotp_host::backend::Cuda::device_count().is_ok_and(|count| *ordinal < count)
+        }
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda(_) => false,
+    }
 }
 
-/// The device a client computes on, from its name: "cpu", or "auto" (the best device this
-/// library can use, the CPU in this build). "cuda" and "cuda:N" are refused: this build has no
-/// CUDA backend.
+/// The device named `name`, parsed; whether it can be used is found when a client is made on
+/// it. A build without the CUDA backend refuses "cuda" and "cuda:N" here.
 pub(crate) fn resolve_device(name: &str) -> Result<Device, Failure> {
     let device = parse_device(name)?;
-    if !usable(&device) {
+    if cfg!(not(feature = "cuda")) && matches!(device, Device::Cuda(_)) {
         return Err(Failure::new(
             FEDOTP_ERR_UNSUPPORTED_DEVICE,
             format!(
@@ -82,12 +90,13 @@ pub(crate) fn resolve_device(name: &str) -> Result<Device, Failure> {
             ),
         ));
     }
-    Ok(Device::Cpu)
+    Ok(device)
 }
 
 /// Whether this library can compute on `device` in this process, now: 1 for "cpu" and "auto"
-/// (always), 0 for "cuda" / "cuda:N" (this build has no CUDA backend). Use it to choose the
-/// device of `fedotp_client_new`.
+/// (always); for "cuda" / "cuda:N", 1 when this build has the CUDA backend, the NVIDIA driver,
+/// cuBLAS and NVRTC load (they are looked up on the loader path at run time) and the device
+/// exists. Use it to choose the device of `fedotp_client_new`.
 ///
 /// - `device`: a NUL-terminated device name: "cpu", "cuda", "cuda:N" or "auto";
 /// - `available_out`: receives 1 or 0.

@@ -2,18 +2,110 @@
 //!
 //! A model is loaded once and shared: every client created from it holds the weights too, so
 //! freeing the model handle while clients live is safe (the weights go when the last user
-//! does).
+//! does). The weights live in host memory for CPU clients; the first client on a GPU uploads
+//! a copy there, which every later client on that GPU shares.
 
 use std::ffi::c_char;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use fedotp_host::backend::Cpu;
+use fedotp_host::backend::{Backend, Cpu};
 use fedotp_host::clip::{ClipConfig, ClipWeights};
 use fedotp_host::train::FrozenClip;
 
 use crate::boundary::{call, require, string, write};
 use crate::handle::{self, Handle};
 use crate::status::Failure;
+#[cfg(feature = "cuda")]
+use crate::status::FEDOTP_ERR_UNSUPPORTED_DEVICE;
+#[cfg(feature = "cuda")]
+use fedotp_host::backend::Cuda;
+
+/// The frozen CLIP on one compute device, shared by the clients computing there.
+pub(crate) struct DeviceClip<B: Backend> {
+    clip: FrozenClip<B>,
+    /// Taken by every call that computes on a GPU: the backend's one stream and cuBLAS handle
+    /// serve one thread at a time. `None` on the CPU, where clients compute in parallel.
+    turn: Option<Mutex<()>>,
+}
+
+impl<B: Backend> DeviceClip<B> {
+    /// The model.
+    pub(crate) fn clip(&self) -> &FrozenClip<B> {
+        &self.clip
+    }
+
+    /// Waits for this device's turn where it has one; computing is allowed while the result
+    /// lives.
+    pub(crate) fn turn(&self) -> Option<MutexGuard<'_, ()>> {
+        // A poisoned lock only means another call panicked while computing (and reported it);
+        // the lock guards no data.
+        self.turn
+            .as_ref()
+            .map(|turn| turn.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+}
+
+/// What a `FedotpModel` handle names: the weights on the CPU, and their copies on the GPUs
+/// that clients asked for.
+pub(crate) struct Model {
+    cpu: Arc<DeviceClip<Cpu>>,
+    /// `(ordinal, model)` per GPU in use, made on first use.
+    #[cfg(feature = "cuda")]
+    gpus: Mutex<Vec<(usize, Arc<DeviceClip<Cuda>>)>>,
+}
+
+impl Model {
+    fn new(weights: ClipWeights<Vec<f32>>) -> Result<Self, Failure> {
+        Ok(Model {
+            cpu: Arc::new(DeviceClip {
+                clip: FrozenClip::new(Cpu::new(), weights)?,
+                turn: None,
+            }),
+            #[cfg(feature = "cuda")]
+            gpus: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The architecture.
+    pub(crate) fn config(&self) -> &ClipConfig {
+        &self.cpu.clip.weights().config
+    }
+
+    /// The model on the CPU.
+    pub(crate) fn on_cpu(&self) -> Arc<DeviceClip<Cpu>> {
+        Arc::clone(&self.cpu)
+    }
+
+    /// The model on CUDA device `ordinal`, uploaded by the first caller. A GPU that cannot be
+    /// used (no driver, no such device, a missing library, out of memory) is
+    /// `FEDOTP_ERR_UNSUPPORTED_DEVICE` with the reason.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn on_cuda(&self, ordinal: usize) -> Result<Arc<DeviceClip<Cuda>>, Failure> {
+        let mut gpus = self
+            .gpus
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((_, gpu)) = gpus.iter().find(|(o, _)| *o == ordinal) {
+            return Ok(Arc::clone(gpu));
+        }
+        let unusable = |why: String| {
+            Failure::new(
+                FEDOTP_ERR_UNSUPPORTED_DEVICE,
+                format!("device \"cuda:{ordinal}\": {why}"),
+            )
+        };
+        let backend = Cuda::new(ordinal).map_err(|e| unusable(e.to_string()))?;
+        let weights = self.cpu.clip.weights().clone();
+        let clip = FrozenClip::new(backend, weights)
+            .map_err(|e| unusable(format!("cannot hold the model: {e}")))?;
+        let gpu = Arc::new(DeviceClip {
+            clip,
+            turn: Some(Mutex::new(())),
+        });
+        gpus.push((ordinal, Arc::clone(&gpu)));
+        Ok(gpu)
+    }
+}
 
 /// A CLIP model (weights and architecture), loaded from safetensors or made at random.
 ///
@@ -24,7 +116,7 @@ pub struct FedotpModel {
 }
 
 impl Handle for FedotpModel {
-    type Object = Arc<FrozenClip<Cpu>>;
+    type Object = Arc<Model>;
     const NAME: &'static str = "FedotpModel";
 }
 
@@ -56,8 +148,7 @@ unsafe fn register(
     weights: ClipWeights<Vec<f32>>,
     model_out: *mut *mut FedotpModel,
 ) -> Result<(), Failure> {
-    let clip = FrozenClip::new(Cpu::new(), weights)?;
-    let handle = handle::register::<FedotpModel>(Arc::new(clip))?;
+    let handle = handle::register::<FedotpModel>(Arc::new(Model::new(weights)?))?;
     // SAFETY: as the caller promises.
     unsafe { write(model_out, handle, "model_out") }
 }
@@ -138,9 +229,7 @@ pub unsafe extern "C" fn fedotp_model_info(
 ) -> i32 {
     call(|| {
         require(info_out, "info_out")?;
-        let info = handle::with(model, "model", |clip| {
-            Ok(model_info(&clip.weights().config))
-        })?;
+        let info = handle::with(model, "model", |model| Ok(model_info(model.config())))?;
         // SAFETY: `info_out` is non-NULL (checked above) and writable.
         unsafe { write(info_out, info, "info_out") }
     })
@@ -159,11 +248,8 @@ fn model_info(config: &ClipConfig) -> FedotpModelInfo {
 }
 
 /// The model `model` names, shared: what a client keeps.
-pub(crate) fn frozen_clip(
-    model: *const FedotpModel,
-    name: &str,
-) -> Result<Arc<FrozenClip<Cpu>>, Failure> {
-    handle::with(model, name, |clip| Ok(Arc::clone(clip)))
+pub(crate) fn shared(model: *const FedotpModel, name: &str) -> Result<Arc<Model>, Failure> {
+    handle::with(model, name, |model| Ok(Arc::clone(model)))
 }
 
 /// Frees a model handle. Clients created from it keep working: they share the weights, which

@@ -4,6 +4,7 @@ use std::ffi::c_char;
 
 use fedotp_core::ot::OtError;
 use fedotp_core::protocol::{AggregateError, DecodeError, EncodeError};
+use fedotp_host::backend::BackendError;
 use fedotp_host::clip::ClipError;
 use fedotp_host::data::{DataError, PixelError};
 use fedotp_host::run::RunError;
@@ -115,6 +116,11 @@ pub const FEDOTP_ERR_NOT_TRAINED: i32 = -71;
 pub const FEDOTP_ERR_STATE_MISMATCH: i32 = -72;
 /// A file is not a client state (not safetensors, no fedotp metadata, a bad tensor).
 pub const FEDOTP_ERR_STATE_FORMAT: i32 = -73;
+/// An image set holds images and precomputed tokens are added, or the other way round.
+pub const FEDOTP_ERR_MIXED_IMAGES: i32 = -74;
+/// The compute device failed during a call (a CUDA error, out of GPU memory); the detail says
+/// what the driver or library reported. The client is as before the call.
+pub const FEDOTP_ERR_DEVICE: i32 = -75;
 
 /// Every status with its name, for `fedotp_status_str`.
 const NAMES: &[(i32, &std::ffi::CStr)] = &[
@@ -225,6 +231,11 @@ const NAMES: &[(i32, &std::ffi::CStr)] = &[
         c"saved state of another client configuration",
     ),
     (FEDOTP_ERR_STATE_FORMAT, c"not a client state file"),
+    (
+        FEDOTP_ERR_MIXED_IMAGES,
+        c"images and precomputed tokens in one set",
+    ),
+    (FEDOTP_ERR_DEVICE, c"the compute device failed"),
 ];
 
 /// A static, NUL-terminated description of `status`; never NULL, also for unknown codes.
@@ -333,10 +344,9 @@ impl From<AggregateError> for Failure {
 
 impl From<ClipError> for Failure {
     fn from(error: ClipError) -> Self {
-        let status = match &error {
+        let status = match error {
+            ClipError::Backend(error) => return error.into(),
             ClipError::Io { .. } | ClipError::NoWeights { .. } => FEDOTP_ERR_IO,
-            // The backend computes on buffers we sized: its refusal is a bug of ours.
-            ClipError::Backend(_) => return internal(error),
             _ => FEDOTP_ERR_MODEL_FORMAT,
         };
         Failure::new(status, error.to_string())
@@ -369,10 +379,22 @@ impl From<DataError> for Failure {
     }
 }
 
+/// A failing device (driver, library, out of memory) is a status of its own; any other
+/// refusal by the backend is on buffers libfedotp sized, so a bug of ours.
+impl From<BackendError> for Failure {
+    fn from(error: BackendError) -> Self {
+        match error {
+            BackendError::Device { .. } => Failure::new(FEDOTP_ERR_DEVICE, error.to_string()),
+            other => internal(other),
+        }
+    }
+}
+
 impl From<TrainError> for Failure {
     fn from(error: TrainError) -> Self {
         match error {
             TrainError::Clip(error) => error.into(),
+            TrainError::Backend(error) => error.into(),
             TrainError::Data(error) => error.into(),
             TrainError::Cancelled => Failure::new(
                 FEDOTP_ERR_CANCELLED,

@@ -11,9 +11,13 @@ use fedotp::data::Split;
 use fedotp::fed::SgdState;
 use fedotp::run::{start_run, MetricsRow, RowScope};
 use fedotp::train::{
-    train_run, FrozenClip, LocalSchedule, PromptSetup, PromptTrainer, Silent, SplitFeatures,
+    train_run, CachePlace, FrozenClip, LocalSchedule, PromptSetup, PromptTrainer, Silent,
+    SplitFeatures,
 };
 use std::ops::ControlFlow;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 
 /// The quickstart with `overrides`, writing under `dir`, without the comparison runs.
 fn config(dir: &Path, overrides: &[&str]) -> RunConfig {
@@ -81,6 +85,137 @@ fn features_from_memory_disk_or_the_image_tower_train_alike() {
         let (aa, ab) = (a.accuracy.unwrap(), b.accuracy.unwrap());
         assert!((aa - ab).abs() <= 0.01, "accuracy {aa} vs {ab}");
     }
+}
+
+/// Tokens computed elsewhere (as `fedotp encode` writes them) train a client exactly as its
+/// images through the image tower do, with no pixels left in the dataset.
+#[test]
+fn precomputed_image_tokens_train_exactly_like_the_images() {
+    use fedotp::backend::Backend;
+    use fedotp::data::{Dataset, ImageSource, Sample};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &[]);
+    let fed = config.dataset.load(32, 1).unwrap();
+    let clip = FrozenClip::from_config(Cpu::new(), &config.model).unwrap();
+    let names = fed.dataset.class_names.clone();
+    let mut trainer = PromptTrainer::new(&clip, &names, PromptSetup::of(&config).unwrap()).unwrap();
+    let transform = config
+        .dataset
+        .train_transform
+        .transform(32, config.dataset.normalize);
+    assert!(
+        !transform.is_random(),
+        "the quickstart's digits are not augmented"
+    );
+    let samples = &fed.partition.clients[0].train;
+    let place = CachePlace {
+        memory_budget: u64::MAX,
+        disk_dir: dir.path(),
+        batch: 16,
+    };
+
+    // The image tower's output for the client's images, as `fedotp encode` computes it.
+    let backend = clip.backend();
+    let pixels = fed
+        .dataset
+        .load_batch(
+            Split::Train,
+            samples,
+            &transform,
+            &mut ChaCha8Rng::seed_from_u64(0),
+        )
+        .unwrap();
+    let out = fedotp::clip::vision_forward(
+        backend,
+        &clip.weights().vision,
+        &backend.upload(&pixels).unwrap(),
+        samples.len(),
+    )
+    .unwrap();
+    let len = samples.len() * out.tokens_per_image * out.embed_dim;
+    let tokens = backend.download(&out.tokens, len).unwrap();
+
+    // The same client with tokens and no pixels.
+    let without_pixels = Dataset {
+        train: samples
+            .iter()
+            .map(|&i| Sample {
+                image: ImageSource::Features,
+                ..fed.dataset.train[i].clone()
+            })
+            .collect(),
+        test: Vec::new(),
+        ..fed.dataset.clone()
+    };
+    let all: Vec<usize> = (0..samples.len()).collect();
+    let kind = trainer.feature_kind();
+
+    let mut train = |features: &SplitFeatures, samples: &[usize]| {
+        let mut ctx =
+            trainer.init_context(trainer.context_len(), &mut ChaCha8Rng::seed_from_u64(1));
+        let mut state = SgdState::default();
+        let stats = trainer
+            .train(
+                &clip,
+                &mut ctx,
+                &mut state,
+                None,
+                features,
+                samples,
+                LocalSchedule {
+                    epochs: 2,
+                    batch_size: 8,
+                },
+                &mut ChaCha8Rng::seed_from_u64(2),
+                &mut |_, _| ControlFlow::Continue(()),
+            )
+            .unwrap();
+        (ctx, state, stats.loss, stats.accuracy)
+    };
+    let mut from_images = SplitFeatures::new(&fed.dataset, Split::Train, transform, kind);
+    from_images
+        .fill_cache(&clip, samples, place, &mut |_, _| {})
+        .unwrap();
+    let mut from_tokens = SplitFeatures::new(&without_pixels, Split::Train, transform, kind);
+    from_tokens
+        .fill_cache_from_tokens(&clip, &tokens, place)
+        .unwrap();
+    let a = train(&from_images, samples);
+    let b = train(&from_tokens, &all);
+    assert!(a.2.is_some(), "the client trained");
+    assert_eq!(
+        a, b,
+        "context, optimiser state, loss and accuracy bit for bit"
+    );
+
+    // Without the cache, a sample with no pixels is an error naming why, not a silent zero.
+    let uncached = SplitFeatures::new(&without_pixels, Split::Train, transform, kind);
+    let error = uncached
+        .batch(&clip, &[0], &mut ChaCha8Rng::seed_from_u64(0))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("no pixels"), "{error}");
+    // Tokens of the wrong length are refused with both counts.
+    let mut short = SplitFeatures::new(&without_pixels, Split::Train, transform, kind);
+    let error = short
+        .fill_cache_from_tokens(&clip, &tokens[1..], place)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains(&format!("{} precomputed token values", len - 1)),
+        "{error}"
+    );
+    // An augmented split cannot take fixed features.
+    let mut augmented = SplitFeatures::new(
+        &without_pixels,
+        Split::Train,
+        fedotp::data::Transform::train(32),
+        kind,
+    );
+    assert!(augmented
+        .fill_cache_from_tokens(&clip, &tokens, place)
+        .is_err());
 }
 
 #[test]

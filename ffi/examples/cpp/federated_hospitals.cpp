@@ -10,7 +10,9 @@
 // progress reports, cancellation leaving the client untouched, a saved and reloaded client
 // predicting identically, and every handle freed.
 //
-// Usage: federated_hospitals WORK_DIR   (client states are saved there)
+// Usage: federated_hospitals WORK_DIR [DEVICE]
+//   WORK_DIR  client states are saved there;
+//   DEVICE    where the clients compute: "cpu" (the default), "cuda", "cuda:N" or "auto".
 // Exit status 0 when every check passes.
 
 #include <fedotp.h>
@@ -150,6 +152,9 @@ struct Hospital {
     std::vector<std::pair<uint64_t, uint64_t>> progress;  // (done, total) as reported
 };
 
+// The device every client computes on (the second argument).
+const char *device = "cpu";
+
 FedotpClientConfig client_config(uint64_t seed) {
     FedotpClientConfig config;
     check(fedotp_client_config_default(&config), "fedotp_client_config_default");
@@ -158,6 +163,7 @@ FedotpClientConfig client_config(uint64_t seed) {
     config.batch_size = 4;
     config.augment = 0;
     config.seed = seed;
+    config.device = device;
     return config;
 }
 
@@ -204,9 +210,12 @@ std::vector<float> predict(FedotpClient *client, FedotpImages *images) {
 
 int run(const std::string &work_dir) {
     std::printf("libfedotp %s\n", fedotp_version());
-    uint32_t cpu = 0;
+    uint32_t cpu = 0, chosen = 0;
     check(fedotp_device_available("cpu", &cpu), "fedotp_device_available");
     expect(cpu == 1, "the CPU is available");
+    check(fedotp_device_available(device, &chosen), "fedotp_device_available");
+    expect(chosen == 1, "the chosen device is available");
+    std::printf("clients compute on: %s\n", device);
 
     FedotpModel *raw_model = nullptr;
     check(fedotp_model_new_tiny(7, &raw_model), "fedotp_model_new_tiny");
@@ -385,10 +394,11 @@ int run(const std::string &work_dir) {
 }  // namespace
 
 int main(int argc, char **argv) {
-    if (argc != 2) {
-        std::fprintf(stderr, "usage: %s WORK_DIR\n", argv[0]);
+    if (argc != 2 && argc != 3) {
+        std::fprintf(stderr, "usage: %s WORK_DIR [DEVICE]\n", argv[0]);
         return 2;
     }
+    if (argc == 3) device = argv[2];
     try {
         return run(argv[1]);
     } catch (const std::exception &error) {

@@ -18,7 +18,8 @@ static const int32_t NEW_STATUSES[] = {
     FEDOTP_ERR_UNSUPPORTED_DEVICE, FEDOTP_ERR_INVALID_CONFIG, FEDOTP_ERR_INVALID_CLASS_NAME,
     FEDOTP_ERR_INVALID_LABEL,    FEDOTP_ERR_CANCELLED,    FEDOTP_ERR_NOT_TRAINED,
     FEDOTP_ERR_STATE_MISMATCH,   FEDOTP_ERR_STATE_FORMAT, FEDOTP_ERR_NULL_POINTER,
-    FEDOTP_ERR_INVALID_HANDLE,   FEDOTP_ERR_WRONG_HANDLE_TYPE, FEDOTP_ERR_HANDLE_BUSY};
+    FEDOTP_ERR_INVALID_HANDLE,   FEDOTP_ERR_WRONG_HANDLE_TYPE, FEDOTP_ERR_HANDLE_BUSY,
+    FEDOTP_ERR_MIXED_IMAGES,     FEDOTP_ERR_DEVICE};
 
 /* A handle value libfedotp never issued (odd, like real ones, but far beyond any id). */
 #define FORGED(type) ((type *)(uintptr_t)0x7fffffff1)
@@ -54,7 +55,7 @@ static void version_and_devices(void) {
     EXPECT_STATUS(fedotp_device_available("auto", &available), FEDOTP_OK);
     CHECK(available == 1, "auto available: %u", available);
     EXPECT_STATUS(fedotp_device_available("cuda:1", &available), FEDOTP_OK);
-    CHECK(available == 0, "cuda:1 in a CPU build: %u", available);
+    CHECK(available == 0, "cuda:1 on a machine without a second GPU: %u", available);
     available = 7;
     EXPECT_STATUS(fedotp_device_available("gpu", &available), FEDOTP_ERR_UNSUPPORTED_DEVICE);
     EXPECT_STATUS(fedotp_device_available("\xff\xfe", &available), FEDOTP_ERR_INVALID_UTF8);
@@ -197,6 +198,34 @@ static void image_sets(void) {
                   FEDOTP_ERR_SIZE_OVERFLOW);
     EXPECT_STATUS(fedotp_images_add_encoded(images, NULL, 10, 0), FEDOTP_ERR_NULL_POINTER);
     CHECK(count_of(images) == 5, "refused images were not added");
+
+    /* Precomputed tokens: 3 tokens of width 4 per image, in a set of their own. */
+    FedotpImages *tokens = NULL;
+    EXPECT_STATUS(fedotp_images_new(&tokens), FEDOTP_OK);
+    float values[3 * 4];
+    for (size_t i = 0; i < 12; i++) values[i] = 0.25f * (float)i - 1.0f;
+    EXPECT_STATUS(fedotp_images_add_tokens(tokens, values, 3, 4, 1), FEDOTP_OK);
+    EXPECT_STATUS(fedotp_images_add_tokens(tokens, values, 3, 4, FEDOTP_NO_LABEL), FEDOTP_OK);
+    EXPECT_STATUS(fedotp_images_add_tokens(tokens, values, 2, 6, 0), FEDOTP_ERR_SHAPE_MISMATCH);
+    EXPECT_MESSAGE("2 tokens of width 6");
+    EXPECT_STATUS(fedotp_images_add_tokens(tokens, values, 1, 4, 0), FEDOTP_ERR_EMPTY_DIMENSION);
+    EXPECT_STATUS(fedotp_images_add_tokens(tokens, values, 3, 0, 0), FEDOTP_ERR_EMPTY_DIMENSION);
+    EXPECT_STATUS(fedotp_images_add_tokens(tokens, values, SIZE_MAX, 2, 0),
+                  FEDOTP_ERR_SIZE_OVERFLOW);
+    EXPECT_STATUS(fedotp_images_add_tokens(tokens, values, SIZE_MAX / 2, 1, 0),
+                  FEDOTP_ERR_SIZE_OVERFLOW);
+    EXPECT_STATUS(fedotp_images_add_tokens(tokens, NULL, 3, 4, 0), FEDOTP_ERR_NULL_POINTER);
+    EXPECT_STATUS(fedotp_images_add_tokens(NULL, values, 3, 4, 0), FEDOTP_ERR_NULL_POINTER);
+    values[5] = NAN;
+    EXPECT_STATUS(fedotp_images_add_tokens(tokens, values, 3, 4, 0), FEDOTP_ERR_NON_FINITE);
+    EXPECT_MESSAGE("token 1, component 1");
+    values[5] = 0.5f;
+    /* One kind of input per set. */
+    EXPECT_STATUS(fedotp_images_add_gray8(tokens, rgb, 3, 2, 10, 0), FEDOTP_ERR_MIXED_IMAGES);
+    EXPECT_STATUS(fedotp_images_add_tokens(images, values, 3, 4, 0), FEDOTP_ERR_MIXED_IMAGES);
+    CHECK(count_of(tokens) == 2, "refused tokens were not added");
+    CHECK(count_of(images) == 5, "tokens were not added to a set of images");
+    EXPECT_STATUS(fedotp_images_free(tokens), FEDOTP_OK);
 
     /* Handles: NULL, forged, wrong type, freed. */
     size_t count = 777;

@@ -20,6 +20,11 @@ pub enum ImageSource {
     Memory(RgbImage),
     /// A JPEG or PNG file, decoded on every load.
     File(PathBuf),
+    /// No pixels: the sample's image features were computed elsewhere (by `fedotp encode`, or
+    /// a caller of libfedotp) and reach training through
+    /// [`SplitFeatures::fill_cache_from_tokens`](crate::train::SplitFeatures::fill_cache_from_tokens).
+    /// Loading its image is an error.
+    Features,
 }
 
 impl ImageSource {
@@ -28,13 +33,16 @@ impl ImageSource {
         match self {
             ImageSource::Memory(image) => Ok(Cow::Borrowed(image)),
             ImageSource::File(path) => RgbImage::open(path).map(Cow::Owned),
+            ImageSource::Features => Err(DataError::Invalid(
+                "the sample has no pixels: its image features were given precomputed".into(),
+            )),
         }
     }
 
     /// The file, for file-backed samples.
     pub fn path(&self) -> Option<&Path> {
         match self {
-            ImageSource::Memory(_) => None,
+            ImageSource::Memory(_) | ImageSource::Features => None,
             ImageSource::File(path) => Some(path),
         }
     }

@@ -29,11 +29,36 @@ pub fn encode_images<B: Backend>(
     batch: usize,
 ) -> Result<ImageBatchFeatures, ClipError> {
     let out = vision_forward(backend, vision, images, batch)?;
-    let (tokens, dim) = (out.tokens_per_image, out.embed_dim);
+    unit_features(
+        backend,
+        &out.tokens,
+        batch,
+        out.tokens_per_image,
+        out.embed_dim,
+    )
+}
+
+/// The features of the image tower's output `tokens` (`batch × tokens_per_image × dim`, the
+/// class / pooled token first, after the projection): every token normalised to unit length,
+/// split into the pooled token and the patch tokens. [`encode_images`] ends with this; tokens
+/// computed elsewhere (`fedotp encode`) go through it to become the same features.
+pub fn unit_features<B: Backend>(
+    backend: &B,
+    tokens_buf: &B::Buf,
+    batch: usize,
+    tokens: usize,
+    dim: usize,
+) -> Result<ImageBatchFeatures, ClipError> {
+    if tokens < 2 || dim == 0 {
+        return Err(ClipError::InvalidInput(format!(
+            "image features need a pooled token and at least one patch token of width >= 1, \
+             got {tokens} tokens of width {dim}"
+        )));
+    }
     let rows = batch * tokens;
     let mut unit = backend.alloc(rows * dim)?;
     let mut norms = backend.alloc(rows)?;
-    backend.normalize_rows(&mut unit, &mut norms, &out.tokens, rows, dim)?;
+    backend.normalize_rows(&mut unit, &mut norms, tokens_buf, rows, dim)?;
     let unit = backend.download(&unit, rows * dim)?;
     let mut patches = Vec::with_capacity(batch * (tokens - 1) * dim);
     let mut pooled = Vec::with_capacity(batch * dim);

@@ -11,7 +11,7 @@ mod head;
 mod learner;
 mod step;
 
-pub use features::{encode_images, ImageBatchFeatures};
+pub use features::{encode_images, unit_features, ImageBatchFeatures};
 pub use head::{Head, HeadDims, HeadState};
 pub use learner::{PromptLearner, TextState};
 pub use step::{PromptModel, StepOutcome, Workspace};

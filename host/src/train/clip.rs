@@ -7,7 +7,7 @@ use crate::backend::Backend;
 use crate::clip::tokenizer::Tokenizer;
 use crate::clip::{ClipConfig, ClipWeights, VisionConfig};
 use crate::config::{Backbone, ModelConfig};
-use crate::prompt::{encode_images, ImageBatchFeatures};
+use crate::prompt::{encode_images, unit_features, ImageBatchFeatures};
 
 /// CLIP with its weights on `B`: what every client trains its prompts through.
 pub struct FrozenClip<B: Backend> {
@@ -71,6 +71,38 @@ impl<B: Backend> FrozenClip<B> {
     /// or the ResNet's attention-pool positions).
     pub fn patches(&self) -> usize {
         self.weights.config.vision.tokens() - 1
+    }
+
+    /// Unit-length image features of `images` images from the image tower's output computed
+    /// elsewhere: `tokens` is `images × (1 + patches) × embed_dim`, the pooled token first, after
+    /// the projection and not normalised — what `fedotp encode` writes as `image_tokens`. The
+    /// features are exactly those [`FrozenClip::encode`] gives for the same tower output.
+    pub fn features_from_tokens(
+        &self,
+        tokens: &[f32],
+        images: usize,
+    ) -> Result<ImageBatchFeatures, TrainError> {
+        let per_image = self.weights.config.vision.tokens();
+        let dim = self.weights.config.embed_dim;
+        let expected = images
+            .checked_mul(per_image * dim)
+            .filter(|&n| n == tokens.len());
+        if expected.is_none() {
+            return Err(TrainError::Invalid(format!(
+                "{} precomputed token values for {images} images: the model needs {per_image} \
+                 tokens (pooled + {} patches) of width {dim} per image",
+                tokens.len(),
+                per_image - 1
+            )));
+        }
+        let input = self.backend.upload(tokens)?;
+        Ok(unit_features(
+            &self.backend,
+            &input,
+            images,
+            per_image,
+            dim,
+        )?)
     }
 
     /// Unit-length image features of `images` preprocessed images (`images × 3 × size × size`).

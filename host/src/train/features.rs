@@ -148,6 +148,53 @@ impl<'d> SplitFeatures<'d> {
         Ok(())
     }
 
+    /// Caches the features of every sample of the split from the image tower's output computed
+    /// elsewhere: `tokens` holds `samples × (1 + patches) × embed_dim` values in sample order,
+    /// as [`FrozenClip::features_from_tokens`] takes them. Afterwards no image is loaded: the
+    /// samples may have no pixels ([`ImageSource::Features`](crate::data::ImageSource)).
+    /// Refused for an augmented split, whose features would change with every draw.
+    pub fn fill_cache_from_tokens<B: Backend>(
+        &mut self,
+        clip: &FrozenClip<B>,
+        tokens: &[f32],
+        place: CachePlace<'_>,
+    ) -> Result<(), TrainError> {
+        if self.is_augmented() {
+            return Err(TrainError::Invalid(
+                "precomputed image features cannot be augmented at random: use a split without \
+                 random augmentation"
+                    .into(),
+            ));
+        }
+        self.cache = None;
+        let count = self.dataset.samples(self.split).len();
+        let dim = clip.weights().config.embed_dim;
+        let per_image = (clip.patches() + 1) * dim;
+        if tokens.len() != count * per_image {
+            return Err(TrainError::Invalid(format!(
+                "{} precomputed token values for the {count} samples of the {:?} split: the \
+                 model needs {per_image} per sample ({} tokens of width {dim})",
+                tokens.len(),
+                self.split,
+                clip.patches() + 1
+            )));
+        }
+        let samples: Vec<usize> = (0..count).collect();
+        let record_len = self.kind.record_len(clip.patches(), dim);
+        let mut builder =
+            FeatureCache::builder(&samples, record_len, place.memory_budget, place.disk_dir)?;
+        let batch = place.batch.max(1);
+        for chunk in tokens.chunks(batch * per_image) {
+            let images = chunk.len() / per_image;
+            let features = self.kind.take(clip.features_from_tokens(chunk, images)?);
+            for record in features.chunks_exact(record_len) {
+                builder.push(record)?;
+            }
+        }
+        self.cache = Some(builder.finish()?);
+        Ok(())
+    }
+
     /// Features of `samples` (`samples.len() × rows × dim`): cached records where the cache has
     /// them all, else the image tower on the images transformed with `rng`.
     pub fn batch<B: Backend, R: Rng + ?Sized>(
