@@ -7,7 +7,9 @@
 set -euo pipefail
 dir=${1:-.gpu}
 mkdir -p "$dir/whl"
-cargo build --release -p fedotp --bin fedotp -p fedotp-benches --bin cuda_bench -p fedotp-ffi
+cargo build --release -p fedotp --bin fedotp -p fedotp-benches --bin cuda_bench
+# On its own: the host library and libfedotp share the name `fedotp`.
+cargo build --release -p fedotp-ffi
 # `cargo test/bench --no-run` name the executables they build on stderr.
 executable() { sed -n 's/.*Executable .* (\(.*\))$/\1/p' | tail -1; }
 parity=$(cargo test --release -p fedotp --test cuda_parity --no-run 2>&1 | executable)
@@ -20,6 +22,7 @@ done
 # The static library's system dependencies, as `ffi/install.sh` writes them into fedotp.pc.
 g++ -std=c++17 -O2 -Iinclude ffi/examples/cpp/federated_hospitals.cpp target/release/libfedotp.a \
   -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc -o "$dir/federated_hospitals"
+strip "$dir/federated_hospitals"
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
   --implementation cp --platform manylinux2014_x86_64 -d "$dir/whl" \
   open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.2.13

@@ -198,7 +198,8 @@
 // The client has not trained since its last global prompt: there is no update to send.
 #define FEDOTP_ERR_NOT_TRAINED -71
 
-// A saved client state belongs to a client with other class names, n_ctx or model sizes.
+// A saved client state belongs to a client of another model (other weights), other class
+// names or another n_ctx.
 #define FEDOTP_ERR_STATE_MISMATCH -72
 
 // A file is not a client state (not safetensors, no fedotp metadata, a bad tensor).
@@ -714,12 +715,13 @@ int32_t fedotp_client_save(const struct FedotpClient *client, const char *path);
 // `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE`; `FEDOTP_ERR_INVALID_UTF8`;
 // `FEDOTP_ERR_IO` (cannot be read); `FEDOTP_ERR_STATE_FORMAT` (not a client state: not
 // safetensors, no fedotp metadata, a missing or misshapen tensor; the detail names it);
-// `FEDOTP_ERR_STATE_MISMATCH` (saved by a client with other class names, `n_ctx` or model
-// sizes); `FEDOTP_ERR_NON_FINITE`. On error the client is unchanged. Thread-safe.
+// `FEDOTP_ERR_STATE_MISMATCH` (saved by a client of another model — other weights, even of
+// the same architecture — other class names or another `n_ctx`); `FEDOTP_ERR_NON_FINITE`. On error the client is unchanged. Thread-safe.
 //
 // # Safety
 // A non-NULL `path` must be a NUL-terminated string.
-int32_t fedotp_client_load(struct FedotpClient *client, const char *path);
+int32_t fedotp_client_load(struct FedotpClient *client,
+                           const char *path);
 
 // Frees a client. NULL is a no-op (`FEDOTP_OK`); the handle is invalid afterwards.
 //

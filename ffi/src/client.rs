@@ -64,6 +64,8 @@ pub struct FedotpClient {
 /// What a `FedotpClient` handle names.
 pub(crate) struct Client {
     engine: Engine,
+    /// The fingerprint of the model's weights, part of the identity of a saved state.
+    model_fingerprint: String,
     class_names: Vec<String>,
     shape: PromptShape,
     /// `[global; local]`, each `n_ctx × width`.
@@ -513,6 +515,7 @@ pub unsafe extern "C" fn fedotp_client_new(
         });
         let client = Client {
             engine,
+            model_fingerprint: model.fingerprint().to_owned(),
             class_names,
             shape,
             context,
@@ -1028,24 +1031,15 @@ fn softmax_into(logits: &[f32], out: &mut Vec<f32>) {
 }
 
 impl Client {
-    /// What a saved state must have been saved by: the model's sizes, the prompt shape and the
-    /// class names in order, as SHA-256 hex (length-prefixed, so no two inputs collide by
-    /// concatenation).
+    /// What a saved state must have been saved by: the model (its weights' fingerprint), the
+    /// prompt length and the class names in order, as SHA-256 hex (length-prefixed, so no two
+    /// inputs collide by concatenation).
     fn identity(&self) -> String {
-        let config = self.engine.config();
         let mut hash = Sha256::new();
-        hash.update(b"fedotp client state 1");
-        for size in [
-            config.embed_dim,
-            config.text.width,
-            config.text.context_length,
-            config.vision.tokens(),
-            config.vision.image_size(),
-            self.shape.n_ctx() as usize,
-            self.class_names.len(),
-        ] {
-            hash.update((size as u64).to_le_bytes());
-        }
+        hash.update(b"fedotp client state 2");
+        hash.update(self.model_fingerprint.as_bytes());
+        hash.update(u64::from(self.shape.n_ctx()).to_le_bytes());
+        hash.update((self.class_names.len() as u64).to_le_bytes());
         for name in &self.class_names {
             hash.update((name.len() as u64).to_le_bytes());
             hash.update(name.as_bytes());
@@ -1093,7 +1087,8 @@ impl Client {
             return Err(Failure::new(
                 FEDOTP_ERR_STATE_MISMATCH,
                 format!(
-                    "{}: saved by a client with other class names, n_ctx or model sizes",
+                    "{}: saved by a client of another model (other weights), other class names or \
+                     another n_ctx",
                     path.display()
                 ),
             ));
@@ -1173,8 +1168,8 @@ pub unsafe extern "C" fn fedotp_client_save(
 /// `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE`; `FEDOTP_ERR_INVALID_UTF8`;
 /// `FEDOTP_ERR_IO` (cannot be read); `FEDOTP_ERR_STATE_FORMAT` (not a client state: not
 /// safetensors, no fedotp metadata, a missing or misshapen tensor; the detail names it);
-/// `FEDOTP_ERR_STATE_MISMATCH` (saved by a client with other class names, `n_ctx` or model
-/// sizes); `FEDOTP_ERR_NON_FINITE`. On error the client is unchanged. Thread-safe.
+/// `FEDOTP_ERR_STATE_MISMATCH` (saved by a client of another model — other weights, even of
+/// the same architecture — other class names or another `n_ctx`); `FEDOTP_ERR_NON_FINITE`. On error the client is unchanged. Thread-safe.
 ///
 /// # Safety
 /// A non-NULL `path` must be a NUL-terminated string.

@@ -6,7 +6,7 @@
 //! a copy there, which every later client on that GPU shares.
 
 use std::ffi::c_char;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use fedotp_host::backend::{Backend, Cpu};
 use fedotp_host::clip::{ClipConfig, ClipWeights};
@@ -49,6 +49,8 @@ impl<B: Backend> DeviceClip<B> {
 /// that clients asked for.
 pub(crate) struct Model {
     cpu: Arc<DeviceClip<Cpu>>,
+    /// `ClipWeights::fingerprint`, computed for the first client.
+    fingerprint: OnceLock<String>,
     /// `(ordinal, model)` per GPU in use, made on first use.
     #[cfg(feature = "cuda")]
     gpus: Mutex<Vec<(usize, Arc<DeviceClip<Cuda>>)>>,
@@ -61,6 +63,7 @@ impl Model {
                 clip: FrozenClip::new(Cpu::new(), weights)?,
                 turn: None,
             }),
+            fingerprint: OnceLock::new(),
             #[cfg(feature = "cuda")]
             gpus: Mutex::new(Vec::new()),
         })
@@ -69,6 +72,12 @@ impl Model {
     /// The architecture.
     pub(crate) fn config(&self) -> &ClipConfig {
         &self.cpu.clip.weights().config
+    }
+
+    /// The weights' fingerprint: what a client's saved state is tied to.
+    pub(crate) fn fingerprint(&self) -> &str {
+        self.fingerprint
+            .get_or_init(|| self.cpu.clip.weights().fingerprint())
     }
 
     /// The model on the CPU.

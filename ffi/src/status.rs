@@ -112,7 +112,8 @@ pub const FEDOTP_ERR_INVALID_LABEL: i32 = -69;
 pub const FEDOTP_ERR_CANCELLED: i32 = -70;
 /// The client has not trained since its last global prompt: there is no update to send.
 pub const FEDOTP_ERR_NOT_TRAINED: i32 = -71;
-/// A saved client state belongs to a client with other class names, n_ctx or model sizes.
+/// A saved client state belongs to a client of another model (other weights), other class
+/// names or another n_ctx.
 pub const FEDOTP_ERR_STATE_MISMATCH: i32 = -72;
 /// A file is not a client state (not safetensors, no fedotp metadata, a bad tensor).
 pub const FEDOTP_ERR_STATE_FORMAT: i32 = -73;

@@ -604,6 +604,15 @@ static void training_exchange_prediction(FedotpModel *model) {
                   FEDOTP_ERR_IO);
     EXPECT_STATUS(fedotp_client_load(renamed, NULL), FEDOTP_ERR_NULL_POINTER);
     EXPECT_STATUS(fedotp_client_free(renamed), FEDOTP_OK);
+    /* Same architecture, classes and n_ctx, other weights: prompts learned for another model. */
+    FedotpModel *sibling = NULL;
+    FedotpClient *on_sibling = NULL;
+    EXPECT_STATUS(fedotp_model_new_tiny(4, &sibling), FEDOTP_OK);
+    EXPECT_STATUS(fedotp_client_new(sibling, CLASSES, 2, &config, &on_sibling), FEDOTP_OK);
+    EXPECT_STATUS(fedotp_client_load(on_sibling, state), FEDOTP_ERR_STATE_MISMATCH);
+    EXPECT_MESSAGE("other weights");
+    EXPECT_STATUS(fedotp_client_free(on_sibling), FEDOTP_OK);
+    EXPECT_STATUS(fedotp_model_free(sibling), FEDOTP_OK);
 
     FedotpClient *restarted = NULL;
     config.seed = 12345;
