@@ -3,11 +3,13 @@
 as the released FedOTP code runs them (CoOp's `clip_model.dtype`). The Rust binary runs this
 script and prints both in one table; run alone, it prints one line per workload:
 
-    RESULT <image|text|ot> <median seconds>
-    SKIP <image|text|ot> <reason>
+    RESULT <image|resnet|text|ot> <median seconds>
+    SKIP <image|resnet|text|ot> <reason>
 
 Workloads (random weights of open_clip's `ViT-B-16-quickgelu`, the shapes of OpenAI's ViT-B/16):
   image  image tower forward, every token after ln_post and the projection;
+  resnet open_clip's `RN50-quickgelu` image tower forward (random weights), through the
+         attention pool (which projects the pooled token only);
   text   100 classes x 2 prompts, n_ctx 4, forward + backward to the context, as CoOp's
          TextEncoder: padded to 77 tokens, ln_final on every token, autograd;
   ot     the released OT head: fp16 similarities of unit features (32 images x 196 patches
@@ -157,7 +159,7 @@ def main():
     p.add_argument("--ot-images", type=int, default=32)
     p.add_argument("--smoke", action="store_true", help="tiny batches on the CPU in fp32")
     args = p.parse_args()
-    workloads = ["image", "text", "ot"]
+    workloads = ["image", "resnet", "text", "ot"]
     try:
         import open_clip
         import torch
@@ -177,8 +179,22 @@ def main():
     model = open_clip.create_model("ViT-B-16-quickgelu", pretrained=None).to(device=device, dtype=dtype).eval()
     model.requires_grad_(False)
     timer = Timer(torch, device)
+    def resnet_workload():
+        resnet = open_clip.create_model("RN50-quickgelu", pretrained=None).to(device=device, dtype=dtype).eval()
+        resnet.requires_grad_(False)
+        size = resnet.visual.image_size
+        size = size[0] if isinstance(size, (tuple, list)) else size
+        images = torch.randn(args.image_batch, 3, size, size, device=device, dtype=dtype)
+
+        def run():
+            with torch.inference_mode():
+                return resnet.visual(images)
+
+        return run
+
     runs = {
         "image": lambda: image_workload(torch, model, dtype, device, args.image_batch),
+        "resnet": resnet_workload,
         "text": lambda: text_workload(torch, model, dtype, device, args.classes),
         "ot": lambda: ot_workload(torch, dtype, device, args.ot_images, args.classes),
     }

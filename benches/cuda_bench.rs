@@ -2,6 +2,8 @@
 //!
 //! - image tower: ViT-B/16 forward, batch 128, every token after `ln_post` and the projection
 //!   (images/s);
+//! - image tower: RN50 (the few-shot settings' backbone, where augmentation runs it every
+//!   step) forward, batch 128, through the attention pool (images/s);
 //! - text step: FedOTP's per-batch text work — 100 classes × 2 prompts, n_ctx 4, forward and
 //!   backward to the context (ms); fedotp runs to the longest EOT, PyTorch padded to 77 as the
 //!   released code does;
@@ -31,7 +33,7 @@ use std::time::Instant;
 use fedotp::backend::{Backend, Cpu, Cuda, Linear, MathMode, MatmulDims};
 use fedotp::clip::{
     text_backward, text_forward, vision_forward, ClipConfig, ClipWeights, PromptBatch,
-    SpecialTokens, TextActivations, TextConfig, VisionConfig,
+    ResNetConfig, SpecialTokens, TextActivations, TextConfig, VisionConfig,
 };
 use fedotp_benches::{class_token_ids, run_python, N_CTX, N_PROMPTS};
 use fedotp_core::ot::{BatchLayout, OtParams};
@@ -44,11 +46,14 @@ struct Options {
     smoke: bool,
 }
 
-/// Sizes of the three workloads.
+/// Sizes of the workloads.
 struct Sizes {
     /// The model's name in the table.
     model: &'static str,
     config: ClipConfig,
+    /// The ResNet model's name and architecture.
+    resnet_model: &'static str,
+    resnet: ClipConfig,
     image_batch: usize,
     classes: usize,
     ot_images: usize,
@@ -59,6 +64,8 @@ impl Sizes {
         Sizes {
             model: "ViT-B/16",
             config: ClipConfig::vit_b_16(),
+            resnet_model: "RN50",
+            resnet: ClipConfig::rn50(),
             image_batch: 128,
             classes: 100,
             ot_images: 32,
@@ -69,6 +76,8 @@ impl Sizes {
         Sizes {
             model: "tiny ViT",
             config: ClipConfig::tiny(),
+            resnet_model: "tiny ResNet",
+            resnet: ClipConfig::tiny_resnet(),
             image_batch: 2,
             classes: 3,
             ot_images: 2,
@@ -238,6 +247,81 @@ fn image_row<B: Backend>(
     }
 }
 
+/// Flops of one image through a ModifiedResNet (convolutions and the attention pool, the
+/// projection applied at every position as fedotp does) and the bytes its other layers move:
+/// batch-norm and ReLU read and write every convolution's output, an im2col matrix is written
+/// and read once per 3×3 convolution.
+fn resnet_work(rn: &ResNetConfig, embed_dim: usize) -> (f64, f64) {
+    let (mut flops, mut bytes) = (0.0, 0.0);
+    let mut conv = |side: usize, c_in: usize, c_out: usize, k: usize| {
+        let positions = (side * side) as f64;
+        flops += 2.0 * positions * (c_in * c_out * k * k) as f64;
+        bytes += 4.0 * 4.0 * positions * c_out as f64;
+        if k > 1 {
+            bytes += 2.0 * 4.0 * positions * (c_in * k * k) as f64;
+        }
+    };
+    let mut side = rn.image_size / 2;
+    for (c_in, c_out, _) in rn.stem() {
+        conv(side, c_in, c_out, 3);
+    }
+    side /= 2;
+    for block in rn.blocks() {
+        let out_side = side / block.stride;
+        conv(side, block.in_channels, block.planes, 1);
+        conv(side, block.planes, block.planes, 3);
+        conv(out_side, block.planes, 4 * block.planes, 1);
+        if block.downsample {
+            conv(out_side, block.in_channels, 4 * block.planes, 1);
+        }
+        side = out_side;
+    }
+    let (tokens, width) = (rn.tokens() as f64, rn.pool_width() as f64);
+    flops += 2.0 * tokens * width * width * 3.0
+        + 4.0 * tokens * tokens * width
+        + 2.0 * tokens * width * embed_dim as f64;
+    (flops, bytes)
+}
+
+fn resnet_row<B: Backend>(
+    backend: &B,
+    sync: &dyn Fn(),
+    sizes: &Sizes,
+    iterations: usize,
+    rates: &Rates<B>,
+    bandwidth: f64,
+) -> Row {
+    let VisionConfig::ResNet(rn) = &sizes.resnet.vision else {
+        unreachable!("the ResNet row's model is a ResNet")
+    };
+    let weights = ClipWeights::random(&sizes.resnet, 0)
+        .unwrap()
+        .to_backend(backend)
+        .unwrap();
+    let batch = sizes.image_batch;
+    let images = backend
+        .upload(&values(batch * 3 * rn.image_size * rn.image_size, 10))
+        .unwrap();
+    let seconds = time(iterations, sync, || {
+        std::hint::black_box(vision_forward(backend, &weights.vision, &images, batch).unwrap());
+    });
+    let (flops, bytes) = resnet_work(rn, sizes.resnet.embed_dim);
+    let (flops, bytes) = (batch as f64 * flops, batch as f64 * bytes);
+    // The rate of a middle 3×3 convolution as it runs: its im2col matrix times the weight.
+    let mid = rn.grid() * 2;
+    let planes = 4 * rn.width;
+    let rate = rates.linear_rate(batch * mid * mid, 9 * planes, planes);
+    Row {
+        name: format!("image tower {}, batch {batch}", sizes.resnet_model),
+        seconds,
+        torch: Err("not run".into()),
+        flops,
+        bytes,
+        floor: flops / rate + bytes / bandwidth,
+        unit: Unit::PerSecond(batch, "images"),
+    }
+}
+
 fn text_row<B: Backend>(
     backend: &B,
     sync: &dyn Fn(),
@@ -371,7 +455,8 @@ fn ot_row<B: Backend>(
     }
 }
 
-/// Runs the PyTorch script and attaches its medians to the rows (`image`, `text`, `ot`).
+/// Runs the PyTorch script and attaches its medians to the rows (`image`, `resnet`, `text`,
+/// `ot`).
 fn attach_torch(rows: &mut [Row], options: &Options, sizes: &Sizes) {
     let iterations = options.iterations.to_string();
     let (batch, classes, ot_images) = (
@@ -393,7 +478,7 @@ fn attach_torch(rows: &mut [Row], options: &Options, sizes: &Sizes) {
         args.push("--smoke");
     }
     let output = run_python("cuda_bench.py", &args);
-    for (row, key) in rows.iter_mut().zip(["image", "text", "ot"]) {
+    for (row, key) in rows.iter_mut().zip(["image", "resnet", "text", "ot"]) {
         row.torch = match &output {
             Err(why) => Err(why.clone()),
             Ok(text) => text
@@ -485,7 +570,7 @@ fn parse_options() -> Result<Options, String> {
     Ok(options)
 }
 
-/// The three rows on `backend`.
+/// The rows on `backend`.
 fn run<B: Backend>(
     backend: &B,
     sync: &dyn Fn(),
@@ -505,6 +590,7 @@ fn run<B: Backend>(
         .unwrap();
     let rows = vec![
         image_row(backend, sync, &weights, sizes, runs, &rates, bandwidth),
+        resnet_row(backend, sync, sizes, runs, &rates, bandwidth),
         text_row(backend, sync, &weights, sizes, runs, &rates, bandwidth),
         ot_row(backend, sync, sizes, runs, bandwidth),
     ];
