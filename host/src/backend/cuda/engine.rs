@@ -70,6 +70,54 @@ pub(crate) struct BlasCall {
     pub math: MathMode,
 }
 
+/// One `cublasGemmBatchedEx` call: as [`BlasCall`], with each operand given as the device
+/// address of an array of `count` matrix addresses (`u64`) instead of a base and a stride.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BlasArrayCall {
+    pub trans_a: bool,
+    pub trans_b: bool,
+    pub m: i32,
+    pub n: i32,
+    pub k: i32,
+    pub alpha: f32,
+    pub a_array: u64,
+    pub lda: i32,
+    pub b_array: u64,
+    pub ldb: i32,
+    pub beta: f32,
+    pub c_array: u64,
+    pub ldc: i32,
+    pub count: i32,
+    pub math: MathMode,
+}
+
+impl BlasArrayCall {
+    /// The product of one entry of the arrays, with its three matrix addresses.
+    #[cfg(test)]
+    pub fn entry(&self, a: u64, b: u64, c: u64) -> BlasCall {
+        BlasCall {
+            trans_a: self.trans_a,
+            trans_b: self.trans_b,
+            m: self.m,
+            n: self.n,
+            k: self.k,
+            alpha: self.alpha,
+            a,
+            lda: self.lda,
+            stride_a: 0,
+            b,
+            ldb: self.ldb,
+            stride_b: 0,
+            beta: self.beta,
+            c,
+            ldc: self.ldc,
+            stride_c: 0,
+            count: 1,
+            math: self.math,
+        }
+    }
+}
+
 impl MathMode {
     fn compute_type(self) -> cublas_sys::cublasComputeType_t {
         match self {
@@ -237,6 +285,54 @@ impl Engine {
                 // SAFETY: as above, the caller guarantees the addresses (host memory here).
                 unsafe { super::emulator::blas_reference(call) }
                     .map_err(|e| device_error(op, format!("emulated cuBLAS GEMM: {e}")))
+            }
+        }
+    }
+
+    /// Runs one pointer-array cuBLAS call. The caller guarantees that the arrays hold `count`
+    /// addresses each (written by work queued before) and that every element those address
+    /// lies in a live allocation.
+    pub fn blas_arrays(&self, op: &'static str, call: &BlasArrayCall) -> BackendResult<()> {
+        match self {
+            Engine::Driver(d) => {
+                d.stream
+                    .context()
+                    .bind_to_thread()
+                    .map_err(|e| device_error(op, e))?;
+                // SAFETY: the handle belongs to this stream; the caller guarantees the arrays
+                // and the matrices they address; alpha and beta outlive the call.
+                unsafe {
+                    cublas_sys::cublasGemmBatchedEx(
+                        *d.blas.handle(),
+                        blas_op(call.trans_a),
+                        blas_op(call.trans_b),
+                        call.m,
+                        call.n,
+                        call.k,
+                        &call.alpha as *const f32 as *const c_void,
+                        call.a_array as *const *const c_void,
+                        cublas_sys::cudaDataType_t::CUDA_R_32F,
+                        call.lda,
+                        call.b_array as *const *const c_void,
+                        cublas_sys::cudaDataType_t::CUDA_R_32F,
+                        call.ldb,
+                        &call.beta as *const f32 as *const c_void,
+                        call.c_array as *const *mut c_void,
+                        cublas_sys::cudaDataType_t::CUDA_R_32F,
+                        call.ldc,
+                        call.count,
+                        call.math.compute_type(),
+                        cublas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                    )
+                }
+                .result()
+                .map_err(|e| device_error(op, format!("cuBLAS batched GEMM: {e}")))
+            }
+            #[cfg(test)]
+            Engine::Emulator(_) => {
+                // SAFETY: as above (host memory here).
+                unsafe { super::emulator::blas_arrays_reference(call) }
+                    .map_err(|e| device_error(op, format!("emulated cuBLAS batched GEMM: {e}")))
             }
         }
     }

@@ -6,9 +6,13 @@
 //!
 //! Attention needs one product per (sequence, head) pair, each matrix at
 //! `base + sequence·stride₀ + head·stride₁`. cuBLAS's strided-batched GEMM takes one stride,
-//! so [`Cuda::gemm`] loops over the shorter of the two batch axes and batches the longer one.
+//! so such a batch goes to `cublasGemmBatchedEx` instead, with arrays of every matrix's
+//! address written on the device by a kernel: one call for all pairs. (Looping over the
+//! shorter axis instead cost the text step 48 small calls per layer — 40 % of its GPU time on
+//! an H200, at 5 µs a call for 12 × 12 × 64 products.)
 
-use super::engine::BlasCall;
+use super::engine::{BlasArrayCall, BlasCall};
+use super::kernels::{elementwise, Arg, Kernel};
 use super::{Cuda, MathMode};
 use crate::backend::{BackendError, BackendResult};
 
@@ -33,11 +37,6 @@ impl Matrices {
             ld,
             stride: (0, 0),
         }
-    }
-
-    /// The operand advanced by `elements` floats.
-    fn offset(self, elements: usize) -> u64 {
-        self.ptr + (elements * std::mem::size_of::<f32>()) as u64
     }
 }
 
@@ -86,54 +85,89 @@ impl Cuda {
         if m == 0 || n == 0 || outer == 0 || inner == 0 {
             return Ok(());
         }
-        // Loop over the shorter batch axis and batch the longer one: each operand's strides as
-        // (between loop iterations, between matrices of one batched call).
-        let loop_outer = outer <= inner;
-        let (loops, batched) = if loop_outer {
-            (outer, inner)
-        } else {
-            (inner, outer)
-        };
-        let split = |x: Matrices| {
-            if loop_outer {
-                x.stride
-            } else {
-                (x.stride.1, x.stride.0)
-            }
-        };
         let (m_i, n_i, k_i) = (int(op, "m", m)?, int(op, "n", n)?, int(op, "k", k)?);
         let (lda, ldb, ldc) = (
             int(op, "lda", a.ld)?,
             int(op, "ldb", b.ld)?,
             int(op, "ldc", c.ld)?,
         );
-        let count = int(op, "batch", batched)?;
-        for l in 0..loops {
-            // Column-major Cᵀ (n×m) = op(B)ᵀ (n×k) · op(A)ᵀ (k×m): B's storage is the first
-            // cuBLAS operand, A's the second.
-            let stride = |x: Matrices| split(x).1 as i64;
-            let call = BlasCall {
-                trans_a: shape.trans_b,
-                trans_b: shape.trans_a,
-                m: n_i,
-                n: m_i,
-                k: k_i,
-                alpha,
-                a: b.offset(l * split(b).0),
-                lda: ldb,
-                stride_a: stride(b),
-                b: a.offset(l * split(a).0),
-                ldb: lda,
-                stride_b: stride(a),
-                beta,
-                c: c.offset(l * split(c).0),
-                ldc,
-                stride_c: stride(c),
-                count,
-                math,
+        let count = int(op, "batch", outer * inner)?;
+        if outer > 1 && inner > 1 {
+            // Three arrays of `count` addresses, freed in stream order after the call.
+            let total = 3 * outer * inner;
+            let arrays = self.engine.alloc_zeros::<u64>(op, total)?;
+            let base = self.engine.address(&arrays);
+            let operand = |x: Matrices| {
+                [
+                    Arg::Ptr(x.ptr),
+                    Arg::I64(x.stride.0 as i64),
+                    Arg::I64(x.stride.1 as i64),
+                ]
             };
-            self.engine.blas(op, &call)?;
+            let mut args = vec![
+                Arg::Ptr(base),
+                Arg::I32(count),
+                Arg::I32(int(op, "batch", inner)?),
+            ];
+            // cuBLAS's first operand is B's storage, its second A's (see below).
+            args.extend(operand(b));
+            args.extend(operand(a));
+            args.extend(operand(c));
+            self.engine
+                .launch(op, Kernel::BatchPointers, elementwise(outer * inner), &args)?;
+            let array = |index: u64| base + index * 8 * (outer * inner) as u64;
+            return self.engine.blas_arrays(
+                op,
+                &BlasArrayCall {
+                    trans_a: shape.trans_b,
+                    trans_b: shape.trans_a,
+                    m: n_i,
+                    n: m_i,
+                    k: k_i,
+                    alpha,
+                    a_array: array(0),
+                    lda: ldb,
+                    b_array: array(1),
+                    ldb: lda,
+                    beta,
+                    c_array: array(2),
+                    ldc,
+                    count,
+                    math,
+                },
+            );
         }
+        // At most one batch axis longer than one: a strided-batched call along it.
+        let stride = |x: Matrices| {
+            if inner > 1 {
+                x.stride.1 as i64
+            } else {
+                x.stride.0 as i64
+            }
+        };
+        // Column-major Cᵀ (n×m) = op(B)ᵀ (n×k) · op(A)ᵀ (k×m): B's storage is the first cuBLAS
+        // operand, A's the second.
+        let call = BlasCall {
+            trans_a: shape.trans_b,
+            trans_b: shape.trans_a,
+            m: n_i,
+            n: m_i,
+            k: k_i,
+            alpha,
+            a: b.ptr,
+            lda: ldb,
+            stride_a: stride(b),
+            b: a.ptr,
+            ldb: lda,
+            stride_b: stride(a),
+            beta,
+            c: c.ptr,
+            ldc,
+            stride_c: stride(c),
+            count,
+            math,
+        };
+        self.engine.blas(op, &call)?;
         Ok(())
     }
 }

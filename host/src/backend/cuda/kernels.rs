@@ -119,6 +119,8 @@ kernels! {
     SoftmaxForward = "attention.cu": "softmax_forward"(Ptr, I32, I32, I32);
     /// Softmax backward to the raw scores, in place.
     SoftmaxBackward = "attention.cu": "softmax_backward"(Ptr, Ptr, I32, I32, F32);
+    /// Operand addresses of a two-axis batch of products, for `cublasGemmBatchedEx`.
+    BatchPointers = "attention.cu": "batch_pointers"(Ptr, I32, I32, Ptr, I64, I64, Ptr, I64, I64, Ptr, I64, I64);
     /// QuickGELU.
     QuickGeluForward = "elementwise.cu": "quick_gelu_forward"(Ptr, Ptr, I64);
     /// QuickGELU gradient, in place.

@@ -6,6 +6,7 @@
 //! so the caller gets an error that names the library instead of a panic.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 /// A CUDA library the backend loads at run time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,18 +46,22 @@ impl CudaLibrary {
         }
     }
 
-    /// Whether the library can be opened. Opening it is harmless: cudarc opens it again (the
-    /// loader returns the same copy) when it first needs it.
+    /// Whether the library can be opened, by the names cudarc searches. A library found stays
+    /// loaded for the life of the process — cudarc opens it again (the loader returns the same
+    /// copy) when it first needs it — because unloading one that carries its own C++ runtime
+    /// (NVRTC does) leaves that runtime's allocations behind. The answer is kept: the loader
+    /// path does not change while the process runs.
     pub fn is_present(self) -> bool {
-        // SAFETY: each probe only tries to dlopen the library by name and closes it again; no
-        // symbol is called.
-        unsafe {
-            match self {
-                CudaLibrary::Driver => cudarc::driver::sys::is_culib_present(),
-                CudaLibrary::Cublas => cudarc::cublas::sys::is_culib_present(),
-                CudaLibrary::Nvrtc => cudarc::nvrtc::sys::is_culib_present(),
-            }
-        }
+        static PRESENT: [OnceLock<bool>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+        *PRESENT[self as usize].get_or_init(|| {
+            cudarc::get_lib_name_candidates(self.base_name())
+                .into_iter()
+                // SAFETY: opening a CUDA library runs only its initialisers, which the CUDA
+                // libraries keep to their own state; no symbol is called here.
+                .find_map(|name| unsafe { libloading::Library::new(name) }.ok())
+                .map(std::mem::forget)
+                .is_some()
+        })
     }
 }
 

@@ -25,7 +25,7 @@ use cudarc::driver::LaunchConfig;
 use rayon::prelude::*;
 
 use super::compile::{ComputeCapability, Target, COMMON, KERNEL_FILES};
-use super::engine::{BlasCall, Engine};
+use super::engine::{BlasArrayCall, BlasCall, Engine};
 use super::kernels::{Arg, Kernel};
 use super::{Cuda, DeviceInfo, MathMode};
 use crate::backend::{BackendError, BackendResult};
@@ -357,6 +357,41 @@ pub(crate) unsafe fn blas_reference(call: &BlasCall) -> Result<(), String> {
                 };
             }
         }
+    }
+    Ok(())
+}
+
+/// A cuBLAS `gemmBatchedEx` call on host memory: the arrays must lie in live allocations, and
+/// each entry is then [`blas_reference`] on its three matrices.
+///
+/// # Safety
+/// As [`blas_reference`] for every entry; the arrays' addresses must be readable when they lie
+/// in a live allocation (checked here).
+pub(crate) unsafe fn blas_arrays_reference(call: &BlasArrayCall) -> Result<(), String> {
+    if call.count < 0 {
+        return Err(format!("negative batch in {call:?}"));
+    }
+    let count = call.count as usize;
+    let bytes = 8 * count as u64;
+    for (name, array) in [
+        ("A", call.a_array),
+        ("B", call.b_array),
+        ("C", call.c_array),
+    ] {
+        if count > 0 && !allocated(array, array + bytes) {
+            return Err(format!(
+                "the array of {name} addresses reaches outside its allocation in {call:?}"
+            ));
+        }
+    }
+    let read = |array: u64, i: usize| *(array as *const u64).add(i);
+    for i in 0..count {
+        let entry = call.entry(
+            read(call.a_array, i),
+            read(call.b_array, i),
+            read(call.c_array, i),
+        );
+        blas_reference(&entry).map_err(|e| format!("entry {i}: {e}"))?;
     }
     Ok(())
 }

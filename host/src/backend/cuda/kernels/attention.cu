@@ -38,3 +38,21 @@ extern "C" __global__ void softmax_backward(float* __restrict__ d,
     dot = warp_sum(dot);
     for (int j = lane(); j < seq; j += WARP_SIZE) dp[j] = scale * p[j] * (dp[j] - dot);
 }
+
+// The operand addresses of a batch of `count` matrix products over two batch axes, for
+// cublasGemmBatchedEx: product i is (i / inner, i % inner), and each operand's matrix sits at
+// its base plus that pair times its two strides (in floats). Writes `count` addresses of A,
+// then of B, then of C. Attention's (sequence, head) pairs take one call this way instead of
+// a loop of strided-batched calls over the shorter axis.
+extern "C" __global__ void batch_pointers(unsigned long long* __restrict__ out, int count,
+                                          int inner, const float* a, long long a_outer,
+                                          long long a_inner, const float* b, long long b_outer,
+                                          long long b_inner, const float* c, long long c_outer,
+                                          long long c_inner) {
+    for (long long i = grid_start(); i < count; i += grid_stride()) {
+        const long long o = i / inner, n = i % inner;
+        out[i] = (unsigned long long)(a + o * a_outer + n * a_inner);
+        out[count + i] = (unsigned long long)(b + o * b_outer + n * b_inner);
+        out[2 * (long long)count + i] = (unsigned long long)(c + o * c_outer + n * c_inner);
+    }
+}
