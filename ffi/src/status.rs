@@ -418,3 +418,38 @@ impl From<RunError> for Failure {
         Failure::new(status, format!("client state: {error}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_device_is_its_own_status_and_a_refused_call_is_internal() {
+        let device = || BackendError::Device {
+            op: "linear",
+            message: "out of memory".into(),
+        };
+        for failure in [
+            Failure::from(TrainError::Backend(device())),
+            Failure::from(TrainError::Clip(ClipError::Backend(device()))),
+        ] {
+            assert_eq!(failure.status, FEDOTP_ERR_DEVICE);
+            assert!(
+                failure.message.contains("out of memory"),
+                "{}",
+                failure.message
+            );
+        }
+        // A buffer libfedotp sized itself that the backend refuses is a bug of ours.
+        let refused = BackendError::BufferTooSmall {
+            op: "linear",
+            buffer: "out",
+            len: 1,
+            needed: 2,
+        };
+        assert_eq!(
+            Failure::from(TrainError::Backend(refused)).status,
+            FEDOTP_ERR_PANIC
+        );
+    }
+}
