@@ -45,6 +45,12 @@
 // the aggregator is created, 4 bytes a client.
 #define FEDOTP_MAX_CLIENTS (1 << 24)
 
+// `fedotp_client_device`'s kind: the client computes on the CPU.
+#define FEDOTP_DEVICE_CPU 0
+
+// `fedotp_client_device`'s kind: the client computes on a CUDA GPU.
+#define FEDOTP_DEVICE_CUDA 1
+
 // The label of an image that has none: it can be predicted, not trained on.
 #define FEDOTP_NO_LABEL UINT32_MAX
 
@@ -533,6 +539,22 @@ int32_t fedotp_client_new(const struct FedotpModel *model,
                           size_t num_classes,
                           const struct FedotpClientConfig *config,
                           struct FedotpClient **client_out);
+
+// Where a client computes — what "auto" chose, say, for a log line.
+//
+// - `kind_out`: receives `FEDOTP_DEVICE_CPU` or `FEDOTP_DEVICE_CUDA`;
+// - `ordinal_out`: receives the GPU's number (the N of "cuda:N"), 0 on the CPU; distinct from
+//   `kind_out`.
+//
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER`; `FEDOTP_ERR_INVALID_HANDLE`;
+// `FEDOTP_ERR_WRONG_HANDLE_TYPE`; `FEDOTP_ERR_ALIASED_BUFFERS`. On error nothing is written.
+// Thread-safe.
+//
+// # Safety
+// Non-NULL pointers must point to writable `uint32_t`s.
+int32_t fedotp_client_device(const struct FedotpClient *client,
+                             uint32_t *kind_out,
+                             uint32_t *ordinal_out);
 
 // The shape of a client's global prompt — what its messages and the server's aggregator
 // carry: `n_ctx` rows of `width` floats.

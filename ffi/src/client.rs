@@ -160,6 +160,21 @@ impl Engine {
     fn config(&self) -> &ClipConfig {
         on_device!(self, on => &on.model.clip().weights().config)
     }
+
+    /// `(FEDOTP_DEVICE_*, ordinal)`.
+    fn device(&self) -> (u32, u32) {
+        match self {
+            Engine::Cpu(_) => (FEDOTP_DEVICE_CPU, 0),
+            #[cfg(feature = "cuda")]
+            Engine::Cuda(on) => {
+                let ordinal = on.model.clip().backend().info().ordinal;
+                (
+                    FEDOTP_DEVICE_CUDA,
+                    u32::try_from(ordinal).unwrap_or(u32::MAX),
+                )
+            }
+        }
+    }
 }
 
 impl<B: Backend> OnDevice<B> {
@@ -529,6 +544,42 @@ pub unsafe extern "C" fn fedotp_client_new(
         let handle = handle::register::<FedotpClient>(client)?;
         // SAFETY: `client_out` is non-NULL (checked above) and writable.
         unsafe { write(client_out, handle, "client_out") }
+    })
+}
+
+/// `fedotp_client_device`'s kind: the client computes on the CPU.
+pub const FEDOTP_DEVICE_CPU: u32 = 0;
+/// `fedotp_client_device`'s kind: the client computes on a CUDA GPU.
+pub const FEDOTP_DEVICE_CUDA: u32 = 1;
+
+/// Where a client computes — what "auto" chose, say, for a log line.
+///
+/// - `kind_out`: receives `FEDOTP_DEVICE_CPU` or `FEDOTP_DEVICE_CUDA`;
+/// - `ordinal_out`: receives the GPU's number (the N of "cuda:N"), 0 on the CPU; distinct from
+///   `kind_out`.
+///
+/// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER`; `FEDOTP_ERR_INVALID_HANDLE`;
+/// `FEDOTP_ERR_WRONG_HANDLE_TYPE`; `FEDOTP_ERR_ALIASED_BUFFERS`. On error nothing is written.
+/// Thread-safe.
+///
+/// # Safety
+/// Non-NULL pointers must point to writable `uint32_t`s.
+#[no_mangle]
+pub unsafe extern "C" fn fedotp_client_device(
+    client: *const FedotpClient,
+    kind_out: *mut u32,
+    ordinal_out: *mut u32,
+) -> i32 {
+    call(|| {
+        check_disjoint(kind_out, 1, "kind_out", ordinal_out, 1, "ordinal_out")?;
+        require(kind_out, "kind_out")?;
+        require(ordinal_out, "ordinal_out")?;
+        let (kind, ordinal) = handle::with(client, "client", |client| Ok(client.engine.device()))?;
+        // SAFETY: both non-NULL (checked above), writable and apart.
+        unsafe {
+            write(kind_out, kind, "kind_out")?;
+            write(ordinal_out, ordinal, "ordinal_out")
+        }
     })
 }
 

@@ -237,6 +237,14 @@ int run(const std::string &work_dir) {
                                     FEDOTP_NO_LABEL),
           "fedotp_images_add_encoded");
 
+    uint32_t kind = 0, ordinal = 0;
+    check(fedotp_client_device(hospitals[0].client.get(), &kind, &ordinal), "fedotp_client_device");
+    std::printf("hospital 0 computes on: %s\n",
+                kind == FEDOTP_DEVICE_CUDA ? ("cuda:" + std::to_string(ordinal)).c_str() : "cpu");
+    expect(std::string(device) != "cpu" || kind == FEDOTP_DEVICE_CPU, "a CPU client is on the CPU");
+    expect(std::string(device).rfind("cuda", 0) != 0 || kind == FEDOTP_DEVICE_CUDA,
+           "a CUDA client is on a GPU");
+
     size_t n_ctx = 0, width = 0;
     check(fedotp_client_prompt_shape(hospitals[0].client.get(), &n_ctx, &width),
           "fedotp_client_prompt_shape");

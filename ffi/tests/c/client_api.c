@@ -327,7 +327,14 @@ static void client_creation(FedotpModel *model) {
     config = good, config.ot.balanced = 2;
     EXPECT_STATUS(fedotp_client_new(model, CLASSES, 2, &config, &client),
                   FEDOTP_ERR_INVALID_BALANCED);
-    config = good, config.device = "cuda";
+    uint32_t has_cuda = 7;
+    EXPECT_STATUS(fedotp_device_available("cuda", &has_cuda), FEDOTP_OK);
+    if (!has_cuda) {
+        config = good, config.device = "cuda";
+        EXPECT_STATUS(fedotp_client_new(model, CLASSES, 2, &config, &client),
+                      FEDOTP_ERR_UNSUPPORTED_DEVICE);
+    }
+    config = good, config.device = "cuda:99";
     EXPECT_STATUS(fedotp_client_new(model, CLASSES, 2, &config, &client),
                   FEDOTP_ERR_UNSUPPORTED_DEVICE);
     config = good, config.device = "tpu";
@@ -336,6 +343,25 @@ static void client_creation(FedotpModel *model) {
     config = good, config.device = NULL;
     EXPECT_STATUS(fedotp_client_new(model, CLASSES, 2, &config, &client), FEDOTP_ERR_NULL_POINTER);
     CHECK(client == FORGED(FedotpClient), "a failed fedotp_client_new wrote its handle");
+
+    /* Where a client computes: "auto" takes GPU 0 when one can be used, else the CPU. */
+    config = good, config.device = "auto";
+    EXPECT_STATUS(fedotp_client_new(model, CLASSES, 2, &config, &client), FEDOTP_OK);
+    uint32_t kind = 7, ordinal = 7;
+    EXPECT_STATUS(fedotp_client_device(client, &kind, &ordinal), FEDOTP_OK);
+    CHECK(kind == (has_cuda ? FEDOTP_DEVICE_CUDA : FEDOTP_DEVICE_CPU) && ordinal == 0,
+          "auto computes on device kind %u, ordinal %u (cuda available: %u)", kind, ordinal,
+          has_cuda);
+    kind = 7;
+    EXPECT_STATUS(fedotp_client_device(client, NULL, &ordinal), FEDOTP_ERR_NULL_POINTER);
+    EXPECT_STATUS(fedotp_client_device(client, &kind, NULL), FEDOTP_ERR_NULL_POINTER);
+    EXPECT_STATUS(fedotp_client_device(client, &kind, &kind), FEDOTP_ERR_ALIASED_BUFFERS);
+    EXPECT_STATUS(fedotp_client_device(FORGED(FedotpClient), &kind, &ordinal),
+                  FEDOTP_ERR_INVALID_HANDLE);
+    EXPECT_STATUS(fedotp_client_device((const FedotpClient *)model, &kind, &ordinal),
+                  FEDOTP_ERR_WRONG_HANDLE_TYPE);
+    CHECK(kind == 7, "a failed fedotp_client_device wrote %u", kind);
+    EXPECT_STATUS(fedotp_client_free(client), FEDOTP_OK);
 }
 
 static float progress_seen = 0;
