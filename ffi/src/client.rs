@@ -127,29 +127,24 @@ impl Engine {
         class_names: &[String],
         setup: PromptSetup,
     ) -> Result<Engine, Failure> {
-        match device {
-            #[cfg(feature = "cuda")]
-            Device::Cuda(ordinal) => {
-                let gpu = model.on_cuda(ordinal)?;
+        #[cfg(feature = "cuda")]
+        {
+            let gpu = match device {
+                Device::Cuda(ordinal) => Some(model.on_cuda(ordinal)?),
+                Device::Auto => model.on_cuda(0).ok(),
+                Device::Cpu => None,
+            };
+            if let Some(gpu) = gpu {
                 return Ok(Engine::Cuda(Box::new(OnDevice::new(
                     gpu,
                     class_names,
                     setup,
                 )?)));
             }
-            #[cfg(feature = "cuda")]
-            Device::Auto => {
-                if let Ok(gpu) = model.on_cuda(0) {
-                    return Ok(Engine::Cuda(Box::new(OnDevice::new(
-                        gpu,
-                        class_names,
-                        setup,
-                    )?)));
-                }
-            }
-            // A build without CUDA refused "cuda" when the name was resolved.
-            _ => {}
         }
+        // Without CUDA in the build, "cuda" was refused when the name was resolved.
+        #[cfg(not(feature = "cuda"))]
+        let _ = device;
         Ok(Engine::Cpu(Box::new(OnDevice::new(
             model.on_cpu(),
             class_names,

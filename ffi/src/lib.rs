@@ -27,17 +27,17 @@ pub use aggregator::{
     fedotp_aggregator_start_round, FedotpAggregator, FEDOTP_MAX_CLIENTS,
 };
 pub use client::{
-    fedotp_client_config_default, fedotp_client_free, fedotp_client_global_prompt,
-    fedotp_client_load, fedotp_client_new, fedotp_client_predict, fedotp_client_prompt_shape,
-    fedotp_client_read_global, fedotp_client_save, fedotp_client_train,
+    fedotp_client_config_default, fedotp_client_device, fedotp_client_free,
+    fedotp_client_global_prompt, fedotp_client_load, fedotp_client_new, fedotp_client_predict,
+    fedotp_client_prompt_shape, fedotp_client_read_global, fedotp_client_save, fedotp_client_train,
     fedotp_client_update_message_size, fedotp_client_write_update, FedotpClient,
-    FedotpClientConfig, FedotpProgressFn, FedotpTrainReport,
+    FedotpClientConfig, FedotpProgressFn, FedotpTrainReport, FEDOTP_DEVICE_CPU, FEDOTP_DEVICE_CUDA,
 };
 pub use handle::fedotp_live_handles;
 pub use images::{
     fedotp_images_add_encoded, fedotp_images_add_gray16, fedotp_images_add_gray8,
-    fedotp_images_add_rgb8, fedotp_images_count, fedotp_images_free, fedotp_images_new,
-    FedotpGrayWindow, FedotpImages, FEDOTP_NO_LABEL,
+    fedotp_images_add_rgb8, fedotp_images_add_tokens, fedotp_images_count, fedotp_images_free,
+    fedotp_images_new, FedotpGrayWindow, FedotpImages, FEDOTP_NO_LABEL,
 };
 pub use info::{fedotp_device_available, fedotp_version, fedotp_version_numbers};
 pub use last_error::fedotp_last_error_message;
