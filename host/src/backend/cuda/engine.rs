@@ -46,8 +46,8 @@ pub(crate) enum DeviceMemory<T> {
     Host(super::emulator::HostMemory<T>),
 }
 
-/// One `cublasGemmStridedBatchedEx` call, column-major as cuBLAS sees it:
-/// `C = alpha · op(A) · op(B) + beta · C` for `count` matrices `stride_*` elements apart.
+/// One cuBLAS GEMM call, column-major as cuBLAS sees it: `C = alpha · op(A) · op(B) + beta · C`
+/// for `count` matrices, addressed as [`Operands`] says.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BlasCall {
     pub trans_a: bool,
@@ -56,66 +56,35 @@ pub(crate) struct BlasCall {
     pub n: i32,
     pub k: i32,
     pub alpha: f32,
-    pub a: u64,
     pub lda: i32,
+    pub ldb: i32,
+    pub beta: f32,
+    pub ldc: i32,
+    pub count: i32,
+    pub math: MathMode,
+    pub operands: Operands,
+}
+
+/// Where a [`BlasCall`]'s matrices are.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Operands {
+    /// `cublasGemmStridedBatchedEx`: each operand's first matrix and the elements between
+    /// consecutive ones.
+    Strided(Strided),
+    /// `cublasGemmBatchedEx`: the device addresses of three arrays of `count` matrix addresses
+    /// (`u64`) each, for A, B and C.
+    Arrays { a: u64, b: u64, c: u64 },
+}
+
+/// Operands at a base address and a stride each.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Strided {
+    pub a: u64,
     pub stride_a: i64,
     pub b: u64,
-    pub ldb: i32,
     pub stride_b: i64,
-    pub beta: f32,
     pub c: u64,
-    pub ldc: i32,
     pub stride_c: i64,
-    pub count: i32,
-    pub math: MathMode,
-}
-
-/// One `cublasGemmBatchedEx` call: as [`BlasCall`], with each operand given as the device
-/// address of an array of `count` matrix addresses (`u64`) instead of a base and a stride.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct BlasArrayCall {
-    pub trans_a: bool,
-    pub trans_b: bool,
-    pub m: i32,
-    pub n: i32,
-    pub k: i32,
-    pub alpha: f32,
-    pub a_array: u64,
-    pub lda: i32,
-    pub b_array: u64,
-    pub ldb: i32,
-    pub beta: f32,
-    pub c_array: u64,
-    pub ldc: i32,
-    pub count: i32,
-    pub math: MathMode,
-}
-
-impl BlasArrayCall {
-    /// The product of one entry of the arrays, with its three matrix addresses.
-    #[cfg(test)]
-    pub fn entry(&self, a: u64, b: u64, c: u64) -> BlasCall {
-        BlasCall {
-            trans_a: self.trans_a,
-            trans_b: self.trans_b,
-            m: self.m,
-            n: self.n,
-            k: self.k,
-            alpha: self.alpha,
-            a,
-            lda: self.lda,
-            stride_a: 0,
-            b,
-            ldb: self.ldb,
-            stride_b: 0,
-            beta: self.beta,
-            c,
-            ldc: self.ldc,
-            stride_c: 0,
-            count: 1,
-            math: self.math,
-        }
-    }
 }
 
 impl MathMode {
@@ -241,7 +210,8 @@ impl Engine {
     }
 
     /// Runs one cuBLAS call. The caller guarantees every element it addresses lies in a live
-    /// allocation.
+    /// allocation, and for [`Operands::Arrays`] that the arrays hold `count` addresses each
+    /// (written by work queued before).
     pub fn blas(&self, op: &'static str, call: &BlasCall) -> BackendResult<()> {
         match self {
             Engine::Driver(d) => {
@@ -249,34 +219,70 @@ impl Engine {
                     .context()
                     .bind_to_thread()
                     .map_err(|e| device_error(op, e))?;
+                let f32_type = cublas_sys::cudaDataType_t::CUDA_R_32F;
+                let (alpha, beta) = (
+                    &call.alpha as *const f32 as *const c_void,
+                    &call.beta as *const f32 as *const c_void,
+                );
+                let (trans_a, trans_b) = (blas_op(call.trans_a), blas_op(call.trans_b));
+                let (compute, algo) = (
+                    call.math.compute_type(),
+                    cublas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+                );
+                let handle = *d.blas.handle();
                 // SAFETY: the handle belongs to this stream; the caller guarantees the
                 // addresses; alpha and beta outlive the call.
                 unsafe {
-                    cublas::gemm_strided_batched_ex(
-                        *d.blas.handle(),
-                        blas_op(call.trans_a),
-                        blas_op(call.trans_b),
-                        call.m,
-                        call.n,
-                        call.k,
-                        &call.alpha as *const f32 as *const c_void,
-                        call.a as *const c_void,
-                        cublas_sys::cudaDataType_t::CUDA_R_32F,
-                        call.lda,
-                        call.stride_a,
-                        call.b as *const c_void,
-                        cublas_sys::cudaDataType_t::CUDA_R_32F,
-                        call.ldb,
-                        call.stride_b,
-                        &call.beta as *const f32 as *const c_void,
-                        call.c as *mut c_void,
-                        cublas_sys::cudaDataType_t::CUDA_R_32F,
-                        call.ldc,
-                        call.stride_c,
-                        call.count,
-                        call.math.compute_type(),
-                        cublas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-                    )
+                    match call.operands {
+                        Operands::Strided(s) => cublas::gemm_strided_batched_ex(
+                            handle,
+                            trans_a,
+                            trans_b,
+                            call.m,
+                            call.n,
+                            call.k,
+                            alpha,
+                            s.a as *const c_void,
+                            f32_type,
+                            call.lda,
+                            s.stride_a,
+                            s.b as *const c_void,
+                            f32_type,
+                            call.ldb,
+                            s.stride_b,
+                            beta,
+                            s.c as *mut c_void,
+                            f32_type,
+                            call.ldc,
+                            s.stride_c,
+                            call.count,
+                            compute,
+                            algo,
+                        ),
+                        Operands::Arrays { a, b, c } => cublas_sys::cublasGemmBatchedEx(
+                            handle,
+                            trans_a,
+                            trans_b,
+                            call.m,
+                            call.n,
+                            call.k,
+                            alpha,
+                            a as *const *const c_void,
+                            f32_type,
+                            call.lda,
+                            b as *const *const c_void,
+                            f32_type,
+                            call.ldb,
+                            beta,
+                            c as *const *mut c_void,
+                            f32_type,
+                            call.ldc,
+                            call.count,
+                            compute,
+                            algo,
+                        )
+                        .result(),
+                    }
                 }
                 .map_err(|e| device_error(op, format!("cuBLAS GEMM: {e}")))
             }
@@ -285,54 +291,6 @@ impl Engine {
                 // SAFETY: as above, the caller guarantees the addresses (host memory here).
                 unsafe { super::emulator::blas_reference(call) }
                     .map_err(|e| device_error(op, format!("emulated cuBLAS GEMM: {e}")))
-            }
-        }
-    }
-
-    /// Runs one pointer-array cuBLAS call. The caller guarantees that the arrays hold `count`
-    /// addresses each (written by work queued before) and that every element those address
-    /// lies in a live allocation.
-    pub fn blas_arrays(&self, op: &'static str, call: &BlasArrayCall) -> BackendResult<()> {
-        match self {
-            Engine::Driver(d) => {
-                d.stream
-                    .context()
-                    .bind_to_thread()
-                    .map_err(|e| device_error(op, e))?;
-                // SAFETY: the handle belongs to this stream; the caller guarantees the arrays
-                // and the matrices they address; alpha and beta outlive the call.
-                unsafe {
-                    cublas_sys::cublasGemmBatchedEx(
-                        *d.blas.handle(),
-                        blas_op(call.trans_a),
-                        blas_op(call.trans_b),
-                        call.m,
-                        call.n,
-                        call.k,
-                        &call.alpha as *const f32 as *const c_void,
-                        call.a_array as *const *const c_void,
-                        cublas_sys::cudaDataType_t::CUDA_R_32F,
-                        call.lda,
-                        call.b_array as *const *const c_void,
-                        cublas_sys::cudaDataType_t::CUDA_R_32F,
-                        call.ldb,
-                        &call.beta as *const f32 as *const c_void,
-                        call.c_array as *const *mut c_void,
-                        cublas_sys::cudaDataType_t::CUDA_R_32F,
-                        call.ldc,
-                        call.count,
-                        call.math.compute_type(),
-                        cublas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-                    )
-                }
-                .result()
-                .map_err(|e| device_error(op, format!("cuBLAS batched GEMM: {e}")))
-            }
-            #[cfg(test)]
-            Engine::Emulator(_) => {
-                // SAFETY: as above (host memory here).
-                unsafe { super::emulator::blas_arrays_reference(call) }
-                    .map_err(|e| device_error(op, format!("emulated cuBLAS batched GEMM: {e}")))
             }
         }
     }

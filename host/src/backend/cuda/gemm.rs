@@ -11,7 +11,7 @@
 //! shorter axis instead cost the text step 48 small calls per layer — 40 % of its GPU time on
 //! an H200, at 5 µs a call for 12 × 12 × 64 products.)
 
-use super::engine::{BlasArrayCall, BlasCall};
+use super::engine::{BlasCall, Operands, Strided};
 use super::kernels::{elementwise, Arg, Kernel};
 use super::{Cuda, MathMode};
 use crate::backend::{BackendError, BackendResult};
@@ -92,10 +92,13 @@ impl Cuda {
             int(op, "ldc", c.ld)?,
         );
         let count = int(op, "batch", outer * inner)?;
-        if outer > 1 && inner > 1 {
-            // Three arrays of `count` addresses, freed in stream order after the call.
-            let total = 3 * outer * inner;
-            let arrays = self.engine.alloc_zeros::<u64>(op, total)?;
+        // Column-major Cᵀ (n×m) = op(B)ᵀ (n×k) · op(A)ᵀ (k×m): B's storage is the first cuBLAS
+        // operand, A's the second.
+        let mut address_arrays = None;
+        let operands = if outer > 1 && inner > 1 {
+            // Three arrays of `count` addresses, written on the device, kept until the call is
+            // queued and then freed in stream order.
+            let arrays = self.engine.alloc_zeros::<u64>(op, 3 * outer * inner)?;
             let base = self.engine.address(&arrays);
             let operand = |x: Matrices| {
                 [
@@ -109,44 +112,36 @@ impl Cuda {
                 Arg::I32(count),
                 Arg::I32(int(op, "batch", inner)?),
             ];
-            // cuBLAS's first operand is B's storage, its second A's (see below).
             args.extend(operand(b));
             args.extend(operand(a));
             args.extend(operand(c));
             self.engine
                 .launch(op, Kernel::BatchPointers, elementwise(outer * inner), &args)?;
+            address_arrays = Some(arrays);
             let array = |index: u64| base + index * 8 * (outer * inner) as u64;
-            return self.engine.blas_arrays(
-                op,
-                &BlasArrayCall {
-                    trans_a: shape.trans_b,
-                    trans_b: shape.trans_a,
-                    m: n_i,
-                    n: m_i,
-                    k: k_i,
-                    alpha,
-                    a_array: array(0),
-                    lda: ldb,
-                    b_array: array(1),
-                    ldb: lda,
-                    beta,
-                    c_array: array(2),
-                    ldc,
-                    count,
-                    math,
-                },
-            );
-        }
-        // At most one batch axis longer than one: a strided-batched call along it.
-        let stride = |x: Matrices| {
-            if inner > 1 {
-                x.stride.1 as i64
-            } else {
-                x.stride.0 as i64
+            Operands::Arrays {
+                a: array(0),
+                b: array(1),
+                c: array(2),
             }
+        } else {
+            // At most one batch axis longer than one: a strided batch along it.
+            let stride = |x: Matrices| {
+                if inner > 1 {
+                    x.stride.1 as i64
+                } else {
+                    x.stride.0 as i64
+                }
+            };
+            Operands::Strided(Strided {
+                a: b.ptr,
+                stride_a: stride(b),
+                b: a.ptr,
+                stride_b: stride(a),
+                c: c.ptr,
+                stride_c: stride(c),
+            })
         };
-        // Column-major Cᵀ (n×m) = op(B)ᵀ (n×k) · op(A)ᵀ (k×m): B's storage is the first cuBLAS
-        // operand, A's the second.
         let call = BlasCall {
             trans_a: shape.trans_b,
             trans_b: shape.trans_a,
@@ -154,20 +149,16 @@ impl Cuda {
             n: m_i,
             k: k_i,
             alpha,
-            a: b.ptr,
             lda: ldb,
-            stride_a: stride(b),
-            b: a.ptr,
             ldb: lda,
-            stride_b: stride(a),
             beta,
-            c: c.ptr,
             ldc,
-            stride_c: stride(c),
             count,
             math,
+            operands,
         };
         self.engine.blas(op, &call)?;
+        drop(address_arrays);
         Ok(())
     }
 }

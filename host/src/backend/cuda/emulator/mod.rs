@@ -25,7 +25,7 @@ use cudarc::driver::LaunchConfig;
 use rayon::prelude::*;
 
 use super::compile::{ComputeCapability, Target, COMMON, KERNEL_FILES};
-use super::engine::{BlasArrayCall, BlasCall, Engine};
+use super::engine::{BlasCall, Engine, Operands, Strided};
 use super::kernels::{Arg, Kernel};
 use super::{Cuda, DeviceInfo, MathMode};
 use crate::backend::{BackendError, BackendResult};
@@ -275,15 +275,61 @@ fn round_mantissa(x: f32, bits: u32) -> f32 {
     f32::from_bits((raw.wrapping_add(half)) & !((1u32 << drop) - 1))
 }
 
-/// A cuBLAS `gemmStridedBatchedEx` call on host memory: column-major, `op(X)` the transpose
-/// when asked, `C` not read when `beta = 0`, products accumulated in `f64` from inputs rounded
-/// as the math mode's tensor cores would. Refuses what cuBLAS refuses
-/// (`CUBLAS_STATUS_INVALID_VALUE`): negative sizes, leading dimensions shorter than a column.
+/// A cuBLAS GEMM call on host memory: column-major, `op(X)` the transpose when asked, `C` not
+/// read when `beta = 0`, products accumulated in `f64` from inputs rounded as the math mode's
+/// tensor cores would. Refuses what cuBLAS refuses (`CUBLAS_STATUS_INVALID_VALUE`): negative
+/// sizes, leading dimensions shorter than a column. Pointer arrays
+/// ([`Operands::Arrays`]) must lie in live allocations; each of their entries is then one
+/// single-matrix strided call.
 ///
 /// # Safety
 /// Every element the call addresses must lie in live host memory, and `C` must not overlap
 /// `A` or `B`.
 pub(crate) unsafe fn blas_reference(call: &BlasCall) -> Result<(), String> {
+    let (a, b, c) = match call.operands {
+        Operands::Strided(strided) => return strided_reference(call, strided),
+        Operands::Arrays { a, b, c } => (a, b, c),
+    };
+    if call.count < 0 {
+        return Err(format!("negative batch in {call:?}"));
+    }
+    let count = call.count as usize;
+    for (name, array) in [("A", a), ("B", b), ("C", c)] {
+        if count > 0 && !allocated(array, array + 8 * count as u64) {
+            return Err(format!(
+                "the array of {name} addresses reaches outside its allocation in {call:?}"
+            ));
+        }
+    }
+    let read = |array: u64, i: usize| *(array as *const u64).add(i);
+    for i in 0..count {
+        let entry = BlasCall {
+            count: 1,
+            operands: Operands::Strided(Strided {
+                a: read(a, i),
+                stride_a: 0,
+                b: read(b, i),
+                stride_b: 0,
+                c: read(c, i),
+                stride_c: 0,
+            }),
+            ..*call
+        };
+        blas_reference(&entry).map_err(|e| format!("entry {i}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// [`blas_reference`] for operands at a base and a stride each.
+unsafe fn strided_reference(call: &BlasCall, operands: Strided) -> Result<(), String> {
+    let Strided {
+        a,
+        stride_a,
+        b,
+        stride_b,
+        c,
+        stride_c,
+    } = operands;
     let (rows_a, rows_b) = (
         if call.trans_a { call.k } else { call.m },
         if call.trans_b { call.n } else { call.k },
@@ -309,9 +355,9 @@ pub(crate) unsafe fn blas_reference(call: &BlasCall) -> Result<(), String> {
         if call.trans_b { call.k } else { call.n },
     );
     for (name, (start, end)) in [
-        ("A", span(call.a, rows_a, cols_a, call.lda, call.stride_a)),
-        ("B", span(call.b, rows_b, cols_b, call.ldb, call.stride_b)),
-        ("C", span(call.c, call.m, call.n, call.ldc, call.stride_c)),
+        ("A", span(a, rows_a, cols_a, call.lda, stride_a)),
+        ("B", span(b, rows_b, cols_b, call.ldb, stride_b)),
+        ("C", span(c, call.m, call.n, call.ldc, stride_c)),
     ] {
         // A and B are not read when k = 0.
         if (call.k > 0 || name == "C") && !allocated(start, end) {
@@ -328,9 +374,9 @@ pub(crate) unsafe fn blas_reference(call: &BlasCall) -> Result<(), String> {
     let (m, n, k) = (call.m as isize, call.n as isize, call.k as isize);
     let (lda, ldb, ldc) = (call.lda as isize, call.ldb as isize, call.ldc as isize);
     for batch in 0..call.count as isize {
-        let a = (call.a as *const f32).offset(batch * call.stride_a as isize);
-        let b = (call.b as *const f32).offset(batch * call.stride_b as isize);
-        let c = (call.c as *mut f32).offset(batch * call.stride_c as isize);
+        let a = (a as *const f32).offset(batch * stride_a as isize);
+        let b = (b as *const f32).offset(batch * stride_b as isize);
+        let c = (c as *mut f32).offset(batch * stride_c as isize);
         let a_at = |i: isize, p: isize| {
             round(if call.trans_a {
                 *a.offset(p + i * lda)
@@ -357,41 +403,6 @@ pub(crate) unsafe fn blas_reference(call: &BlasCall) -> Result<(), String> {
                 };
             }
         }
-    }
-    Ok(())
-}
-
-/// A cuBLAS `gemmBatchedEx` call on host memory: the arrays must lie in live allocations, and
-/// each entry is then [`blas_reference`] on its three matrices.
-///
-/// # Safety
-/// As [`blas_reference`] for every entry; the arrays' addresses must be readable when they lie
-/// in a live allocation (checked here).
-pub(crate) unsafe fn blas_arrays_reference(call: &BlasArrayCall) -> Result<(), String> {
-    if call.count < 0 {
-        return Err(format!("negative batch in {call:?}"));
-    }
-    let count = call.count as usize;
-    let bytes = 8 * count as u64;
-    for (name, array) in [
-        ("A", call.a_array),
-        ("B", call.b_array),
-        ("C", call.c_array),
-    ] {
-        if count > 0 && !allocated(array, array + bytes) {
-            return Err(format!(
-                "the array of {name} addresses reaches outside its allocation in {call:?}"
-            ));
-        }
-    }
-    let read = |array: u64, i: usize| *(array as *const u64).add(i);
-    for i in 0..count {
-        let entry = call.entry(
-            read(call.a_array, i),
-            read(call.b_array, i),
-            read(call.c_array, i),
-        );
-        blas_reference(&entry).map_err(|e| format!("entry {i}: {e}"))?;
     }
     Ok(())
 }
