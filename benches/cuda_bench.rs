@@ -33,7 +33,7 @@ use std::time::Instant;
 use fedotp::backend::{Backend, Cpu, Cuda, Linear, MathMode, MatmulDims};
 use fedotp::clip::{
     text_backward, text_forward, vision_forward, ClipConfig, ClipWeights, PromptBatch,
-    ResNetConfig, SpecialTokens, TextActivations, TextConfig, VisionConfig,
+    ResNetConfig, SpecialTokens, TextActivations, TextConfig, VisionConfig, VisionWeights,
 };
 use fedotp_benches::{class_token_ids, run_python, N_CTX, N_PROMPTS};
 use fedotp_core::ot::{BatchLayout, OtParams};
@@ -100,6 +100,30 @@ struct Row {
     floor: f64,
     /// How the time is shown.
     unit: Unit,
+}
+
+impl Row {
+    /// An image tower's row: `model` on `batch` images in `seconds`, its products' `flops` at
+    /// cuBLAS's `rate` and its other layers' `bytes` at `bandwidth` for the floor.
+    fn tower(
+        model: &str,
+        batch: usize,
+        seconds: f64,
+        flops: f64,
+        bytes: f64,
+        rate: f64,
+        bandwidth: f64,
+    ) -> Row {
+        Row {
+            name: format!("image tower {model}, batch {batch}"),
+            seconds,
+            torch: Err("not run".into()),
+            flops,
+            bytes,
+            floor: flops / rate + bytes / bandwidth,
+            unit: Unit::PerSecond(batch, "images"),
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -221,12 +245,14 @@ fn image_row<B: Backend>(
         unreachable!("the benchmark models are ViTs")
     };
     let batch = sizes.image_batch;
-    let images = backend
-        .upload(&values(batch * 3 * vit.image_size * vit.image_size, 5))
-        .unwrap();
-    let seconds = time(iterations, sync, || {
-        std::hint::black_box(vision_forward(backend, &weights.vision, &images, batch).unwrap());
-    });
+    let seconds = time_tower(
+        backend,
+        sync,
+        &weights.vision,
+        vit.image_size,
+        batch,
+        iterations,
+    );
     let tokens = vit.tokens();
     let (block_flops, block_bytes) = block_work(batch, tokens, vit.width, vit.heads, false);
     let patch_len = 3 * vit.patch_size * vit.patch_size;
@@ -236,15 +262,22 @@ fn image_row<B: Backend>(
         + 2.0 * rows * (vit.width * sizes.config.embed_dim) as f64;
     let bytes = vit.layers as f64 * block_bytes + 4.0 * 4.0 * rows * vit.width as f64;
     let rate = rates.linear_rate(batch * tokens, vit.width, vit.mlp_width);
-    Row {
-        name: format!("image tower {}, batch {batch}", sizes.model),
-        seconds,
-        torch: Err("not run".into()),
-        flops,
-        bytes,
-        floor: flops / rate + bytes / bandwidth,
-        unit: Unit::PerSecond(batch, "images"),
-    }
+    Row::tower(sizes.model, batch, seconds, flops, bytes, rate, bandwidth)
+}
+
+/// Median seconds of the image tower `vision` on `batch` random images of `side` pixels.
+fn time_tower<B: Backend>(
+    backend: &B,
+    sync: &dyn Fn(),
+    vision: &VisionWeights<B::Buf>,
+    side: usize,
+    batch: usize,
+    iterations: usize,
+) -> f64 {
+    let images = backend.upload(&values(batch * 3 * side * side, 5)).unwrap();
+    time(iterations, sync, || {
+        std::hint::black_box(vision_forward(backend, vision, &images, batch).unwrap());
+    })
 }
 
 /// Flops of one image through a ModifiedResNet (convolutions and the attention pool, the
@@ -299,27 +332,29 @@ fn resnet_row<B: Backend>(
         .to_backend(backend)
         .unwrap();
     let batch = sizes.image_batch;
-    let images = backend
-        .upload(&values(batch * 3 * rn.image_size * rn.image_size, 10))
-        .unwrap();
-    let seconds = time(iterations, sync, || {
-        std::hint::black_box(vision_forward(backend, &weights.vision, &images, batch).unwrap());
-    });
+    let seconds = time_tower(
+        backend,
+        sync,
+        &weights.vision,
+        rn.image_size,
+        batch,
+        iterations,
+    );
     let (flops, bytes) = resnet_work(rn, sizes.resnet.embed_dim);
     let (flops, bytes) = (batch as f64 * flops, batch as f64 * bytes);
     // The rate of a middle 3×3 convolution as it runs: its im2col matrix times the weight.
     let mid = rn.grid() * 2;
     let planes = 4 * rn.width;
     let rate = rates.linear_rate(batch * mid * mid, 9 * planes, planes);
-    Row {
-        name: format!("image tower {}, batch {batch}", sizes.resnet_model),
+    Row::tower(
+        sizes.resnet_model,
+        batch,
         seconds,
-        torch: Err("not run".into()),
         flops,
         bytes,
-        floor: flops / rate + bytes / bandwidth,
-        unit: Unit::PerSecond(batch, "images"),
-    }
+        rate,
+        bandwidth,
+    )
 }
 
 fn text_row<B: Backend>(
