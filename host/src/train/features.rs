@@ -121,30 +121,13 @@ impl<'d> SplitFeatures<'d> {
         place: CachePlace<'_>,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<(), TrainError> {
-        if self.is_augmented() {
-            return Err(TrainError::Invalid(
-                "a split whose images are augmented at random cannot be cached".into(),
-            ));
-        }
+        self.refuse_augmented()?;
         self.cache = None;
-        let record_len = self
-            .kind
-            .record_len(clip.patches(), clip.weights().config.embed_dim);
-        let mut builder =
-            FeatureCache::builder(samples, record_len, place.memory_budget, place.disk_dir)?;
-        let batch = place.batch.max(1);
-        for (done, chunk) in samples.chunks(batch).enumerate() {
+        let cache = build_cache(clip, self.kind, samples, place, progress, |_, chunk| {
             // The evaluation transform draws nothing; any generator will do.
-            let features = self.encode(clip, chunk, &mut ChaCha8Rng::seed_from_u64(0))?;
-            for record in features.chunks_exact(record_len) {
-                builder.push(record)?;
-            }
-            progress(
-                (done * batch + chunk.len()).min(samples.len()),
-                samples.len(),
-            );
-        }
-        self.cache = Some(builder.finish()?);
+            self.encode(clip, chunk, &mut ChaCha8Rng::seed_from_u64(0))
+        })?;
+        self.cache = Some(cache);
         Ok(())
     }
 
@@ -159,13 +142,7 @@ impl<'d> SplitFeatures<'d> {
         tokens: &[f32],
         place: CachePlace<'_>,
     ) -> Result<(), TrainError> {
-        if self.is_augmented() {
-            return Err(TrainError::Invalid(
-                "precomputed image features cannot be augmented at random: use a split without \
-                 random augmentation"
-                    .into(),
-            ));
-        }
+        self.refuse_augmented()?;
         self.cache = None;
         let count = self.dataset.samples(self.split).len();
         let dim = clip.weights().config.embed_dim;
@@ -180,18 +157,30 @@ impl<'d> SplitFeatures<'d> {
             )));
         }
         let samples: Vec<usize> = (0..count).collect();
-        let record_len = self.kind.record_len(clip.patches(), dim);
-        let mut builder =
-            FeatureCache::builder(&samples, record_len, place.memory_budget, place.disk_dir)?;
-        let batch = place.batch.max(1);
-        for chunk in tokens.chunks(batch * per_image) {
-            let images = chunk.len() / per_image;
-            let features = self.kind.take(clip.features_from_tokens(chunk, images)?);
-            for record in features.chunks_exact(record_len) {
-                builder.push(record)?;
-            }
+        let kind = self.kind;
+        let cache = build_cache(
+            clip,
+            kind,
+            &samples,
+            place,
+            &mut |_, _| {},
+            |first, chunk| {
+                let chunk_tokens = &tokens[first * per_image..(first + chunk.len()) * per_image];
+                Ok(kind.take(clip.features_from_tokens(chunk_tokens, chunk.len())?))
+            },
+        )?;
+        self.cache = Some(cache);
+        Ok(())
+    }
+
+    fn refuse_augmented(&self) -> Result<(), TrainError> {
+        if self.is_augmented() {
+            return Err(TrainError::Invalid(
+                "a split whose images are augmented at random cannot be cached (its features \
+                 change with every draw)"
+                    .into(),
+            ));
         }
-        self.cache = Some(builder.finish()?);
         Ok(())
     }
 
@@ -226,4 +215,29 @@ impl<'d> SplitFeatures<'d> {
             .load_batch(self.split, samples, &self.transform, rng)?;
         Ok(self.kind.take(clip.encode(&pixels, samples.len())?))
     }
+}
+
+/// A cache of the records of `samples`, `place.batch` at a time: `features(first, chunk)` gives
+/// the `kind` records of the chunk of `samples` starting at position `first`;
+/// `progress(done, total)` follows the chunks.
+fn build_cache<B: Backend>(
+    clip: &FrozenClip<B>,
+    kind: FeatureKind,
+    samples: &[usize],
+    place: CachePlace<'_>,
+    progress: &mut dyn FnMut(usize, usize),
+    mut features: impl FnMut(usize, &[usize]) -> Result<Vec<f32>, TrainError>,
+) -> Result<FeatureCache, TrainError> {
+    let record_len = kind.record_len(clip.patches(), clip.weights().config.embed_dim);
+    let mut builder =
+        FeatureCache::builder(samples, record_len, place.memory_budget, place.disk_dir)?;
+    let batch = place.batch.max(1);
+    for (index, chunk) in samples.chunks(batch).enumerate() {
+        let first = index * batch;
+        for record in features(first, chunk)?.chunks_exact(record_len) {
+            builder.push(record)?;
+        }
+        progress(first + chunk.len(), samples.len());
+    }
+    builder.finish()
 }
