@@ -16,12 +16,12 @@
 
 use std::time::Instant;
 
-use fedotp::backend::{Backend, Cpu};
-use fedotp::clip::{
+use fedotp_benches::{class_token_ids, IMAGE_BATCH, N_CTX, N_PROMPTS};
+use fedotp_host::backend::{Backend, Cpu};
+use fedotp_host::clip::{
     text_backward, text_forward, vision_forward, ClipConfig, ClipWeights, PromptBatch,
     SpecialTokens, TextActivations,
 };
-use fedotp_benches::{class_token_ids, IMAGE_BATCH, N_CTX, N_PROMPTS};
 
 /// Peak resident set size of this process in MiB (Linux `VmHWM`).
 fn peak_rss_mib() -> f64 {

@@ -30,13 +30,13 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use fedotp::backend::{Backend, Cpu, Cuda, Linear, MathMode, MatmulDims};
-use fedotp::clip::{
+use fedotp_benches::{class_token_ids, run_python, N_CTX, N_PROMPTS};
+use fedotp_core::ot::{BatchLayout, OtParams};
+use fedotp_host::backend::{Backend, Cpu, Cuda, Linear, MathMode, MatmulDims};
+use fedotp_host::clip::{
     text_backward, text_forward, vision_forward, ClipConfig, ClipWeights, PromptBatch,
     ResNetConfig, SpecialTokens, TextActivations, TextConfig, VisionConfig, VisionWeights,
 };
-use fedotp_benches::{class_token_ids, run_python, N_CTX, N_PROMPTS};
-use fedotp_core::ot::{BatchLayout, OtParams};
 
 /// Options from the command line.
 struct Options {

@@ -32,16 +32,16 @@ use std::error::Error;
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
-use fedotp::backend::{Backend, Cpu, Cuda};
-use fedotp::clip::classnames::classnames;
-use fedotp::clip::{ClipConfig, ClipWeights};
-use fedotp::data::{Dataset, ImageSource, Normalize, RgbImage, Sample, Split, Transform};
-use fedotp::fed::{Sgd, SgdState};
-use fedotp::train::{
-    CachePlace, FrozenClip, HeadChoice, LocalSchedule, PromptSetup, PromptTrainer, SplitFeatures,
-};
 use fedotp_benches::{benchmarking, json_number, median_time, run_python, N_CTX, N_PROMPTS};
 use fedotp_core::ot::OtParams;
+use fedotp_host::backend::{Backend, Cpu, Cuda};
+use fedotp_host::clip::classnames::classnames;
+use fedotp_host::clip::{ClipConfig, ClipWeights};
+use fedotp_host::data::{Dataset, ImageSource, Normalize, RgbImage, Sample, Split, Transform};
+use fedotp_host::fed::{Sgd, SgdState};
+use fedotp_host::train::{
+    CachePlace, FrozenClip, HeadChoice, LocalSchedule, PromptSetup, PromptTrainer, SplitFeatures,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

@@ -3,7 +3,7 @@
 //! A client holds FedOTP's two prompts per class — row 0 the **global** prompt (shared with
 //! the federation through messages), row 1 the **local** prompt (never leaves it) — with its
 //! own SGD state and random generator. Training, prediction and the OT head are
-//! `fedotp::train::PromptTrainer`'s; this module checks what C passes and moves state in and
+//! `fedotp_host::train::PromptTrainer`'s; this module checks what C passes and moves state in and
 //! out of the handle.
 
 use std::ffi::{c_char, c_void};

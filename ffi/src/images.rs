@@ -2,7 +2,7 @@
 //!
 //! Images come in as the caller holds them — 8-bit RGB or gray rows with a stride, 16-bit gray
 //! with a window, or encoded JPEG/PNG bytes — and are kept as 8-bit RGB (the conversions are
-//! `fedotp::data`'s), so the caller's buffers can be freed as soon as a call returns. Resizing
+//! `fedotp_host::data`'s), so the caller's buffers can be freed as soon as a call returns. Resizing
 //! to the model's input happens when a client uses the images.
 //!
 //! Or a set holds the image tower's output computed elsewhere (`fedotp encode`, another

@@ -1,12 +1,10 @@
-//! `fedotp`: CLIP, compute backends, datasets and the federated loop of FedOTP.
+//! `fedotp-host`: CLIP, compute backends, datasets and the federated loop of FedOTP.
 
 pub mod backend;
-pub mod cli;
 pub mod clip;
 pub mod config;
 pub mod data;
 pub mod fed;
-pub mod plot;
 pub mod prompt;
 pub mod run;
 pub mod train;

@@ -3,7 +3,7 @@
 //! ResNet ops on odd sizes, strides and paddings the fixture's model does not have) and for the
 //! buffer, index and shape checks every backend must make.
 
-use fedotp::backend::{
+use fedotp_host::backend::{
     AttentionShape, Backend, BackendError, BatchNorm, Conv2d, Cpu, MapShape, PatchShape, SeqShape,
 };
 

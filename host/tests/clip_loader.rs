@@ -7,8 +7,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use clip_support::fixture;
-use fedotp::backend::{BatchNorm, Conv2d, Linear};
-use fedotp::clip::{ClipConfig, ClipError, ClipWeights, ConvNorm, VisionConfig, VisionWeights};
+use fedotp_host::backend::{BatchNorm, Conv2d, Linear};
+use fedotp_host::clip::{
+    ClipConfig, ClipError, ClipWeights, ConvNorm, VisionConfig, VisionWeights,
+};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 

@@ -6,8 +6,8 @@
 mod clip_support;
 
 use clip_support::{assert_close, fixture, truncate, Reference};
-use fedotp::backend::{Backend, Cpu};
-use fedotp::clip::{
+use fedotp_host::backend::{Backend, Cpu};
+use fedotp_host::clip::{
     text_backward, text_forward, vision_forward_inspect, ClipWeights, PromptBatch, SpecialTokens,
     TextActivations, VisionStage,
 };
@@ -312,7 +312,7 @@ fn half_precision_weights_load_and_match_pytorch() {
         let features = format!("{dtype}.plain_features");
         check_plain_text(&w, &r, &features, &format!("{dtype} weights encode_text"));
         let w = w.to_backend(&cpu).unwrap();
-        let out = fedotp::clip::vision_forward(&cpu, &w.vision, &images, shape[0]).unwrap();
+        let out = fedotp_host::clip::vision_forward(&cpu, &w.vision, &images, shape[0]).unwrap();
         let want = r.values(&format!("{dtype}.pooled"));
         assert_close(
             &format!("{dtype} weights encode_image"),

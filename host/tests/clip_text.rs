@@ -1,8 +1,8 @@
 //! The text tower's contract beyond the PyTorch fixtures: prompt layout, truncation, activation
 //! reuse, the directional derivative of the backward pass, and input errors.
 
-use fedotp::backend::Cpu;
-use fedotp::clip::{
+use fedotp_host::backend::Cpu;
+use fedotp_host::clip::{
     text_backward, text_forward, ClipConfig, ClipError, ClipWeights, PromptBatch, SpecialTokens,
     TextActivations, TextWeights,
 };

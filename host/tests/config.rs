@@ -3,11 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use fedotp::config::{
+use fedotp_host::config::{
     Aggregation, BatchSize, ConfigError, DatasetSource, Device, Method, ModelConfig, Override,
     RunConfig, QUICKSTART_PRESET,
 };
-use fedotp::data::PartitionSpec;
+use fedotp_host::data::PartitionSpec;
 
 fn configs_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs")
@@ -180,7 +180,7 @@ fn the_embedded_quickstart_is_the_preset_file() {
     let ModelConfig::Tiny(tiny) = &config.model else {
         panic!("the quickstart uses the tiny model")
     };
-    assert_eq!(tiny.clip_config(), fedotp::clip::ClipConfig::tiny());
+    assert_eq!(tiny.clip_config(), fedotp_host::clip::ClipConfig::tiny());
     assert!(matches!(
         config.dataset.source,
         DatasetSource::FederatedDigits { clients: 8, .. }
@@ -447,7 +447,7 @@ fn evaluation_schedule() {
     assert_eq!(rounds, [3, 8, 13, 18, 19]);
     let checkpoints: Vec<u32> = (0..20)
         .filter(|&r| {
-            fedotp::config::OutputConfig {
+            fedotp_host::config::OutputConfig {
                 checkpoint_interval: 7,
                 ..Default::default()
             }
@@ -473,7 +473,7 @@ fn the_quickstart_data_loads_as_configured() {
     let image = data
         .dataset
         .load_image(
-            fedotp::data::Split::Test,
+            fedotp_host::data::Split::Test,
             data.partition.clients[0].test[0],
             &transform,
             &mut <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0),

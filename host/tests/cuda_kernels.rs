@@ -11,8 +11,8 @@
 
 use std::io::Write;
 
-use fedotp::backend::cuda::kernels::{Kernel, Param};
-use fedotp::backend::cuda::{
+use fedotp_host::backend::cuda::kernels::{Kernel, Param};
+use fedotp_host::backend::cuda::{
     compile, missing_libraries, nvrtc_version, supported_architectures, ComputeCapability,
     CudaLibrary, ModuleImage, Target, KERNEL_FILES,
 };
@@ -158,7 +158,7 @@ fn a_kernel_that_does_not_compile_is_reported_with_file_and_line() {
     if !nvrtc_available() {
         return;
     }
-    let broken = fedotp::backend::cuda::KernelFile {
+    let broken = fedotp_host::backend::cuda::KernelFile {
         name: "broken.cu",
         code: "extern \"C\" __global__ void broken(float* out) {\n    out[0] = undeclared;\n}\n",
     };

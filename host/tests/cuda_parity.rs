@@ -11,15 +11,15 @@
 
 use std::io::Write;
 
-use fedotp::backend::{
+use fedotp_host::backend::{
     AttentionShape, Backend, BackendError, BatchNorm, Conv2d, Cpu, Cuda, CudaBuf, LayerNorm,
     Linear, MapShape, MathMode, MatmulDims, PatchShape, PromptShape, SeqShape,
 };
-use fedotp::clip::{
+use fedotp_host::clip::{
     text_backward, text_forward, vision_forward, ClipConfig, ClipWeights, PromptBatch,
     SpecialTokens, TextActivations,
 };
-use fedotp::prompt::{encode_images, Head, PromptLearner, PromptModel};
+use fedotp_host::prompt::{encode_images, Head, PromptLearner, PromptModel};
 
 #[path = "support/parity_cases.rs"]
 mod cases;

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use fedotp::data::{
+use fedotp_host::data::{
     resize_bicubic, sample_random_resized_crop, DataError, Geometry, Normalize, RgbImage, Transform,
 };
 use rand::SeedableRng;

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use fedotp::data::{
+use fedotp_host::data::{
     symmetric_dirichlet, CoarseClasses, DataError, Dataset, ImageSource, Partition, PartitionSpec,
     RgbImage, Sample, Split,
 };

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use fedotp::data::{
+use fedotp_host::data::{
     cifar10, cifar100, coop, digits, domain_tree, federated_digits, image_folder, CoopDataset,
     DataError, DigitsFederation, DomainSet, ImageSource, Split, Transform, TreeSplit,
 };
@@ -326,7 +326,7 @@ fn domain_trees_align_labels_with_directories_and_split_deterministically() {
         let ImageSource::File(file) = &sample.image else {
             unreachable!()
         };
-        let pixel = fedotp::data::RgbImage::open(file).unwrap().pixel(0, 0);
+        let pixel = fedotp_host::data::RgbImage::open(file).unwrap().pixel(0, 0);
         assert_eq!(usize::from(pixel[0]), sample.domain * 10 + sample.label);
     }
     let again = domain_tree(root.path(), DomainSet::OfficeCaltech10, split).unwrap();

@@ -2,7 +2,7 @@
 //! bit, accuracy and both macro-F1s against scikit-learn, and the run summary against NumPy
 //! (`host/scripts/fed_fixtures.py` made the fixtures).
 
-use fedotp::fed::{accuracy, macro_f1, F1Classes, Sgd, SgdState, Summary};
+use fedotp_host::fed::{accuracy, macro_f1, F1Classes, Sgd, SgdState, Summary};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -187,7 +187,7 @@ fn accuracy_and_macro_f1_match_scikit_learn() {
 fn metrics_refuse_empty_and_mismatched_input() {
     assert_eq!(
         accuracy(&[], &[]).unwrap_err(),
-        fedotp::fed::MetricsError::Empty
+        fedotp_host::fed::MetricsError::Empty
     );
     assert!(macro_f1(&[1, 2], &[1], F1Classes::Union)
         .unwrap_err()

@@ -8,11 +8,11 @@ mod clip_support;
 use std::path::PathBuf;
 
 use clip_support::{assert_close, fixture, Reference};
-use fedotp::backend::{Backend, Cpu};
-use fedotp::clip::ClipWeights;
-use fedotp::fed::{Sgd, SgdState};
-use fedotp::prompt::{encode_images, Head, PromptLearner, PromptModel};
 use fedotp_core::ot::{OtMode, OtParams};
+use fedotp_host::backend::{Backend, Cpu};
+use fedotp_host::clip::ClipWeights;
+use fedotp_host::fed::{Sgd, SgdState};
+use fedotp_host::prompt::{encode_images, Head, PromptLearner, PromptModel};
 
 fn reference() -> Reference {
     Reference::from_file(
@@ -23,7 +23,7 @@ fn reference() -> Reference {
 
 struct Setup {
     cpu: Cpu,
-    weights: fedotp::clip::ClipWeights<Vec<f32>>,
+    weights: fedotp_host::clip::ClipWeights<Vec<f32>>,
     reference: Reference,
     class_ids: Vec<Vec<u32>>,
     labels: Vec<u32>,

@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use fedotp::config::{Override, RunConfig};
-use fedotp::fed::{accuracy, macro_f1, ClientSampler, F1Classes, SgdState};
-use fedotp::run::{
+use fedotp_host::config::{Override, RunConfig};
+use fedotp_host::fed::{accuracy, macro_f1, ClientSampler, F1Classes, SgdState};
+use fedotp_host::run::{
     Checkpoint, CheckpointLayout, ClientRound, ClientState, EvalStats, MetricsRow, RngState,
     RoundMetrics, RowScope, RunDir, RunError, RunSummary, Tensor, TrainStats,
 };

@@ -6,7 +6,7 @@ use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 
-use fedotp::clip::tokenizer::{Tokenizer, TokenizerError, END_OF_TEXT, START_OF_TEXT};
+use fedotp_host::clip::tokenizer::{Tokenizer, TokenizerError, END_OF_TEXT, START_OF_TEXT};
 use serde_json::{Map, Value};
 
 /// The 256 byte symbols in vocabulary order, as GPT-2 / CLIP define them (written out here

@@ -4,8 +4,8 @@
 
 use std::sync::LazyLock;
 
-use fedotp::clip::classnames::{prompt_name, Dataset};
-use fedotp::clip::tokenizer::{clean_text, Tokenizer, CONTEXT_LENGTH};
+use fedotp_host::clip::classnames::{prompt_name, Dataset};
+use fedotp_host::clip::tokenizer::{clean_text, Tokenizer, CONTEXT_LENGTH};
 use serde_json::Value;
 
 static FIXTURE: LazyLock<Value> = LazyLock::new(|| {

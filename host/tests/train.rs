@@ -4,13 +4,13 @@
 
 use std::path::Path;
 
-use fedotp::backend::Cpu;
-use fedotp::clip::ClipWeights;
-use fedotp::config::{Override, RunConfig};
-use fedotp::data::Split;
-use fedotp::fed::SgdState;
-use fedotp::run::{start_run, MetricsRow, RowScope};
-use fedotp::train::{
+use fedotp_host::backend::Cpu;
+use fedotp_host::clip::ClipWeights;
+use fedotp_host::config::{Override, RunConfig};
+use fedotp_host::data::Split;
+use fedotp_host::fed::SgdState;
+use fedotp_host::run::{start_run, MetricsRow, RowScope};
+use fedotp_host::train::{
     train_run, CachePlace, FrozenClip, LocalSchedule, PromptSetup, PromptTrainer, Silent,
     SplitFeatures,
 };
@@ -91,8 +91,8 @@ fn features_from_memory_disk_or_the_image_tower_train_alike() {
 /// images through the image tower do, with no pixels left in the dataset.
 #[test]
 fn precomputed_image_tokens_train_exactly_like_the_images() {
-    use fedotp::backend::Backend;
-    use fedotp::data::{Dataset, ImageSource, Sample};
+    use fedotp_host::backend::Backend;
+    use fedotp_host::data::{Dataset, ImageSource, Sample};
 
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), &[]);
@@ -126,7 +126,7 @@ fn precomputed_image_tokens_train_exactly_like_the_images() {
             &mut ChaCha8Rng::seed_from_u64(0),
         )
         .unwrap();
-    let out = fedotp::clip::vision_forward(
+    let out = fedotp_host::clip::vision_forward(
         backend,
         &clip.weights().vision,
         &backend.upload(&pixels).unwrap(),
@@ -210,7 +210,7 @@ fn precomputed_image_tokens_train_exactly_like_the_images() {
     let mut augmented = SplitFeatures::new(
         &without_pixels,
         Split::Train,
-        fedotp::data::Transform::train(32),
+        fedotp_host::data::Transform::train(32),
         kind,
     );
     assert!(augmented
@@ -224,13 +224,13 @@ fn batches_with_non_finite_features_are_skipped_and_counted() {
     let config = config(dir.path(), &[]);
     let fed = config.dataset.load(32, 1).unwrap();
     let tiny = match &config.model {
-        fedotp::config::ModelConfig::Tiny(tiny) => tiny.clone(),
+        fedotp_host::config::ModelConfig::Tiny(tiny) => tiny.clone(),
         _ => unreachable!("the quickstart's model is the tiny one"),
     };
     let mut weights = ClipWeights::random(&tiny.clip_config(), tiny.seed).unwrap();
     // A NaN in the image tower's projection makes every patch feature NaN.
     match &mut weights.vision {
-        fedotp::clip::VisionWeights::Vit(vit) => vit.projection.weight[0] = f32::NAN,
+        fedotp_host::clip::VisionWeights::Vit(vit) => vit.projection.weight[0] = f32::NAN,
         _ => unreachable!("the tiny model is a ViT"),
     }
     let clip = FrozenClip::new(Cpu::new(), weights).unwrap();

@@ -7,7 +7,7 @@
 //! model code is generic over the backend type:
 //!
 //! ```
-//! use fedotp::backend::{DeviceRequest, SelectedDevice};
+//! use fedotp_host::backend::{DeviceRequest, SelectedDevice};
 //!
 //! let request: DeviceRequest = "auto".parse()?;
 //! match request.resolve()? {
@@ -15,14 +15,14 @@
 //!         if let Some(why) = fallback {
 //!             eprintln!("using the CPU: {why}");
 //!         }
-//!         // run(&fedotp::backend::Cpu::new())
+//!         // run(&fedotp_host::backend::Cpu::new())
 //!     }
 //!     SelectedDevice::Cuda { ordinal } => {
-//!         // run(&fedotp::backend::Cuda::new(ordinal)?)
+//!         // run(&fedotp_host::backend::Cuda::new(ordinal)?)
 //!         # let _ = ordinal;
 //!     }
 //! }
-//! # Ok::<(), fedotp::backend::DeviceError>(())
+//! # Ok::<(), fedotp_host::backend::DeviceError>(())
 //! ```
 
 use std::fmt;

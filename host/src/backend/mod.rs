@@ -334,14 +334,14 @@ impl<Buf> Conv2d<Buf> {
     /// the kernel is larger than the padded input.
     ///
     /// ```
-    /// use fedotp::backend::{Conv2d, MapShape};
+    /// use fedotp_host::backend::{Conv2d, MapShape};
     ///
     /// // The ModifiedResNet stem's first convolution: 3×3, stride 2, padding 1.
     /// let conv = Conv2d { weight: (), in_channels: 3, out_channels: 32, kernel: 3, stride: 2, padding: 1 };
     /// let input = MapShape { batch: 8, height: 224, width: 224, channels: 3 };
     /// let out = conv.output_shape(input)?;
     /// assert_eq!((out.height, out.width, out.channels), (112, 112, 32));
-    /// # Ok::<(), fedotp::backend::BackendError>(())
+    /// # Ok::<(), fedotp_host::backend::BackendError>(())
     /// ```
     pub fn output_shape(&self, input: MapShape) -> BackendResult<MapShape> {
         let invalid = |message: String| BackendError::InvalidShape {

@@ -6,7 +6,7 @@
 //! each list comes from.
 //!
 //! ```
-//! use fedotp::clip::classnames::{classnames, prompt_name, Dataset};
+//! use fedotp_host::clip::classnames::{classnames, prompt_name, Dataset};
 //!
 //! let pets = Dataset::OxfordPets.classnames();
 //! assert_eq!(pets.len(), 37);
@@ -75,7 +75,7 @@ impl Dataset {
     /// `officecaltech`.
     ///
     /// ```
-    /// use fedotp::clip::classnames::Dataset;
+    /// use fedotp_host::clip::classnames::Dataset;
     ///
     /// assert_eq!(Dataset::from_name("DescribableTextures"), Some(Dataset::Dtd));
     /// assert_eq!(Dataset::from_name("oxford-flowers"), Some(Dataset::OxfordFlowers));

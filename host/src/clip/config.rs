@@ -113,7 +113,7 @@ impl ResNetConfig {
     /// Every bottleneck block in order, stage by stage.
     ///
     /// ```
-    /// use fedotp::clip::{ClipConfig, VisionConfig};
+    /// use fedotp_host::clip::{ClipConfig, VisionConfig};
     ///
     /// let VisionConfig::ResNet(rn50) = ClipConfig::rn50().vision else { unreachable!() };
     /// let blocks = rn50.blocks();
@@ -273,8 +273,8 @@ impl ClipConfig {
     /// stage, 64 px images → 2 × 2 positions, attention pool of 256 channels in 4 heads).
     ///
     /// ```
-    /// use fedotp::backend::{Backend, Cpu};
-    /// use fedotp::clip::{vision_forward, ClipConfig, ClipWeights};
+    /// use fedotp_host::backend::{Backend, Cpu};
+    /// use fedotp_host::clip::{vision_forward, ClipConfig, ClipWeights};
     ///
     /// let cpu = Cpu::new();
     /// let weights = ClipWeights::random(&ClipConfig::tiny_resnet(), 0)?.to_backend(&cpu)?;
@@ -283,7 +283,7 @@ impl ClipConfig {
     /// // The attention pool's output at the mean token and at each of the 2 × 2 positions.
     /// assert_eq!(out.tokens_per_image, 1 + 4);
     /// assert_eq!(out.tokens.len(), 2 * 5 * weights.config.embed_dim);
-    /// # Ok::<(), fedotp::clip::ClipError>(())
+    /// # Ok::<(), fedotp_host::clip::ClipError>(())
     /// ```
     pub fn tiny_resnet() -> Self {
         ClipConfig {
@@ -327,7 +327,7 @@ impl ClipConfig {
     /// Checks that every dimension is positive and consistent.
     ///
     /// ```
-    /// use fedotp::clip::ClipConfig;
+    /// use fedotp_host::clip::ClipConfig;
     ///
     /// let mut config = ClipConfig::tiny();
     /// assert!(config.validate().is_ok());

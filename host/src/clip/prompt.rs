@@ -33,8 +33,8 @@ impl SpecialTokens {
 /// is the longest prompt, so the text tower runs on no padding it does not need.
 ///
 /// ```
-/// use fedotp::backend::{Backend, Cpu};
-/// use fedotp::clip::{
+/// use fedotp_host::backend::{Backend, Cpu};
+/// use fedotp_host::clip::{
 ///     text_backward, text_forward, ClipConfig, ClipWeights, PromptBatch, SpecialTokens,
 ///     TextActivations,
 /// };
@@ -57,7 +57,7 @@ impl SpecialTokens {
 /// let d_embeddings = text_backward(&cpu, &weights.text, &mut acts, &d_features)?;
 /// let d_ctx = prompts.context_gradient(&cpu, &weights.text, &d_embeddings)?;
 /// assert_eq!(d_ctx.len(), 2 * 4 * width);
-/// # Ok::<(), fedotp::clip::ClipError>(())
+/// # Ok::<(), fedotp_host::clip::ClipError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PromptBatch {

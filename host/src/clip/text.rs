@@ -143,8 +143,8 @@ fn check_embeddings<B: Backend>(
 /// (`batch × embed_dim`) and leaves in `acts` what [`text_backward`] needs.
 ///
 /// ```
-/// use fedotp::backend::{Backend, Cpu};
-/// use fedotp::clip::{text_forward, ClipConfig, ClipWeights, TextActivations};
+/// use fedotp_host::backend::{Backend, Cpu};
+/// use fedotp_host::clip::{text_forward, ClipConfig, ClipWeights, TextActivations};
 ///
 /// let cpu = Cpu::new();
 /// let weights = ClipWeights::random(&ClipConfig::tiny(), 0)?.to_backend(&cpu)?;
@@ -154,7 +154,7 @@ fn check_embeddings<B: Backend>(
 /// let mut acts = TextActivations::new(&cpu)?;
 /// let features = text_forward(&cpu, &weights.text, &embeddings, 5, &[3, 4], &mut acts)?;
 /// assert_eq!(features.len(), 2 * weights.config.embed_dim);
-/// # Ok::<(), fedotp::clip::ClipError>(())
+/// # Ok::<(), fedotp_host::clip::ClipError>(())
 /// ```
 pub fn text_forward<B: Backend>(
     backend: &B,

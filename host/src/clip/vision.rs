@@ -74,8 +74,8 @@ pub enum VisionStage {
 /// normalisation applied), returning every projected token and the pooled embedding.
 ///
 /// ```
-/// use fedotp::backend::{Backend, Cpu};
-/// use fedotp::clip::{vision_forward, ClipConfig, ClipWeights};
+/// use fedotp_host::backend::{Backend, Cpu};
+/// use fedotp_host::clip::{vision_forward, ClipConfig, ClipWeights};
 ///
 /// let cpu = Cpu::new();
 /// let weights = ClipWeights::random(&ClipConfig::tiny(), 0)?.to_backend(&cpu)?;
@@ -83,7 +83,7 @@ pub enum VisionStage {
 /// let out = vision_forward(&cpu, &weights.vision, &images, 2)?;
 /// assert_eq!(out.tokens_per_image, 1 + 16); // 32 px / patch 8 → 4 × 4 patches
 /// assert_eq!(out.tokens.len(), 2 * 17 * weights.config.embed_dim);
-/// # Ok::<(), fedotp::clip::ClipError>(())
+/// # Ok::<(), fedotp_host::clip::ClipError>(())
 /// ```
 pub fn vision_forward<B: Backend>(
     backend: &B,

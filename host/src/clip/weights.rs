@@ -267,14 +267,14 @@ impl ClipWeights<Vec<f32>> {
     /// ViT-B/16, with a transient copy of the weights).
     ///
     /// ```
-    /// use fedotp::clip::{ClipConfig, ClipWeights};
+    /// use fedotp_host::clip::{ClipConfig, ClipWeights};
     ///
     /// let a = ClipWeights::random(&ClipConfig::tiny(), 1)?;
     /// let mut b = a.clone();
     /// assert_eq!(a.fingerprint(), b.fingerprint());
     /// b.text.position_embedding[0] += 1e-6;
     /// assert_ne!(a.fingerprint(), b.fingerprint());
-    /// # Ok::<(), fedotp::clip::ClipError>(())
+    /// # Ok::<(), fedotp_host::clip::ClipError>(())
     /// ```
     pub fn fingerprint(&self) -> String {
         let mut hash = Sha256::new();
@@ -320,11 +320,11 @@ impl ClipWeights<Vec<f32>> {
     /// gives the same weights.
     ///
     /// ```
-    /// use fedotp::clip::{ClipConfig, ClipWeights};
+    /// use fedotp_host::clip::{ClipConfig, ClipWeights};
     ///
     /// let weights = ClipWeights::random(&ClipConfig::tiny(), 7)?;
     /// assert_eq!(weights.text.blocks.len(), 2);
-    /// # Ok::<(), fedotp::clip::ClipError>(())
+    /// # Ok::<(), fedotp_host::clip::ClipError>(())
     /// ```
     pub fn random(config: &ClipConfig, seed: u64) -> Result<Self, ClipError> {
         config.validate()?;

@@ -16,8 +16,8 @@ use crate::data::{
 /// The data of a run.
 ///
 /// ```
-/// use fedotp::config::{DatasetConfig, DatasetSource};
-/// use fedotp::data::PartitionSpec;
+/// use fedotp_host::config::{DatasetConfig, DatasetSource};
+/// use fedotp_host::data::PartitionSpec;
 /// let config: DatasetConfig = toml::from_str(r#"
 /// source = { kind = "cifar100", root = "data/cifar-100-binary" }
 /// partition = { kind = "two_level_dirichlet", clients = 100, beta = 0.3, fine_concentration = 10.0 }

@@ -31,7 +31,7 @@ const VARIANT_KEY: &str = "kind";
 /// device=cuda:1` and `--set name=baseline` need no quotes.
 ///
 /// ```
-/// use fedotp::config::Override;
+/// use fedotp_host::config::Override;
 /// let o: Override = "federation.rounds=20".parse().unwrap();
 /// assert_eq!(o.key(), ["federation", "rounds"]);
 /// assert_eq!(o.value(), &toml::Value::Integer(20));

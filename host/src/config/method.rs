@@ -13,7 +13,7 @@ pub const ZERO_SHOT_TEMPLATE: &str = "a photo of a {}.";
 /// (balanced OT) or with `prompt.n_prompts = 1` (one prompt).
 ///
 /// ```
-/// use fedotp::config::{Aggregation, Method};
+/// use fedotp_host::config::{Aggregation, Method};
 /// let method: Method = toml::from_str(r#"kind = "fedprox"
 /// mu = 0.01"#).unwrap();
 /// assert_eq!(method, Method::FedProx { mu: 0.01 });

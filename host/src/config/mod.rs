@@ -36,7 +36,7 @@
 //! checkpoints to it.
 //!
 //! ```
-//! use fedotp::config::{Override, RunConfig};
+//! use fedotp_host::config::{Override, RunConfig};
 //! let overrides: Vec<Override> = vec!["federation.rounds=3".parse().unwrap()];
 //! let config = RunConfig::quickstart_with(&overrides).unwrap();
 //! assert_eq!(config.federation.rounds, 3);

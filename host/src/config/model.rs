@@ -11,7 +11,7 @@ use crate::clip::{ClipConfig, TextConfig, VisionConfig, VitConfig, CLIP_LAYER_NO
 /// The frozen model.
 ///
 /// ```
-/// use fedotp::config::{Backbone, ModelConfig};
+/// use fedotp_host::config::{Backbone, ModelConfig};
 /// let model: ModelConfig = toml::from_str(r#"kind = "clip"
 /// path = "weights/ViT-B-16"
 /// backbone = "ViT-B/16""#).unwrap();
@@ -164,8 +164,8 @@ impl TinyModelConfig {
     /// epsilon.
     ///
     /// ```
-    /// use fedotp::clip::ClipConfig;
-    /// use fedotp::config::TinyModelConfig;
+    /// use fedotp_host::clip::ClipConfig;
+    /// use fedotp_host::config::TinyModelConfig;
     /// assert_eq!(TinyModelConfig::default().clip_config(), ClipConfig::tiny());
     /// ```
     pub fn clip_config(&self) -> ClipConfig {

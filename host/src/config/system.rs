@@ -14,7 +14,7 @@ use super::ConfigError;
 /// business when the run starts.
 ///
 /// ```
-/// use fedotp::config::Device;
+/// use fedotp_host::config::Device;
 /// assert_eq!("cuda:1".parse::<Device>().unwrap(), Device::Cuda(1));
 /// assert_eq!("cuda".parse::<Device>().unwrap().to_string(), "cuda:0");
 /// assert!("gpu".parse::<Device>().is_err());

@@ -52,7 +52,7 @@ impl FederationConfig {
     /// Whether the clients are evaluated after `round` (0-based).
     ///
     /// ```
-    /// use fedotp::config::FederationConfig;
+    /// use fedotp_host::config::FederationConfig;
     /// let federation = FederationConfig { rounds: 10, eval_interval: 4, eval_start: 1, ..Default::default() };
     /// let evaluated: Vec<u32> = (0..10).filter(|&r| federation.evaluates(r)).collect();
     /// assert_eq!(evaluated, [1, 5, 9]);
@@ -93,7 +93,7 @@ impl FederationConfig {
 /// The training batch size: a number, or `"shots"` for the few-shot settings' batch = shots.
 ///
 /// ```
-/// use fedotp::config::BatchSize;
+/// use fedotp_host::config::BatchSize;
 /// #[derive(serde::Deserialize)]
 /// struct T { batch_size: BatchSize }
 /// let t: T = toml::from_str(r#"batch_size = "shots""#).unwrap();

@@ -84,10 +84,10 @@ impl CoopDataset {
 /// Image files are opened when loaded; [`Dataset::check_files`] checks them all up front.
 ///
 /// ```no_run
-/// use fedotp::data::{coop, CoopDataset};
+/// use fedotp_host::data::{coop, CoopDataset};
 /// let pets = coop("/data".as_ref(), CoopDataset::OxfordPets)?;
 /// assert_eq!(pets.num_classes(), 37);
-/// # Ok::<(), fedotp::data::DataError>(())
+/// # Ok::<(), fedotp_host::data::DataError>(())
 /// ```
 pub fn coop(root: &Path, which: CoopDataset) -> Result<Dataset> {
     let dir = root.join(which.directory());

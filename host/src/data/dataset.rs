@@ -86,7 +86,7 @@ pub struct CoarseClasses {
 /// ([`PartitionSpec`](super::PartitionSpec)) hand out indices into `train` and `test`.
 ///
 /// ```
-/// use fedotp::data::{Dataset, ImageSource, RgbImage, Sample, Split, Transform};
+/// use fedotp_host::data::{Dataset, ImageSource, RgbImage, Sample, Split, Transform};
 /// use rand::SeedableRng;
 ///
 /// let pixel = |v: u8| ImageSource::Memory(RgbImage::new(1, 1, vec![v; 3]).unwrap());

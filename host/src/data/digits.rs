@@ -158,7 +158,7 @@ impl DigitStyle {
 /// train/test split. Class names are "0" … "9".
 ///
 /// ```
-/// let dataset = fedotp::data::digits(32).unwrap();
+/// let dataset = fedotp_host::data::digits(32).unwrap();
 /// assert_eq!((dataset.train.len(), dataset.test.len()), (1442, 355));
 /// assert_eq!(dataset.class_names[7], "7");
 /// ```
@@ -250,7 +250,7 @@ pub struct FederatedDigits {
 /// `clients`, each client's images drawn in its own random [`DigitStyle`].
 ///
 /// ```
-/// use fedotp::data::{federated_digits, DigitsFederation, Split};
+/// use fedotp_host::data::{federated_digits, DigitsFederation, Split};
 /// let fed = federated_digits(&DigitsFederation { clients: 4, ..Default::default() }).unwrap();
 /// let client = &fed.partition.clients[2];
 /// assert!(client.train.iter().all(|&i| fed.dataset.train[i].domain == 2));

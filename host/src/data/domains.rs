@@ -101,14 +101,14 @@ pub enum TreeSplit {
 /// are ignored, a missing one is an error). Every sample's `domain` is its domain's index.
 ///
 /// ```no_run
-/// use fedotp::data::{domain_tree, DomainSet, TreeSplit};
+/// use fedotp_host::data::{domain_tree, DomainSet, TreeSplit};
 /// let office = domain_tree(
 ///     "/data/office_caltech_10".as_ref(),
 ///     DomainSet::OfficeCaltech10,
 ///     TreeSplit::Seeded { test_fraction: 0.2, seed: 1 },
 /// )?;
 /// assert_eq!(office.domain_names.len(), 4);
-/// # Ok::<(), fedotp::data::DataError>(())
+/// # Ok::<(), fedotp_host::data::DataError>(())
 /// ```
 pub fn domain_tree(root: &Path, set: DomainSet, split: TreeSplit) -> Result<Dataset> {
     let mut train = Vec::new();

@@ -14,9 +14,9 @@ use super::error::{DataError, Result};
 /// the sorted class directories of `train_dir`; `test_dir` may lack a class but may not add one.
 ///
 /// ```no_run
-/// let dataset = fedotp::data::image_folder("data/pets/train".as_ref(), "data/pets/test".as_ref())?;
+/// let dataset = fedotp_host::data::image_folder("data/pets/train".as_ref(), "data/pets/test".as_ref())?;
 /// println!("{} classes, {} training images", dataset.num_classes(), dataset.train.len());
-/// # Ok::<(), fedotp::data::DataError>(())
+/// # Ok::<(), fedotp_host::data::DataError>(())
 /// ```
 pub fn image_folder(train_dir: &Path, test_dir: &Path) -> Result<Dataset> {
     let class_names = class_directories(train_dir)?;

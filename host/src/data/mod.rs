@@ -22,11 +22,11 @@
 //! [`RgbImage::from_gray8`] and [`RgbImage::from_gray16`].
 //!
 //! Class names are those found in the dataset's own files; the curated lists for prompts live in
-//! the CLIP module (`fedotp::clip::classnames`), which can replace [`Dataset::class_names`] once
+//! the CLIP module (`fedotp_host::clip::classnames`), which can replace [`Dataset::class_names`] once
 //! a run has checked that both have the same length.
 //!
 //! ```
-//! use fedotp::data::{federated_digits, DigitsFederation, Split, Transform};
+//! use fedotp_host::data::{federated_digits, DigitsFederation, Split, Transform};
 //! use rand::SeedableRng;
 //!
 //! let fed = federated_digits(&DigitsFederation::default())?;
@@ -35,7 +35,7 @@
 //! let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
 //! let batch = fed.dataset.load_batch(Split::Train, &client.train[..4], &Transform::eval(32), &mut rng)?;
 //! assert_eq!(batch.len(), 4 * 3 * 32 * 32);
-//! # Ok::<(), fedotp::data::DataError>(())
+//! # Ok::<(), fedotp_host::data::DataError>(())
 //! ```
 
 mod cifar;

@@ -48,7 +48,7 @@ pub const MAX_DIRICHLET_DRAWS: usize = 1000;
 /// A partition method and its parameters.
 ///
 /// ```
-/// use fedotp::data::PartitionSpec;
+/// use fedotp_host::data::PartitionSpec;
 /// let spec: PartitionSpec =
 ///     serde_json::from_str(r#"{"kind": "dirichlet", "clients": 100, "beta": 0.5, "min_size": 10}"#).unwrap();
 /// assert_eq!(spec, PartitionSpec::Dirichlet { clients: 100, beta: 0.5, min_size: 10 });
@@ -137,7 +137,7 @@ impl PartitionSpec {
     /// samples, `k` > classes, `beta` <= 0, an unreachable minimum size, ...) is an error.
     ///
     /// ```
-    /// use fedotp::data::{digits, PartitionSpec};
+    /// use fedotp_host::data::{digits, PartitionSpec};
     /// let dataset = digits(32).unwrap();
     /// let spec = PartitionSpec::Dirichlet { clients: 5, beta: 0.5, min_size: 10 };
     /// let partition = spec.partition(&dataset, 42).unwrap();
@@ -411,7 +411,7 @@ impl fmt::Display for CountTable {
 /// ```
 /// use rand::SeedableRng;
 /// let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-/// let p = fedotp::data::symmetric_dirichlet(0.5, 4, &mut rng).unwrap();
+/// let p = fedotp_host::data::symmetric_dirichlet(0.5, 4, &mut rng).unwrap();
 /// assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-12);
 /// ```
 pub fn symmetric_dirichlet<R: Rng + ?Sized>(

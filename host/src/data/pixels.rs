@@ -92,7 +92,7 @@ impl RowLayout {
     /// `row_stride · (height − 1) + width · channels` (the last row needs no padding).
     ///
     /// ```
-    /// use fedotp::data::RowLayout;
+    /// use fedotp_host::data::RowLayout;
     /// let layout = RowLayout { width: 3, height: 2, row_stride: 16 };
     /// assert_eq!(layout.buffer_len(3), Ok(16 + 9));
     /// assert!(layout.buffer_len(6).is_err()); // 3 pixels x 6 channels do not fit in 16
@@ -211,7 +211,7 @@ impl GrayWindow {
     /// `value` mapped to [0, 1]; the window must be valid.
     ///
     /// ```
-    /// use fedotp::data::GrayWindow;
+    /// use fedotp_host::data::GrayWindow;
     /// let window = GrayWindow::CentreWidth { centre: 1000.0, width: 201.0 };
     /// assert_eq!(window.map(899), 0.0);
     /// assert_eq!(window.map(1000), 0.5025);
@@ -246,12 +246,12 @@ impl RgbImage {
     /// An image from 8-bit RGB rows (R, G, B for each pixel).
     ///
     /// ```
-    /// use fedotp::data::{RgbImage, RowLayout};
+    /// use fedotp_host::data::{RgbImage, RowLayout};
     /// // Two 1-pixel rows, padded to 4 bytes.
     /// let data = [10, 20, 30, 0, 40, 50, 60];
     /// let image = RgbImage::from_rgb8(RowLayout { width: 1, height: 2, row_stride: 4 }, &data)?;
     /// assert_eq!(image.pixel(0, 1), [40, 50, 60]);
-    /// # Ok::<(), fedotp::data::PixelError>(())
+    /// # Ok::<(), fedotp_host::data::PixelError>(())
     /// ```
     pub fn from_rgb8(layout: RowLayout, data: &[u8]) -> Result<Self, PixelError> {
         layout.check(data, 3)?;

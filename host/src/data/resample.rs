@@ -135,7 +135,7 @@ fn resize_vertical(src: &RgbImage, out_height: u32) -> RgbImage {
 /// A zero size is an error.
 ///
 /// ```
-/// use fedotp::data::{resize_bicubic, RgbImage};
+/// use fedotp_host::data::{resize_bicubic, RgbImage};
 /// let gray = RgbImage::new(4, 4, vec![128; 48]).unwrap();
 /// let small = resize_bicubic(&gray, 2, 3).unwrap();
 /// assert_eq!((small.width(), small.height()), (2, 3));

@@ -23,7 +23,7 @@ impl RgbImage {
     /// Wraps `pixels` (HWC, `3 · width · height` bytes).
     ///
     /// ```
-    /// use fedotp::data::RgbImage;
+    /// use fedotp_host::data::RgbImage;
     /// let red = RgbImage::new(2, 1, vec![255, 0, 0, 255, 0, 0]).unwrap();
     /// assert_eq!(red.pixel(1, 0), [255, 0, 0]);
     /// assert!(RgbImage::new(2, 2, vec![0; 3]).is_err());

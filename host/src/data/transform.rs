@@ -99,7 +99,7 @@ pub struct CropBox {
 /// The image transform: geometry, optional random horizontal flip, normalisation.
 ///
 /// ```
-/// use fedotp::data::{RgbImage, Transform};
+/// use fedotp_host::data::{RgbImage, Transform};
 /// use rand::SeedableRng;
 ///
 /// let image = RgbImage::new(40, 30, vec![200; 40 * 30 * 3]).unwrap();

@@ -56,7 +56,7 @@ fn check(labels: &[usize], predictions: &[usize]) -> Result<(), MetricsError> {
 /// Fraction of predictions equal to their label.
 ///
 /// ```
-/// assert_eq!(fedotp::fed::accuracy(&[0, 1, 2, 2], &[0, 1, 1, 2]).unwrap(), 0.75);
+/// assert_eq!(fedotp_host::fed::accuracy(&[0, 1, 2, 2], &[0, 1, 1, 2]).unwrap(), 0.75);
 /// ```
 pub fn accuracy(labels: &[usize], predictions: &[usize]) -> Result<f64, MetricsError> {
     check(labels, predictions)?;
@@ -71,7 +71,7 @@ pub fn accuracy(labels: &[usize], predictions: &[usize]) -> Result<f64, MetricsE
 /// Macro-averaged F1 over `classes`.
 ///
 /// ```
-/// use fedotp::fed::{macro_f1, F1Classes};
+/// use fedotp_host::fed::{macro_f1, F1Classes};
 /// let (labels, predictions) = ([0, 0, 1, 1], [0, 1, 1, 2]);
 /// // F1 = 2·TP / (true + predicted): class 0 = 2/3, class 1 = 2/4, class 2 (predicted only) = 0.
 /// let union = macro_f1(&labels, &predictions, F1Classes::Union).unwrap();
@@ -129,7 +129,7 @@ impl Summary {
     /// Summarises `values`; `None` if there are none.
     ///
     /// ```
-    /// use fedotp::fed::Summary;
+    /// use fedotp_host::fed::Summary;
     /// let s = Summary::of(&[0.1, 0.5, 0.2, 0.3, 0.4, 0.6, 0.2]).unwrap();
     /// assert_eq!((s.max, s.argmax), (0.6, 5));
     /// assert!((s.last5_mean - 0.34).abs() < 1e-12); // 0.2, 0.3, 0.4, 0.6, 0.2

@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 /// The client sampler of a run.
 ///
 /// ```
-/// use fedotp::fed::ClientSampler;
+/// use fedotp_host::fed::ClientSampler;
 /// let sampler = ClientSampler::new(10, 0.3, 7);
 /// assert_eq!(sampler.clients(0), (0..10).collect::<Vec<_>>()); // round 0: everyone
 /// let round_5 = sampler.clients(5);

@@ -46,7 +46,7 @@ impl Sgd {
     /// One step: updates `params` in place from `grad`, and the momentum buffer in `state`.
     ///
     /// ```
-    /// use fedotp::fed::{Sgd, SgdState};
+    /// use fedotp_host::fed::{Sgd, SgdState};
     /// let sgd = Sgd { lr: 0.1, momentum: 0.9, weight_decay: 0.0 };
     /// let mut state = SgdState::default();
     /// let mut p = [1.0f32];
@@ -115,7 +115,7 @@ impl Sgd {
 /// FedProx's proximal term `mu/2 · ‖params − global‖²`, computed in `f64`, for the reported loss.
 ///
 /// ```
-/// assert_eq!(fedotp::fed::proximal_term(&[1.0, 2.0], &[0.0, 0.0], 0.5), 1.25);
+/// assert_eq!(fedotp_host::fed::proximal_term(&[1.0, 2.0], &[0.0, 0.0], 0.5), 1.25);
 /// ```
 pub fn proximal_term(params: &[f32], global: &[f32], mu: f32) -> f64 {
     let squared: f64 = params
@@ -133,7 +133,7 @@ pub fn proximal_term(params: &[f32], global: &[f32], mu: f32) -> f64 {
 ///
 /// ```
 /// let mut grad = [0.5f32, 0.0];
-/// fedotp::fed::add_proximal_gradient(&mut grad, &[1.0, 2.0], &[0.0, 1.0], 0.1);
+/// fedotp_host::fed::add_proximal_gradient(&mut grad, &[1.0, 2.0], &[0.0, 1.0], 0.1);
 /// assert_eq!(grad, [0.6, 0.1]);
 /// ```
 pub fn add_proximal_gradient(grad: &mut [f32], params: &[f32], global: &[f32], mu: f32) {

@@ -14,7 +14,7 @@ use super::RunError;
 /// ```
 /// let dir = tempfile::tempdir().unwrap();
 /// let path = dir.path().join("config.toml");
-/// fedotp::run::write_atomic(&path, b"name = \"a\"\n").unwrap();
+/// fedotp_host::run::write_atomic(&path, b"name = \"a\"\n").unwrap();
 /// assert_eq!(std::fs::read(&path).unwrap(), b"name = \"a\"\n");
 /// ```
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {

@@ -76,7 +76,7 @@ impl RngState {
     ///
     /// ```
     /// use rand::{Rng, SeedableRng};
-    /// use fedotp::run::RngState;
+    /// use fedotp_host::run::RngState;
     /// let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
     /// rng.next_u32();
     /// let mut restored = RngState::of(&rng).restore();
@@ -120,7 +120,7 @@ pub struct ClientState {
 /// The state of a run after a round.
 ///
 /// ```
-/// use fedotp::run::{Checkpoint, ClientState, Tensor};
+/// use fedotp_host::run::{Checkpoint, ClientState, Tensor};
 /// let dir = tempfile::tempdir().unwrap();
 /// let path = dir.path().join("round.safetensors");
 /// let checkpoint = Checkpoint {

@@ -78,8 +78,8 @@ impl RunDir {
     ///
     /// ```
     /// let parent = tempfile::tempdir().unwrap();
-    /// let first = fedotp::run::RunDir::create(parent.path(), "cifar").unwrap();
-    /// let second = fedotp::run::RunDir::create(parent.path(), "cifar").unwrap();
+    /// let first = fedotp_host::run::RunDir::create(parent.path(), "cifar").unwrap();
+    /// let second = fedotp_host::run::RunDir::create(parent.path(), "cifar").unwrap();
     /// assert!(first.path().ends_with("cifar") && second.path().ends_with("cifar-2"));
     /// ```
     pub fn create(parent: &Path, name: &str) -> Result<RunDir, RunError> {

@@ -1315,7 +1315,7 @@ fn sgd_first_step(ctx: &[f32], grad: &[f32]) -> Vec<f32> {
         .collect()
 }
 
-/// Two FedOTP local steps through the training code (`fedotp::prompt`) on each backend: image
+/// Two FedOTP local steps through the training code (`fedotp_host::prompt`) on each backend: image
 /// features from the frozen tower, prompt features, the OT head, the loss, the context
 /// gradient and the SGD update of the context — the second step reusing the first one's
 /// workspace.

@@ -20,7 +20,7 @@
 //!   GPU too; its similarity products are always full `f32` (see [`MathMode`]).
 //!
 //! ```no_run
-//! use fedotp::backend::{Backend, Cuda, MathMode};
+//! use fedotp_host::backend::{Backend, Cuda, MathMode};
 //!
 //! let gpu = Cuda::with_math(0, MathMode::F32)?;
 //! println!("{}", gpu.info());

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::run::{MetricsRow, RoundMetrics};
-use crate::train::Observer;
+use fedotp_host::run::{MetricsRow, RoundMetrics};
+use fedotp_host::train::Observer;
 
 /// The bars of a training run: one for rounds, and per-round bars for clients and batches.
 #[derive(Debug)]
@@ -91,8 +91,8 @@ impl TrainProgress {
 ///
 /// ```
 /// use std::time::Duration;
-/// use fedotp::cli::progress::round_line;
-/// use fedotp::run::{MetricsRow, RowScope};
+/// use fedotp_cli::progress::round_line;
+/// use fedotp_host::run::{MetricsRow, RowScope};
 /// let mean = MetricsRow {
 ///     round: 4, client: RowScope::Mean, accuracy: Some(0.8525), macro_f1: Some(0.8),
 ///     macro_f1_true_labels: Some(0.81), train_loss: Some(0.41234), train_accuracy: Some(0.875),

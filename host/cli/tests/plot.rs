@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
-use fedotp::cli::{run, Cli};
-use fedotp::config::{Override, RunConfig};
-use fedotp::plot::{plot_accuracy, PlotError, Series};
-use fedotp::run::{ClientRound, EvalStats, RoundMetrics, RunDir};
+use fedotp_cli::plot::{plot_accuracy, PlotError, Series};
+use fedotp_cli::{run, Cli};
+use fedotp_host::config::{Override, RunConfig};
+use fedotp_host::run::{ClientRound, EvalStats, RoundMetrics, RunDir};
 
 /// A run directory with `rounds` rounds of metrics, evaluated every other round.
 fn fake_run(parent: &Path, name: &str, method: &str, rounds: u32, level: f64) -> PathBuf {

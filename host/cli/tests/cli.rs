@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use fedotp::data::{federated_digits, DigitsFederation, Partition};
-use fedotp::run::{Checkpoint, ClientState, RowScope, RunDir};
+use fedotp_host::data::{federated_digits, DigitsFederation, Partition};
+use fedotp_host::run::{Checkpoint, ClientState, RowScope, RunDir};
 
 fn fedotp(cwd: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fedotp"))
@@ -100,7 +100,7 @@ fn train_without_a_config_runs_the_quickstart_and_its_comparison() {
 #[test]
 fn bad_configurations_fail_before_anything_is_written() {
     let cwd = tempfile::tempdir().unwrap();
-    let preset = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/fewshot-dtd.toml");
+    let preset = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/fewshot-dtd.toml");
     let preset = preset.to_str().unwrap();
     for (args, expected) in [
         (
@@ -259,9 +259,9 @@ fn a_checkpoint_of_another_shape_is_refused() {
 
 #[test]
 fn encode_writes_the_towers_outputs() {
-    use fedotp::backend::{Backend, Cpu};
-    use fedotp::clip::{vision_forward, ClipWeights};
-    use fedotp::data::{RgbImage, Transform};
+    use fedotp_host::backend::{Backend, Cpu};
+    use fedotp_host::clip::{vision_forward, ClipWeights};
+    use fedotp_host::data::{RgbImage, Transform};
     use rand::SeedableRng;
 
     let cwd = tempfile::tempdir().unwrap();
@@ -278,7 +278,7 @@ fn encode_writes_the_towers_outputs() {
     // The fixture's vocabulary is 600 tokens, too small for CLIP's tokenizer: texts are refused
     // by line.
     std::fs::write(cwd.path().join("texts.txt"), "a\nphoto\n").unwrap();
-    let weights_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip/openai");
+    let weights_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/clip/openai");
     let out = fedotp(
         cwd.path(),
         &[

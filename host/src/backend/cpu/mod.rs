@@ -26,7 +26,7 @@ use super::{
 /// # Example
 ///
 /// ```
-/// use fedotp::backend::{Backend, Cpu, Linear};
+/// use fedotp_host::backend::{Backend, Cpu, Linear};
 ///
 /// let cpu = Cpu::new();
 /// // y = x · Wᵀ + b with W = [[1, 2], [3, 4]], b = [10, 20]
@@ -40,7 +40,7 @@ use super::{
 /// let mut y = cpu.alloc(2)?;
 /// cpu.linear(&mut y, &x, &layer, 1)?;
 /// assert_eq!(cpu.download(&y, 2)?, vec![13.0, 27.0]);
-/// # Ok::<(), fedotp::backend::BackendError>(())
+/// # Ok::<(), fedotp_host::backend::BackendError>(())
 /// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Cpu;

@@ -19,7 +19,7 @@
 //! to 77, truncated so that the end token stays last.
 //!
 //! ```
-//! use fedotp::clip::tokenizer::{Tokenizer, CONTEXT_LENGTH};
+//! use fedotp_host::clip::tokenizer::{Tokenizer, CONTEXT_LENGTH};
 //!
 //! let tokenizer = Tokenizer::openai()?;
 //! assert_eq!(tokenizer.encode("X X X X dog."), [343, 343, 343, 343, 1929, 269]);
@@ -28,7 +28,7 @@
 //! assert_eq!(prompt.ids().len(), CONTEXT_LENGTH);
 //! assert_eq!(prompt.eot_position(), 7);
 //! assert_eq!(tokenizer.decode(&tokenizer.encode("A photo of a dog."))?, "a photo of a dog . ");
-//! # Ok::<(), fedotp::clip::tokenizer::TokenizerError>(())
+//! # Ok::<(), fedotp_host::clip::tokenizer::TokenizerError>(())
 //! ```
 
 mod clean;
@@ -54,7 +54,7 @@ pub const END_OF_TEXT: &str = "<|endoftext|>";
 const END_OF_WORD: &str = "</w>";
 
 /// The OpenAI merges file (MIT licence, see `host/assets/README.md`), as open_clip ships it.
-const OPENAI_MERGES_GZ: &[u8] = include_bytes!("../../assets/bpe_simple_vocab_16e6.txt.gz");
+const OPENAI_MERGES_GZ: &[u8] = include_bytes!("../../../assets/bpe_simple_vocab_16e6.txt.gz");
 
 /// The name errors give for the embedded merges file.
 const OPENAI_MERGES_NAME: &str = "bpe_simple_vocab_16e6.txt.gz";
@@ -83,7 +83,7 @@ static WORD_PATTERN: LazyLock<Regex> = LazyLock::new(|| {
 /// written, where the reference would first turn it into `"café"`.
 ///
 /// ```
-/// use fedotp::clip::tokenizer::clean_text;
+/// use fedotp_host::clip::tokenizer::clean_text;
 ///
 /// assert_eq!(clean_text("  Tom &amp; JERRY’s\t ﬁsh  "), "tom & jerry's fish");
 /// ```
@@ -226,12 +226,12 @@ impl Tokenizer {
     /// The OpenAI CLIP tokenizer (embedded merges file), built on the first call and shared after.
     ///
     /// ```
-    /// use fedotp::clip::tokenizer::Tokenizer;
+    /// use fedotp_host::clip::tokenizer::Tokenizer;
     ///
     /// let tokenizer = Tokenizer::openai()?;
     /// assert_eq!(tokenizer.vocab_size(), 49_408);
     /// assert_eq!(tokenizer.end_of_text(), 49_407);
-    /// # Ok::<(), fedotp::clip::tokenizer::TokenizerError>(())
+    /// # Ok::<(), fedotp_host::clip::tokenizer::TokenizerError>(())
     /// ```
     pub fn openai() -> Result<&'static Tokenizer, TokenizerError> {
         static SHARED: OnceLock<Result<Tokenizer, TokenizerError>> = OnceLock::new();
@@ -273,11 +273,11 @@ impl Tokenizer {
     /// a third. Errors name the file and, for the merges, the line.
     ///
     /// ```no_run
-    /// use fedotp::clip::tokenizer::Tokenizer;
+    /// use fedotp_host::clip::tokenizer::Tokenizer;
     ///
     /// let tokenizer = Tokenizer::from_hf_files("weights/clip-vit-base-patch16")?;
     /// println!("{:?}", tokenizer.encode("a photo of a cat."));
-    /// # Ok::<(), fedotp::clip::tokenizer::TokenizerError>(())
+    /// # Ok::<(), fedotp_host::clip::tokenizer::TokenizerError>(())
     /// ```
     pub fn from_hf_files(dir: impl AsRef<Path>) -> Result<Self, TokenizerError> {
         let vocab_path = dir.as_ref().join("vocab.json");
@@ -369,12 +369,12 @@ impl Tokenizer {
     /// for word ends).
     ///
     /// ```
-    /// use fedotp::clip::tokenizer::Tokenizer;
+    /// use fedotp_host::clip::tokenizer::Tokenizer;
     ///
     /// let tokenizer = Tokenizer::openai()?;
     /// assert_eq!(tokenizer.token_to_id("x</w>"), Some(343));
     /// assert_eq!(tokenizer.id_to_token(269), Some(".</w>"));
-    /// # Ok::<(), fedotp::clip::tokenizer::TokenizerError>(())
+    /// # Ok::<(), fedotp_host::clip::tokenizer::TokenizerError>(())
     /// ```
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.ids.get(token).copied()
@@ -392,12 +392,12 @@ impl Tokenizer {
     /// `<start_of_text>` and `<end_of_text>` instead).
     ///
     /// ```
-    /// use fedotp::clip::tokenizer::Tokenizer;
+    /// use fedotp_host::clip::tokenizer::Tokenizer;
     ///
     /// let tokenizer = Tokenizer::openai()?;
     /// assert_eq!(tokenizer.encode("Café"), tokenizer.encode("caf&eacute;"));
     /// assert_eq!(tokenizer.encode("  "), Vec::<u32>::new());
-    /// # Ok::<(), fedotp::clip::tokenizer::TokenizerError>(())
+    /// # Ok::<(), fedotp_host::clip::tokenizer::TokenizerError>(())
     /// ```
     pub fn encode(&self, text: &str) -> Vec<u32> {
         let cleaned = clean::clean(text);
@@ -480,7 +480,7 @@ impl Tokenizer {
     /// token goes last, as open_clip's `tokenize` does.
     ///
     /// ```
-    /// use fedotp::clip::tokenizer::Tokenizer;
+    /// use fedotp_host::clip::tokenizer::Tokenizer;
     ///
     /// let tokenizer = Tokenizer::openai()?;
     /// let prompt = tokenizer.tokenize("X X X X cat.");
@@ -491,7 +491,7 @@ impl Tokenizer {
     /// let long = tokenizer.tokenize(&"cat ".repeat(100));
     /// assert!(long.was_truncated());
     /// assert_eq!(long.eot_position(), 76);
-    /// # Ok::<(), fedotp::clip::tokenizer::TokenizerError>(())
+    /// # Ok::<(), fedotp_host::clip::tokenizer::TokenizerError>(())
     /// ```
     pub fn tokenize(&self, text: &str) -> ContextTokens {
         self.context_tokens(text, CONTEXT_LENGTH)
@@ -533,12 +533,12 @@ impl Tokenizer {
     /// are decoded like any other (`<|startoftext|>`, `!` for id 0).
     ///
     /// ```
-    /// use fedotp::clip::tokenizer::Tokenizer;
+    /// use fedotp_host::clip::tokenizer::Tokenizer;
     ///
     /// let tokenizer = Tokenizer::openai()?;
     /// assert_eq!(tokenizer.decode(&[320, 1125, 539, 320, 2368, 269])?, "a photo of a cat . ");
     /// assert!(tokenizer.decode(&[49_408]).is_err());
-    /// # Ok::<(), fedotp::clip::tokenizer::TokenizerError>(())
+    /// # Ok::<(), fedotp_host::clip::tokenizer::TokenizerError>(())
     /// ```
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
         let mut bytes = Vec::new();

@@ -3,7 +3,7 @@
 //! Each run directory contributes the mean rows of its `metrics.jsonl` that have an accuracy
 //! (its evaluated rounds) and is labelled `<name> — <method>` from its `config.toml`, so a
 //! FedOTP-versus-baselines comparison is `fedotp plot runs/a runs/b runs/c`. PNG text is drawn
-//! with an embedded subset of DejaVu Sans (`host/assets/fonts`), so no system font is needed.
+//! with an embedded subset of DejaVu Sans (`host/cli/assets/fonts`), so no system font is needed.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -12,9 +12,9 @@ use image::{ExtendedColorType, ImageEncoder};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::run::{metrics, RunDir, RunError};
+use fedotp_host::run::{metrics, RunDir, RunError};
 
-/// The embedded font (see `host/assets/README.md`).
+/// The embedded font (see `host/cli/assets/README.md`).
 const FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans-plot.ttf");
 /// The family name the font is registered under.
 const FONT_FAMILY: &str = "sans-serif";
@@ -96,7 +96,7 @@ impl Series {
 ///
 /// ```
 /// use std::path::PathBuf;
-/// let (png, svg) = fedotp::plot::output_paths("plots/accuracy.png".as_ref());
+/// let (png, svg) = fedotp_cli::plot::output_paths("plots/accuracy.png".as_ref());
 /// assert_eq!((png, svg), (PathBuf::from("plots/accuracy.png"), PathBuf::from("plots/accuracy.svg")));
 /// ```
 pub fn output_paths(out: &Path) -> (PathBuf, PathBuf) {
@@ -134,7 +134,7 @@ pub fn plot_accuracy(series: &[Series], png: &Path, svg: &Path) -> Result<(), Pl
     image::codecs::png::PngEncoder::new(&mut encoded)
         .write_image(&pixels, SIZE.0, SIZE.1, ExtendedColorType::Rgb8)
         .map_err(|e| draw_error(png)(e.to_string()))?;
-    crate::run::write_atomic(png, &encoded)?;
+    fedotp_host::run::write_atomic(png, &encoded)?;
 
     let mut text = String::new();
     {
@@ -142,7 +142,7 @@ pub fn plot_accuracy(series: &[Series], png: &Path, svg: &Path) -> Result<(), Pl
         draw(&root, series).map_err(draw_error(svg))?;
         root.present().map_err(|e| draw_error(svg)(e.to_string()))?;
     }
-    crate::run::write_atomic(svg, text.as_bytes())?;
+    fedotp_host::run::write_atomic(svg, text.as_bytes())?;
     Ok(())
 }
 

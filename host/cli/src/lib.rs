@@ -14,19 +14,22 @@
 //! test split.
 
 mod encode;
+pub mod plot;
 pub mod progress;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::backend::{Backend, Cpu};
-use crate::config::{ConfigError, Device, ModelConfig, Override, RunConfig, QUICKSTART_NAME};
-use crate::data::CountTable;
-use crate::plot::{output_paths, plot_accuracy, PlotError, Series};
-use crate::run::{open_run, resume_run, start_run, EvalStats, PreparedRun, RunError, RunSummary};
-use crate::train::{train_run, Silent, Simulation, TrainError};
 pub use encode::EncodeArgs;
+use fedotp_host::backend::{Backend, Cpu};
+use fedotp_host::config::{ConfigError, Device, ModelConfig, Override, RunConfig, QUICKSTART_NAME};
+use fedotp_host::data::CountTable;
+use fedotp_host::run::{
+    open_run, resume_run, start_run, EvalStats, PreparedRun, RunError, RunSummary,
+};
+use fedotp_host::train::{train_run, Silent, Simulation, TrainError};
+use plot::{output_paths, plot_accuracy, PlotError, Series};
 use progress::ProgressObserver;
 
 /// Largest table [`partition_overview`] prints whole (clients × classes cells).
@@ -267,8 +270,8 @@ fn on_device<J: OnBackend>(device: Device, job: J) -> Result<J::Output, CliError
 }
 
 #[cfg(feature = "cuda")]
-fn open_cuda(device: Device, ordinal: usize) -> Result<crate::backend::Cuda, CliError> {
-    let cuda = crate::backend::Cuda::new(ordinal).map_err(|e| CliError::Device {
+fn open_cuda(device: Device, ordinal: usize) -> Result<fedotp_host::backend::Cuda, CliError> {
+    let cuda = fedotp_host::backend::Cuda::new(ordinal).map_err(|e| CliError::Device {
         device,
         reason: e.to_string(),
     })?;
@@ -321,7 +324,7 @@ impl OnBackend for EvalJob<'_> {
 /// accuracy and the mean ± std of the last evaluations.
 ///
 /// ```
-/// use fedotp::cli::{comparison_table, RunResult};
+/// use fedotp_cli::{comparison_table, RunResult};
 /// let table = comparison_table(&[RunResult { method: "FedOTP".into(), dir: "runs/q".into(), summary: None }]);
 /// assert!(table.contains("FedOTP") && table.contains("runs/q"));
 /// ```
@@ -335,7 +338,7 @@ pub fn comparison_table(results: &[RunResult]) -> String {
     let mut table = format!(
         "{:<width$} | best acc (round) | last {} acc    | last macro-F1  | run\n",
         "method",
-        crate::fed::SUMMARY_WINDOW
+        fedotp_host::fed::SUMMARY_WINDOW
     );
     for result in results {
         let figures = match &result.summary {
@@ -425,8 +428,8 @@ fn eval(args: &EvalArgs) -> Result<(), CliError> {
 /// Per client its test accuracy and macro-F1, then the unweighted means.
 ///
 /// ```
-/// use fedotp::cli::evaluation_table;
-/// use fedotp::run::EvalStats;
+/// use fedotp_cli::evaluation_table;
+/// use fedotp_host::run::EvalStats;
 /// let stats = |a| Some(EvalStats { accuracy: a, macro_f1: a, macro_f1_true_labels: a });
 /// let table = evaluation_table(&[stats(0.5), None, stats(1.0)]);
 /// assert!(table.lines().last().unwrap().contains("75.00%"));
@@ -473,8 +476,8 @@ fn plot(args: &PlotArgs) -> Result<(), CliError> {
 /// are in the run's `partition.txt` either way).
 ///
 /// ```
-/// use fedotp::cli::partition_overview;
-/// use fedotp::data::CountTable;
+/// use fedotp_cli::partition_overview;
+/// use fedotp_host::data::CountTable;
 /// let small = CountTable { train: vec![vec![3, 0], vec![1, 2]], test: vec![vec![1, 0], vec![0, 1]] };
 /// assert_eq!(partition_overview(&small), small.to_string());
 /// let big = CountTable { train: vec![vec![1; 100]; 10], test: vec![vec![0; 100]; 10] };

@@ -1,11 +1,11 @@
-"""Makes host/assets/fonts/DejaVuSans-plot.ttf, the font `fedotp plot` draws its PNG text with.
+"""Makes host/cli/assets/fonts/DejaVuSans-plot.ttf, the font `fedotp plot` draws its PNG text with.
 
-A subset of DejaVu Sans (Bitstream Vera licence, see host/assets/fonts/LICENSE) holding Basic
+A subset of DejaVu Sans (Bitstream Vera licence, see host/cli/assets/fonts/LICENSE) holding Basic
 Latin, Latin-1 and the few symbols plot labels use, so the binary needs no system font and stays
 small. Run from the repository root:
 
     pip install fonttools
-    python host/scripts/make_plot_font.py [/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf]
+    python host/cli/scripts/make_plot_font.py [/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf]
 """
 
 import sys
@@ -13,7 +13,7 @@ import sys
 from fontTools import subset
 
 SOURCE = sys.argv[1] if len(sys.argv) > 1 else "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
-TARGET = "host/assets/fonts/DejaVuSans-plot.ttf"
+TARGET = "host/cli/assets/fonts/DejaVuSans-plot.ttf"
 
 # Basic Latin and Latin-1, then: en and em dashes, bullet, ellipsis, minus, multiplication sign
 # (in Latin-1), Greek letters of the methods' parameters (beta, gamma, epsilon, mu), ±, ≤, ≥.

@@ -12,15 +12,15 @@ use rand_chacha::ChaCha8Rng;
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 
-use super::{on_device, CliError, OnBackend};
-use crate::backend::Backend;
-use crate::clip::{
+use crate::{on_device, CliError, OnBackend};
+use fedotp_host::backend::Backend;
+use fedotp_host::clip::{
     text_forward, vision_forward, ClipWeights, PromptBatch, SpecialTokens, TextActivations,
 };
-use crate::config::Device;
-use crate::data::{RgbImage, Transform};
-use crate::run::write_atomic;
-use crate::train::{FrozenClip, TrainError};
+use fedotp_host::config::Device;
+use fedotp_host::data::{RgbImage, Transform};
+use fedotp_host::run::write_atomic;
+use fedotp_host::train::{FrozenClip, TrainError};
 
 /// Image file extensions read from a directory (case-insensitive).
 const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
