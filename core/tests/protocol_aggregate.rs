@@ -88,8 +88,8 @@ fn round_of_updates() -> impl Strategy<Value = Vec<(u32, u32, Vec<f32>)>> {
     })
 }
 
-/// The float64 reference: `Σ (n_i / N) · p_i`, normalising the weights first (the spec's form),
-/// unlike the aggregator, which divides the weighted sum at the end.
+/// The float64 reference: `Σ (n_i / N) · p_i`, normalising the weights first (the released code's
+/// form, docs/ALGORITHM.md §7.8), unlike the aggregator, which divides the weighted sum at the end.
 fn reference(updates: &[(u32, u32, Vec<f32>)]) -> Vec<f64> {
     let total: f64 = updates.iter().map(|(_, n, _)| f64::from(*n)).sum();
     let mut mean = vec![0.0; 15];

@@ -8,8 +8,8 @@
 //!    round `r`, its id, its training-set size, its trained global prompt (never the local one)
 //!    and optionally its training loss and accuracy.
 //! 3. The server feeds each update to an [`Aggregator`], which keeps the weighted FedAvg
-//!    `Σ n_i · p_i / Σ n_i` (spec §3) and refuses anything that does not belong in it; once the
-//!    round's updates are in, [`Aggregator::finish`] writes the next global prompt.
+//!    `Σ n_i · p_i / Σ n_i` (docs/ALGORITHM.md §3) and refuses anything that does not belong in
+//!    it; once the round's updates are in, [`Aggregator::finish`] writes the next global prompt.
 //!
 //! Both messages travel in one binary format (`docs/PROTOCOL.md`): a fixed little-endian header
 //! with magic, version, kind and explicit lengths, the prompt as `f32`, and a CRC-32 over the

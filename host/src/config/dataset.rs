@@ -136,8 +136,8 @@ impl Normalization {
 }
 
 impl TransformConfig {
-    /// The spec's training augmentation: `RandomResizedCrop(scale (0.08, 1), ratio (3/4, 4/3))`
-    /// and a horizontal flip.
+    /// The training augmentation of docs/ALGORITHM.md §3:
+    /// `RandomResizedCrop(scale (0.08, 1), ratio (3/4, 4/3))` and a horizontal flip.
     pub fn train_default() -> Self {
         let train = Transform::train(1);
         TransformConfig {

@@ -1,5 +1,5 @@
 //! How a run trains: the federation's schedule, the prompts, the optimal transport and the
-//! optimiser. Every default is the paper's (spec §3–§4).
+//! optimiser. Every default is the paper's (docs/ALGORITHM.md §3–§4).
 
 use std::fmt;
 

@@ -1,8 +1,9 @@
 //! Multi-domain datasets as `root/<domain>/<class>/<image>` trees, restricted to the 10 classes
 //! that FedOTP (after FedBN) uses: DomainNet (6 domains) and Office-Caltech10 (4 domains).
 //!
-//! Unlike the released code (spec §6.5), labels come from each image's own class directory, so
-//! images and labels cannot drift apart, and classes and domains are in a fixed, sorted order.
+//! Unlike the released code (docs/ALGORITHM.md §6.5), labels come from each image's own class
+//! directory, so images and labels cannot drift apart, and classes and domains are in a fixed,
+//! sorted order.
 
 use std::path::Path;
 

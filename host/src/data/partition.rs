@@ -7,7 +7,7 @@
 //! clients × classes count table ([`Partition::counts`]) and saves to JSON
 //! ([`Partition::save`]) so a run records exactly what each client held.
 //!
-//! The methods, following the reference code (spec §4):
+//! The methods, following the reference code (docs/ALGORITHM.md §4):
 //! - **IID** — both splits shuffled and cut into near-equal parts (`numpy.array_split`).
 //! - **Pathological** — classes shuffled, contiguous blocks of `round(C/K)` classes per client
 //!   (the last client takes the remainder); train = `shots` random images per owned class (all

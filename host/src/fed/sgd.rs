@@ -10,7 +10,7 @@
 //!
 //! Each client owns its [`SgdState`] (the momentum buffer), kept across rounds and saved in
 //! checkpoints; the reference code's single optimiser shared by every client leaked momentum
-//! between them (spec §6.2).
+//! between them (docs/ALGORITHM.md §6.2).
 
 /// SGD's hyper-parameters.
 #[derive(Clone, Copy, Debug, PartialEq)]
