@@ -2,6 +2,7 @@
 //!
 //! `#![no_std]`, no allocator, `f32` throughout: every function works on slices the caller owns.
 #![no_std]
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod head;
