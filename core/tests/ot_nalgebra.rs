@@ -150,8 +150,8 @@ fn static_matrices_give_the_slice_plan() {
     assert_eq!(plan_rows, expected);
 }
 
-/// Every refusal of the slice API, in the same order and with the same error; a plan of the wrong
-/// shape is named by its rows or columns. Nothing is written on error.
+/// The slice API's refusals, with the same errors; a plan of the wrong shape is named by its rows
+/// or columns. Nothing is written on error.
 #[test]
 fn refusals_match_the_slice_api_and_write_nothing() {
     let rows = [0.2f32, 0.1, 0.3, 0.25, 0.4, 0.05];

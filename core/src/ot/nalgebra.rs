@@ -49,10 +49,12 @@ use super::{OtError, OtParams, OtReport};
 /// Solves one problem: `sim` is M patches × N prompts, `plan` receives the M × N plan, and
 /// `workspace` holds at least [`workspace_len`]`(M, N)` floats (contents ignored).
 ///
-/// Both may be owned matrices or views, of static or dynamic size, with any strides. Refused as
-/// [`ot::solve`](super::solve) refuses, in the same order; a plan whose row or column count is not
-/// M or N is a [`OtError::BufferLength`] named `"plan rows"` or `"plan columns"`. On error
-/// nothing is written to `plan`.
+/// Both may be owned matrices or views, of static or dynamic size, with any strides. Refused with
+/// the errors of [`Similarity::new`](super::Similarity::new) and [`ot::solve`](super::solve):
+/// invalid parameters, an empty dimension, a short workspace, a non-finite similarity (its index
+/// row-major, as there); a plan whose row or column count is not M or N is an
+/// [`OtError::BufferLength`] named `"plan rows"` or `"plan columns"`. On error nothing is written
+/// to `plan`.
 pub fn solve<R, C, S, PlanR, PlanC, PlanS>(
     sim: &Matrix<f32, R, C, S>,
     params: &OtParams,
