@@ -16,6 +16,7 @@ use cortex_m_semihosting::hprintln;
 use fedotp_core::protocol::{
     AggregateError, Aggregator, ClientUpdate, DecodeError, EncodeError, GlobalPrompt, PromptShape,
 };
+use heapless::Vec;
 
 /// The round, encoded and averaged on the host.
 const FIXTURE: &[u8] = include_bytes!("../fixtures/protocol_round.bin");
@@ -76,7 +77,6 @@ pub fn run(buffers: &mut ProtocolBuffers, tally: &mut Tally) {
     );
     let round = fixture.u32();
     let clients = fixture.u32() as usize;
-    assert!(clients <= MAX_CLIENTS, "the fixture has too many clients");
     hprintln!(
         "\nProtocol: round {round}, {clients} client updates of {SHAPE} floats, against the \
          host's encoding (scripts/protocol_fixture.py)"
@@ -84,10 +84,11 @@ pub fn run(buffers: &mut ProtocolBuffers, tally: &mut Tally) {
 
     let mut aggregator = Aggregator::new(SHAPE, round, &mut weighted_sum[..], &mut seen[..])
         .expect("the accumulator is sized by SHAPE");
-    let mut ids = [0u32; MAX_CLIENTS];
+    // The clients the aggregator must end up counting, from the fixture.
+    let mut ids: Vec<u32, MAX_CLIENTS> = Vec::new();
     let mut total_samples = 0u64;
     let mut first_message: &[u8] = &[];
-    for id in ids.iter_mut().take(clients) {
+    for _ in 0..clients {
         let (client, samples) = (fixture.u32(), fixture.u32());
         let (loss, accuracy) = (fixture.optional_f32(), fixture.optional_f32());
         fixture.prompt_into(&mut prompt[..]);
@@ -95,7 +96,8 @@ pub fn run(buffers: &mut ProtocolBuffers, tally: &mut Tally) {
         if first_message.is_empty() {
             first_message = host_message;
         }
-        *id = client;
+        ids.push(client)
+            .expect("the fixture has at most MAX_CLIENTS clients");
         total_samples += u64::from(samples);
 
         let update = ClientUpdate {
@@ -134,10 +136,10 @@ pub fn run(buffers: &mut ProtocolBuffers, tally: &mut Tally) {
          mismatch every time  {verdict}"
     );
 
-    let ids = &mut ids[..clients];
     ids.sort_unstable();
-    let verdict =
-        tally.record(aggregator.clients() == ids && aggregator.total_samples() == total_samples);
+    let verdict = tally.record(
+        aggregator.clients() == ids.as_slice() && aggregator.total_samples() == total_samples,
+    );
     hprintln!(
         "aggregator counted clients {:?}, {} samples  {verdict}",
         aggregator.clients(),

@@ -12,7 +12,9 @@
 //!
 //! [`solve`] runs the scaling iterations of the paper on one problem with memory the caller
 //! provides ([`workspace_len`] floats); [`solve_batch`] runs the independent problems of a batch.
-//! Both are exact in `f32` across `eps` ∈ [0.005, 1]: see [`solver`] for how.
+//! Both are exact in `f32` across `eps` ∈ [0.005, 1]: see [`solver`] for how. With the
+//! `nalgebra` feature, `ot::nalgebra::solve` does what [`solve`] does on nalgebra matrices and
+//! views.
 //!
 //! ```
 //! use fedotp_core::ot::{self, OtParams, Similarity};
@@ -36,6 +38,8 @@
 
 mod batch;
 mod error;
+#[cfg(feature = "nalgebra")]
+pub mod nalgebra;
 mod params;
 mod similarity;
 pub mod solver;

@@ -81,13 +81,42 @@ impl<'a> Similarity<'a> {
     pub fn get(&self, i: usize, j: usize) -> f32 {
         self.data[i * self.row_stride + j * self.col_stride]
     }
+}
+
+/// What the solver reads of a problem's similarity matrix.
+///
+/// [`Similarity`] is one such matrix; with the `nalgebra` feature, any nalgebra matrix or view is
+/// another. The solver is generic over this rather than copying, so a matrix is read where it
+/// lies, whatever its strides, and every kind of matrix gets the same arithmetic.
+pub(crate) trait SimilarityEntries {
+    /// Number of patches, M.
+    fn rows(&self) -> usize;
+    /// Number of prompts, N.
+    fn cols(&self) -> usize;
+    /// Similarity of patch `i` and prompt `j`.
+    fn get(&self, i: usize, j: usize) -> f32;
 
     /// The first non-finite element, as a row-major index `i·cols + j`.
-    pub(crate) fn first_non_finite(&self) -> Option<usize> {
-        (0..self.rows)
-            .flat_map(|i| (0..self.cols).map(move |j| (i, j)))
+    fn first_non_finite(&self) -> Option<usize> {
+        (0..self.rows())
+            .flat_map(|i| (0..self.cols()).map(move |j| (i, j)))
             .find(|&(i, j)| !self.get(i, j).is_finite())
-            .map(|(i, j)| i * self.cols + j)
+            .map(|(i, j)| i * self.cols() + j)
+    }
+}
+
+impl SimilarityEntries for Similarity<'_> {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn cols(&self) -> usize {
+        self.cols
+    }
+
+    #[inline]
+    fn get(&self, i: usize, j: usize) -> f32 {
+        Similarity::get(self, i, j)
     }
 }
 

@@ -34,6 +34,7 @@
 //! exponentials. The cost shift `1 − S` never appears: a constant added to the cost is absorbed
 //! by `q`, so we work with `S` itself and lose no precision to the subtraction.
 
+use super::similarity::SimilarityEntries;
 use super::{OtError, OtParams, OtReport, Similarity};
 
 /// Scalings are absorbed into the potentials once they leave `[1/ABSORB, ABSORB]`: far enough
@@ -103,9 +104,21 @@ pub(crate) fn solve_checked(
     workspace: &mut [f32],
     plan: &mut [f32],
 ) -> OtReport {
+    let n = sim.cols();
+    solve_checked_with(&sim, params, workspace, |i, j, t| plan[i * n + j] = t)
+}
+
+/// The solve itself, on any kind of similarity matrix, once everything is known good: hands the
+/// plan's entries to `write_plan` as `(i, j, T[i,j])`, row by row.
+pub(crate) fn solve_checked_with<S: SimilarityEntries>(
+    sim: &S,
+    params: &OtParams,
+    workspace: &mut [f32],
+    write_plan: impl FnMut(usize, usize, f32),
+) -> OtReport {
     let mut state = State::new(workspace, sim.rows(), sim.cols());
-    let report = state.iterate(&sim, params);
-    state.write_plan(plan);
+    let report = state.iterate(sim, params);
+    state.write_plan(write_plan);
     report
 }
 
@@ -147,7 +160,7 @@ impl<'w> State<'w> {
         }
     }
 
-    fn iterate(&mut self, sim: &Similarity<'_>, params: &OtParams) -> OtReport {
+    fn iterate<S: SimilarityEntries>(&mut self, sim: &S, params: &OtParams) -> OtReport {
         let saturated = params.rows_saturated();
         let a = 1.0 / self.m as f32;
         let b = params.prompt_mass(self.n);
@@ -182,7 +195,7 @@ impl<'w> State<'w> {
 
     /// `q[j] = max_i S[i,j]`; `p[i] = max_j (S[i,j] − q[j])` when rows are saturated, else 0
     /// (so the initial bound is `u ≤ 1`, the paper's clamp).
-    fn init_potentials(&mut self, sim: &Similarity<'_>, saturated: bool) {
+    fn init_potentials<S: SimilarityEntries>(&mut self, sim: &S, saturated: bool) {
         for (j, q) in self.q.iter_mut().enumerate() {
             *q = (0..self.m)
                 .map(|i| sim.get(i, j))
@@ -200,7 +213,7 @@ impl<'w> State<'w> {
     }
 
     /// Recomputes `K̃` (and the bound on `u`) from `S` and the potentials.
-    fn rebuild_kernel(&mut self, sim: &Similarity<'_>, eps: f32, saturated: bool) {
+    fn rebuild_kernel<S: SimilarityEntries>(&mut self, sim: &S, eps: f32, saturated: bool) {
         let inv_eps = 1.0 / eps;
         for (j, column) in self.kernel.chunks_exact_mut(self.m).enumerate() {
             let q = self.q[j];
@@ -228,7 +241,7 @@ impl<'w> State<'w> {
 
     /// Moves the scalings into the potentials (`p −= eps·ln u`, `q −= eps·ln v`), resets them to
     /// 1 and rebuilds the kernel: the plan is unchanged, its representation re-centred.
-    fn absorb(&mut self, sim: &Similarity<'_>, eps: f32, saturated: bool) {
+    fn absorb<S: SimilarityEntries>(&mut self, sim: &S, eps: f32, saturated: bool) {
         // A scaling of 0 or ∞ (a patch or prompt whose kernel entries all underflowed against
         // the others' potentials) cannot be absorbed; re-centre its potential on its largest
         // entry instead. The next `u` update recomputes every patch scaling from `v`, so only
@@ -256,11 +269,11 @@ impl<'w> State<'w> {
         self.rebuild_kernel(sim, eps, saturated);
     }
 
-    /// `T[i,j] = u[i] · K̃[i,j] · v[j]`, row-major.
-    fn write_plan(&self, plan: &mut [f32]) {
-        for (i, row) in plan.chunks_exact_mut(self.n).enumerate() {
-            for (j, t) in row.iter_mut().enumerate() {
-                *t = self.u[i] * self.kernel[j * self.m + i] * self.v[j];
+    /// `T[i,j] = u[i] · K̃[i,j] · v[j]`, handed to `write` row by row.
+    fn write_plan(&self, mut write: impl FnMut(usize, usize, f32)) {
+        for (i, &u) in self.u.iter().enumerate() {
+            for (j, &v) in self.v.iter().enumerate() {
+                write(i, j, u * self.kernel[j * self.m + i] * v);
             }
         }
     }
