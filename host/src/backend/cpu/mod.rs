@@ -15,9 +15,8 @@ mod head;
 
 use fedotp_core::ot::{BatchLayout, BatchReport, OtParams};
 
-use super::checks::{check_count, check_indices, check_len};
 use super::{
-    AttentionShape, Backend, BackendError, BackendResult, BatchNorm, Conv2d, LayerNorm, Linear,
+    AttentionShape, Backend, BackendResult, BatchNorm, Checked, Conv2d, LayerNorm, Linear,
     MapShape, MatmulDims, PatchShape, PromptShape, SeqShape,
 };
 
@@ -50,11 +49,6 @@ impl Cpu {
     pub fn new() -> Self {
         Cpu
     }
-}
-
-/// Checks that `buf` holds at least `needed` values.
-fn check(op: &'static str, buffer: &'static str, buf: &[f32], needed: usize) -> BackendResult<()> {
-    check_len(op, buffer, buf.len(), needed)
 }
 
 /// A read-only strided matrix: element `(i, j)` at `ptr + i·rs + j·cs`.
@@ -120,18 +114,17 @@ enum Direction {
     InputGradient,
 }
 
-/// One multi-threaded GEMM between `rows` rows of `src` and a linear layer's weight; the
-/// caller has checked `dst` and `src` against the dimensions.
+/// One multi-threaded GEMM between `rows` rows of `src` and a linear layer's weight, for
+/// [`Backend::linear`] or [`Backend::linear_backward`], whose checks bound `dst`, `src` and the
+/// weight.
 fn times_weight(
-    op: &'static str,
     dst: &mut [f32],
     src: &[f32],
     layer: &Linear<Vec<f32>>,
     rows: usize,
     direction: Direction,
-) -> BackendResult<()> {
+) {
     let (n_in, n_out) = (layer.in_features, layer.out_features);
-    check(op, "weight", &layer.weight, n_out * n_in)?;
     let (src_cols, dst_cols, weight) = match direction {
         // Wᵀ: element (i, o) is W[o, i].
         Direction::Forward => (n_in, n_out, (1, n_in as isize)),
@@ -161,7 +154,6 @@ fn times_weight(
             Parallelism::Rayon(0),
         );
     }
-    Ok(())
 }
 
 /// A raw pointer that rayon tasks may share because each task writes a disjoint region.
@@ -202,8 +194,12 @@ impl Backend for Cpu {
         Ok(data)
     }
 
-    fn download(&self, buf: &Vec<f32>, len: usize) -> BackendResult<Vec<f32>> {
-        check("download", "buf", buf, len)?;
+    fn download_unchecked(
+        &self,
+        _: Checked,
+        buf: &Vec<f32>,
+        len: usize,
+    ) -> BackendResult<Vec<f32>> {
         Ok(buf[..len].to_vec())
     }
 
@@ -211,8 +207,9 @@ impl Backend for Cpu {
         buf.len()
     }
 
-    fn prompt_embed(
+    fn prompt_embed_unchecked(
         &self,
+        _: Checked,
         out: &mut Vec<f32>,
         table: &Vec<f32>,
         ids: &[u32],
@@ -220,20 +217,13 @@ impl Backend for Cpu {
         set: &[u32],
         shape: PromptShape,
     ) -> BackendResult<()> {
-        const OP: &str = "prompt_embed";
         let PromptShape {
             batch,
             seq,
             width,
             n_ctx,
-            n_sets,
+            ..
         } = shape;
-        check(OP, "out", out, batch * seq * width)?;
-        check(OP, "ctx", ctx, n_sets * n_ctx * width)?;
-        check_count(OP, "ids", ids, batch * seq)?;
-        check_count(OP, "set", set, batch)?;
-        check_indices(OP, "token id", ids, table.len() / width.max(1))?;
-        check_indices(OP, "context set", set, n_sets)?;
         out[..batch * seq * width]
             .par_chunks_mut(seq * width)
             .enumerate()
@@ -252,14 +242,14 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn prompt_embed_backward(
+    fn prompt_embed_backward_unchecked(
         &self,
+        _: Checked,
         d_ctx: &mut Vec<f32>,
         d_out: &Vec<f32>,
         set: &[u32],
         shape: PromptShape,
     ) -> BackendResult<()> {
-        const OP: &str = "prompt_embed_backward";
         let PromptShape {
             batch,
             seq,
@@ -268,10 +258,6 @@ impl Backend for Cpu {
             n_sets,
         } = shape;
         let ctx_len = n_ctx * width;
-        check(OP, "d_ctx", d_ctx, n_sets * ctx_len)?;
-        check(OP, "d_out", d_out, batch * seq * width)?;
-        check_count(OP, "set", set, batch)?;
-        check_indices(OP, "context set", set, n_sets)?;
         // One task per context set, each summing its own sequences in order (deterministic).
         d_ctx[..n_sets * ctx_len]
             .par_chunks_mut(ctx_len.max(1))
@@ -288,27 +274,16 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn position_embed(
+    fn position_embed_unchecked(
         &self,
+        _: Checked,
         out: &mut Vec<f32>,
         tokens: &Vec<f32>,
         pos: &Vec<f32>,
         in_seq: usize,
         out_shape: SeqShape,
     ) -> BackendResult<()> {
-        const OP: &str = "position_embed";
-        let SeqShape { batch, seq, width } = out_shape;
-        check(OP, "out", out, out_shape.len())?;
-        check(OP, "tokens", tokens, batch * in_seq * width)?;
-        check(OP, "pos", pos, seq * width)?;
-        if seq > in_seq {
-            return Err(BackendError::IndexOutOfRange {
-                op: OP,
-                what: "output sequence length",
-                index: seq,
-                bound: in_seq + 1,
-            });
-        }
+        let SeqShape { seq, width, .. } = out_shape;
         out[..out_shape.len()]
             .par_chunks_mut(seq * width)
             .enumerate()
@@ -321,17 +296,15 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn position_embed_backward(
+    fn position_embed_backward_unchecked(
         &self,
+        _: Checked,
         d_tokens: &mut Vec<f32>,
         d_out: &Vec<f32>,
         in_seq: usize,
         out_shape: SeqShape,
     ) -> BackendResult<()> {
-        const OP: &str = "position_embed_backward";
         let SeqShape { batch, seq, width } = out_shape;
-        check(OP, "d_tokens", d_tokens, batch * in_seq * width)?;
-        check(OP, "d_out", d_out, out_shape.len())?;
         d_tokens[..batch * in_seq * width]
             .par_chunks_mut(in_seq * width)
             .enumerate()
@@ -343,13 +316,13 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn extract_patches(
+    fn extract_patches_unchecked(
         &self,
+        _: Checked,
         out: &mut Vec<f32>,
         images: &Vec<f32>,
         shape: PatchShape,
     ) -> BackendResult<()> {
-        const OP: &str = "extract_patches";
         let PatchShape {
             batch,
             channels,
@@ -358,8 +331,6 @@ impl Backend for Cpu {
         } = shape;
         let (grid, patch_len) = (shape.grid(), shape.patch_len());
         let image_len = channels * image_size * image_size;
-        check(OP, "out", out, batch * shape.patches() * patch_len)?;
-        check(OP, "images", images, batch * image_len)?;
         out[..batch * shape.patches() * patch_len]
             .par_chunks_mut(patch_len)
             .enumerate()
@@ -379,20 +350,16 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn vit_tokens(
+    fn vit_tokens_unchecked(
         &self,
+        _: Checked,
         out: &mut Vec<f32>,
         patches: &Vec<f32>,
         class: &Vec<f32>,
         pos: &Vec<f32>,
         shape: SeqShape,
     ) -> BackendResult<()> {
-        const OP: &str = "vit_tokens";
-        let SeqShape { batch, seq, width } = shape;
-        check(OP, "out", out, shape.len())?;
-        check(OP, "patches", patches, batch * (seq - 1) * width)?;
-        check(OP, "class", class, width)?;
-        check(OP, "pos", pos, seq * width)?;
+        let SeqShape { seq, width, .. } = shape;
         out[..shape.len()]
             .par_chunks_mut(width)
             .enumerate()
@@ -410,20 +377,16 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn layer_norm(
+    fn layer_norm_unchecked(
         &self,
+        _: Checked,
         out: &mut Vec<f32>,
         (mean, rstd): (&mut Vec<f32>, &mut Vec<f32>),
         inp: &Vec<f32>,
         ln: &LayerNorm<Vec<f32>>,
         rows: usize,
     ) -> BackendResult<()> {
-        const OP: &str = "layer_norm";
         let width = ln.width;
-        check(OP, "out", out, rows * width)?;
-        check(OP, "inp", inp, rows * width)?;
-        check(OP, "mean", mean, rows)?;
-        check(OP, "rstd", rstd, rows)?;
         let (weight, bias) = (&ln.weight[..width], &ln.bias[..width]);
         out[..rows * width]
             .par_chunks_mut(width)
@@ -443,8 +406,9 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn layer_norm_backward(
+    fn layer_norm_backward_unchecked(
         &self,
+        _: Checked,
         d_inp: &mut Vec<f32>,
         d_out: &Vec<f32>,
         inp: &Vec<f32>,
@@ -452,13 +416,7 @@ impl Backend for Cpu {
         ln: &LayerNorm<Vec<f32>>,
         rows: usize,
     ) -> BackendResult<()> {
-        const OP: &str = "layer_norm_backward";
         let width = ln.width;
-        check(OP, "d_inp", d_inp, rows * width)?;
-        check(OP, "d_out", d_out, rows * width)?;
-        check(OP, "inp", inp, rows * width)?;
-        check(OP, "mean", mean, rows)?;
-        check(OP, "rstd", rstd, rows)?;
         let weight = &ln.weight[..width];
         d_inp[..rows * width]
             .par_chunks_mut(width)
@@ -485,58 +443,52 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn linear(
+    fn linear_unchecked(
         &self,
+        _: Checked,
         out: &mut Vec<f32>,
         inp: &Vec<f32>,
         layer: &Linear<Vec<f32>>,
         rows: usize,
     ) -> BackendResult<()> {
-        const OP: &str = "linear";
         let n_out = layer.out_features;
-        check(OP, "out", out, rows * n_out)?;
-        check(OP, "inp", inp, rows * layer.in_features)?;
         if let Some(bias) = &layer.bias {
-            check(OP, "bias", bias, n_out)?;
             out[..rows * n_out]
                 .par_chunks_mut(n_out)
                 .for_each(|row| row.copy_from_slice(&bias[..n_out]));
         }
-        times_weight(OP, out, inp, layer, rows, Direction::Forward)
+        times_weight(out, inp, layer, rows, Direction::Forward);
+        Ok(())
     }
 
-    fn linear_backward(
+    fn linear_backward_unchecked(
         &self,
+        _: Checked,
         d_inp: &mut Vec<f32>,
         d_out: &Vec<f32>,
         layer: &Linear<Vec<f32>>,
         rows: usize,
     ) -> BackendResult<()> {
-        const OP: &str = "linear_backward";
-        check(OP, "d_inp", d_inp, rows * layer.in_features)?;
-        check(OP, "d_out", d_out, rows * layer.out_features)?;
-        times_weight(OP, d_inp, d_out, layer, rows, Direction::InputGradient)
+        times_weight(d_inp, d_out, layer, rows, Direction::InputGradient);
+        Ok(())
     }
 
-    fn attention(
+    fn attention_unchecked(
         &self,
+        _: Checked,
         out: &mut Vec<f32>,
         probs: &mut Vec<f32>,
         qkv: &Vec<f32>,
         shape: AttentionShape,
     ) -> BackendResult<()> {
-        const OP: &str = "attention";
         let AttentionShape {
-            batch,
             seq,
             heads,
             head_dim,
             causal,
+            ..
         } = shape;
         let width = shape.width();
-        check(OP, "out", out, batch * seq * width)?;
-        check(OP, "probs", probs, shape.probs_len())?;
-        check(OP, "qkv", qkv, batch * seq * 3 * width)?;
         let scale = 1.0 / (head_dim as f32).sqrt();
         let out_ptr = SharedMut(out.as_mut_ptr());
         probs[..shape.probs_len()]
@@ -615,15 +567,15 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn attention_backward(
+    fn attention_backward_unchecked(
         &self,
+        _: Checked,
         d_qkv: &mut Vec<f32>,
         d_out: &Vec<f32>,
         qkv: &Vec<f32>,
         probs: &Vec<f32>,
         shape: AttentionShape,
     ) -> BackendResult<()> {
-        const OP: &str = "attention_backward";
         let AttentionShape {
             batch,
             seq,
@@ -632,10 +584,6 @@ impl Backend for Cpu {
             ..
         } = shape;
         let width = shape.width();
-        check(OP, "d_qkv", d_qkv, batch * seq * 3 * width)?;
-        check(OP, "d_out", d_out, batch * seq * width)?;
-        check(OP, "qkv", qkv, batch * seq * 3 * width)?;
-        check(OP, "probs", probs, shape.probs_len())?;
         let scale = 1.0 / (head_dim as f32).sqrt();
         let d_qkv_ptr = SharedMut(d_qkv.as_mut_ptr());
         let (row, seq_i) = (3 * width as isize, seq as isize);
@@ -741,9 +689,13 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn quick_gelu(&self, out: &mut Vec<f32>, inp: &Vec<f32>, len: usize) -> BackendResult<()> {
-        check("quick_gelu", "out", out, len)?;
-        check("quick_gelu", "inp", inp, len)?;
+    fn quick_gelu_unchecked(
+        &self,
+        _: Checked,
+        out: &mut Vec<f32>,
+        inp: &Vec<f32>,
+        len: usize,
+    ) -> BackendResult<()> {
         out[..len]
             .par_chunks_mut(4096)
             .zip(inp[..len].par_chunks(4096))
@@ -755,14 +707,13 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn quick_gelu_backward(
+    fn quick_gelu_backward_unchecked(
         &self,
+        _: Checked,
         d: &mut Vec<f32>,
         inp: &Vec<f32>,
         len: usize,
     ) -> BackendResult<()> {
-        check("quick_gelu_backward", "d", d, len)?;
-        check("quick_gelu_backward", "inp", inp, len)?;
         d[..len]
             .par_chunks_mut(4096)
             .zip(inp[..len].par_chunks(4096))
@@ -775,9 +726,13 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn add_assign(&self, acc: &mut Vec<f32>, x: &Vec<f32>, len: usize) -> BackendResult<()> {
-        check("add_assign", "acc", acc, len)?;
-        check("add_assign", "x", x, len)?;
+    fn add_assign_unchecked(
+        &self,
+        _: Checked,
+        acc: &mut Vec<f32>,
+        x: &Vec<f32>,
+        len: usize,
+    ) -> BackendResult<()> {
         acc[..len]
             .par_chunks_mut(4096)
             .zip(x[..len].par_chunks(4096))
@@ -785,38 +740,30 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn gather_rows(
+    fn gather_rows_unchecked(
         &self,
+        _: Checked,
         out: &mut Vec<f32>,
         inp: &Vec<f32>,
         positions: &[u32],
         shape: SeqShape,
     ) -> BackendResult<()> {
-        const OP: &str = "gather_rows";
         let SeqShape { batch, seq, width } = shape;
-        check(OP, "out", out, batch * width)?;
-        check(OP, "inp", inp, shape.len())?;
-        check_count(OP, "positions", positions, batch)?;
-        check_indices(OP, "row position", positions, seq)?;
         for (s, o) in out[..batch * width].chunks_mut(width).enumerate() {
             o.copy_from_slice(&inp[(s * seq + positions[s] as usize) * width..][..width]);
         }
         Ok(())
     }
 
-    fn gather_rows_backward(
+    fn gather_rows_backward_unchecked(
         &self,
+        _: Checked,
         d_inp: &mut Vec<f32>,
         d_out: &Vec<f32>,
         positions: &[u32],
         shape: SeqShape,
     ) -> BackendResult<()> {
-        const OP: &str = "gather_rows_backward";
-        let SeqShape { batch, seq, width } = shape;
-        check(OP, "d_inp", d_inp, shape.len())?;
-        check(OP, "d_out", d_out, batch * width)?;
-        check_count(OP, "positions", positions, batch)?;
-        check_indices(OP, "row position", positions, seq)?;
+        let SeqShape { seq, width, .. } = shape;
         d_inp[..shape.len()]
             .par_chunks_mut(seq * width)
             .enumerate()
@@ -828,8 +775,9 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn normalize_rows(
+    fn normalize_rows_unchecked(
         &self,
+        _: Checked,
         out: &mut Vec<f32>,
         norms: &mut Vec<f32>,
         inp: &Vec<f32>,
@@ -839,8 +787,9 @@ impl Backend for Cpu {
         head::normalize_rows(out, norms, inp, rows, dim)
     }
 
-    fn normalize_rows_backward(
+    fn normalize_rows_backward_unchecked(
         &self,
+        _: Checked,
         d_inp: &mut Vec<f32>,
         d_out: &Vec<f32>,
         out: &Vec<f32>,
@@ -851,8 +800,9 @@ impl Backend for Cpu {
         head::normalize_rows_backward(d_inp, d_out, out, norms, rows, dim)
     }
 
-    fn matmul_nt(
+    fn matmul_nt_unchecked(
         &self,
+        _: Checked,
         out: &mut Vec<f32>,
         a: &Vec<f32>,
         b: &Vec<f32>,
@@ -862,8 +812,9 @@ impl Backend for Cpu {
         head::matmul(out, a, b, dims, alpha, head::Transposed::B)
     }
 
-    fn matmul_tn(
+    fn matmul_tn_unchecked(
         &self,
+        _: Checked,
         out: &mut Vec<f32>,
         a: &Vec<f32>,
         b: &Vec<f32>,
@@ -873,8 +824,9 @@ impl Backend for Cpu {
         head::matmul(out, a, b, dims, alpha, head::Transposed::A)
     }
 
-    fn ot_plans(
+    fn ot_plans_unchecked(
         &self,
+        _: Checked,
         plans: &mut Vec<f32>,
         sim: &Vec<f32>,
         layout: BatchLayout,
@@ -883,8 +835,9 @@ impl Backend for Cpu {
         head::ot_plans(plans, sim, layout, params)
     }
 
-    fn ot_logits(
+    fn ot_logits_unchecked(
         &self,
+        _: Checked,
         logits: &mut Vec<f32>,
         sim: &Vec<f32>,
         plans: &Vec<f32>,
@@ -894,8 +847,9 @@ impl Backend for Cpu {
         head::ot_logits(logits, sim, plans, layout, scale)
     }
 
-    fn ot_logits_backward(
+    fn ot_logits_backward_unchecked(
         &self,
+        _: Checked,
         d_sim: &mut Vec<f32>,
         d_logits: &Vec<f32>,
         plans: &Vec<f32>,
@@ -905,8 +859,9 @@ impl Backend for Cpu {
         head::ot_logits_backward(d_sim, d_logits, plans, layout, scale)
     }
 
-    fn cross_entropy(
+    fn cross_entropy_unchecked(
         &self,
+        _: Checked,
         d_logits: &mut Vec<f32>,
         logits: &Vec<f32>,
         labels: &[u32],
@@ -915,8 +870,9 @@ impl Backend for Cpu {
         head::cross_entropy(d_logits, logits, labels, classes)
     }
 
-    fn to_channels_last(
+    fn to_channels_last_unchecked(
         &self,
+        _: Checked,
         out: &mut Vec<f32>,
         inp: &Vec<f32>,
         shape: MapShape,
@@ -924,8 +880,9 @@ impl Backend for Cpu {
         conv::to_channels_last(out, inp, shape)
     }
 
-    fn conv2d(
+    fn conv2d_unchecked(
         &self,
+        _: Checked,
         out: &mut Vec<f32>,
         inp: &Vec<f32>,
         conv: &Conv2d<Vec<f32>>,
@@ -934,8 +891,9 @@ impl Backend for Cpu {
         conv::conv2d(out, inp, conv, shape)
     }
 
-    fn batch_norm(
+    fn batch_norm_unchecked(
         &self,
+        _: Checked,
         x: &mut Vec<f32>,
         bn: &BatchNorm<Vec<f32>>,
         rows: usize,
@@ -943,12 +901,13 @@ impl Backend for Cpu {
         conv::batch_norm(x, bn, rows)
     }
 
-    fn relu(&self, x: &mut Vec<f32>, len: usize) -> BackendResult<()> {
+    fn relu_unchecked(&self, _: Checked, x: &mut Vec<f32>, len: usize) -> BackendResult<()> {
         conv::relu(x, len)
     }
 
-    fn avg_pool2d(
+    fn avg_pool2d_unchecked(
         &self,
+        _: Checked,
         out: &mut Vec<f32>,
         inp: &Vec<f32>,
         shape: MapShape,
@@ -957,8 +916,9 @@ impl Backend for Cpu {
         conv::avg_pool2d(out, inp, shape, kernel)
     }
 
-    fn attention_pool_tokens(
+    fn attention_pool_tokens_unchecked(
         &self,
+        _: Checked,
         out: &mut Vec<f32>,
         map: &Vec<f32>,
         pos: &Vec<f32>,
