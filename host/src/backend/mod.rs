@@ -111,13 +111,15 @@ pub enum BackendError {
         /// What does not fit.
         message: String,
     },
-    /// The device failed (driver or library error, kernel launch, out of memory).
-    #[error("{op}: device error: {message}")]
+    /// The device failed (driver or library error, kernel launch, out of memory) or cannot run
+    /// the call (a dimension past the kernels' 32-bit range, a problem larger than the GPU
+    /// solver's shared memory).
+    #[error("{op}: device error: {source}")]
     Device {
         /// The operation.
         op: &'static str,
-        /// What the driver or library said.
-        message: String,
+        /// The driver's or library's error, or what the device cannot do.
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 

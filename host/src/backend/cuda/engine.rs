@@ -14,10 +14,10 @@ use cudarc::driver::{
     CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, ValidAsZeroBits,
 };
 
-use super::error::device_error;
+use super::error::{device_error, CudaError};
 use super::kernels::{check_args, Arg, Kernel, PushArgs};
 use super::MathMode;
-use crate::backend::{BackendError, BackendResult};
+use crate::backend::BackendResult;
 
 /// The device the backend drives.
 pub(crate) enum Engine {
@@ -198,9 +198,11 @@ impl Engine {
                 // SAFETY: the arguments match the kernel's declared parameters (checked above,
                 // and the table against the `.cu` source by the NVRTC test); every pointer
                 // comes from a buffer the caller checked against the dimensions it passes.
-                unsafe { builder.launch(config) }.map_err(|e| BackendError::Device {
-                    op,
-                    message: format!("launching {}: {e}", kernel.name()),
+                unsafe { builder.launch(config) }.map_err(|e| {
+                    device_error(
+                        op,
+                        CudaError::library(format!("launching {}", kernel.name()), e),
+                    )
                 })?;
                 Ok(())
             }
@@ -284,7 +286,7 @@ impl Engine {
                         .result(),
                     }
                 }
-                .map_err(|e| device_error(op, format!("cuBLAS GEMM: {e}")))
+                .map_err(|e| device_error(op, CudaError::library("cuBLAS GEMM", e)))
             }
             #[cfg(test)]
             Engine::Emulator(_) => {
@@ -306,9 +308,6 @@ impl Engine {
 }
 
 #[cfg(test)]
-fn foreign(op: &'static str) -> BackendError {
-    BackendError::Device {
-        op,
-        message: "a buffer of another engine".into(),
-    }
+fn foreign(op: &'static str) -> crate::backend::BackendError {
+    device_error(op, "a buffer of another engine")
 }

@@ -11,6 +11,7 @@ use cudarc::driver::LaunchConfig;
 use fedotp_core::ot::solver::{workspace_len, ABSORB, BOUND_CEILING};
 use fedotp_core::ot::{BatchLayout, BatchReport, OtError, OtParams, OtReport};
 
+use super::error::device_error;
 use super::gemm::{GemmShape, Matrices};
 use super::kernels::{elementwise, warp_per_row, Arg, Kernel};
 use super::ops::int;
@@ -139,19 +140,17 @@ pub(super) fn ot_plans(
     let (m, n) = (layout.patches, layout.prompts);
     let per_problem = workspace_len(m, n) * std::mem::size_of::<f32>();
     if per_problem > SHARED_MEMORY_LIMIT {
-        return Err(BackendError::Device {
-            op: OP,
-            message: format!(
+        return Err(device_error(
+            OP,
+            format!(
                 "a {m} × {n} problem needs {per_problem} bytes of shared memory; the GPU solver \
                  holds one problem in {SHARED_MEMORY_LIMIT} (M·N + 3M + 2N ≤ 12 288 floats)"
             ),
-        });
+        ));
     }
     let warps = (SHARED_MEMORY_LIMIT / per_problem).clamp(1, PROBLEMS_PER_BLOCK);
-    let blocks = u32::try_from(problems.div_ceil(warps)).map_err(|_| BackendError::Device {
-        op: OP,
-        message: format!("{problems} problems exceed the grid"),
-    })?;
+    let blocks = u32::try_from(problems.div_ceil(warps))
+        .map_err(|_| device_error(OP, format!("{problems} problems exceed the grid")))?;
     let config = LaunchConfig {
         grid_dim: (blocks, 1, 1),
         block_dim: (32 * warps as u32, 1, 1),

@@ -3,23 +3,24 @@
 
 use fedotp_core::ot::{BatchLayout, BatchReport, OtParams};
 
+use super::error::device_error;
 use super::gemm::{GemmShape, Matrices};
 use super::kernels::{elementwise, warp_per_row, Arg, Kernel};
 use super::{conv, head};
 use super::{Cuda, CudaBuf};
 use crate::backend::{
-    AttentionShape, Backend, BackendError, BackendResult, BatchNorm, Checked, Conv2d, LayerNorm,
-    Linear, MapShape, MatmulDims, PatchShape, PromptShape, SeqShape,
+    AttentionShape, Backend, BackendResult, BatchNorm, Checked, Conv2d, LayerNorm, Linear,
+    MapShape, MatmulDims, PatchShape, PromptShape, SeqShape,
 };
 
 /// A dimension as a kernel's `int`, refusing values that do not fit.
 pub(super) fn int(op: &'static str, what: &'static str, value: usize) -> BackendResult<Arg> {
-    i32::try_from(value)
-        .map(Arg::I32)
-        .map_err(|_| BackendError::Device {
+    i32::try_from(value).map(Arg::I32).map_err(|_| {
+        device_error(
             op,
-            message: format!("{what} = {value} exceeds the kernels' 32-bit dimensions"),
-        })
+            format!("{what} = {value} exceeds the kernels' 32-bit dimensions"),
+        )
+    })
 }
 
 /// A length as a kernel's `long long`.

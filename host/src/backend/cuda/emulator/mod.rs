@@ -26,6 +26,7 @@ use rayon::prelude::*;
 
 use super::compile::{ComputeCapability, Target, COMMON, KERNEL_FILES};
 use super::engine::{BlasCall, Engine, Operands, Strided};
+use super::error::device_error;
 use super::kernels::{Arg, Kernel};
 use super::{Cuda, DeviceInfo, MathMode};
 use crate::backend::{BackendError, BackendResult};
@@ -191,10 +192,7 @@ impl Emulator {
 }
 
 fn emulator_error(op: &'static str, kernel: Kernel, what: &str) -> BackendError {
-    BackendError::Device {
-        op,
-        message: format!("emulated {}: {what}", kernel.name()),
-    }
+    device_error(op, format!("emulated {}: {what}", kernel.name()))
 }
 
 /// Compiles one shared library per kernel file and resolves every kernel's entry.
