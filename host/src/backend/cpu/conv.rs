@@ -74,8 +74,10 @@ fn im2col(rows: &mut [f32], first: usize, inp: &[f32], shape: MapShape, conv: &C
 fn times_conv_weight(dst: &mut [f32], src: &[f32], conv: &Conv2d<Vec<f32>>, rows: usize) {
     let (k, n) = (conv.patch_len(), conv.out_channels);
     debug_assert!(dst.len() >= rows * n && src.len() >= rows * k);
-    // SAFETY: the caller checked `dst` (rows × n), `src` (rows × k) and the weight (n × k);
-    // `dst` is exclusively borrowed and distinct from both inputs.
+    // SAFETY: `dst` holds `rows × n` values and `src` `rows × k` (the caller's output rows and
+    // their input rows or im2col rows, sized by `checks::conv2d` and by `conv2d_tiled`), and
+    // `checks::conv2d` found the weight to hold `n × k`; `dst` is borrowed mutably, so it
+    // overlaps neither input, and the product runs on rayon's pool inside this call.
     unsafe {
         gemm_f32(
             MatMut {

@@ -73,8 +73,9 @@ pub(super) fn matmul(
         Transposed::B => ((k as isize, 1), (1, k as isize)),
         Transposed::A => ((1, m as isize), (n as isize, 1)),
     };
-    // SAFETY: the checks above bound every access; `out` is exclusively borrowed and distinct
-    // from the inputs.
+    // SAFETY: `checks::matmul` found `out` to hold `m × n` values, `a` `m × k` and `b` `n × k`:
+    // what the product addresses, whichever operand is transposed; `out` is borrowed mutably,
+    // so it overlaps neither input, and the product runs on rayon's pool inside this call.
     unsafe {
         gemm_f32(
             MatMut {

@@ -82,27 +82,32 @@ unsafe fn gemm_f32(
 ) {
     // gemm computes dst := alpha·dst + beta·lhs·rhs (alpha and beta swapped relative to BLAS),
     // reading dst only when `read_dst` is set.
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst.ptr,
-        1,
-        dst.rs,
-        accumulate,
-        lhs.ptr,
-        lhs.cs,
-        lhs.rs,
-        rhs.ptr,
-        rhs.cs,
-        rhs.rs,
-        1.0,
-        scale,
-        false,
-        false,
-        false,
-        parallelism,
-    )
+    // SAFETY: the caller upholds this function's contract, which is gemm's: every element the
+    // three views address for an m × n × k product lies in its live buffer, and `dst` overlaps
+    // neither input nor memory another thread accesses during the call.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.ptr,
+            1,
+            dst.rs,
+            accumulate,
+            lhs.ptr,
+            lhs.cs,
+            lhs.rs,
+            rhs.ptr,
+            rhs.cs,
+            rhs.rs,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
 }
 
 /// Which product of a linear layer's weight `W` (`out × in`) [`times_weight`] forms.
@@ -130,8 +135,10 @@ fn times_weight(
         Direction::Forward => (n_in, n_out, (1, n_in as isize)),
         Direction::InputGradient => (n_out, n_in, (n_in as isize, 1)),
     };
-    // SAFETY: the callers' checks and the one above bound every access; `dst` is exclusively
-    // borrowed and distinct from `src` and the weight.
+    // SAFETY: the op's checks (`checks::linear`, `checks::linear_backward`) found `dst` to hold
+    // `rows × dst_cols`, `src` `rows × src_cols` and the weight `out × in` values, exactly what
+    // the product addresses; `dst` is borrowed mutably, so it overlaps neither input, and the
+    // product runs on rayon's pool inside this call.
     unsafe {
         gemm_f32(
             MatMut {
@@ -159,8 +166,11 @@ fn times_weight(
 /// A raw pointer that rayon tasks may share because each task writes a disjoint region.
 #[derive(Clone, Copy)]
 struct SharedMut(*mut f32);
-// SAFETY: used only where every task writes a region no other task touches (see each use).
+// SAFETY: a raw pointer has no thread affinity; moving it to another thread is sound because
+// each use gives every task a region of the buffer that no other task reads or writes, and the
+// buffer outlives the tasks (they finish inside the borrowing call).
 unsafe impl Send for SharedMut {}
+// SAFETY: as for `Send`: the tasks share the pointer, each writing only its own region.
 unsafe impl Sync for SharedMut {}
 impl SharedMut {
     fn get(self) -> *mut f32 {
@@ -499,9 +509,10 @@ impl Backend for Cpu {
                 let q = qkv[b * seq * 3 * width + h * head_dim..].as_ptr();
                 let (k, v) = (q.wrapping_add(width), q.wrapping_add(2 * width));
                 let row = 3 * width as isize;
-                // SAFETY: q, k, v address rows of this sequence inside the checked `qkv`; `p` is
-                // this task's own chunk; each task writes only the columns of head `h` of
-                // sequence `b` in `out`, a region no other task touches.
+                // SAFETY: `checks::attention` found `qkv` to hold `batch × seq × 3·width`
+                // values, so the `seq × head_dim` blocks of Q and K of head `h` of sequence `b`
+                // (rows `3·width` apart) lie inside it; `p` is this task's own `seq × seq` chunk
+                // of `probs`, a buffer distinct from `qkv`.
                 unsafe {
                     // scores = scale · Q Kᵀ
                     gemm_f32(
@@ -540,6 +551,10 @@ impl Backend for Cpu {
                     }
                     r[visible..].fill(0.0);
                 }
+                // SAFETY: `out` holds `batch × seq × width` values (checked), and this task
+                // writes only its `seq × head_dim` block — the columns of head `h` in the rows of
+                // sequence `b` — which no other task reads or writes; `p` and V (inside `qkv`,
+                // as above) are only read.
                 unsafe {
                     // out_h = P V
                     gemm_f32(
@@ -595,9 +610,11 @@ impl Backend for Cpu {
             let (k, v) = (q.wrapping_add(width), q.wrapping_add(2 * width));
             let d_o = d_out[b * seq * width + h * head_dim..].as_ptr();
             let mut dp = vec![0.0f32; seq * seq];
-            // SAFETY: all reads stay inside the checked buffers; each task writes only the q, k
-            // and v columns of head `h` of sequence `b` in `d_qkv` (disjoint across tasks) and
-            // its own `dp`.
+            // SAFETY: `checks::attention_backward` found `qkv` and `d_qkv` to hold
+            // `batch × seq × 3·width` values, `d_out` `batch × seq × width` and `probs`
+            // `batch × heads × seq × seq`, so every block addressed here — head `h` of sequence
+            // `b` — lies inside its buffer. This task writes only the dV block of that head in
+            // `d_qkv`, which no other task touches, and its own `dp`; the rest is only read.
             unsafe {
                 let dv = d_qkv_ptr.get().add(at + 2 * width);
                 let p_t = MatRef {
@@ -641,6 +658,8 @@ impl Backend for Cpu {
                     *d = p * (*d - dot);
                 }
             }
+            // SAFETY: as above; this task writes only the dQ and dK blocks of head `h` of
+            // sequence `b` in `d_qkv`, which no other task touches, and reads its own `dp`.
             unsafe {
                 let dq = d_qkv_ptr.get().add(at);
                 let dk = dq.add(width);
