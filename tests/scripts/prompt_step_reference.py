@@ -11,7 +11,7 @@ the spec (shared/spec/FEDOTP.md §1-§3) in PyTorch, float64 for the transport p
   PromptFL: one context set, CLIP's cosine logits on the pooled image embedding.
 Writes host/tests/fixtures/prompt_step/reference.safetensors.
 
-Run from the repository root: python3 host/scripts/prompt_step_reference.py
+Run from the repository root: python3 tests/scripts/prompt_step_reference.py
 """
 import json
 import os
@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
+# This script lives in tests/scripts/; the fixtures in host/tests/fixtures/.
+REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+ROOT = os.path.join(REPO, "host", "tests", "fixtures")
 CLIP_DIR = os.path.join(ROOT, "clip", "openai")
 OUT = os.path.join(ROOT, "prompt_step", "reference.safetensors")
 N_CTX, N_SETS, IMAGES = 4, 2, 4
