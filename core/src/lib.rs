@@ -3,6 +3,9 @@
 //! `#![no_std]`, no allocator, `f32` throughout: every function works on slices the caller owns.
 #![no_std]
 #![deny(missing_docs)]
+// Safe Rust only: the solver and the wire format need no unsafe code, and a microcontroller
+// build has no sanitizer to catch its mistakes.
+#![forbid(unsafe_code)]
 
 pub mod head;
 pub mod ot;
