@@ -11,9 +11,9 @@
 //!   that meet at every shuffle, vote and `__syncwarp`, in a new random order every round, and
 //!   lanes that reach different built-ins are reported as divergence. One shared library per
 //!   kernel file, compiled once per process and loaded with `libloading`.
-//! - **cuBLAS calls** ([`BlasCall`]) run through [`blas_reference`], a column-major GEMM with
+//! - **cuBLAS calls** (`BlasCall`) run through `blas_reference`, a column-major GEMM with
 //!   cuBLAS's argument conventions, its inputs rounded to TF32 or BF16 as the math mode asks.
-//! - **Memory** is host memory ([`HostMemory`]) whose address the kernels receive as a device
+//! - **Memory** is host memory (`HostMemory`) whose address the kernels receive as a device
 //!   pointer.
 //!
 //! What it cannot show: timing, the driver and cuBLAS themselves, NVRTC's code generation and
