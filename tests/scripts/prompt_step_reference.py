@@ -2,7 +2,7 @@
 """Reference for one FedOTP local step and one PromptFL step (host/tests/prompt_step.rs).
 
 On the small open_clip model of the CLIP fixtures (host/tests/fixtures/clip/openai), implements
-the spec (shared/spec/FEDOTP.md §1-§3) in PyTorch, float64 for the transport plans:
+FedOTP (docs/ALGORITHM.md §1-§3) in PyTorch, float64 for the transport plans:
   FedOTP:   two context sets (global, local) of 4 vectors, prompts "[SOT] ctx {class} [EOT]",
             unit-length text features and patch features (CLS dropped), per (image, class) the
             unbalanced OT plan of cost 1 - S (eps 0.1, gamma 0.8; solved to convergence, no
