@@ -37,6 +37,7 @@ use fedotp_host::clip::{
     text_backward, text_forward, vision_forward, ClipConfig, ClipWeights, PromptBatch,
     ResNetConfig, SpecialTokens, TextActivations, TextConfig, VisionConfig, VisionWeights,
 };
+use fedotp_tests::inputs::Stream;
 
 /// Options from the command line.
 struct Options {
@@ -163,15 +164,9 @@ fn time(runs: usize, sync: &dyn Fn(), mut f: impl FnMut()) -> f64 {
 
 /// Deterministic normal-ish values (sum of uniforms), for features and images.
 fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut uniform = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-    };
+    let mut stream = Stream::new(seed);
     (0..len)
-        .map(|_| uniform() + uniform() + uniform() + uniform())
+        .map(|_| (0..4).map(|_| stream.unit() - 0.5).sum())
         .collect()
 }
 

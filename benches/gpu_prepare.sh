@@ -10,7 +10,7 @@ mkdir -p "$dir/whl"
 cargo build --release -p fedotp-cli --bin fedotp -p fedotp-benches --bin cuda_bench -p fedotp-ffi
 # `cargo test/bench --no-run` name the executables they build on stderr.
 executable() { sed -n 's/.*Executable .* (\(.*\))$/\1/p' | tail -1; }
-parity=$(cargo test --release -p fedotp-host --test cuda_parity --no-run 2>&1 | executable)
+parity=$(cargo test --release -p fedotp-tests --test cuda_parity --no-run 2>&1 | executable)
 epoch=$(cargo bench -p fedotp-benches --bench local_epoch --no-run 2>&1 | executable)
 for pair in "target/release/fedotp fedotp" "target/release/cuda_bench cuda_bench" \
   "$parity cuda_parity" "$epoch local_epoch"; do

@@ -1,30 +1,9 @@
-//! Inputs shared by the benchmarks, and the timing helpers of the tables that compare fedotp
-//! with its references.
+//! The workload sizes shared by the benchmarks, and the timing helpers of the tables that
+//! compare fedotp with its references. Their inputs come from the test kit
+//! (`fedotp_tests::inputs`), so benchmarks and tests draw from one generator.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// Deterministic similarities shaped like CLIP's cosines (0.2 ± 0.05, with some strong
-/// matches), from a small xorshift generator so every benchmark sees the same problems.
-pub fn clip_like_similarities(len: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 40) as f32 / (1u64 << 24) as f32
-    };
-    (0..len)
-        .map(|_| {
-            let base = 0.2 + 0.1 * (next() - 0.5);
-            if next() < 0.1 {
-                base + 0.1
-            } else {
-                base
-            }
-        })
-        .collect()
-}
 
 /// Median wall time of `f` over `runs` runs after one warm-up run.
 pub fn median_time(runs: usize, mut f: impl FnMut()) -> Duration {

@@ -6,8 +6,9 @@
 //! `cargo bench -p fedotp-benches --bench ot` prints the criterion estimates, then the table.
 
 use criterion::Criterion;
-use fedotp_benches::{benchmarking, clip_like_similarities, json_number, median_time, run_python};
+use fedotp_benches::{benchmarking, json_number, median_time, run_python};
 use fedotp_core::ot::{self, BatchLayout, OtParams, Similarity};
+use fedotp_tests::inputs::clip_like_similarities;
 use std::hint::black_box;
 
 const M: usize = 196;

@@ -7,6 +7,9 @@
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+// Safe Rust only: the solver and the wire format need no unsafe code, and a microcontroller
+// build has no sanitizer to catch its mistakes.
+#![forbid(unsafe_code)]
 
 pub mod head;
 pub mod ot;

@@ -15,7 +15,7 @@ struct HeadCase {
     plans: Vec<f64>,
 }
 
-/// Reads `fixtures/ot_head.bin` (format in `core/scripts/ot_fixtures.py`).
+/// Reads `fixtures/ot_head.bin` (format in `tests/scripts/ot_fixtures.py`).
 fn head_cases() -> Vec<HeadCase> {
     let mut at = 0usize;
     let mut take = |len: usize| {

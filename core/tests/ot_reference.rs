@@ -1,5 +1,5 @@
 //! The solver against float64 reference plans (POT and an exact Newton solve of the dual, see
-//! `core/scripts/ot_fixtures.py`), over eps from 0.005 to 1 and costs across [0, 2].
+//! `tests/scripts/ot_fixtures.py`), over eps from 0.005 to 1 and costs across [0, 2].
 
 #[path = "support/ot_cases.rs"]
 mod ot_cases;

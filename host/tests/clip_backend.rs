@@ -7,18 +7,8 @@ use fedotp_host::backend::{
     AttentionShape, Backend, BackendError, BatchNorm, Conv2d, Cpu, LayerNorm, MapShape, PatchShape,
     SeqShape,
 };
-
-fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+use fedotp_tests::compare::assert_close;
+use fedotp_tests::inputs::uniform;
 
 /// Naive attention: returns (out, probs, d_qkv) for upstream gradient `d_out`.
 fn attention_reference(
@@ -79,18 +69,6 @@ fn attention_reference(
     (out, probs, d_qkv)
 }
 
-fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
-    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    let err = got
-        .iter()
-        .zip(want)
-        .fold(0.0f64, |m, (a, b)| m.max((*a as f64 - b).abs()));
-    assert!(
-        err <= tol * scale,
-        "{what}: max error {err:.3e} (scale {scale:.3e})"
-    );
-}
-
 #[test]
 fn attention_forward_and_backward_match_float64_with_and_without_mask() {
     let cpu = Cpu::new();
@@ -103,8 +81,8 @@ fn attention_forward_and_backward_match_float64_with_and_without_mask() {
             causal,
         };
         let width = shape.width();
-        let qkv = values(3 * 7 * 3 * width, 1);
-        let d_out = values(3 * 7 * width, 2);
+        let qkv = uniform(3 * 7 * 3 * width, 1, 1.0);
+        let d_out = uniform(3 * 7 * width, 2, 1.0);
         let (want_out, want_probs, want_d_qkv) = attention_reference(&qkv, &d_out, shape);
 
         let mut out = vec![f32::NAN; 3 * 7 * width];
@@ -341,8 +319,8 @@ fn conv2d_matches_float64_for_strides_paddings_and_odd_sizes() {
             stride,
             padding,
         };
-        let inp = values(shape.len(), 10 + seed as u64);
-        let torch_weight = values(c_out * c_in * k * k, 20 + seed as u64);
+        let inp = uniform(shape.len(), 10 + seed as u64, 1.0);
+        let torch_weight = uniform(c_out * c_in * k * k, 20 + seed as u64, 1.0);
         let want = conv_reference(&inp, shape, &torch_weight, &spec);
         let conv = Conv2d {
             weight: weight_channels_last(&torch_weight, c_out, c_in, k),
@@ -368,7 +346,7 @@ fn batch_norm_relu_pool_and_pool_tokens_match_float64() {
         width: 7,
         channels: 3,
     };
-    let x = values(shape.len(), 3);
+    let x = uniform(shape.len(), 3, 1.0);
 
     // Batch-norm with frozen statistics, then ReLU.
     let bn = BatchNorm {
@@ -417,7 +395,7 @@ fn batch_norm_relu_pool_and_pool_tokens_match_float64() {
 
     // Attention-pool tokens: [mean; positions] + pos.
     let positions = shape.positions();
-    let pos = values((1 + positions) * 3, 4);
+    let pos = uniform((1 + positions) * 3, 4, 1.0);
     let mut tokens = vec![f32::NAN; 2 * (1 + positions) * 3];
     cpu.attention_pool_tokens(&mut tokens, &x, &pos, shape)
         .unwrap();

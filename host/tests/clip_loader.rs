@@ -1,16 +1,14 @@
 //! The safetensors loader: bad files give errors that name the file and the tensor, never panics;
 //! the architecture is inferred from shapes when no configuration file is present.
 
-mod clip_support;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use clip_support::fixture;
 use fedotp_host::backend::{BatchNorm, Conv2d, Linear};
 use fedotp_host::clip::{
     ClipConfig, ClipError, ClipWeights, ConvNorm, VisionConfig, VisionWeights,
 };
+use fedotp_tests::fixtures::fixture;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
@@ -39,7 +37,7 @@ fn write_tensors(tensors: &Tensors, path: &Path) {
 /// A temporary copy of a fixture directory whose weights file was passed through `edit`.
 fn edited(dir: &str, file: &str, edit: impl FnOnce(&mut Tensors)) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(fixture(dir)).unwrap() {
+    for entry in std::fs::read_dir(fixture("clip").join(dir)).unwrap() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), tmp.path().join(entry.file_name())).unwrap();
     }
@@ -141,7 +139,7 @@ fn unsupported_dtype_is_named() {
 fn corrupted(edit: impl FnOnce(&mut Vec<u8>)) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("model.safetensors");
-    let mut bytes = std::fs::read(fixture("hf").join("model.safetensors")).unwrap();
+    let mut bytes = std::fs::read(fixture("clip").join("hf").join("model.safetensors")).unwrap();
     edit(&mut bytes);
     std::fs::write(&path, bytes).unwrap();
     (tmp, path)
@@ -236,7 +234,7 @@ fn resnet_architecture_is_inferred_from_shapes_or_read_from_the_config() {
         (32, 32)
     );
     // open_clip_config.json's head_width 96 gives the fixture's 2 heads.
-    let weights = ClipWeights::load(fixture("rn")).unwrap();
+    let weights = ClipWeights::load(fixture("clip").join("rn")).unwrap();
     let VisionConfig::ResNet(r) = &weights.config.vision else {
         panic!("a ResNet")
     };
@@ -413,7 +411,7 @@ fn architecture_is_inferred_from_shapes_without_config() {
     );
 
     // With config.json, the Hugging Face fixture's 3 vision heads of 32.
-    let weights = ClipWeights::load(fixture("hf")).unwrap();
+    let weights = ClipWeights::load(fixture("clip").join("hf")).unwrap();
     let VisionConfig::Vit(v) = &weights.config.vision else {
         panic!("a ViT")
     };

@@ -1,21 +1,20 @@
 //! Every layer of both towers, and the text tower's input gradient, against PyTorch: a
 //! Hugging Face `CLIPModel`, an open_clip (OpenAI layout) ViT CLIP and an OpenAI-layout CLIP with
-//! a ModifiedResNet image tower, small and random, recorded by `host/scripts/clip_fixtures.py`.
+//! a ModifiedResNet image tower, small and random, recorded by `tests/scripts/clip_fixtures.py`.
 //! Run with `--nocapture` to see each layer's error.
 
-mod clip_support;
-
-use clip_support::{assert_close, fixture, truncate, Reference};
 use fedotp_host::backend::{Backend, Cpu};
 use fedotp_host::clip::{
     text_backward, text_forward, vision_forward_inspect, ClipWeights, PromptBatch, SpecialTokens,
     TextActivations, VisionStage,
 };
+use fedotp_tests::compare::assert_close;
+use fedotp_tests::fixtures::{fixture, Reference};
 
 /// Forward tolerance (max-norm relative, f32).
-const FORWARD_TOL: f32 = 1e-5;
+const FORWARD_TOL: f64 = 1e-5;
 /// Gradient tolerance.
-const GRAD_TOL: f32 = 1e-4;
+const GRAD_TOL: f64 = 1e-4;
 /// Special tokens of the fixtures' 600-token vocabulary.
 const SPECIAL: SpecialTokens = SpecialTokens {
     start: 598,
@@ -28,7 +27,19 @@ const CONTEXT: usize = 77;
 type Weights = ClipWeights<Vec<f32>>;
 
 fn load(dir: &str) -> Weights {
-    ClipWeights::load(fixture(dir)).expect("fixture loads")
+    ClipWeights::load(fixture("clip").join(dir)).expect("fixture loads")
+}
+
+/// The PyTorch tensors recorded for the CLIP fixture `dir`.
+fn reference(dir: &str) -> Reference {
+    Reference::open(fixture("clip").join(dir).join("reference.safetensors"))
+}
+
+/// The first `keep` rows of each of `batch` sequences of `seq` rows of `width` values.
+fn truncate(values: &[f32], batch: usize, seq: usize, keep: usize, width: usize) -> Vec<f32> {
+    (0..batch)
+        .flat_map(|s| values[s * seq * width..][..keep * width].iter().copied())
+        .collect()
 }
 
 /// The tokens between position `1 + n_ctx` and the EOT of each of the first `n` sequences.
@@ -43,7 +54,7 @@ fn class_tokens(r: &Reference, prefix: &str, n: usize, n_ctx: usize) -> Vec<Vec<
 fn check_text(dir: &str) {
     let cpu = Cpu::new();
     let w = load(dir);
-    let r = Reference::open(dir);
+    let r = reference(dir);
     let text = &w.text;
     let width = text.config.width;
     let (eot, _) = r.ids("text.eot");
@@ -217,24 +228,24 @@ fn openai_text_tower_matches_pytorch() {
 
 #[test]
 fn hugging_face_plain_text_matches_get_text_features() {
-    let r = Reference::open("hf");
+    let r = reference("hf");
     check_plain_text(&load("hf"), &r, "plain.features", "hf get_text_features");
 }
 
 #[test]
 fn openai_plain_text_matches_encode_text() {
-    let r = Reference::open("openai");
+    let r = reference("openai");
     check_plain_text(&load("openai"), &r, "plain.features", "openai encode_text");
 }
 
 #[test]
 fn hugging_face_vision_tower_matches_pytorch() {
-    check_vision(&load("hf"), &Reference::open("hf"), "hf");
+    check_vision(&load("hf"), &reference("hf"), "hf");
 }
 
 #[test]
 fn openai_vision_tower_matches_pytorch() {
-    check_vision(&load("openai"), &Reference::open("openai"), "openai");
+    check_vision(&load("openai"), &reference("openai"), "openai");
 }
 
 /// A PyTorch `(n, c, h, w)` map as the tower's channels-last rows `(n, h·w, c)`.
@@ -254,7 +265,7 @@ fn channels_last(values: &[f32], shape: &[usize]) -> Vec<f32> {
 #[test]
 fn resnet_vision_tower_matches_pytorch_at_every_layer() {
     let cpu = Cpu::new();
-    let (w, r) = (load("rn"), Reference::open("rn"));
+    let (w, r) = (load("rn"), reference("rn"));
     let (images, shape) = r.f32("vision.images");
     let mut checked = Vec::new();
     let out = vision_forward_inspect(&cpu, &w.vision, &images, shape[0], |stage, values, s| {
@@ -297,17 +308,17 @@ fn resnet_vision_tower_matches_pytorch_at_every_layer() {
 
 #[test]
 fn resnet_checkpoint_text_tower_matches_encode_text() {
-    let r = Reference::open("rn");
+    let r = reference("rn");
     check_plain_text(&load("rn"), &r, "plain.features", "rn encode_text");
 }
 
 #[test]
 fn half_precision_weights_load_and_match_pytorch() {
     let cpu = Cpu::new();
-    let r = Reference::open("openai");
+    let r = reference("openai");
     let (images, shape) = r.f32("vision.images");
     for dtype in ["f16", "bf16"] {
-        let path = fixture("openai").join(format!("weights_{dtype}.safetensors"));
+        let path = fixture("clip/openai").join(format!("weights_{dtype}.safetensors"));
         let w = ClipWeights::load(&path).unwrap();
         let features = format!("{dtype}.plain_features");
         check_plain_text(&w, &r, &features, &format!("{dtype} weights encode_text"));

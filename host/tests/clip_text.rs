@@ -6,24 +6,12 @@ use fedotp_host::clip::{
     text_backward, text_forward, ClipConfig, ClipError, ClipWeights, PromptBatch, SpecialTokens,
     TextActivations, TextWeights,
 };
+use fedotp_tests::inputs::uniform;
 
 fn tiny_text(seed: u64) -> TextWeights<Vec<f32>> {
     let mut config = ClipConfig::tiny();
     config.text.heads = 4; // 16-wide heads: a different split than the fixtures
     ClipWeights::random(&config, seed).unwrap().text
-}
-
-/// Deterministic pseudo-random values in [-scale, scale).
-fn values(len: usize, seed: u32, scale: f32) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            (state as f32 / u32::MAX as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
 }
 
 fn classes() -> Vec<Vec<u32>> {
@@ -50,14 +38,14 @@ fn prompt_layout_and_context_gradient() {
     let cpu = Cpu::new();
     let text = tiny_text(1);
     let width = text.config.width;
-    let ctx = values(2 * 3 * width, 7, 1.0);
+    let ctx = uniform(2 * 3 * width, 7, 1.0);
     let emb = prompts.embed(&cpu, &text, &ctx).unwrap();
     let row = |s: usize, t: usize| &emb[(s * seq + t) * width..][..width];
     assert_eq!(row(4, 2), &ctx[(3 + 1) * width..][..width]); // set 1, context row 1
     assert_eq!(row(1, 4), &text.token_embedding[2102 * width..][..width]);
 
     // The context gradient sums each set's rows over its classes.
-    let d_emb = values(6 * seq * width, 3, 1.0);
+    let d_emb = uniform(6 * seq * width, 3, 1.0);
     let d_ctx = prompts.context_gradient(&cpu, &text, &d_emb).unwrap();
     for set in 0..2 {
         for k in 0..3 {
@@ -87,16 +75,16 @@ fn truncation_and_reused_activations_match_fresh_runs() {
     let width = text.config.width;
     let run = |emb: &[f32], in_seq, eot: &[u32], acts: &mut TextActivations<Vec<f32>>| {
         let features = text_forward(&cpu, &text, &emb.to_vec(), in_seq, eot, acts).unwrap();
-        let d_features = values(features.len(), 11, 1.0);
+        let d_features = uniform(features.len(), 11, 1.0);
         let d_emb = text_backward(&cpu, &text, acts, &d_features).unwrap();
         (features, d_emb)
     };
 
     // A full-length batch (EOT at 76) then a short one, through the same activations.
     let long_eot = [76, 10, 30];
-    let long = values(3 * 77 * width, 5, 0.1);
+    let long = uniform(3 * 77 * width, 5, 0.1);
     let short_eot = [3, 8];
-    let short = values(2 * 12 * width, 6, 0.1);
+    let short = uniform(2 * 12 * width, 6, 0.1);
     let mut reused = TextActivations::new(&cpu).unwrap();
     let long_reused = run(&long, 77, &long_eot, &mut reused);
     let short_reused = run(&short, 12, &short_eot, &mut reused);
@@ -133,9 +121,9 @@ fn backward_matches_directional_derivative() {
     let width = text.config.width;
     let (batch, seq) = (3, 9);
     let eot = [8, 5, 2];
-    let emb = values(batch * seq * width, 21, 0.1);
-    let direction = values(emb.len(), 22, 1.0);
-    let weights_out = values(batch * text.projection.out_features, 23, 1.0);
+    let emb = uniform(batch * seq * width, 21, 0.1);
+    let direction = uniform(emb.len(), 22, 1.0);
+    let weights_out = uniform(batch * text.projection.out_features, 23, 1.0);
     let loss = |e: &[f32]| -> f64 {
         let mut acts = TextActivations::new(&cpu).unwrap();
         let f = text_forward(&cpu, &text, &e.to_vec(), seq, &eot, &mut acts).unwrap();

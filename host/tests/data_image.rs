@@ -1,23 +1,23 @@
 //! Image decoding, resizing and transforms against Pillow and torchvision (fixtures made by
-//! `host/scripts/make_data_fixtures.py`).
+//! `tests/scripts/make_data_fixtures.py`).
 
 use std::path::{Path, PathBuf};
 
 use fedotp_host::data::{
     resize_bicubic, sample_random_resized_crop, DataError, Geometry, Normalize, RgbImage, Transform,
 };
+use fedotp_tests::fixtures::fixture;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
-fn fixture(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/data")
-        .join(relative)
+/// A file of the data fixtures; the manifest names them relative to their directory.
+fn data_fixture(relative: &str) -> PathBuf {
+    fixture("data").join(relative)
 }
 
 fn manifest() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(fixture("manifest.json")).unwrap()).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(data_fixture("manifest.json")).unwrap()).unwrap()
 }
 
 fn read_f32(path: &Path) -> Vec<f32> {
@@ -49,10 +49,10 @@ fn bicubic_resize_is_pillow_bit_for_bit() {
     let cases = manifest()["resize"].as_array().unwrap().clone();
     assert!(cases.len() >= 15);
     for case in cases {
-        let source = RgbImage::open(&fixture(case["source"].as_str().unwrap())).unwrap();
+        let source = RgbImage::open(&data_fixture(case["source"].as_str().unwrap())).unwrap();
         let (width, height) = (u32_of(&case, "width"), u32_of(&case, "height"));
         let ours = resize_bicubic(&source, width, height).unwrap();
-        let expected = std::fs::read(fixture(case["expected"].as_str().unwrap())).unwrap();
+        let expected = std::fs::read(data_fixture(case["expected"].as_str().unwrap())).unwrap();
         assert_eq!((ours.width(), ours.height()), (width, height));
         let differing = ours
             .pixels()
@@ -76,7 +76,7 @@ fn resize_to_zero_is_an_error() {
 #[test]
 fn eval_and_stretch_transforms_match_torchvision_exactly() {
     for case in manifest()["eval"].as_array().unwrap() {
-        let source = RgbImage::open(&fixture(case["source"].as_str().unwrap())).unwrap();
+        let source = RgbImage::open(&data_fixture(case["source"].as_str().unwrap())).unwrap();
         let size = u32_of(case, "size");
         let transform = match case["geometry"].as_str().unwrap() {
             "resize_center_crop" => Transform::eval(size),
@@ -92,7 +92,7 @@ fn eval_and_stretch_transforms_match_torchvision_exactly() {
             .with_normalize(normalize)
             .apply(&source, &mut rng())
             .unwrap();
-        let expected = read_f32(&fixture(case["expected"].as_str().unwrap()));
+        let expected = read_f32(&data_fixture(case["expected"].as_str().unwrap()));
         assert_eq!(ours.len(), expected.len());
         let max_diff = ours
             .iter()
@@ -106,7 +106,7 @@ fn eval_and_stretch_transforms_match_torchvision_exactly() {
 #[test]
 fn resized_crop_and_flip_match_torchvision_pixels() {
     for case in manifest()["crop_pixels"].as_array().unwrap() {
-        let source = RgbImage::open(&fixture(case["source"].as_str().unwrap())).unwrap();
+        let source = RgbImage::open(&data_fixture(case["source"].as_str().unwrap())).unwrap();
         let (top, left) = (u32_of(case, "top"), u32_of(case, "left"));
         let (height, width, size) = (
             u32_of(case, "height"),
@@ -121,7 +121,7 @@ fn resized_crop_and_flip_match_torchvision_pixels() {
         }
         let region = RgbImage::new(width, height, region).unwrap();
         let resized = resize_bicubic(&region, size, size).unwrap();
-        let mut expected = std::fs::read(fixture(case["expected"].as_str().unwrap())).unwrap();
+        let mut expected = std::fs::read(data_fixture(case["expected"].as_str().unwrap())).unwrap();
         if case["flip"].as_bool().unwrap() {
             // Un-flip torchvision's output so the comparison checks the resize; the flip itself
             // is checked through the transform in the next test.
@@ -133,7 +133,7 @@ fn resized_crop_and_flip_match_torchvision_pixels() {
 
 #[test]
 fn training_transform_is_deterministic_per_seed_and_flips_half_the_time() {
-    let source = RgbImage::open(&fixture("resize/d.png")).unwrap();
+    let source = RgbImage::open(&data_fixture("resize/d.png")).unwrap();
     let transform = Transform::train(24);
     let run = |seed: u64| -> Vec<Vec<f32>> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -208,8 +208,8 @@ fn random_resized_crop_boxes_respect_scale_and_ratio() {
 fn colour_modes_decode_to_pillow_rgb() {
     for case in manifest()["decode"].as_array().unwrap() {
         let file = case["file"].as_str().unwrap();
-        let ours = RgbImage::open(&fixture(file)).unwrap();
-        let expected = std::fs::read(fixture(case["expected"].as_str().unwrap())).unwrap();
+        let ours = RgbImage::open(&data_fixture(file)).unwrap();
+        let expected = std::fs::read(data_fixture(case["expected"].as_str().unwrap())).unwrap();
         assert_eq!(
             (ours.width(), ours.height()),
             (u32_of(case, "width"), u32_of(case, "height"))
@@ -247,7 +247,7 @@ fn colour_modes_decode_to_pillow_rgb() {
         );
         if file.ends_with("gray16.png") {
             // Our 16 → 8-bit scaling restores the 8-bit source exactly.
-            let source = RgbImage::open(&fixture("decode/gray.png")).unwrap();
+            let source = RgbImage::open(&data_fixture("decode/gray.png")).unwrap();
             assert_eq!(ours, source);
         }
     }
@@ -256,7 +256,7 @@ fn colour_modes_decode_to_pillow_rgb() {
 #[test]
 fn corrupt_and_unsupported_images_are_errors_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    let good = std::fs::read(fixture("decode/rgb.jpg")).unwrap();
+    let good = std::fs::read(data_fixture("decode/rgb.jpg")).unwrap();
     let truncated = dir.path().join("truncated.jpg");
     std::fs::write(&truncated, &good[..good.len() / 3]).unwrap();
     let garbage = dir.path().join("garbage.png");

@@ -1,6 +1,6 @@
 //! The federation maths against independent references: SGD against `torch.optim.SGD` bit for
 //! bit, accuracy and both macro-F1s against scikit-learn, and the run summary against NumPy
-//! (`host/scripts/fed_fixtures.py` made the fixtures).
+//! (`tests/scripts/fed_fixtures.py` made the fixtures).
 
 use fedotp_host::fed::{accuracy, macro_f1, F1Classes, Sgd, SgdState, Summary};
 use serde::Deserialize;

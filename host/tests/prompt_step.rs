@@ -1,24 +1,17 @@
 //! One FedOTP local step and one PromptFL step against PyTorch
-//! (`host/scripts/prompt_step_reference.py`, on the small open_clip model of the CLIP fixtures):
+//! (`tests/scripts/prompt_step_reference.py`, on the small open_clip model of the CLIP fixtures):
 //! image features, logits, loss and the gradient of the context.
 
-#[path = "clip_support/mod.rs"]
-mod clip_support;
-
-use std::path::PathBuf;
-
-use clip_support::{assert_close, fixture, Reference};
 use fedotp_core::ot::{OtMode, OtParams};
 use fedotp_host::backend::{Backend, Cpu};
 use fedotp_host::clip::ClipWeights;
 use fedotp_host::fed::{Sgd, SgdState};
 use fedotp_host::prompt::{encode_images, Head, PromptLearner, PromptModel};
+use fedotp_tests::compare::assert_close;
+use fedotp_tests::fixtures::{fixture, Reference};
 
 fn reference() -> Reference {
-    Reference::from_file(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/prompt_step/reference.safetensors"),
-    )
+    Reference::open(fixture("prompt_step/reference.safetensors"))
 }
 
 struct Setup {
@@ -32,7 +25,7 @@ struct Setup {
 
 fn setup() -> Setup {
     let cpu = Cpu::new();
-    let weights = ClipWeights::load(fixture("openai"))
+    let weights = ClipWeights::load(fixture("clip/openai"))
         .unwrap()
         .to_backend(&cpu)
         .unwrap();

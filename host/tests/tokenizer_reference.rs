@@ -1,5 +1,5 @@
 //! The Rust CLIP tokenizer against the reference: `tests/fixtures/tokenizer/reference.json`,
-//! written by `host/scripts/tokenizer_reference.py` from open_clip's `SimpleTokenizer` (checked
+//! written by `tests/scripts/tokenizer_reference.py` from open_clip's `SimpleTokenizer` (checked
 //! there against Hugging Face's `CLIPTokenizer` on every class name and prompt).
 
 use std::sync::LazyLock;

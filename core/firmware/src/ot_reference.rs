@@ -5,7 +5,7 @@ use crate::{ot_cases, OtBuffers, Tally};
 use cortex_m_semihosting::hprintln;
 use fedotp_core::ot::{self, OtReport, Similarity};
 
-/// The reference problems and their float64 plans (written by `core/scripts/ot_fixtures.py`).
+/// The reference problems and their float64 plans (written by `tests/scripts/ot_fixtures.py`).
 pub const FIXTURE: &[u8] = include_bytes!("../../tests/fixtures/ot_cases.bin");
 
 /// Solved "to convergence" as on the host: a few balanced problems at small eps converge

@@ -1,7 +1,7 @@
 //! One federated round of the prompt-aggregation protocol on the target, against the host's
 //! encoding of the same round: `fixtures/protocol_round.bin`, written by
-//! `scripts/protocol_fixture.py` with an encoder of its own (from `docs/PROTOCOL.md`) and the
-//! average in exact rational arithmetic.
+//! `tests/scripts/protocol_fixture.py` with an encoder of its own (from `docs/PROTOCOL.md`) and
+//! the average in exact rational arithmetic.
 //!
 //! For each client update of the round (2 × 512-float prompts), the firmware encodes the update
 //! from its fields and must produce the host's bytes, decodes the host's bytes and must get the
@@ -79,7 +79,7 @@ pub fn run(buffers: &mut ProtocolBuffers, tally: &mut Tally) {
     let clients = fixture.u32() as usize;
     hprintln!(
         "\nProtocol: round {round}, {clients} client updates of {SHAPE} floats, against the \
-         host's encoding (scripts/protocol_fixture.py)"
+         host's encoding (tests/scripts/protocol_fixture.py)"
     );
 
     let mut aggregator = Aggregator::new(SHAPE, round, &mut weighted_sum[..], &mut seen[..])

@@ -1,5 +1,5 @@
 //! Reader of `fixtures/ot_cases.bin`, the float64 reference plans written by
-//! `core/scripts/ot_fixtures.py`. Shared, as source, by the host tests and the firmware test
+//! `tests/scripts/ot_fixtures.py`. Shared, as source, by the host tests and the firmware test
 //! program, so it uses neither `std` nor an allocator.
 
 use fedotp_core::ot::{OtMode, OtParams};

@@ -346,7 +346,7 @@ impl ClipConfig {
             ("text.mlp_width", text.mlp_width),
         ];
         require_positive(&positive)?;
-        if text.width % text.heads != 0 {
+        if !text.width.is_multiple_of(text.heads) {
             return bad(format!(
                 "text.width {} is not divisible by text.heads {}",
                 text.width, text.heads

@@ -742,7 +742,7 @@ fn dim(file: &TensorFile, name: &str, rank: usize, index: usize) -> Result<usize
 /// Heads for a width when the checkpoint does not say: CLIP's 64-wide heads, or 0 (unknown)
 /// when the width is not a multiple of 64.
 fn default_heads(width: usize) -> usize {
-    if width % CLIP_HEAD_WIDTH == 0 {
+    if width.is_multiple_of(CLIP_HEAD_WIDTH) {
         width / CLIP_HEAD_WIDTH
     } else {
         0

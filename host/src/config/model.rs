@@ -233,7 +233,7 @@ impl TinyModelConfig {
                 ),
             ));
         }
-        if vision.image_size % vision.patch_size != 0 {
+        if !vision.image_size.is_multiple_of(vision.patch_size) {
             return Err(ConfigError::invalid(
                 "model.vision.patch_size",
                 format!(

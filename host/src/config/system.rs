@@ -128,7 +128,7 @@ impl Default for OutputConfig {
 impl OutputConfig {
     /// Whether a checkpoint is saved after `round` of a run of `rounds` rounds.
     pub fn checkpoints(&self, round: u32, rounds: u32) -> bool {
-        round + 1 == rounds || (round + 1) % self.checkpoint_interval.max(1) == 0
+        round + 1 == rounds || (round + 1).is_multiple_of(self.checkpoint_interval.max(1))
     }
 }
 

@@ -59,8 +59,8 @@ impl FederationConfig {
     /// ```
     pub fn evaluates(&self, round: u32) -> bool {
         let last = round + 1 == self.rounds;
-        let scheduled =
-            round >= self.eval_start && (round - self.eval_start) % self.eval_interval.max(1) == 0;
+        let scheduled = round >= self.eval_start
+            && (round - self.eval_start).is_multiple_of(self.eval_interval.max(1));
         last || scheduled
     }
 

@@ -17,7 +17,7 @@
 //! shapes it differs from this module by a few levels (the intermediate image is rounded after the
 //! other pass). Aspect-preserving resizes — the evaluation transform — and enlargements are the
 //! same in every version. The tests compare with Pillow bit for bit (see
-//! `host/scripts/make_data_fixtures.py`).
+//! `tests/scripts/make_data_fixtures.py`).
 
 use super::error::{DataError, Result};
 use super::rgb::RgbImage;

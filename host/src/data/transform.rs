@@ -394,7 +394,7 @@ pub fn sample_random_resized_crop<R: Rng + ?Sized>(
 mod tests {
     use super::*;
 
-    /// Replays the draws torchvision made (logged by `host/scripts/make_data_fixtures.py`),
+    /// Replays the draws torchvision made (logged by `tests/scripts/make_data_fixtures.py`),
     /// checking that we ask for the same draws in the same order and end with the same box.
     struct Replay {
         draws: Vec<serde_json::Value>,

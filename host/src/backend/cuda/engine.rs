@@ -1,6 +1,7 @@
-//! Where the backend's work executes: the CUDA driver with cuBLAS — or, in this crate's own
-//! tests, a host emulator that runs the same kernel sources and the same cuBLAS calls on the
-//! CPU, so the backend's code is exercised end to end on machines without a GPU.
+//! Where the backend's work executes: the CUDA driver with cuBLAS — or, in tests (this crate's
+//! own, and the test kit's through the `kernel-emulator` feature), a host emulator that runs the
+//! same kernel sources and the same cuBLAS calls on the CPU, so the backend's code is exercised
+//! end to end on machines without a GPU.
 //!
 //! Everything above this module (the [`Backend`](crate::backend::Backend) methods, the OT head)
 //! talks to the device only through [`Engine`]: allocations, copies, kernel launches and
@@ -24,7 +25,7 @@ pub(crate) enum Engine {
     /// A CUDA GPU through the driver API and cuBLAS.
     Driver(Driver),
     /// The host emulator of the crate's tests.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "kernel-emulator"))]
     Emulator(super::emulator::Emulator),
 }
 
@@ -42,7 +43,7 @@ pub(crate) enum DeviceMemory<T> {
     /// GPU memory.
     Driver(CudaSlice<T>),
     /// Host memory standing in for GPU memory in the emulator.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "kernel-emulator"))]
     Host(super::emulator::HostMemory<T>),
 }
 
@@ -118,7 +119,7 @@ impl Engine {
                 .alloc_zeros::<T>(len)
                 .map(DeviceMemory::Driver)
                 .map_err(|e| device_error(op, e)),
-            #[cfg(test)]
+            #[cfg(any(test, feature = "kernel-emulator"))]
             Engine::Emulator(_) => Ok(DeviceMemory::Host(super::emulator::HostMemory::zeros(len))),
         }
     }
@@ -135,7 +136,7 @@ impl Engine {
                 .clone_htod(data)
                 .map(DeviceMemory::Driver)
                 .map_err(|e| device_error(op, e)),
-            #[cfg(test)]
+            #[cfg(any(test, feature = "kernel-emulator"))]
             Engine::Emulator(_) => Ok(DeviceMemory::Host(super::emulator::HostMemory::from(data))),
         }
     }
@@ -156,9 +157,9 @@ impl Engine {
                 d.stream.synchronize().map_err(|e| device_error(op, e))?;
                 Ok(values)
             }
-            #[cfg(test)]
+            #[cfg(any(test, feature = "kernel-emulator"))]
             (Engine::Emulator(_), DeviceMemory::Host(host)) => Ok(host.read(len)),
-            #[cfg(test)]
+            #[cfg(any(test, feature = "kernel-emulator"))]
             _ => Err(foreign(op)),
         }
     }
@@ -172,9 +173,9 @@ impl Engine {
                 let (ptr, _guard) = slice.device_ptr(&d.stream);
                 ptr
             }
-            #[cfg(test)]
+            #[cfg(any(test, feature = "kernel-emulator"))]
             (_, DeviceMemory::Host(host)) => host.address(),
-            #[cfg(test)]
+            #[cfg(any(test, feature = "kernel-emulator"))]
             (Engine::Emulator(_), DeviceMemory::Driver(_)) => {
                 unreachable!("GPU memory handed to the emulator")
             }
@@ -207,7 +208,7 @@ impl Engine {
                 })?;
                 Ok(())
             }
-            #[cfg(test)]
+            #[cfg(any(test, feature = "kernel-emulator"))]
             Engine::Emulator(emulator) => emulator.launch(op, kernel, config, args),
         }
     }
@@ -291,7 +292,7 @@ impl Engine {
                 }
                 .map_err(|e| device_error(op, CudaError::library("cuBLAS GEMM", e)))
             }
-            #[cfg(test)]
+            #[cfg(any(test, feature = "kernel-emulator"))]
             Engine::Emulator(_) => {
                 // SAFETY: the caller guarantees the addresses as above (host memory here), and
                 // C overlaps neither A nor B: every product writes a buffer (or temporary) that
@@ -306,13 +307,13 @@ impl Engine {
     pub fn synchronize(&self, op: &'static str) -> BackendResult<()> {
         match self {
             Engine::Driver(d) => d.stream.synchronize().map_err(|e| device_error(op, e)),
-            #[cfg(test)]
+            #[cfg(any(test, feature = "kernel-emulator"))]
             Engine::Emulator(_) => Ok(()), // the emulator runs everything synchronously
         }
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "kernel-emulator"))]
 fn foreign(op: &'static str) -> crate::backend::BackendError {
     device_error(op, "a buffer of another engine")
 }

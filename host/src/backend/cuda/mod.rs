@@ -33,8 +33,9 @@
 
 mod compile;
 mod conv;
-#[cfg(test)]
-mod emulator;
+#[cfg(any(test, feature = "kernel-emulator"))]
+#[doc(hidden)]
+pub mod emulator;
 mod engine;
 mod error;
 mod gemm;

@@ -16,7 +16,7 @@
 //! What is not reproduced: ftfy's mojibake repair (`fix_encoding`), a heuristic that re-decodes
 //! text that looks like UTF-8 read as Latin-1 or Windows-1252 (`"cafÃ©"` → `"café"`). Text that is
 //! not mojibake is unaffected by it; mojibake is tokenized as written here where the reference
-//! would first repair it. The reference script `host/scripts/tokenizer_reference.py` checks that
+//! would first repair it. The reference script `tests/scripts/tokenizer_reference.py` checks that
 //! every string in the test fixture lies outside that heuristic's reach.
 
 use std::collections::HashMap;

@@ -1,19 +1,23 @@
-//! The kernel emulator of this crate's tests: the CUDA backend's own code — argument checks,
-//! launches, cuBLAS calls, every kernel source — run on the CPU, so a machine without a GPU
-//! (CI) still executes all of it and compares it with the CPU backend.
+//! The kernel emulator of the tests: the CUDA backend's own code — argument checks, launches,
+//! cuBLAS calls, every kernel source — run on the CPU, so a machine without a GPU (CI) still
+//! executes all of it and compares it with the CPU backend.
+//!
+//! Compiled into this crate's unit tests and, for the test kit's parity suite
+//! (`tests/tests/cuda_emulated.rs`), into builds with the `kernel-emulator` feature, which only
+//! the kit's dev-dependency enables: [`for_test`] is not part of the library's interface.
 //!
 //! - **Kernels** are compiled by the host C++ compiler (`$CXX`, else `c++`) after
 //!   [`runtime.h`](runtime.h), which emulates the CUDA built-ins: a warp's 32 lanes are fibers
 //!   that meet at every shuffle, vote and `__syncwarp`, in a new random order every round, and
 //!   lanes that reach different built-ins are reported as divergence. One shared library per
 //!   kernel file, compiled once per process and loaded with `libloading`.
-//! - **cuBLAS calls** ([`BlasCall`]) run through [`blas_reference`], a column-major GEMM with
+//! - **cuBLAS calls** (`BlasCall`) run through `blas_reference`, a column-major GEMM with
 //!   cuBLAS's argument conventions, its inputs rounded to TF32 or BF16 as the math mode asks.
-//! - **Memory** is host memory ([`HostMemory`]) whose address the kernels receive as a device
+//! - **Memory** is host memory (`HostMemory`) whose address the kernels receive as a device
 //!   pointer.
 //!
 //! What it cannot show: timing, the driver and cuBLAS themselves, NVRTC's code generation and
-//! real concurrency between warps. The GPU parity suite (`host/tests/cuda_parity.rs`) runs the
+//! real concurrency between warps. The GPU parity suite (`tests/tests/cuda_parity.rs`) runs the
 //! same cases on a GPU.
 
 use std::collections::BTreeMap;
@@ -437,4 +441,23 @@ impl Cuda {
     }
 }
 
+/// The emulated backend for the test named `test`, or `None` after printing on stderr why it
+/// cannot run (no C++ compiler): the test is then skipped, unless `FEDOTP_REQUIRE_KERNEL_CHECKS=1`
+/// (as CI sets) makes that a failure. Kernels that do not compile are always a failure.
+pub fn for_test(math: MathMode, test: &str) -> Option<Cuda> {
+    match Cuda::emulated(math) {
+        Ok(gpu) => Some(gpu),
+        Err(EmulatorError::Failed(why)) => panic!("the kernel emulator failed: {why}"),
+        Err(EmulatorError::Unavailable(why)) => {
+            if std::env::var("FEDOTP_REQUIRE_KERNEL_CHECKS").is_ok_and(|v| v == "1") {
+                panic!("FEDOTP_REQUIRE_KERNEL_CHECKS=1 but {why}");
+            }
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests;

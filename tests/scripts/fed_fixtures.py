@@ -8,16 +8,18 @@ Writes host/tests/fixtures/fed/:
   with labels=np.unique(y_true) (Dassl's evaluator), for random and edge-case label vectors; and
   max / mean / np.std (ddof 0) of the last five of random series, as the reference prints them.
 
-Run from the repository root: python host/scripts/fed_fixtures.py
+Run from the repository root: python3 tests/scripts/fed_fixtures.py
 """
 
 import json
+from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, f1_score
 
-OUT = "host/tests/fixtures/fed"
+# This script lives in tests/scripts/; the fixtures in host/tests/fixtures/.
+OUT = Path(__file__).resolve().parents[2] / "host" / "tests" / "fixtures" / "fed"
 
 
 def f32_list(tensor):

@@ -12,7 +12,7 @@ Output, little-endian, core/firmware/fixtures/protocol_round.bin:
   then:     f32 average[n_ctx*width], u32 message length, the global-prompt message of round+1
             carrying the average
 
-Run: python3 core/firmware/scripts/protocol_fixture.py   (needs numpy)
+Run: python3 tests/scripts/protocol_fixture.py   (numpy: tests/scripts/requirements.txt)
 """
 import pathlib
 import struct
@@ -21,7 +21,9 @@ from fractions import Fraction
 
 import numpy as np
 
-OUT = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "protocol_round.bin"
+# This script lives in tests/scripts/; the fixture in core/firmware/fixtures/.
+REPO = pathlib.Path(__file__).resolve().parents[2]
+OUT = REPO / "core" / "firmware" / "fixtures" / "protocol_round.bin"
 
 N_CTX, WIDTH = 2, 512
 ROUND = 5

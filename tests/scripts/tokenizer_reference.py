@@ -21,7 +21,8 @@ Checks made here, which fail the script:
   * Every string is outside the reach of ftfy's heuristic mojibake repair (fix_encoding), the one
     part of the clean-up the Rust port does not reproduce.
 
-Usage: python3 host/scripts/tokenizer_reference.py  (writes host/tests/fixtures/tokenizer/reference.json)
+Usage: python3 tests/scripts/tokenizer_reference.py
+(writes host/tests/fixtures/tokenizer/reference.json)
 """
 
 import html.entities
@@ -36,7 +37,8 @@ import open_clip
 import transformers
 from open_clip.tokenizer import SimpleTokenizer
 
-HOST = Path(__file__).resolve().parent.parent
+# This script lives in tests/scripts/; the assets and the fixture in host/.
+HOST = Path(__file__).resolve().parents[2] / "host"
 MERGES_GZ = HOST / "assets" / "bpe_simple_vocab_16e6.txt.gz"
 CLASSNAMES_DIR = HOST / "assets" / "classnames"
 OUTPUT = HOST / "tests" / "fixtures" / "tokenizer" / "reference.json"
@@ -230,7 +232,7 @@ def main():
         cases += [special_token_case(hf, tok, text) for text in SPECIAL_TOKEN_TEXTS]
 
     fixture = {
-        "generator": "host/scripts/tokenizer_reference.py",
+        "generator": "tests/scripts/tokenizer_reference.py",
         "versions": {
             "python": sys.version.split()[0],
             "open_clip_torch": open_clip.__version__,

@@ -1,9 +1,8 @@
 //! The CUDA backend against the CPU backend and `fedotp_core`: every operation forward and
 //! backward, the two towers end to end, the OT head, the loss and a whole FedOTP local step.
 //!
-//! Shared, word for word, by the GPU suite (`host/tests/cuda_parity.rs`) and the kernel
-//! emulator's suite (`host/src/backend/cuda/emulator/tests.rs`); each imports into its own scope
-//! the `fedotp` items this file names (`use super::*`).
+//! Run on a GPU by `tests/tests/cuda_parity.rs` and on the kernel emulator (the CUDA backend's
+//! own code and kernels executed on the CPU, as CI does) by `tests/tests/cuda_emulated.rs`.
 //!
 //! The image tower runs in both of its architectures: a ViT and a ModifiedResNet (RN50's
 //! layers: convolutions, batch-norm, pools and the attention pool).
@@ -13,10 +12,20 @@
 //! with `‖gpu − cpu‖ / ‖cpu‖` against the tolerance of the backend's math mode. [`run_all`]
 //! runs every case, prints one table and fails if any row fails.
 
-use super::*;
-
 use fedotp_core::head::{self as core_head, HeadShape};
 use fedotp_core::ot::{BatchLayout, BatchReport, OtError, OtMode, OtParams};
+use fedotp_host::backend::{
+    AttentionShape, Backend, BackendError, BatchNorm, Conv2d, Cpu, Cuda, CudaBuf, LayerNorm,
+    Linear, MapShape, MathMode, MatmulDims, PatchShape, PromptShape, SeqShape,
+};
+use fedotp_host::clip::{
+    text_backward, text_forward, vision_forward, ClipConfig, ClipWeights, PromptBatch,
+    SpecialTokens, TextActivations,
+};
+use fedotp_host::prompt::{encode_images, Head, PromptLearner, PromptModel};
+
+use crate::compare::relative_error;
+use crate::inputs::{clip_like_similarities, indices, uniform};
 
 /// Relative-error bounds for one math mode.
 #[derive(Debug, Clone, Copy)]
@@ -118,52 +127,6 @@ impl Report {
     }
 }
 
-/// `‖got − want‖₂ / ‖want‖₂` in f64; the absolute norm when `want` is zero; infinite for a NaN
-/// in `got` or a length mismatch.
-pub fn relative_error(got: &[f32], want: &[f32]) -> f64 {
-    if got.len() != want.len() || got.iter().any(|x| x.is_nan()) {
-        return f64::INFINITY;
-    }
-    let diff: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(&g, &w)| (g as f64 - w as f64).powi(2))
-        .sum();
-    let norm: f64 = want.iter().map(|&w| (w as f64).powi(2)).sum();
-    if norm == 0.0 {
-        diff.sqrt()
-    } else {
-        (diff / norm).sqrt()
-    }
-}
-
-/// Deterministic values uniform in `[-scale, scale)`, never exactly zero.
-pub fn random(len: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            let unit = (state >> 40) as f32 / (1u64 << 24) as f32; // [0, 1)
-            let x = (unit * 2.0 - 1.0) * scale;
-            if x == 0.0 {
-                scale * 0.5
-            } else {
-                x
-            }
-        })
-        .collect()
-}
-
-/// Deterministic indices below `bound`.
-fn random_indices(len: usize, seed: u64, bound: usize) -> Vec<u32> {
-    random(len, seed, 1.0)
-        .iter()
-        .map(|x| (((x + 1.0) * 0.5 * bound as f32) as usize).min(bound - 1) as u32)
-        .collect()
-}
-
 /// A GPU buffer of `len` NaNs: an output the operation must overwrite.
 fn poisoned(gpu: &Cuda, len: usize) -> CudaBuf {
     gpu.upload(&vec![f32::NAN; len]).unwrap()
@@ -201,7 +164,7 @@ pub fn run_all(gpu: &Cuda, label: &str) {
 }
 
 fn memory(gpu: &Cuda, report: &mut Report) {
-    let values = random(1000, 1, 3.0);
+    let values = uniform(1000, 1, 3.0);
     let buf = gpu.upload(&values).unwrap();
     report.require(
         "upload/download round trip is exact",
@@ -232,9 +195,9 @@ fn embeddings(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
         n_ctx: 3,
         n_sets: 2,
     };
-    let table = random(50 * shape.width, 2, 1.0);
-    let ids = random_indices(shape.batch * shape.seq, 3, 50);
-    let ctx = random(shape.n_sets * shape.n_ctx * shape.width, 4, 1.0);
+    let table = uniform(50 * shape.width, 2, 1.0);
+    let ids = indices(shape.batch * shape.seq, 3, 50);
+    let ctx = uniform(shape.n_sets * shape.n_ctx * shape.width, 4, 1.0);
     let set: Vec<u32> = (0..shape.batch as u32).map(|s| s / 3).collect();
     let len = shape.batch * shape.seq * shape.width;
     let mut want = vec![0.0; len];
@@ -246,7 +209,7 @@ fn embeddings(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
         .unwrap();
     report.compare("prompt_embed", &down(gpu, &got), &want, 0.0);
 
-    let d_out = random(len, 5, 1.0);
+    let d_out = uniform(len, 5, 1.0);
     let ctx_len = shape.n_sets * shape.n_ctx * shape.width;
     let mut want = vec![0.0; ctx_len];
     cpu.prompt_embed_backward(&mut want, &d_out, &set, shape)
@@ -265,8 +228,8 @@ fn embeddings(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
             width: 24,
         },
     );
-    let tokens = random(out.batch * in_seq * out.width, 6, 1.0);
-    let pos = random(in_seq * out.width, 7, 0.5);
+    let tokens = uniform(out.batch * in_seq * out.width, 6, 1.0);
+    let pos = uniform(in_seq * out.width, 7, 0.5);
     let mut want = vec![0.0; out.len()];
     cpu.position_embed(&mut want, &tokens, &pos, in_seq, out)
         .unwrap();
@@ -275,7 +238,7 @@ fn embeddings(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
     gpu.position_embed(&mut got, &tokens_g, &pos_g, in_seq, out)
         .unwrap();
     report.compare("position_embed", &down(gpu, &got), &want, 0.0);
-    let d_out = random(out.len(), 8, 1.0);
+    let d_out = uniform(out.len(), 8, 1.0);
     let full = out.batch * in_seq * out.width;
     let mut want = vec![0.0; full];
     cpu.position_embed_backward(&mut want, &d_out, in_seq, out)
@@ -292,7 +255,7 @@ fn embeddings(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
         image_size: 12,
         patch_size: 4,
     };
-    let images = random(2 * 3 * 12 * 12, 9, 1.0);
+    let images = uniform(2 * 3 * 12 * 12, 9, 1.0);
     let len = patches.batch * patches.patches() * patches.patch_len();
     let mut want = vec![0.0; len];
     cpu.extract_patches(&mut want, &images, patches).unwrap();
@@ -307,9 +270,9 @@ fn embeddings(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
         seq: 10,
         width: 24,
     };
-    let patch_rows = random(2 * 9 * 24, 10, 1.0);
-    let class = random(24, 11, 1.0);
-    let pos = random(10 * 24, 12, 0.5);
+    let patch_rows = uniform(2 * 9 * 24, 10, 1.0);
+    let class = uniform(24, 11, 1.0);
+    let pos = uniform(10 * 24, 12, 0.5);
     let mut want = vec![0.0; shape.len()];
     cpu.vit_tokens(&mut want, &patch_rows, &class, &pos, shape)
         .unwrap();
@@ -325,7 +288,7 @@ fn embeddings(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
         seq: 6,
         width: 40,
     };
-    let inp = random(shape.len(), 13, 1.0);
+    let inp = uniform(shape.len(), 13, 1.0);
     let positions = vec![5, 0, 3, 3];
     let mut want = vec![0.0; 4 * 40];
     cpu.gather_rows(&mut want, &inp, &positions, shape).unwrap();
@@ -333,7 +296,7 @@ fn embeddings(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
     gpu.gather_rows(&mut got, &gpu.upload(&inp).unwrap(), &positions, shape)
         .unwrap();
     report.compare("gather_rows", &down(gpu, &got), &want, 0.0);
-    let d_out = random(4 * 40, 14, 1.0);
+    let d_out = uniform(4 * 40, 14, 1.0);
     let mut want = vec![0.0; shape.len()];
     cpu.gather_rows_backward(&mut want, &d_out, &positions, shape)
         .unwrap();
@@ -349,8 +312,8 @@ fn layer_norm_weights(
     width: usize,
     seed: u64,
 ) -> (LayerNorm<Vec<f32>>, LayerNorm<CudaBuf>) {
-    let weight: Vec<f32> = random(width, seed, 0.5).iter().map(|x| 1.0 + x).collect();
-    let bias = random(width, seed + 1, 0.2);
+    let weight: Vec<f32> = uniform(width, seed, 0.5).iter().map(|x| 1.0 + x).collect();
+    let bias = uniform(width, seed + 1, 0.2);
     let host = LayerNorm {
         weight,
         bias,
@@ -365,7 +328,7 @@ fn layer_norm(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
     // 13 rows of width 80: not a multiple of the warp's 32 lanes.
     let (rows, width) = (13, 80);
     let (ln, ln_g) = layer_norm_weights(gpu, width, 20);
-    let x: Vec<f32> = random(rows * width, 22, 2.0)
+    let x: Vec<f32> = uniform(rows * width, 22, 2.0)
         .iter()
         .map(|v| v + 0.7)
         .collect();
@@ -386,8 +349,8 @@ fn layer_norm(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
     report.compare("layer_norm 1/std", &down(gpu, &rstd_g), &rstd, tol.kernel);
 
     // The backward accumulates onto what d_inp holds.
-    let d_out = random(rows * width, 23, 1.0);
-    let start = random(rows * width, 24, 1.0);
+    let d_out = uniform(rows * width, 23, 1.0);
+    let start = uniform(rows * width, 24, 1.0);
     let mut want = start.clone();
     cpu.layer_norm_backward(&mut want, &d_out, &x, (&mean, &rstd), &ln, rows)
         .unwrap();
@@ -413,13 +376,13 @@ fn linear(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
     let (rows, n_in, n_out) = (11, 40, 24);
     for with_bias in [true, false] {
         let host = Linear {
-            weight: random(n_out * n_in, 30, 0.3),
-            bias: with_bias.then(|| random(n_out, 31, 0.5)),
+            weight: uniform(n_out * n_in, 30, 0.3),
+            bias: with_bias.then(|| uniform(n_out, 31, 0.5)),
             in_features: n_in,
             out_features: n_out,
         };
         let device = host.clone().try_map(&mut |v| gpu.upload(&v)).unwrap();
-        let x = random(rows * n_in, 32, 1.0);
+        let x = uniform(rows * n_in, 32, 1.0);
         let mut want = vec![0.0; rows * n_out];
         cpu.linear(&mut want, &x, &host, rows).unwrap();
         let mut got = poisoned(gpu, rows * n_out);
@@ -432,7 +395,7 @@ fn linear(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
         };
         report.compare(name, &down(gpu, &got), &want, tol.gemm);
 
-        let d_out = random(rows * n_out, 33, 1.0);
+        let d_out = uniform(rows * n_out, 33, 1.0);
         let mut want = vec![0.0; rows * n_in];
         cpu.linear_backward(&mut want, &d_out, &host, rows).unwrap();
         let mut got = poisoned(gpu, rows * n_in);
@@ -480,7 +443,7 @@ fn attention(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
         );
         let width = shape.width();
         let rows = shape.batch * shape.seq;
-        let qkv = random(rows * 3 * width, 40 + i as u64, 1.0);
+        let qkv = uniform(rows * 3 * width, 40 + i as u64, 1.0);
         let (mut out, mut probs) = (vec![0.0; rows * width], vec![0.0; shape.probs_len()]);
         cpu.attention(&mut out, &mut probs, &qkv, shape).unwrap();
         let (mut out_g, mut probs_g) = (
@@ -503,7 +466,7 @@ fn attention(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
             tol.gemm,
         );
 
-        let d_out = random(rows * width, 50 + i as u64, 1.0);
+        let d_out = uniform(rows * width, 50 + i as u64, 1.0);
         let mut want = vec![0.0; rows * 3 * width];
         cpu.attention_backward(&mut want, &d_out, &qkv, &probs, shape)
             .unwrap();
@@ -527,7 +490,7 @@ fn attention(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
 
 fn elementwise(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
     let len = 1000;
-    let x = random(len, 60, 4.0);
+    let x = uniform(len, 60, 4.0);
     let x_g = gpu.upload(&x).unwrap();
     let mut want = vec![0.0; len];
     cpu.quick_gelu(&mut want, &x, len).unwrap();
@@ -535,14 +498,14 @@ fn elementwise(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
     gpu.quick_gelu(&mut got, &x_g, len).unwrap();
     report.compare("quick_gelu", &down(gpu, &got), &want, tol.kernel);
 
-    let d = random(len, 61, 1.0);
+    let d = uniform(len, 61, 1.0);
     let mut want = d.clone();
     cpu.quick_gelu_backward(&mut want, &x, len).unwrap();
     let mut got = gpu.upload(&d).unwrap();
     gpu.quick_gelu_backward(&mut got, &x_g, len).unwrap();
     report.compare("quick_gelu_backward", &down(gpu, &got), &want, tol.kernel);
 
-    let acc = random(len, 62, 1.0);
+    let acc = uniform(len, 62, 1.0);
     let mut want = acc.clone();
     cpu.add_assign(&mut want, &x, len).unwrap();
     let mut got = gpu.upload(&acc).unwrap();
@@ -558,7 +521,7 @@ fn conv_weights(
     seed: u64,
 ) -> (Conv2d<Vec<f32>>, Conv2d<CudaBuf>) {
     let host = Conv2d {
-        weight: random(out_channels * kernel * kernel * in_channels, seed, 0.3),
+        weight: uniform(out_channels * kernel * kernel * in_channels, seed, 0.3),
         in_channels,
         out_channels,
         kernel,
@@ -581,7 +544,7 @@ fn resnet_layers(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
         width: 11,
         channels: 3,
     };
-    let images = random(shape.len(), 130, 1.0);
+    let images = uniform(shape.len(), 130, 1.0);
     let mut want = vec![0.0; shape.len()];
     cpu.to_channels_last(&mut want, &images, shape).unwrap();
     let mut got = poisoned(gpu, shape.len());
@@ -607,7 +570,7 @@ fn resnet_layers(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
             width,
             channels: channels.0,
         };
-        let inp = random(shape.len(), 140 + i as u64, 1.0);
+        let inp = uniform(shape.len(), 140 + i as u64, 1.0);
         let out_len = conv.output_shape(shape).unwrap().len();
         let mut want = vec![0.0; out_len];
         cpu.conv2d(&mut want, &inp, &conv, shape).unwrap();
@@ -627,10 +590,13 @@ fn resnet_layers(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
     // Batch-norm over 2 × 5 × 3 positions of 40 channels (not a multiple of a warp).
     let (rows, channels) = (30, 40);
     let bn = BatchNorm {
-        weight: random(channels, 150, 0.5).iter().map(|x| 1.0 + x).collect(),
-        bias: random(channels, 151, 0.3),
-        running_mean: random(channels, 152, 0.5),
-        running_var: random(channels, 153, 1.0)
+        weight: uniform(channels, 150, 0.5)
+            .iter()
+            .map(|x| 1.0 + x)
+            .collect(),
+        bias: uniform(channels, 151, 0.3),
+        running_mean: uniform(channels, 152, 0.5),
+        running_var: uniform(channels, 153, 1.0)
             .iter()
             .map(|x| 0.1 + x.abs())
             .collect(),
@@ -638,7 +604,7 @@ fn resnet_layers(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
         eps: 1e-5,
     };
     let bn_g = bn.clone().try_map(&mut |v| gpu.upload(&v)).unwrap();
-    let x = random(rows * channels, 154, 2.0);
+    let x = uniform(rows * channels, 154, 2.0);
     let mut want = x.clone();
     cpu.batch_norm(&mut want, &bn, rows).unwrap();
     let mut got = up(&x);
@@ -658,7 +624,7 @@ fn resnet_layers(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
         width: 9,
         channels: 5,
     };
-    let inp = random(shape.len(), 155, 1.0);
+    let inp = uniform(shape.len(), 155, 1.0);
     for kernel in [2, 3] {
         let out_len = shape.batch * (shape.height / kernel) * (shape.width / kernel) * 5;
         let mut want = vec![0.0; out_len];
@@ -681,8 +647,8 @@ fn resnet_layers(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
         channels: 6,
     };
     let seq = 1 + shape.positions();
-    let map = random(shape.len(), 156, 1.0);
-    let pos = random(seq * shape.channels, 157, 0.5);
+    let map = uniform(shape.len(), 156, 1.0);
+    let pos = uniform(seq * shape.channels, 157, 0.5);
     let mut want = vec![0.0; shape.batch * seq * shape.channels];
     cpu.attention_pool_tokens(&mut want, &map, &pos, shape)
         .unwrap();
@@ -855,8 +821,8 @@ fn text_tower(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
     let mut acts_g = TextActivations::new(gpu).unwrap();
     // Twice, with different contexts: the second run reuses the first one's buffers.
     for (round, seed) in [71u64, 72].into_iter().enumerate() {
-        let ctx = random(2 * 3 * width, seed, 0.05);
-        let d_features = random(prompts.len() * embed, seed + 10, 1.0);
+        let ctx = uniform(2 * 3 * width, seed, 0.05);
+        let d_features = uniform(prompts.len() * embed, seed + 10, 1.0);
         let emb_c = prompts.embed(cpu, &text_c, &ctx).unwrap();
         let features_c = text_forward(cpu, &text_c, &emb_c, seq, eot, &mut acts_c).unwrap();
         let d_emb_c = text_backward(cpu, &text_c, &mut acts_c, &d_features).unwrap();
@@ -912,7 +878,7 @@ fn image_tower(
         .try_map(&mut |v| gpu.upload(&v))
         .unwrap();
     let size = weights.config.vision.image_size();
-    let images = random(2 * 3 * size * size, 81, 1.0);
+    let images = uniform(2 * 3 * size * size, 81, 1.0);
     let want = vision_forward(cpu, &vision_c, &images, 2).unwrap();
     let got = vision_forward(gpu, &vision_g, &gpu.upload(&images).unwrap(), 2).unwrap();
     report.compare(
@@ -927,15 +893,6 @@ fn image_tower(
         &want.pooled,
         tol.chain,
     );
-}
-
-/// CLIP-like similarities: cosines around 0.2 with a few strong matches.
-fn clip_like(len: usize, seed: u64) -> Vec<f32> {
-    random(len, seed, 1.0)
-        .iter()
-        .zip(random(len, seed + 1, 1.0))
-        .map(|(&x, y)| 0.2 + 0.05 * x + if y > 0.8 { 0.1 } else { 0.0 })
-        .collect()
 }
 
 /// Whether two batch reports agree: the same problems and converged count, iteration counts
@@ -989,10 +946,10 @@ fn ot_plans(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
         classes: 7,
     };
     let len = 3 * 49 * 2 * 7;
-    let clip = clip_like(len, 90);
+    let clip = clip_like_similarities(len, 90);
     // Cosines spread over [-1, 1]: costs over [0, 2], which at eps 0.01 only the absorption
     // keeps finite.
-    let wide = random(len, 91, 1.0);
+    let wide = uniform(len, 91, 1.0);
     let base = OtParams::FEDOTP;
     // Fixed iteration counts (tol 0) compare the iteration itself; the defaults also the stop.
     let fixed = |eps, iterations, mode, gamma| OtParams {
@@ -1066,8 +1023,8 @@ fn head_inputs(seed: u64) -> (HeadShape, Vec<f32>, Vec<f32>) {
         prompts: 2,
         classes: 5,
     };
-    let patches = random(3 * 20 * 16, seed, 1.0);
-    let prompts = random(2 * 5 * 16, seed + 1, 1.0);
+    let patches = uniform(3 * 20 * 16, seed, 1.0);
+    let prompts = uniform(2 * 5 * 16, seed + 1, 1.0);
     (shape, patches, prompts)
 }
 
@@ -1138,7 +1095,7 @@ fn head_ops(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
     gpu.ot_logits(&mut logits_g, &sim_c, &plans_c, layout, scale)
         .unwrap();
     report.compare("ot_logits", &down(gpu, &logits_g), &logits, tol.kernel);
-    let d_logits = random(problems, 101, 0.1);
+    let d_logits = uniform(problems, 101, 0.1);
     let mut d_sim = vec![0.0; sim.len()];
     cpu.ot_logits_backward(&mut d_sim, &d_logits, &plans, layout, scale)
         .unwrap();
@@ -1348,7 +1305,7 @@ fn local_steps(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
     let config = &weights.config;
     let (n_ctx, n_sets, batch) = (4, 2, 2);
     let size = config.vision.image_size();
-    let images = random(batch * 3 * size * size, 121, 1.0);
+    let images = uniform(batch * 3 * size * size, 121, 1.0);
     let labels = vec![2u32, 0];
 
     let features_c = encode_images(cpu, &clip_c.vision, &images, batch).unwrap();
@@ -1371,7 +1328,7 @@ fn local_steps(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
     let image_c = cpu.upload(&features_c.patches).unwrap();
     let image_g = gpu.upload(&features_g.patches).unwrap();
     let (mut ws_c, mut ws_g) = (model.workspace(cpu).unwrap(), model.workspace(gpu).unwrap());
-    let mut ctx_c = random(n_sets * n_ctx * config.text.width, 122, 0.02);
+    let mut ctx_c = uniform(n_sets * n_ctx * config.text.width, 122, 0.02);
     let mut ctx_g = ctx_c.clone();
     for step in 1..=2 {
         let c = model

@@ -2,7 +2,7 @@
 """Reference for one FedOTP local step and one PromptFL step (host/tests/prompt_step.rs).
 
 On the small open_clip model of the CLIP fixtures (host/tests/fixtures/clip/openai), implements
-docs/ALGORITHM.md §1–§3 in PyTorch, float64 for the transport plans:
+FedOTP (docs/ALGORITHM.md §1-§3) in PyTorch, float64 for the transport plans:
   FedOTP:   two context sets (global, local) of 4 vectors, prompts "[SOT] ctx {class} [EOT]",
             unit-length text features and patch features (CLS dropped), per (image, class) the
             unbalanced OT plan of cost 1 - S (eps 0.1, gamma 0.8; solved to convergence, no
@@ -11,7 +11,7 @@ docs/ALGORITHM.md §1–§3 in PyTorch, float64 for the transport plans:
   PromptFL: one context set, CLIP's cosine logits on the pooled image embedding.
 Writes host/tests/fixtures/prompt_step/reference.safetensors.
 
-Run from the repository root: python3 host/scripts/prompt_step_reference.py
+Run from the repository root: python3 tests/scripts/prompt_step_reference.py
 """
 import json
 import os
@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
+# This script lives in tests/scripts/; the fixtures in host/tests/fixtures/.
+REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+ROOT = os.path.join(REPO, "host", "tests", "fixtures")
 CLIP_DIR = os.path.join(ROOT, "clip", "openai")
 OUT = os.path.join(ROOT, "prompt_step", "reference.safetensors")
 N_CTX, N_SETS, IMAGES = 4, 2, 4

@@ -13,7 +13,7 @@ torchvision — the libraries the FedOTP reference code preprocesses images with
 - decode/: PNG and JPEG files in the colour modes users have (L, LA, P, RGBA, 16-bit, CMYK) and
   Pillow's `convert("RGB")` of each.
 
-Run from the repository root:  python3 host/scripts/make_data_fixtures.py
+Run from the repository root:  python3 tests/scripts/make_data_fixtures.py
 The manifest (manifest.json) lists every case; the Rust tests read it.
 """
 
@@ -27,7 +27,8 @@ import torchvision.transforms as T
 import torchvision.transforms.functional as F
 from PIL import Image
 
-OUT = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "data"
+# This script lives in tests/scripts/; the fixtures in host/tests/fixtures/.
+OUT = Path(__file__).resolve().parents[2] / "host" / "tests" / "fixtures" / "data"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)

@@ -26,7 +26,7 @@ and, in each directory, reference.safetensors with the inputs and every intermed
             the c_proj output at every position, and open_clip's own `encode_image` — which the
             all-positions token 0 must equal (checked here and in the Rust test).
 
-Run from the repository root:  python3 host/scripts/clip_fixtures.py
+Run from the repository root:  python3 tests/scripts/clip_fixtures.py
 (torch, transformers, open_clip_torch and safetensors; CPU, deterministic, a few seconds).
 """
 
@@ -41,7 +41,9 @@ from torch import nn
 from safetensors.torch import save_file
 from transformers import CLIPConfig, CLIPModel
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "clip")
+# This script lives in tests/scripts/; the fixtures in host/tests/fixtures/.
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+OUT = os.path.join(ROOT, "host", "tests", "fixtures", "clip")
 VOCAB = 600
 SOT, EOT = VOCAB - 2, VOCAB - 1  # EOT is the largest id, as open_clip's argmax pooling needs
 CONTEXT = 77

@@ -1,7 +1,7 @@
 //! The CUDA backend on a real GPU against the CPU backend and `fedotp_core`, in every math
 //! mode: each operation forward and backward, both towers, the OT head, the loss and a FedOTP
-//! local step (the cases are in `support/parity_cases.rs`, shared with the kernel emulator's
-//! suite that CI runs).
+//! local step (the cases of `fedotp_tests::parity`, which CI runs on the kernel emulator:
+//! `cuda_emulated.rs`).
 //!
 //! Without a usable GPU the test prints why on stderr and passes, unless
 //! `FEDOTP_REQUIRE_GPU=1`, which makes the absence a failure (set it on GPU machines). Select
@@ -11,18 +11,8 @@
 
 use std::io::Write;
 
-use fedotp_host::backend::{
-    AttentionShape, Backend, BackendError, BatchNorm, Conv2d, Cpu, Cuda, CudaBuf, LayerNorm,
-    Linear, MapShape, MathMode, MatmulDims, PatchShape, PromptShape, SeqShape,
-};
-use fedotp_host::clip::{
-    text_backward, text_forward, vision_forward, ClipConfig, ClipWeights, PromptBatch,
-    SpecialTokens, TextActivations,
-};
-use fedotp_host::prompt::{encode_images, Head, PromptLearner, PromptModel};
-
-#[path = "support/parity_cases.rs"]
-mod cases;
+use fedotp_host::backend::{Cuda, MathMode};
+use fedotp_tests::parity;
 
 #[test]
 fn cuda_matches_cpu_in_every_math_mode() {
@@ -48,6 +38,6 @@ fn cuda_matches_cpu_in_every_math_mode() {
             }
         };
         let _ = writeln!(std::io::stderr(), "cuda_parity on {}", gpu.info());
-        cases::run_all(&gpu, "CUDA backend");
+        parity::run_all(&gpu, "CUDA backend");
     }
 }

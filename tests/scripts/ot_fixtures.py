@@ -17,7 +17,7 @@ core/tests/fixtures/ot_head.bin — OT-head evaluations (features -> logits):
            f32 patches[images*patches*dim], f32 prompts[prompts*classes*dim],
            f64 logits[images*classes], f64 plans[images*classes*patches*prompts]
 
-Run: python3 core/scripts/ot_fixtures.py   (needs numpy and POT: pip install numpy pot)
+Run: python3 tests/scripts/ot_fixtures.py   (numpy, scipy and POT: tests/scripts/requirements.txt)
 """
 import pathlib
 import struct
@@ -26,7 +26,8 @@ import numpy as np
 import ot
 from scipy.special import logsumexp
 
-FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "tests" / "fixtures"
+# This script lives in tests/scripts/; the fixtures in core/tests/fixtures/.
+FIXTURES = pathlib.Path(__file__).resolve().parents[2] / "core" / "tests" / "fixtures"
 
 
 def newton_reference(sim, eps, gamma, balanced):

@@ -11,7 +11,7 @@ Format (little-endian):
         u8 label            0..=9
         u8[64] intensity    0..=16, row-major, top row first
 
-Run from the repository root:  python3 host/scripts/make_digits_asset.py
+Run from the repository root:  python3 tests/scripts/make_digits_asset.py
 """
 
 import struct
@@ -32,7 +32,8 @@ def main() -> None:
     for label, image in zip(labels, images):
         out.append(int(label))
         out += bytes(int(v) for v in image.reshape(-1))
-    path = Path(__file__).resolve().parents[1] / "assets" / "digits" / "digits.bin"
+    # This script lives in tests/scripts/; the asset in host/assets/.
+    path = Path(__file__).resolve().parents[2] / "host" / "assets" / "digits" / "digits.bin"
     path.write_bytes(bytes(out))
     print(f"wrote {path} ({len(out)} bytes, {len(labels)} images)")
 
