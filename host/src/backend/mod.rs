@@ -31,13 +31,15 @@ mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod device;
+mod turn;
 
 use fedotp_core::ot::{BatchLayout, BatchReport, OtParams};
 
 pub use cpu::Cpu;
 #[cfg(feature = "cuda")]
 pub use cuda::{Cuda, CudaBuf, CudaError, MathMode};
-pub use device::{DeviceError, DeviceRequest, SelectedDevice};
+pub use device::{Device, DeviceError, OnBackend, SelectedBackend};
+pub use turn::Turn;
 
 /// An error reported by a backend operation.
 #[derive(Debug, thiserror::Error)]
@@ -433,6 +435,14 @@ pub trait Backend: Send + Sync {
 
     /// A short name for messages, e.g. `"cpu"`.
     fn name(&self) -> &'static str;
+
+    /// Waits until the calling thread may compute on this backend and holds the device for it
+    /// until the [`Turn`] is dropped: take it around a sequence of operations when threads
+    /// share the backend. A backend whose callers may compute in parallel (the CPU) never
+    /// waits; a GPU backend serves one caller at a time.
+    fn take_turn(&self) -> Turn<'_> {
+        Turn::shared()
+    }
 
     // ---- memory -------------------------------------------------------------------------
 

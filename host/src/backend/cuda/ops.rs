@@ -10,7 +10,7 @@ use super::{Cuda, CudaBuf};
 use crate::backend::checks::{check_count, check_indices, check_len};
 use crate::backend::{
     AttentionShape, Backend, BackendError, BackendResult, BatchNorm, Conv2d, LayerNorm, Linear,
-    MapShape, MatmulDims, PatchShape, PromptShape, SeqShape,
+    MapShape, MatmulDims, PatchShape, PromptShape, SeqShape, Turn,
 };
 
 /// A dimension as a kernel's `int`, refusing values that do not fit.
@@ -116,6 +116,10 @@ impl Backend for Cuda {
 
     fn name(&self) -> &'static str {
         "cuda"
+    }
+
+    fn take_turn(&self) -> Turn<'_> {
+        Turn::of(&self.turn)
     }
 
     fn alloc(&self, len: usize) -> BackendResult<CudaBuf> {
