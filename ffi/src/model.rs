@@ -127,7 +127,8 @@ unsafe fn register(
     model_out: *mut *mut FedotpModel,
 ) -> Result<(), Failure> {
     let handle = handle::register::<FedotpModel>(Arc::new(Model::new(weights)?))?;
-    // SAFETY: as the caller promises.
+    // SAFETY: `model_out` is non-NULL and writable: this function's contract, which both
+    // callers check (`require`) before calling it.
     unsafe { write(model_out, handle, "model_out") }
 }
 

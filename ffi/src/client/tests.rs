@@ -80,11 +80,9 @@ fn train_and_predict(
 fn precomputed_tokens_train_and_predict_exactly_as_their_images() {
     let (seed, count, side) = (3, 7, 40u32);
     let mut model = null_mut();
-    // SAFETY: a valid out-pointer.
-    assert_eq!(
-        unsafe { fedotp_model_new_tiny(seed, &mut model) },
-        FEDOTP_OK
-    );
+    // SAFETY: `model` is a live local, so `&mut model` is a valid out-pointer.
+    let status = unsafe { fedotp_model_new_tiny(seed, &mut model) };
+    assert_eq!(status, FEDOTP_OK);
     let weights = ClipWeights::random(&ClipConfig::tiny(), seed).unwrap();
     let transform = Transform::eval(weights.config.vision.image_size() as u32);
     let layout = RowLayout {
