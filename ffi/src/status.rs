@@ -439,7 +439,7 @@ mod tests {
     fn a_failing_device_is_its_own_status_and_a_refused_call_is_internal() {
         let device = || BackendError::Device {
             op: "linear",
-            message: "out of memory".into(),
+            source: "out of memory".into(),
         };
         for failure in [
             Failure::from(TrainError::Backend(device())),

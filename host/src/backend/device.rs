@@ -267,7 +267,7 @@ mod tests {
 
     #[test]
     fn serde_form_is_the_spelling() {
-        #[derive(Serialize, Deserialize)]
+        #[derive(Debug, Serialize, Deserialize)]
         struct Holder {
             device: Device,
         }

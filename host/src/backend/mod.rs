@@ -25,6 +25,21 @@
 //! The prompt-learning head on top of the towers (feature normalisation, similarity products,
 //! FedOTP's batched OT solve and its logits, the cross-entropy loss) is part of the trait too, so a
 //! training step runs where the model runs.
+//!
+//! # One front door per op
+//!
+//! Every op is two methods of [`Backend`]. The **front door**, e.g. [`Backend::linear`], is what
+//! model code calls: a provided method that checks the arguments — buffer lengths against the
+//! dimensions, index arrays against their bounds, shapes that fit together — and then calls the
+//! **implementation**, e.g. [`Backend::linear_unchecked`], which each backend writes. The checks
+//! hand the implementation a [`Checked`] token that no code outside them can make, so an
+//! implementation runs only behind its op's checks and may rely on them (the CPU's `gemm` calls
+//! on raw pointers and the CUDA kernels do). The rule for a backend:
+//!
+//! - implement the `*_unchecked` methods and leave the front doors as they are: the checks are
+//!   written once, so every backend refuses a bad call with the same [`BackendError`];
+//! - check only the limits of its own hardware there (e.g. the CUDA kernels' 32-bit dimensions,
+//!   the OT solve's shared memory).
 
 mod checks;
 mod cpu;
@@ -35,6 +50,7 @@ mod turn;
 
 use fedotp_core::ot::{BatchLayout, BatchReport, OtParams};
 
+pub use checks::Checked;
 pub use cpu::Cpu;
 #[cfg(feature = "cuda")]
 pub use cuda::{Cuda, CudaBuf, CudaError, MathMode};
@@ -97,13 +113,15 @@ pub enum BackendError {
         /// What does not fit.
         message: String,
     },
-    /// The device failed (driver or library error, kernel launch, out of memory).
-    #[error("{op}: device error: {message}")]
+    /// The device failed (driver or library error, kernel launch, out of memory) or cannot run
+    /// the call (a dimension past the kernels' 32-bit range, a problem larger than the GPU
+    /// solver's shared memory).
+    #[error("{op}: device error: {source}")]
     Device {
         /// The operation.
         op: &'static str,
-        /// What the driver or library said.
-        message: String,
+        /// The driver's or library's error, or what the device cannot do.
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -455,7 +473,17 @@ pub trait Backend: Send + Sync {
         self.upload(&data)
     }
     /// The first `len` values of `buf`, copied to the host.
-    fn download(&self, buf: &Self::Buf, len: usize) -> BackendResult<Vec<f32>>;
+    fn download(&self, buf: &Self::Buf, len: usize) -> BackendResult<Vec<f32>> {
+        let checked = checks::download(self, buf, len)?;
+        self.download_unchecked(checked, buf, len)
+    }
+    /// [`Backend::download`] behind its checks.
+    fn download_unchecked(
+        &self,
+        checked: Checked,
+        buf: &Self::Buf,
+        len: usize,
+    ) -> BackendResult<Vec<f32>>;
     /// Number of values `buf` holds.
     fn buf_len(&self, buf: &Self::Buf) -> usize;
 
@@ -471,11 +499,38 @@ pub trait Backend: Send + Sync {
         ctx: &Self::Buf,
         set: &[u32],
         shape: PromptShape,
+    ) -> BackendResult<()> {
+        let checked = checks::prompt_embed(self, (out, table, ctx), (ids, set), shape)?;
+        self.prompt_embed_unchecked(checked, out, table, ids, ctx, set, shape)
+    }
+    /// [`Backend::prompt_embed`] behind its checks.
+    #[allow(clippy::too_many_arguments)] // the front door's arguments and the token
+    fn prompt_embed_unchecked(
+        &self,
+        checked: Checked,
+        out: &mut Self::Buf,
+        table: &Self::Buf,
+        ids: &[u32],
+        ctx: &Self::Buf,
+        set: &[u32],
+        shape: PromptShape,
     ) -> BackendResult<()>;
     /// Gradient of [`Backend::prompt_embed`] with respect to `ctx`:
     /// `d_ctx[k] = Σ_{s : set[s] = k} d_out[s, 1..=n_ctx]` (overwritten, `n_sets × n_ctx × width`).
     fn prompt_embed_backward(
         &self,
+        d_ctx: &mut Self::Buf,
+        d_out: &Self::Buf,
+        set: &[u32],
+        shape: PromptShape,
+    ) -> BackendResult<()> {
+        let checked = checks::prompt_embed_backward(self, (d_ctx, d_out), set, shape)?;
+        self.prompt_embed_backward_unchecked(checked, d_ctx, d_out, set, shape)
+    }
+    /// [`Backend::prompt_embed_backward`] behind its checks.
+    fn prompt_embed_backward_unchecked(
+        &self,
+        checked: Checked,
         d_ctx: &mut Self::Buf,
         d_out: &Self::Buf,
         set: &[u32],
@@ -491,11 +546,36 @@ pub trait Backend: Send + Sync {
         pos: &Self::Buf,
         in_seq: usize,
         out_shape: SeqShape,
+    ) -> BackendResult<()> {
+        let checked = checks::position_embed(self, (out, tokens, pos), in_seq, out_shape)?;
+        self.position_embed_unchecked(checked, out, tokens, pos, in_seq, out_shape)
+    }
+    /// [`Backend::position_embed`] behind its checks.
+    fn position_embed_unchecked(
+        &self,
+        checked: Checked,
+        out: &mut Self::Buf,
+        tokens: &Self::Buf,
+        pos: &Self::Buf,
+        in_seq: usize,
+        out_shape: SeqShape,
     ) -> BackendResult<()>;
     /// Gradient of [`Backend::position_embed`] with respect to `tokens`: `d_out` padded with zero
     /// rows from `out_shape.seq` to `in_seq` (overwritten, `batch × in_seq × width`).
     fn position_embed_backward(
         &self,
+        d_tokens: &mut Self::Buf,
+        d_out: &Self::Buf,
+        in_seq: usize,
+        out_shape: SeqShape,
+    ) -> BackendResult<()> {
+        let checked = checks::position_embed_backward(self, (d_tokens, d_out), in_seq, out_shape)?;
+        self.position_embed_backward_unchecked(checked, d_tokens, d_out, in_seq, out_shape)
+    }
+    /// [`Backend::position_embed_backward`] behind its checks.
+    fn position_embed_backward_unchecked(
+        &self,
+        checked: Checked,
         d_tokens: &mut Self::Buf,
         d_out: &Self::Buf,
         in_seq: usize,
@@ -510,11 +590,35 @@ pub trait Backend: Send + Sync {
         out: &mut Self::Buf,
         images: &Self::Buf,
         shape: PatchShape,
+    ) -> BackendResult<()> {
+        let checked = checks::extract_patches(self, (out, images), shape)?;
+        self.extract_patches_unchecked(checked, out, images, shape)
+    }
+    /// [`Backend::extract_patches`] behind its checks.
+    fn extract_patches_unchecked(
+        &self,
+        checked: Checked,
+        out: &mut Self::Buf,
+        images: &Self::Buf,
+        shape: PatchShape,
     ) -> BackendResult<()>;
     /// ViT input tokens: `out[b, 0] = class + pos[0]`, `out[b, 1 + m] = patches[b, m] + pos[1 + m]`,
     /// with `patches` `batch × (seq - 1) × width` and `out` `batch × seq × width`.
     fn vit_tokens(
         &self,
+        out: &mut Self::Buf,
+        patches: &Self::Buf,
+        class: &Self::Buf,
+        pos: &Self::Buf,
+        shape: SeqShape,
+    ) -> BackendResult<()> {
+        let checked = checks::vit_tokens(self, (out, patches, class, pos), shape)?;
+        self.vit_tokens_unchecked(checked, out, patches, class, pos, shape)
+    }
+    /// [`Backend::vit_tokens`] behind its checks.
+    fn vit_tokens_unchecked(
+        &self,
+        checked: Checked,
         out: &mut Self::Buf,
         patches: &Self::Buf,
         class: &Self::Buf,
@@ -533,10 +637,38 @@ pub trait Backend: Send + Sync {
         inp: &Self::Buf,
         ln: &LayerNorm<Self::Buf>,
         rows: usize,
+    ) -> BackendResult<()> {
+        let checked = checks::layer_norm(self, (out, inp), (stats.0, stats.1), ln, rows)?;
+        self.layer_norm_unchecked(checked, out, stats, inp, ln, rows)
+    }
+    /// [`Backend::layer_norm`] behind its checks.
+    fn layer_norm_unchecked(
+        &self,
+        checked: Checked,
+        out: &mut Self::Buf,
+        stats: (&mut Self::Buf, &mut Self::Buf),
+        inp: &Self::Buf,
+        ln: &LayerNorm<Self::Buf>,
+        rows: usize,
     ) -> BackendResult<()>;
     /// Gradient of [`Backend::layer_norm`] with respect to its input, **accumulated** into `d_inp`.
     fn layer_norm_backward(
         &self,
+        d_inp: &mut Self::Buf,
+        d_out: &Self::Buf,
+        inp: &Self::Buf,
+        stats: (&Self::Buf, &Self::Buf),
+        ln: &LayerNorm<Self::Buf>,
+        rows: usize,
+    ) -> BackendResult<()> {
+        let checked = checks::layer_norm_backward(self, (d_inp, d_out, inp), stats, ln, rows)?;
+        self.layer_norm_backward_unchecked(checked, d_inp, d_out, inp, stats, ln, rows)
+    }
+    /// [`Backend::layer_norm_backward`] behind its checks.
+    #[allow(clippy::too_many_arguments)] // the front door's arguments and the token
+    fn layer_norm_backward_unchecked(
+        &self,
+        checked: Checked,
         d_inp: &mut Self::Buf,
         d_out: &Self::Buf,
         inp: &Self::Buf,
@@ -551,11 +683,35 @@ pub trait Backend: Send + Sync {
         inp: &Self::Buf,
         layer: &Linear<Self::Buf>,
         rows: usize,
+    ) -> BackendResult<()> {
+        let checked = checks::linear(self, (out, inp), layer, rows)?;
+        self.linear_unchecked(checked, out, inp, layer, rows)
+    }
+    /// [`Backend::linear`] behind its checks.
+    fn linear_unchecked(
+        &self,
+        checked: Checked,
+        out: &mut Self::Buf,
+        inp: &Self::Buf,
+        layer: &Linear<Self::Buf>,
+        rows: usize,
     ) -> BackendResult<()>;
     /// Gradient of [`Backend::linear`] with respect to its input: `d_inp = d_out · W` (overwritten).
     /// The weights are frozen, so no weight gradient is formed.
     fn linear_backward(
         &self,
+        d_inp: &mut Self::Buf,
+        d_out: &Self::Buf,
+        layer: &Linear<Self::Buf>,
+        rows: usize,
+    ) -> BackendResult<()> {
+        let checked = checks::linear_backward(self, (d_inp, d_out), layer, rows)?;
+        self.linear_backward_unchecked(checked, d_inp, d_out, layer, rows)
+    }
+    /// [`Backend::linear_backward`] behind its checks.
+    fn linear_backward_unchecked(
+        &self,
+        checked: Checked,
         d_inp: &mut Self::Buf,
         d_out: &Self::Buf,
         layer: &Linear<Self::Buf>,
@@ -571,6 +727,18 @@ pub trait Backend: Send + Sync {
         probs: &mut Self::Buf,
         qkv: &Self::Buf,
         shape: AttentionShape,
+    ) -> BackendResult<()> {
+        let checked = checks::attention(self, (out, probs, qkv), shape)?;
+        self.attention_unchecked(checked, out, probs, qkv, shape)
+    }
+    /// [`Backend::attention`] behind its checks.
+    fn attention_unchecked(
+        &self,
+        checked: Checked,
+        out: &mut Self::Buf,
+        probs: &mut Self::Buf,
+        qkv: &Self::Buf,
+        shape: AttentionShape,
     ) -> BackendResult<()>;
     /// Gradient of [`Backend::attention`] with respect to `qkv` (overwritten).
     fn attention_backward(
@@ -580,21 +748,80 @@ pub trait Backend: Send + Sync {
         qkv: &Self::Buf,
         probs: &Self::Buf,
         shape: AttentionShape,
+    ) -> BackendResult<()> {
+        let checked = checks::attention_backward(self, (d_qkv, d_out), (qkv, probs), shape)?;
+        self.attention_backward_unchecked(checked, d_qkv, d_out, qkv, probs, shape)
+    }
+    /// [`Backend::attention_backward`] behind its checks.
+    fn attention_backward_unchecked(
+        &self,
+        checked: Checked,
+        d_qkv: &mut Self::Buf,
+        d_out: &Self::Buf,
+        qkv: &Self::Buf,
+        probs: &Self::Buf,
+        shape: AttentionShape,
     ) -> BackendResult<()>;
     /// QuickGELU, `out = x · σ(1.702 x)`, over `len` values.
-    fn quick_gelu(&self, out: &mut Self::Buf, inp: &Self::Buf, len: usize) -> BackendResult<()>;
+    fn quick_gelu(&self, out: &mut Self::Buf, inp: &Self::Buf, len: usize) -> BackendResult<()> {
+        let checked = checks::elementwise(self, "quick_gelu", [("out", out), ("inp", inp)], len)?;
+        self.quick_gelu_unchecked(checked, out, inp, len)
+    }
+    /// [`Backend::quick_gelu`] behind its checks.
+    fn quick_gelu_unchecked(
+        &self,
+        checked: Checked,
+        out: &mut Self::Buf,
+        inp: &Self::Buf,
+        len: usize,
+    ) -> BackendResult<()>;
     /// Gradient of [`Backend::quick_gelu`], in place: `d[i] *= QuickGELU'(inp[i])`.
     fn quick_gelu_backward(
         &self,
         d: &mut Self::Buf,
         inp: &Self::Buf,
         len: usize,
+    ) -> BackendResult<()> {
+        let checked =
+            checks::elementwise(self, "quick_gelu_backward", [("d", d), ("inp", inp)], len)?;
+        self.quick_gelu_backward_unchecked(checked, d, inp, len)
+    }
+    /// [`Backend::quick_gelu_backward`] behind its checks.
+    fn quick_gelu_backward_unchecked(
+        &self,
+        checked: Checked,
+        d: &mut Self::Buf,
+        inp: &Self::Buf,
+        len: usize,
     ) -> BackendResult<()>;
     /// Residual connection: `acc[i] += x[i]` over `len` values.
-    fn add_assign(&self, acc: &mut Self::Buf, x: &Self::Buf, len: usize) -> BackendResult<()>;
+    fn add_assign(&self, acc: &mut Self::Buf, x: &Self::Buf, len: usize) -> BackendResult<()> {
+        let checked = checks::elementwise(self, "add_assign", [("acc", acc), ("x", x)], len)?;
+        self.add_assign_unchecked(checked, acc, x, len)
+    }
+    /// [`Backend::add_assign`] behind its checks.
+    fn add_assign_unchecked(
+        &self,
+        checked: Checked,
+        acc: &mut Self::Buf,
+        x: &Self::Buf,
+        len: usize,
+    ) -> BackendResult<()>;
     /// Picks one row per sequence: `out[s] = inp[s, positions[s]]` (`out` is `batch × width`).
     fn gather_rows(
         &self,
+        out: &mut Self::Buf,
+        inp: &Self::Buf,
+        positions: &[u32],
+        shape: SeqShape,
+    ) -> BackendResult<()> {
+        let checked = checks::gather_rows(self, (out, inp), positions, shape)?;
+        self.gather_rows_unchecked(checked, out, inp, positions, shape)
+    }
+    /// [`Backend::gather_rows`] behind its checks.
+    fn gather_rows_unchecked(
+        &self,
+        checked: Checked,
         out: &mut Self::Buf,
         inp: &Self::Buf,
         positions: &[u32],
@@ -604,6 +831,18 @@ pub trait Backend: Send + Sync {
     /// d_out[s]` (overwritten, `batch × seq × width`).
     fn gather_rows_backward(
         &self,
+        d_inp: &mut Self::Buf,
+        d_out: &Self::Buf,
+        positions: &[u32],
+        shape: SeqShape,
+    ) -> BackendResult<()> {
+        let checked = checks::gather_rows_backward(self, (d_inp, d_out), positions, shape)?;
+        self.gather_rows_backward_unchecked(checked, d_inp, d_out, positions, shape)
+    }
+    /// [`Backend::gather_rows_backward`] behind its checks.
+    fn gather_rows_backward_unchecked(
+        &self,
+        checked: Checked,
         d_inp: &mut Self::Buf,
         d_out: &Self::Buf,
         positions: &[u32],
@@ -622,11 +861,40 @@ pub trait Backend: Send + Sync {
         inp: &Self::Buf,
         rows: usize,
         dim: usize,
+    ) -> BackendResult<()> {
+        let checked = checks::normalize_rows(self, (out, norms, inp), rows, dim)?;
+        self.normalize_rows_unchecked(checked, out, norms, inp, rows, dim)
+    }
+    /// [`Backend::normalize_rows`] behind its checks.
+    fn normalize_rows_unchecked(
+        &self,
+        checked: Checked,
+        out: &mut Self::Buf,
+        norms: &mut Self::Buf,
+        inp: &Self::Buf,
+        rows: usize,
+        dim: usize,
     ) -> BackendResult<()>;
     /// Gradient of [`Backend::normalize_rows`] with respect to its input (overwritten):
     /// `d_inp[r] = (d_out[r] − out[r] ⟨out[r], d_out[r]⟩) / norms[r]`.
     fn normalize_rows_backward(
         &self,
+        d_inp: &mut Self::Buf,
+        d_out: &Self::Buf,
+        out: &Self::Buf,
+        norms: &Self::Buf,
+        rows: usize,
+        dim: usize,
+    ) -> BackendResult<()> {
+        let checked =
+            checks::normalize_rows_backward(self, (d_inp, d_out), (out, norms), rows, dim)?;
+        self.normalize_rows_backward_unchecked(checked, d_inp, d_out, out, norms, rows, dim)
+    }
+    /// [`Backend::normalize_rows_backward`] behind its checks.
+    #[allow(clippy::too_many_arguments)] // the front door's arguments and the token
+    fn normalize_rows_backward_unchecked(
+        &self,
+        checked: Checked,
         d_inp: &mut Self::Buf,
         d_out: &Self::Buf,
         out: &Self::Buf,
@@ -643,11 +911,37 @@ pub trait Backend: Send + Sync {
         b: &Self::Buf,
         dims: MatmulDims,
         alpha: f32,
+    ) -> BackendResult<()> {
+        let checked = checks::matmul(self, "matmul_nt", (out, a, b), dims)?;
+        self.matmul_nt_unchecked(checked, out, a, b, dims, alpha)
+    }
+    /// [`Backend::matmul_nt`] behind its checks.
+    fn matmul_nt_unchecked(
+        &self,
+        checked: Checked,
+        out: &mut Self::Buf,
+        a: &Self::Buf,
+        b: &Self::Buf,
+        dims: MatmulDims,
+        alpha: f32,
     ) -> BackendResult<()>;
     /// `out (m × n) = alpha · aᵀ · b` with `a` `k × m` and `b` `k × n` (gradients of
     /// similarities back onto one side's features).
     fn matmul_tn(
         &self,
+        out: &mut Self::Buf,
+        a: &Self::Buf,
+        b: &Self::Buf,
+        dims: MatmulDims,
+        alpha: f32,
+    ) -> BackendResult<()> {
+        let checked = checks::matmul(self, "matmul_tn", (out, a, b), dims)?;
+        self.matmul_tn_unchecked(checked, out, a, b, dims, alpha)
+    }
+    /// [`Backend::matmul_tn`] behind its checks.
+    fn matmul_tn_unchecked(
+        &self,
+        checked: Checked,
         out: &mut Self::Buf,
         a: &Self::Buf,
         b: &Self::Buf,
@@ -664,10 +958,35 @@ pub trait Backend: Send + Sync {
         sim: &Self::Buf,
         layout: BatchLayout,
         params: &OtParams,
+    ) -> BackendResult<BatchReport> {
+        let checked = checks::ot_plans(self, (plans, sim), layout, params)?;
+        self.ot_plans_unchecked(checked, plans, sim, layout, params)
+    }
+    /// [`Backend::ot_plans`] behind its checks.
+    fn ot_plans_unchecked(
+        &self,
+        checked: Checked,
+        plans: &mut Self::Buf,
+        sim: &Self::Buf,
+        layout: BatchLayout,
+        params: &OtParams,
     ) -> BackendResult<BatchReport>;
     /// Logits of the OT head: `logits[b, c] = scale · Σ_{m,n} plans[b, c, m, n] · sim[b, m, n, c]`.
     fn ot_logits(
         &self,
+        logits: &mut Self::Buf,
+        sim: &Self::Buf,
+        plans: &Self::Buf,
+        layout: BatchLayout,
+        scale: f32,
+    ) -> BackendResult<()> {
+        let checked = checks::ot_logits(self, (logits, sim, plans), layout)?;
+        self.ot_logits_unchecked(checked, logits, sim, plans, layout, scale)
+    }
+    /// [`Backend::ot_logits`] behind its checks.
+    fn ot_logits_unchecked(
+        &self,
+        checked: Checked,
         logits: &mut Self::Buf,
         sim: &Self::Buf,
         plans: &Self::Buf,
@@ -683,11 +1002,36 @@ pub trait Backend: Send + Sync {
         plans: &Self::Buf,
         layout: BatchLayout,
         scale: f32,
+    ) -> BackendResult<()> {
+        let checked = checks::ot_logits_backward(self, (d_sim, d_logits, plans), layout)?;
+        self.ot_logits_backward_unchecked(checked, d_sim, d_logits, plans, layout, scale)
+    }
+    /// [`Backend::ot_logits_backward`] behind its checks.
+    fn ot_logits_backward_unchecked(
+        &self,
+        checked: Checked,
+        d_sim: &mut Self::Buf,
+        d_logits: &Self::Buf,
+        plans: &Self::Buf,
+        layout: BatchLayout,
+        scale: f32,
     ) -> BackendResult<()>;
     /// Softmax cross-entropy of `batch × classes` logits against `labels`, averaged over the
     /// batch; returns the loss and writes its gradient `d_logits = (softmax − one_hot) / batch`.
     fn cross_entropy(
         &self,
+        d_logits: &mut Self::Buf,
+        logits: &Self::Buf,
+        labels: &[u32],
+        classes: usize,
+    ) -> BackendResult<f32> {
+        let checked = checks::cross_entropy(self, (d_logits, logits), labels, classes)?;
+        self.cross_entropy_unchecked(checked, d_logits, logits, labels, classes)
+    }
+    /// [`Backend::cross_entropy`] behind its checks.
+    fn cross_entropy_unchecked(
+        &self,
+        checked: Checked,
         d_logits: &mut Self::Buf,
         logits: &Self::Buf,
         labels: &[u32],
@@ -704,6 +1048,17 @@ pub trait Backend: Send + Sync {
         out: &mut Self::Buf,
         inp: &Self::Buf,
         shape: MapShape,
+    ) -> BackendResult<()> {
+        let checked = checks::to_channels_last(self, (out, inp), shape)?;
+        self.to_channels_last_unchecked(checked, out, inp, shape)
+    }
+    /// [`Backend::to_channels_last`] behind its checks.
+    fn to_channels_last_unchecked(
+        &self,
+        checked: Checked,
+        out: &mut Self::Buf,
+        inp: &Self::Buf,
+        shape: MapShape,
     ) -> BackendResult<()>;
     /// 2-D convolution of channels-last maps: `inp` has shape `shape`, `out` has
     /// `conv.output_shape(shape)`, and
@@ -711,6 +1066,18 @@ pub trait Backend: Send + Sync {
     /// with zero outside the input (s = stride, p = padding).
     fn conv2d(
         &self,
+        out: &mut Self::Buf,
+        inp: &Self::Buf,
+        conv: &Conv2d<Self::Buf>,
+        shape: MapShape,
+    ) -> BackendResult<()> {
+        let checked = checks::conv2d(self, (out, inp), conv, shape)?;
+        self.conv2d_unchecked(checked, out, inp, conv, shape)
+    }
+    /// [`Backend::conv2d`] behind its checks.
+    fn conv2d_unchecked(
+        &self,
+        checked: Checked,
         out: &mut Self::Buf,
         inp: &Self::Buf,
         conv: &Conv2d<Self::Buf>,
@@ -723,9 +1090,25 @@ pub trait Backend: Send + Sync {
         x: &mut Self::Buf,
         bn: &BatchNorm<Self::Buf>,
         rows: usize,
+    ) -> BackendResult<()> {
+        let checked = checks::batch_norm(self, x, bn, rows)?;
+        self.batch_norm_unchecked(checked, x, bn, rows)
+    }
+    /// [`Backend::batch_norm`] behind its checks.
+    fn batch_norm_unchecked(
+        &self,
+        checked: Checked,
+        x: &mut Self::Buf,
+        bn: &BatchNorm<Self::Buf>,
+        rows: usize,
     ) -> BackendResult<()>;
     /// ReLU in place, `x[i] = max(x[i], 0)`, over `len` values.
-    fn relu(&self, x: &mut Self::Buf, len: usize) -> BackendResult<()>;
+    fn relu(&self, x: &mut Self::Buf, len: usize) -> BackendResult<()> {
+        let checked = checks::relu(self, x, len)?;
+        self.relu_unchecked(checked, x, len)
+    }
+    /// [`Backend::relu`] behind its checks.
+    fn relu_unchecked(&self, checked: Checked, x: &mut Self::Buf, len: usize) -> BackendResult<()>;
     /// Average pooling with a `kernel × kernel` window and stride `kernel`, no padding, floor
     /// rounding (PyTorch's `AvgPool2d(kernel)`): `inp` has shape `shape`, `out` has
     /// `(height / kernel) × (width / kernel)` positions of `shape.channels` values, each the mean
@@ -736,12 +1119,36 @@ pub trait Backend: Send + Sync {
         inp: &Self::Buf,
         shape: MapShape,
         kernel: usize,
+    ) -> BackendResult<()> {
+        let checked = checks::avg_pool2d(self, (out, inp), shape, kernel)?;
+        self.avg_pool2d_unchecked(checked, out, inp, shape, kernel)
+    }
+    /// [`Backend::avg_pool2d`] behind its checks.
+    fn avg_pool2d_unchecked(
+        &self,
+        checked: Checked,
+        out: &mut Self::Buf,
+        inp: &Self::Buf,
+        shape: MapShape,
+        kernel: usize,
     ) -> BackendResult<()>;
     /// The attention pool's input tokens: for each map `b` of `shape` (`H·W` positions),
     /// `out[b, 0] = mean_i map[b, i] + pos[0]` and `out[b, 1 + i] = map[b, i] + pos[1 + i]`;
     /// `out` is `batch × (1 + H·W) × channels`, `pos` is `(1 + H·W) × channels`.
     fn attention_pool_tokens(
         &self,
+        out: &mut Self::Buf,
+        map: &Self::Buf,
+        pos: &Self::Buf,
+        shape: MapShape,
+    ) -> BackendResult<()> {
+        let checked = checks::attention_pool_tokens(self, (out, map, pos), shape)?;
+        self.attention_pool_tokens_unchecked(checked, out, map, pos, shape)
+    }
+    /// [`Backend::attention_pool_tokens`] behind its checks.
+    fn attention_pool_tokens_unchecked(
+        &self,
+        checked: Checked,
         out: &mut Self::Buf,
         map: &Self::Buf,
         pos: &Self::Buf,

@@ -57,9 +57,11 @@ impl ClipWeights<Vec<f32>> {
             source,
         };
         let file = File::open(&file_path).map_err(io)?;
-        // SAFETY: the map is read-only and private to this call; a file changed by another
-        // process while we read it could give wrong values but not unsoundness in safe code we
-        // hand data to, since every byte pattern is a valid f32/f16/bf16.
+        // SAFETY: `Mmap::map` is unsafe because the bytes behind the returned `&[u8]` change if
+        // another process writes the file while it is mapped (and reads fault if it truncates
+        // it). A weights file is an input that nothing writes while it is loaded; the map is
+        // read-only, lives only during this call, and every tensor is copied out of it into
+        // `f32` vectors, for which any bytes are valid values.
         let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
         let tensors = SafeTensors::deserialize(&mmap).map_err(|e| ClipError::Safetensors {
             path: file_path.clone(),

@@ -196,8 +196,11 @@ impl CacheBuilder {
                 source,
             };
             let file = writer.into_inner().map_err(|e| io(e.into_error()))?;
-            // SAFETY: the file is this cache's own scratch file, written above and never
-            // modified again while mapped (it is removed only when the map is dropped).
+            // SAFETY: `Mmap::map` is unsafe because the mapped bytes change if the file is
+            // written or truncated while mapped. This is the cache's own scratch file, created
+            // with `create_new` under a name unique to this process and builder, completely
+            // written and flushed above, and never written again: the map is read-only and the
+            // file is removed only when the map is dropped (`DiskPart`).
             let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
             self.cache.disk = Some(DiskPart { path, map });
         }

@@ -20,7 +20,7 @@ impl<B: Backend> FrozenClip<B> {
     /// Moves `weights` onto `backend`.
     pub fn new(backend: B, weights: ClipWeights<Vec<f32>>) -> Result<Self, TrainError> {
         let weights = weights.to_backend(&backend)?;
-        let tokenizer = Tokenizer::openai().map_err(|e| TrainError::Invalid(e.to_string()))?;
+        let tokenizer = Tokenizer::openai().map_err(TrainError::Tokenizer)?;
         Ok(FrozenClip {
             backend,
             weights,

@@ -2,9 +2,14 @@
 
 use std::path::PathBuf;
 
+use fedotp_core::ot::OtError;
+use fedotp_core::protocol::AggregateError;
+
 use crate::backend::BackendError;
+use crate::clip::tokenizer::TokenizerError;
 use crate::clip::ClipError;
 use crate::data::DataError;
+use crate::fed::{MetricsError, SgdLengthError};
 use crate::run::RunError;
 
 /// Why a training run, a local round or an evaluation failed.
@@ -32,14 +37,15 @@ pub enum TrainError {
     },
     /// The server refused a client's update or could not average (a bug, since the simulation
     /// builds the updates).
-    #[error("round {round}: the server's aggregation failed{}: {reason}", client.map(|c| format!(" on client {c}'s update")).unwrap_or_default())]
+    #[error("round {round}: the server's aggregation failed{}: {source}", client.map(|c| format!(" on client {c}'s update")).unwrap_or_default())]
     Aggregate {
         /// The round.
         round: u32,
-        /// The client whose update was refused (`None`: the average itself failed).
+        /// The client whose update was refused (`None`: the server's setup or the average
+        /// itself failed).
         client: Option<usize>,
         /// The aggregator's reason.
-        reason: String,
+        source: AggregateError,
     },
     /// The weights are not the architecture the configuration names.
     #[error("{path}: the configuration names backbone {expected}, but the weights are {found}")]
@@ -51,6 +57,18 @@ pub enum TrainError {
         /// What the weights hold.
         found: String,
     },
+    /// The tokenizer could not be loaded.
+    #[error("{0}")]
+    Tokenizer(#[source] TokenizerError),
+    /// The OT head's parameters are out of range.
+    #[error("OT parameters: {0}")]
+    OtParams(#[source] OtError),
+    /// The optimiser was given a gradient or state of another length than the prompt (a bug).
+    #[error("{0}")]
+    Optimizer(#[source] SgdLengthError),
+    /// The evaluation's predictions and labels do not match (a bug).
+    #[error("evaluation: {0}")]
+    Evaluation(#[source] MetricsError),
     /// A request that does not fit the model or the data.
     #[error("{0}")]
     Invalid(String),

@@ -375,7 +375,11 @@ impl<'r, B: Backend> Simulation<'r, B> {
                 vec![0.0f64; global_len],
                 vec![0u32; sampled.len()],
             )
-            .map_err(|e| TrainError::Invalid(e.to_string()))?;
+            .map_err(|source| TrainError::Aggregate {
+                round,
+                client: None,
+                source,
+            })?;
             Some(server)
         } else {
             None
@@ -416,11 +420,13 @@ impl<'r, B: Backend> Simulation<'r, B> {
                     loss: stats.loss.map(|l| l as f32),
                     accuracy: stats.accuracy.map(|a| a as f32),
                 };
-                server.add(&update).map_err(|e| TrainError::Aggregate {
-                    round,
-                    client: Some(client),
-                    reason: e.to_string(),
-                })?;
+                server
+                    .add(&update)
+                    .map_err(|source| TrainError::Aggregate {
+                        round,
+                        client: Some(client),
+                        source,
+                    })?;
             }
             observer.client_trained(client);
             rounds.push(ClientRound {
@@ -433,10 +439,10 @@ impl<'r, B: Backend> Simulation<'r, B> {
             if !server.clients().is_empty() {
                 server
                     .finish(&mut self.global)
-                    .map_err(|e| TrainError::Aggregate {
+                    .map_err(|source| TrainError::Aggregate {
                         round,
                         client: None,
-                        reason: e.to_string(),
+                        source,
                     })?;
             }
         }

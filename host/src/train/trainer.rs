@@ -138,9 +138,7 @@ impl<B: Backend> PromptTrainer<B> {
             PromptLearner::new(clip.tokenizer(), class_names, setup.n_ctx, setup.sets, text)?;
         let head = match setup.head {
             HeadChoice::Ot(params) => {
-                params
-                    .validate()
-                    .map_err(|e| TrainError::Invalid(format!("OT parameters: {e}")))?;
+                params.validate().map_err(TrainError::OtParams)?;
                 Head::Ot {
                     params,
                     patches: clip.patches(),
@@ -320,7 +318,7 @@ impl<B: Backend> PromptTrainer<B> {
                         setup
                             .sgd
                             .step(ctx, &outcome.d_ctx, optimizer)
-                            .map_err(|e| TrainError::Invalid(e.to_string()))?;
+                            .map_err(TrainError::Optimizer)?;
                         loss_sum += loss;
                         finite_batches += 1;
                         correct += argmax_rows(&outcome.logits, self.classes())
@@ -401,7 +399,7 @@ impl<B: Backend> PromptTrainer<B> {
                 macro_f1_true_labels: score(F1Classes::TrueLabels)?,
             })
         })()
-        .map_err(|e| TrainError::Invalid(format!("evaluation: {e}")))?;
+        .map_err(TrainError::Evaluation)?;
         Ok(Evaluation { stats, predictions })
     }
 }

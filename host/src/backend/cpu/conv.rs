@@ -8,11 +8,8 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::{check, gemm_f32, MatMut, MatRef};
-use crate::backend::checks::{
-    check_attention_pool_tokens, check_avg_pool2d, check_batch_norm, check_conv2d,
-    check_to_channels_last,
-};
+use super::{gemm_f32, MatMut, MatRef};
+use crate::backend::checks::avg_pool2d_output;
 use crate::backend::{BackendResult, BatchNorm, Conv2d, MapShape};
 
 /// Values handled per rayon task by the element-wise kernels.
@@ -25,7 +22,6 @@ const IM2COL_BUDGET: usize = 1 << 23;
 
 /// `out[b, y, x, c] = inp[b, c, y, x]`; `shape` describes `out`.
 pub(super) fn to_channels_last(out: &mut [f32], inp: &[f32], shape: MapShape) -> BackendResult<()> {
-    check_to_channels_last(out.len(), inp.len(), shape)?;
     let (positions, channels) = (shape.positions(), shape.channels);
     out[..shape.len()]
         .par_chunks_mut(channels.max(1))
@@ -78,8 +74,10 @@ fn im2col(rows: &mut [f32], first: usize, inp: &[f32], shape: MapShape, conv: &C
 fn times_conv_weight(dst: &mut [f32], src: &[f32], conv: &Conv2d<Vec<f32>>, rows: usize) {
     let (k, n) = (conv.patch_len(), conv.out_channels);
     debug_assert!(dst.len() >= rows * n && src.len() >= rows * k);
-    // SAFETY: the caller checked `dst` (rows × n), `src` (rows × k) and the weight (n × k);
-    // `dst` is exclusively borrowed and distinct from both inputs.
+    // SAFETY: `dst` holds `rows × n` values and `src` `rows × k` (the caller's output rows and
+    // their input rows or im2col rows, sized by `checks::conv2d` and by `conv2d_tiled`), and
+    // `checks::conv2d` found the weight to hold `n × k`; `dst` is borrowed mutably, so it
+    // overlaps neither input, and the product runs on rayon's pool inside this call.
     unsafe {
         gemm_f32(
             MatMut {
@@ -125,7 +123,7 @@ fn conv2d_tiled(
     shape: MapShape,
     budget: usize,
 ) -> BackendResult<()> {
-    let out_shape = check_conv2d((out.len(), inp.len()), conv, shape, Vec::len)?;
+    let out_shape = conv.output_shape(shape)?;
     let (rows, patch_len) = (out_shape.rows(), conv.patch_len());
     if out_shape.is_empty() {
         return Ok(());
@@ -154,7 +152,6 @@ pub(super) fn batch_norm(
     bn: &BatchNorm<Vec<f32>>,
     rows: usize,
 ) -> BackendResult<()> {
-    check_batch_norm(x.len(), bn, rows, Vec::len)?;
     let c = bn.channels;
     let scale: Vec<f32> = (0..c)
         .map(|i| bn.weight[i] / (bn.running_var[i] + bn.eps).sqrt())
@@ -177,7 +174,6 @@ pub(super) fn batch_norm(
 
 /// `x = max(x, 0)` in place.
 pub(super) fn relu(x: &mut [f32], len: usize) -> BackendResult<()> {
-    check("relu", "x", x, len)?;
     x[..len]
         .par_chunks_mut(ELEMENTWISE_CHUNK)
         .for_each(|chunk| {
@@ -196,7 +192,7 @@ pub(super) fn avg_pool2d(
     shape: MapShape,
     kernel: usize,
 ) -> BackendResult<()> {
-    let out_shape = check_avg_pool2d((out.len(), inp.len()), shape, kernel)?;
+    let out_shape = avg_pool2d_output(shape, kernel);
     let (out_h, out_w, c) = (out_shape.height, out_shape.width, shape.channels);
     let out_len = out_shape.len();
     let area = (kernel * kernel) as f32;
@@ -224,7 +220,7 @@ pub(super) fn attention_pool_tokens(
     pos: &[f32],
     shape: MapShape,
 ) -> BackendResult<()> {
-    let seq = check_attention_pool_tokens((out.len(), map.len(), pos.len()), shape)?;
+    let seq = 1 + shape.positions();
     let (n, c) = (shape.positions(), shape.channels);
     out[..shape.batch * seq * c]
         .par_chunks_mut(seq * c)

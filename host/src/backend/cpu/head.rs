@@ -5,8 +5,7 @@ use fedotp_core::ot::{self, BatchLayout, BatchReport, OtParams};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::{check, check_count, check_indices, gemm_f32, MatMut, MatRef};
-use crate::backend::checks::check_layout;
+use super::{gemm_f32, MatMut, MatRef};
 use crate::backend::{BackendError, BackendResult, MatmulDims};
 
 pub(super) fn normalize_rows(
@@ -16,10 +15,6 @@ pub(super) fn normalize_rows(
     rows: usize,
     dim: usize,
 ) -> BackendResult<()> {
-    const OP: &str = "normalize_rows";
-    check(OP, "out", out, rows * dim)?;
-    check(OP, "norms", norms, rows)?;
-    check(OP, "inp", inp, rows * dim)?;
     out[..rows * dim]
         .par_chunks_mut(dim)
         .zip(norms[..rows].par_iter_mut())
@@ -42,11 +37,6 @@ pub(super) fn normalize_rows_backward(
     rows: usize,
     dim: usize,
 ) -> BackendResult<()> {
-    const OP: &str = "normalize_rows_backward";
-    check(OP, "d_inp", d_inp, rows * dim)?;
-    check(OP, "d_out", d_out, rows * dim)?;
-    check(OP, "out", out, rows * dim)?;
-    check(OP, "norms", norms, rows)?;
     d_inp[..rows * dim]
         .par_chunks_mut(dim)
         .enumerate()
@@ -78,20 +68,14 @@ pub(super) fn matmul(
     alpha: f32,
     transposed: Transposed,
 ) -> BackendResult<()> {
-    let op = match transposed {
-        Transposed::B => "matmul_nt",
-        Transposed::A => "matmul_tn",
-    };
-    check(op, "out", out, m * n)?;
-    check(op, "a", a, m * k)?;
-    check(op, "b", b, n * k)?;
     // (row stride, column stride) of the m × k left and k × n right operands.
     let (lhs, rhs) = match transposed {
         Transposed::B => ((k as isize, 1), (1, k as isize)),
         Transposed::A => ((1, m as isize), (n as isize, 1)),
     };
-    // SAFETY: the checks above bound every access; `out` is exclusively borrowed and distinct
-    // from the inputs.
+    // SAFETY: `checks::matmul` found `out` to hold `m × n` values, `a` `m × k` and `b` `n × k`:
+    // what the product addresses, whichever operand is transposed; `out` is borrowed mutably,
+    // so it overlaps neither input, and the product runs on rayon's pool inside this call.
     unsafe {
         gemm_f32(
             MatMut {
@@ -124,8 +108,8 @@ pub(super) fn ot_plans(
     params: &OtParams,
 ) -> BackendResult<BatchReport> {
     const OP: &str = "ot_plans";
-    let len = check_layout(OP, &[("plans", plans.len()), ("sim", sim.len())], layout)?;
-    let per_image = len / layout.images;
+    let per_image = layout.patches * layout.prompts * layout.classes;
+    let len = layout.images * per_image;
     let one_image = BatchLayout {
         images: 1,
         ..layout
@@ -154,15 +138,12 @@ pub(super) fn ot_logits(
     layout: BatchLayout,
     scale: f32,
 ) -> BackendResult<()> {
-    const OP: &str = "ot_logits";
-    check_layout(OP, &[("sim", sim.len()), ("plans", plans.len())], layout)?;
     let BatchLayout {
         images,
         patches,
         prompts,
         classes,
     } = layout;
-    check(OP, "logits", logits, images * classes)?;
     let problem = patches * prompts;
     logits[..images * classes]
         .par_iter_mut()
@@ -188,19 +169,12 @@ pub(super) fn ot_logits_backward(
     layout: BatchLayout,
     scale: f32,
 ) -> BackendResult<()> {
-    const OP: &str = "ot_logits_backward";
-    check_layout(
-        OP,
-        &[("d_sim", d_sim.len()), ("plans", plans.len())],
-        layout,
-    )?;
     let BatchLayout {
         images,
         patches,
         prompts,
         classes,
     } = layout;
-    check(OP, "d_logits", d_logits, images * classes)?;
     let problem = patches * prompts;
     d_sim[..images * problem * classes]
         .par_chunks_mut(problem * classes)
@@ -222,12 +196,7 @@ pub(super) fn cross_entropy(
     labels: &[u32],
     classes: usize,
 ) -> BackendResult<f32> {
-    const OP: &str = "cross_entropy";
     let batch = labels.len();
-    check(OP, "d_logits", d_logits, batch * classes)?;
-    check(OP, "logits", logits, batch * classes)?;
-    check_count(OP, "labels", labels, batch)?;
-    check_indices(OP, "label", labels, classes)?;
     let mut total = 0.0f64;
     for ((d, row), &label) in d_logits
         .chunks_exact_mut(classes)

@@ -15,9 +15,8 @@ mod head;
 
 use fedotp_core::ot::{BatchLayout, BatchReport, OtParams};
 
-use super::checks::{check_count, check_indices, check_len};
 use super::{
-    AttentionShape, Backend, BackendError, BackendResult, BatchNorm, Conv2d, LayerNorm, Linear,
+    AttentionShape, Backend, BackendResult, BatchNorm, Checked, Conv2d, LayerNorm, Linear,
     MapShape, MatmulDims, PatchShape, PromptShape, SeqShape,
 };
 
@@ -52,11 +51,6 @@ impl Cpu {
     }
 }
 
-/// Checks that `buf` holds at least `needed` values.
-fn check(op: &'static str, buffer: &'static str, buf: &[f32], needed: usize) -> BackendResult<()> {
-    check_len(op, buffer, buf.len(), needed)
-}
-
 /// A read-only strided matrix: element `(i, j)` at `ptr + i·rs + j·cs`.
 #[derive(Clone, Copy)]
 struct MatRef {
@@ -88,27 +82,32 @@ unsafe fn gemm_f32(
 ) {
     // gemm computes dst := alpha·dst + beta·lhs·rhs (alpha and beta swapped relative to BLAS),
     // reading dst only when `read_dst` is set.
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst.ptr,
-        1,
-        dst.rs,
-        accumulate,
-        lhs.ptr,
-        lhs.cs,
-        lhs.rs,
-        rhs.ptr,
-        rhs.cs,
-        rhs.rs,
-        1.0,
-        scale,
-        false,
-        false,
-        false,
-        parallelism,
-    )
+    // SAFETY: the caller upholds this function's contract, which is gemm's: every element the
+    // three views address for an m × n × k product lies in its live buffer, and `dst` overlaps
+    // neither input nor memory another thread accesses during the call.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.ptr,
+            1,
+            dst.rs,
+            accumulate,
+            lhs.ptr,
+            lhs.cs,
+            lhs.rs,
+            rhs.ptr,
+            rhs.cs,
+            rhs.rs,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
 }
 
 /// Which product of a linear layer's weight `W` (`out × in`) [`times_weight`] forms.
@@ -120,25 +119,26 @@ enum Direction {
     InputGradient,
 }
 
-/// One multi-threaded GEMM between `rows` rows of `src` and a linear layer's weight; the
-/// caller has checked `dst` and `src` against the dimensions.
+/// One multi-threaded GEMM between `rows` rows of `src` and a linear layer's weight, for
+/// [`Backend::linear`] or [`Backend::linear_backward`], whose checks bound `dst`, `src` and the
+/// weight.
 fn times_weight(
-    op: &'static str,
     dst: &mut [f32],
     src: &[f32],
     layer: &Linear<Vec<f32>>,
     rows: usize,
     direction: Direction,
-) -> BackendResult<()> {
+) {
     let (n_in, n_out) = (layer.in_features, layer.out_features);
-    check(op, "weight", &layer.weight, n_out * n_in)?;
     let (src_cols, dst_cols, weight) = match direction {
         // Wᵀ: element (i, o) is W[o, i].
         Direction::Forward => (n_in, n_out, (1, n_in as isize)),
         Direction::InputGradient => (n_out, n_in, (n_in as isize, 1)),
     };
-    // SAFETY: the callers' checks and the one above bound every access; `dst` is exclusively
-    // borrowed and distinct from `src` and the weight.
+    // SAFETY: the op's checks (`checks::linear`, `checks::linear_backward`) found `dst` to hold
+    // `rows × dst_cols`, `src` `rows × src_cols` and the weight `out × in` values, exactly what
+    // the product addresses; `dst` is borrowed mutably, so it overlaps neither input, and the
+    // product runs on rayon's pool inside this call.
     unsafe {
         gemm_f32(
             MatMut {
@@ -161,14 +161,16 @@ fn times_weight(
             Parallelism::Rayon(0),
         );
     }
-    Ok(())
 }
 
 /// A raw pointer that rayon tasks may share because each task writes a disjoint region.
 #[derive(Clone, Copy)]
 struct SharedMut(*mut f32);
-// SAFETY: used only where every task writes a region no other task touches (see each use).
+// SAFETY: a raw pointer has no thread affinity; moving it to another thread is sound because
+// each use gives every task a region of the buffer that no other task reads or writes, and the
+// buffer outlives the tasks (they finish inside the borrowing call).
 unsafe impl Send for SharedMut {}
+// SAFETY: as for `Send`: the tasks share the pointer, each writing only its own region.
 unsafe impl Sync for SharedMut {}
 impl SharedMut {
     fn get(self) -> *mut f32 {
@@ -202,8 +204,12 @@ impl Backend for Cpu {
         Ok(data)
     }
 
-    fn download(&self, buf: &Vec<f32>, len: usize) -> BackendResult<Vec<f32>> {
-        check("download", "buf", buf, len)?;
+    fn download_unchecked(
+        &self,
+        _: Checked,
+        buf: &Vec<f32>,
+        len: usize,
+    ) -> BackendResult<Vec<f32>> {
         Ok(buf[..len].to_vec())
     }
 
@@ -211,8 +217,9 @@ impl Backend for Cpu {
         buf.len()
     }
 
-    fn prompt_embed(
+    fn prompt_embed_unchecked(
         &self,
+        _: Checked,
         out: &mut Vec<f32>,
         table: &Vec<f32>,
         ids: &[u32],
@@ -220,20 +227,13 @@ impl Backend for Cpu {
         set: &[u32],
         shape: PromptShape,
     ) -> BackendResult<()> {
-        const OP: &str = "prompt_embed";
         let PromptShape {
             batch,
             seq,
             width,
             n_ctx,
-            n_sets,
+            ..
         } = shape;
-        check(OP, "out", out, batch * seq * width)?;
-        check(OP, "ctx", ctx, n_sets * n_ctx * width)?;
-        check_count(OP, "ids", ids, batch * seq)?;
-        check_count(OP, "set", set, batch)?;
-        check_indices(OP, "token id", ids, table.len() / width.max(1))?;
-        check_indices(OP, "context set", set, n_sets)?;
         out[..batch * seq * width]
             .par_chunks_mut(seq * width)
             .enumerate()
@@ -252,14 +252,14 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn prompt_embed_backward(
+    fn prompt_embed_backward_unchecked(
         &self,
+        _: Checked,
         d_ctx: &mut Vec<f32>,
         d_out: &Vec<f32>,
         set: &[u32],
         shape: PromptShape,
     ) -> BackendResult<()> {
-        const OP: &str = "prompt_embed_backward";
         let PromptShape {
             batch,
             seq,
@@ -268,10 +268,6 @@ impl Backend for Cpu {
             n_sets,
         } = shape;
         let ctx_len = n_ctx * width;
-        check(OP, "d_ctx", d_ctx, n_sets * ctx_len)?;
-        check(OP, "d_out", d_out, batch * seq * width)?;
-        check_count(OP, "set", set, batch)?;
-        check_indices(OP, "context set", set, n_sets)?;
         // One task per context set, each summing its own sequences in order (deterministic).
         d_ctx[..n_sets * ctx_len]
             .par_chunks_mut(ctx_len.max(1))
@@ -288,27 +284,16 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn position_embed(
+    fn position_embed_unchecked(
         &self,
+        _: Checked,
         out: &mut Vec<f32>,
         tokens: &Vec<f32>,
         pos: &Vec<f32>,
         in_seq: usize,
         out_shape: SeqShape,
     ) -> BackendResult<()> {
-        const OP: &str = "position_embed";
-        let SeqShape { batch, seq, width } = out_shape;
-        check(OP, "out", out, out_shape.len())?;
-        check(OP, "tokens", tokens, batch * in_seq * width)?;
-        check(OP, "pos", pos, seq * width)?;
-        if seq > in_seq {
-            return Err(BackendError::IndexOutOfRange {
-                op: OP,
-                what: "output sequence length",
-                index: seq,
-                bound: in_seq + 1,
-            });
-        }
+        let SeqShape { seq, width, .. } = out_shape;
         out[..out_shape.len()]
             .par_chunks_mut(seq * width)
             .enumerate()
@@ -321,17 +306,15 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn position_embed_backward(
+    fn position_embed_backward_unchecked(
         &self,
+        _: Checked,
         d_tokens: &mut Vec<f32>,
         d_out: &Vec<f32>,
         in_seq: usize,
         out_shape: SeqShape,
     ) -> BackendResult<()> {
-        const OP: &str = "position_embed_backward";
         let SeqShape { batch, seq, width } = out_shape;
-        check(OP, "d_tokens", d_tokens, batch * in_seq * width)?;
-        check(OP, "d_out", d_out, out_shape.len())?;
         d_tokens[..batch * in_seq * width]
             .par_chunks_mut(in_seq * width)
             .enumerate()
@@ -343,13 +326,13 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn extract_patches(
+    fn extract_patches_unchecked(
         &self,
+        _: Checked,
         out: &mut Vec<f32>,
         images: &Vec<f32>,
         shape: PatchShape,
     ) -> BackendResult<()> {
-        const OP: &str = "extract_patches";
         let PatchShape {
             batch,
             channels,
@@ -358,8 +341,6 @@ impl Backend for Cpu {
         } = shape;
         let (grid, patch_len) = (shape.grid(), shape.patch_len());
         let image_len = channels * image_size * image_size;
-        check(OP, "out", out, batch * shape.patches() * patch_len)?;
-        check(OP, "images", images, batch * image_len)?;
         out[..batch * shape.patches() * patch_len]
             .par_chunks_mut(patch_len)
             .enumerate()
@@ -379,20 +360,16 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn vit_tokens(
+    fn vit_tokens_unchecked(
         &self,
+        _: Checked,
         out: &mut Vec<f32>,
         patches: &Vec<f32>,
         class: &Vec<f32>,
         pos: &Vec<f32>,
         shape: SeqShape,
     ) -> BackendResult<()> {
-        const OP: &str = "vit_tokens";
-        let SeqShape { batch, seq, width } = shape;
-        check(OP, "out", out, shape.len())?;
-        check(OP, "patches", patches, batch * (seq - 1) * width)?;
-        check(OP, "class", class, width)?;
-        check(OP, "pos", pos, seq * width)?;
+        let SeqShape { seq, width, .. } = shape;
         out[..shape.len()]
             .par_chunks_mut(width)
             .enumerate()
@@ -410,20 +387,16 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn layer_norm(
+    fn layer_norm_unchecked(
         &self,
+        _: Checked,
         out: &mut Vec<f32>,
         (mean, rstd): (&mut Vec<f32>, &mut Vec<f32>),
         inp: &Vec<f32>,
         ln: &LayerNorm<Vec<f32>>,
         rows: usize,
     ) -> BackendResult<()> {
-        const OP: &str = "layer_norm";
         let width = ln.width;
-        check(OP, "out", out, rows * width)?;
-        check(OP, "inp", inp, rows * width)?;
-        check(OP, "mean", mean, rows)?;
-        check(OP, "rstd", rstd, rows)?;
         let (weight, bias) = (&ln.weight[..width], &ln.bias[..width]);
         out[..rows * width]
             .par_chunks_mut(width)
@@ -443,8 +416,9 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn layer_norm_backward(
+    fn layer_norm_backward_unchecked(
         &self,
+        _: Checked,
         d_inp: &mut Vec<f32>,
         d_out: &Vec<f32>,
         inp: &Vec<f32>,
@@ -452,13 +426,7 @@ impl Backend for Cpu {
         ln: &LayerNorm<Vec<f32>>,
         rows: usize,
     ) -> BackendResult<()> {
-        const OP: &str = "layer_norm_backward";
         let width = ln.width;
-        check(OP, "d_inp", d_inp, rows * width)?;
-        check(OP, "d_out", d_out, rows * width)?;
-        check(OP, "inp", inp, rows * width)?;
-        check(OP, "mean", mean, rows)?;
-        check(OP, "rstd", rstd, rows)?;
         let weight = &ln.weight[..width];
         d_inp[..rows * width]
             .par_chunks_mut(width)
@@ -485,58 +453,52 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn linear(
+    fn linear_unchecked(
         &self,
+        _: Checked,
         out: &mut Vec<f32>,
         inp: &Vec<f32>,
         layer: &Linear<Vec<f32>>,
         rows: usize,
     ) -> BackendResult<()> {
-        const OP: &str = "linear";
         let n_out = layer.out_features;
-        check(OP, "out", out, rows * n_out)?;
-        check(OP, "inp", inp, rows * layer.in_features)?;
         if let Some(bias) = &layer.bias {
-            check(OP, "bias", bias, n_out)?;
             out[..rows * n_out]
                 .par_chunks_mut(n_out)
                 .for_each(|row| row.copy_from_slice(&bias[..n_out]));
         }
-        times_weight(OP, out, inp, layer, rows, Direction::Forward)
+        times_weight(out, inp, layer, rows, Direction::Forward);
+        Ok(())
     }
 
-    fn linear_backward(
+    fn linear_backward_unchecked(
         &self,
+        _: Checked,
         d_inp: &mut Vec<f32>,
         d_out: &Vec<f32>,
         layer: &Linear<Vec<f32>>,
         rows: usize,
     ) -> BackendResult<()> {
-        const OP: &str = "linear_backward";
-        check(OP, "d_inp", d_inp, rows * layer.in_features)?;
-        check(OP, "d_out", d_out, rows * layer.out_features)?;
-        times_weight(OP, d_inp, d_out, layer, rows, Direction::InputGradient)
+        times_weight(d_inp, d_out, layer, rows, Direction::InputGradient);
+        Ok(())
     }
 
-    fn attention(
+    fn attention_unchecked(
         &self,
+        _: Checked,
         out: &mut Vec<f32>,
         probs: &mut Vec<f32>,
         qkv: &Vec<f32>,
         shape: AttentionShape,
     ) -> BackendResult<()> {
-        const OP: &str = "attention";
         let AttentionShape {
-            batch,
             seq,
             heads,
             head_dim,
             causal,
+            ..
         } = shape;
         let width = shape.width();
-        check(OP, "out", out, batch * seq * width)?;
-        check(OP, "probs", probs, shape.probs_len())?;
-        check(OP, "qkv", qkv, batch * seq * 3 * width)?;
         let scale = 1.0 / (head_dim as f32).sqrt();
         let out_ptr = SharedMut(out.as_mut_ptr());
         probs[..shape.probs_len()]
@@ -547,9 +509,10 @@ impl Backend for Cpu {
                 let q = qkv[b * seq * 3 * width + h * head_dim..].as_ptr();
                 let (k, v) = (q.wrapping_add(width), q.wrapping_add(2 * width));
                 let row = 3 * width as isize;
-                // SAFETY: q, k, v address rows of this sequence inside the checked `qkv`; `p` is
-                // this task's own chunk; each task writes only the columns of head `h` of
-                // sequence `b` in `out`, a region no other task touches.
+                // SAFETY: `checks::attention` found `qkv` to hold `batch × seq × 3·width`
+                // values, so the `seq × head_dim` blocks of Q and K of head `h` of sequence `b`
+                // (rows `3·width` apart) lie inside it; `p` is this task's own `seq × seq` chunk
+                // of `probs`, a buffer distinct from `qkv`.
                 unsafe {
                     // scores = scale · Q Kᵀ
                     gemm_f32(
@@ -588,6 +551,10 @@ impl Backend for Cpu {
                     }
                     r[visible..].fill(0.0);
                 }
+                // SAFETY: `out` holds `batch × seq × width` values (checked), and this task
+                // writes only its `seq × head_dim` block — the columns of head `h` in the rows of
+                // sequence `b` — which no other task reads or writes; `p` and V (inside `qkv`,
+                // as above) are only read.
                 unsafe {
                     // out_h = P V
                     gemm_f32(
@@ -615,15 +582,15 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn attention_backward(
+    fn attention_backward_unchecked(
         &self,
+        _: Checked,
         d_qkv: &mut Vec<f32>,
         d_out: &Vec<f32>,
         qkv: &Vec<f32>,
         probs: &Vec<f32>,
         shape: AttentionShape,
     ) -> BackendResult<()> {
-        const OP: &str = "attention_backward";
         let AttentionShape {
             batch,
             seq,
@@ -632,10 +599,6 @@ impl Backend for Cpu {
             ..
         } = shape;
         let width = shape.width();
-        check(OP, "d_qkv", d_qkv, batch * seq * 3 * width)?;
-        check(OP, "d_out", d_out, batch * seq * width)?;
-        check(OP, "qkv", qkv, batch * seq * 3 * width)?;
-        check(OP, "probs", probs, shape.probs_len())?;
         let scale = 1.0 / (head_dim as f32).sqrt();
         let d_qkv_ptr = SharedMut(d_qkv.as_mut_ptr());
         let (row, seq_i) = (3 * width as isize, seq as isize);
@@ -647,9 +610,11 @@ impl Backend for Cpu {
             let (k, v) = (q.wrapping_add(width), q.wrapping_add(2 * width));
             let d_o = d_out[b * seq * width + h * head_dim..].as_ptr();
             let mut dp = vec![0.0f32; seq * seq];
-            // SAFETY: all reads stay inside the checked buffers; each task writes only the q, k
-            // and v columns of head `h` of sequence `b` in `d_qkv` (disjoint across tasks) and
-            // its own `dp`.
+            // SAFETY: `checks::attention_backward` found `qkv` and `d_qkv` to hold
+            // `batch × seq × 3·width` values, `d_out` `batch × seq × width` and `probs`
+            // `batch × heads × seq × seq`, so every block addressed here — head `h` of sequence
+            // `b` — lies inside its buffer. This task writes only the dV block of that head in
+            // `d_qkv`, which no other task touches, and its own `dp`; the rest is only read.
             unsafe {
                 let dv = d_qkv_ptr.get().add(at + 2 * width);
                 let p_t = MatRef {
@@ -693,6 +658,8 @@ impl Backend for Cpu {
                     *d = p * (*d - dot);
                 }
             }
+            // SAFETY: as above; this task writes only the dQ and dK blocks of head `h` of
+            // sequence `b` in `d_qkv`, which no other task touches, and reads its own `dp`.
             unsafe {
                 let dq = d_qkv_ptr.get().add(at);
                 let dk = dq.add(width);
@@ -741,9 +708,13 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn quick_gelu(&self, out: &mut Vec<f32>, inp: &Vec<f32>, len: usize) -> BackendResult<()> {
-        check("quick_gelu", "out", out, len)?;
-        check("quick_gelu", "inp", inp, len)?;
+    fn quick_gelu_unchecked(
+        &self,
+        _: Checked,
+        out: &mut Vec<f32>,
+        inp: &Vec<f32>,
+        len: usize,
+    ) -> BackendResult<()> {
         out[..len]
             .par_chunks_mut(4096)
             .zip(inp[..len].par_chunks(4096))
@@ -755,14 +726,13 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn quick_gelu_backward(
+    fn quick_gelu_backward_unchecked(
         &self,
+        _: Checked,
         d: &mut Vec<f32>,
         inp: &Vec<f32>,
         len: usize,
     ) -> BackendResult<()> {
-        check("quick_gelu_backward", "d", d, len)?;
-        check("quick_gelu_backward", "inp", inp, len)?;
         d[..len]
             .par_chunks_mut(4096)
             .zip(inp[..len].par_chunks(4096))
@@ -775,9 +745,13 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn add_assign(&self, acc: &mut Vec<f32>, x: &Vec<f32>, len: usize) -> BackendResult<()> {
-        check("add_assign", "acc", acc, len)?;
-        check("add_assign", "x", x, len)?;
+    fn add_assign_unchecked(
+        &self,
+        _: Checked,
+        acc: &mut Vec<f32>,
+        x: &Vec<f32>,
+        len: usize,
+    ) -> BackendResult<()> {
         acc[..len]
             .par_chunks_mut(4096)
             .zip(x[..len].par_chunks(4096))
@@ -785,38 +759,30 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn gather_rows(
+    fn gather_rows_unchecked(
         &self,
+        _: Checked,
         out: &mut Vec<f32>,
         inp: &Vec<f32>,
         positions: &[u32],
         shape: SeqShape,
     ) -> BackendResult<()> {
-        const OP: &str = "gather_rows";
         let SeqShape { batch, seq, width } = shape;
-        check(OP, "out", out, batch * width)?;
-        check(OP, "inp", inp, shape.len())?;
-        check_count(OP, "positions", positions, batch)?;
-        check_indices(OP, "row position", positions, seq)?;
         for (s, o) in out[..batch * width].chunks_mut(width).enumerate() {
             o.copy_from_slice(&inp[(s * seq + positions[s] as usize) * width..][..width]);
         }
         Ok(())
     }
 
-    fn gather_rows_backward(
+    fn gather_rows_backward_unchecked(
         &self,
+        _: Checked,
         d_inp: &mut Vec<f32>,
         d_out: &Vec<f32>,
         positions: &[u32],
         shape: SeqShape,
     ) -> BackendResult<()> {
-        const OP: &str = "gather_rows_backward";
-        let SeqShape { batch, seq, width } = shape;
-        check(OP, "d_inp", d_inp, shape.len())?;
-        check(OP, "d_out", d_out, batch * width)?;
-        check_count(OP, "positions", positions, batch)?;
-        check_indices(OP, "row position", positions, seq)?;
+        let SeqShape { seq, width, .. } = shape;
         d_inp[..shape.len()]
             .par_chunks_mut(seq * width)
             .enumerate()
@@ -828,8 +794,9 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn normalize_rows(
+    fn normalize_rows_unchecked(
         &self,
+        _: Checked,
         out: &mut Vec<f32>,
         norms: &mut Vec<f32>,
         inp: &Vec<f32>,
@@ -839,8 +806,9 @@ impl Backend for Cpu {
         head::normalize_rows(out, norms, inp, rows, dim)
     }
 
-    fn normalize_rows_backward(
+    fn normalize_rows_backward_unchecked(
         &self,
+        _: Checked,
         d_inp: &mut Vec<f32>,
         d_out: &Vec<f32>,
         out: &Vec<f32>,
@@ -851,8 +819,9 @@ impl Backend for Cpu {
         head::normalize_rows_backward(d_inp, d_out, out, norms, rows, dim)
     }
 
-    fn matmul_nt(
+    fn matmul_nt_unchecked(
         &self,
+        _: Checked,
         out: &mut Vec<f32>,
         a: &Vec<f32>,
         b: &Vec<f32>,
@@ -862,8 +831,9 @@ impl Backend for Cpu {
         head::matmul(out, a, b, dims, alpha, head::Transposed::B)
     }
 
-    fn matmul_tn(
+    fn matmul_tn_unchecked(
         &self,
+        _: Checked,
         out: &mut Vec<f32>,
         a: &Vec<f32>,
         b: &Vec<f32>,
@@ -873,8 +843,9 @@ impl Backend for Cpu {
         head::matmul(out, a, b, dims, alpha, head::Transposed::A)
     }
 
-    fn ot_plans(
+    fn ot_plans_unchecked(
         &self,
+        _: Checked,
         plans: &mut Vec<f32>,
         sim: &Vec<f32>,
         layout: BatchLayout,
@@ -883,8 +854,9 @@ impl Backend for Cpu {
         head::ot_plans(plans, sim, layout, params)
     }
 
-    fn ot_logits(
+    fn ot_logits_unchecked(
         &self,
+        _: Checked,
         logits: &mut Vec<f32>,
         sim: &Vec<f32>,
         plans: &Vec<f32>,
@@ -894,8 +866,9 @@ impl Backend for Cpu {
         head::ot_logits(logits, sim, plans, layout, scale)
     }
 
-    fn ot_logits_backward(
+    fn ot_logits_backward_unchecked(
         &self,
+        _: Checked,
         d_sim: &mut Vec<f32>,
         d_logits: &Vec<f32>,
         plans: &Vec<f32>,
@@ -905,8 +878,9 @@ impl Backend for Cpu {
         head::ot_logits_backward(d_sim, d_logits, plans, layout, scale)
     }
 
-    fn cross_entropy(
+    fn cross_entropy_unchecked(
         &self,
+        _: Checked,
         d_logits: &mut Vec<f32>,
         logits: &Vec<f32>,
         labels: &[u32],
@@ -915,8 +889,9 @@ impl Backend for Cpu {
         head::cross_entropy(d_logits, logits, labels, classes)
     }
 
-    fn to_channels_last(
+    fn to_channels_last_unchecked(
         &self,
+        _: Checked,
         out: &mut Vec<f32>,
         inp: &Vec<f32>,
         shape: MapShape,
@@ -924,8 +899,9 @@ impl Backend for Cpu {
         conv::to_channels_last(out, inp, shape)
     }
 
-    fn conv2d(
+    fn conv2d_unchecked(
         &self,
+        _: Checked,
         out: &mut Vec<f32>,
         inp: &Vec<f32>,
         conv: &Conv2d<Vec<f32>>,
@@ -934,8 +910,9 @@ impl Backend for Cpu {
         conv::conv2d(out, inp, conv, shape)
     }
 
-    fn batch_norm(
+    fn batch_norm_unchecked(
         &self,
+        _: Checked,
         x: &mut Vec<f32>,
         bn: &BatchNorm<Vec<f32>>,
         rows: usize,
@@ -943,12 +920,13 @@ impl Backend for Cpu {
         conv::batch_norm(x, bn, rows)
     }
 
-    fn relu(&self, x: &mut Vec<f32>, len: usize) -> BackendResult<()> {
+    fn relu_unchecked(&self, _: Checked, x: &mut Vec<f32>, len: usize) -> BackendResult<()> {
         conv::relu(x, len)
     }
 
-    fn avg_pool2d(
+    fn avg_pool2d_unchecked(
         &self,
+        _: Checked,
         out: &mut Vec<f32>,
         inp: &Vec<f32>,
         shape: MapShape,
@@ -957,8 +935,9 @@ impl Backend for Cpu {
         conv::avg_pool2d(out, inp, shape, kernel)
     }
 
-    fn attention_pool_tokens(
+    fn attention_pool_tokens_unchecked(
         &self,
+        _: Checked,
         out: &mut Vec<f32>,
         map: &Vec<f32>,
         pos: &Vec<f32>,

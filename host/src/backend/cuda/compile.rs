@@ -131,11 +131,13 @@ pub fn nvrtc_version() -> Result<(i32, i32), CudaError> {
 /// The real architectures this NVRTC generates machine code for, oldest first.
 pub fn supported_architectures() -> Result<Vec<ComputeCapability>, CudaError> {
     let mut count = 0;
-    // SAFETY: out-pointer to a live integer, then a buffer of exactly that many integers.
+    // SAFETY: an out-pointer to a live integer.
     unsafe { nvrtc_sys::nvrtcGetNumSupportedArchs(&mut count) }
         .result()
         .map_err(|e| CudaError::library("nvrtcGetNumSupportedArchs", e))?;
     let mut codes = vec![0i32; count.max(0) as usize];
+    // SAFETY: `codes` holds `count` integers, the number NVRTC just reported, which is what
+    // nvrtcGetSupportedArchs writes.
     unsafe { nvrtc_sys::nvrtcGetSupportedArchs(codes.as_mut_ptr()) }
         .result()
         .map_err(|e| CudaError::library("nvrtcGetSupportedArchs", e))?;
@@ -178,6 +180,14 @@ impl Drop for Program {
     }
 }
 
+/// Text NVRTC returned (a log, PTX): the characters up to its NUL terminator, or all of them
+/// if there is none.
+fn nvrtc_text(raw: &[c_char]) -> String {
+    let bytes: Vec<u8> = raw.iter().map(|&c| c as u8).collect();
+    let text = CStr::from_bytes_until_nul(&bytes).map_or(&bytes[..], CStr::to_bytes);
+    String::from_utf8_lossy(text).into_owned()
+}
+
 /// Compiles one kernel file for `target`.
 pub fn compile(file: &KernelFile, target: Target) -> Result<ModuleImage, CudaError> {
     // `#line` makes NVRTC's messages name the kernel file and its own line numbers.
@@ -195,13 +205,9 @@ pub fn compile(file: &KernelFile, target: Target) -> Result<ModuleImage, CudaErr
     let options = [format!("--gpu-architecture={target}")];
     // SAFETY: `program` is a live program; `source` and `name` outlive it.
     if let Err(e) = unsafe { nvrtc::compile_program(program.0, &options) } {
-        // SAFETY: as above; the log is a NUL-terminated string NVRTC wrote into the buffer.
+        // SAFETY: as above: `program` is live.
         let log = unsafe { nvrtc::get_program_log(program.0) }
-            .map(|raw| {
-                unsafe { CStr::from_ptr(raw.as_ptr()) }
-                    .to_string_lossy()
-                    .into_owned()
-            })
+            .map(|raw| nvrtc_text(&raw))
             .unwrap_or_else(|_| format!("{e} (and the log could not be read)"));
         return Err(CudaError::Compile {
             file: file.name,
@@ -212,23 +218,24 @@ pub fn compile(file: &KernelFile, target: Target) -> Result<ModuleImage, CudaErr
     match target {
         Target::Cubin(_) => {
             let mut size = 0usize;
-            // SAFETY: `program` compiled for a real architecture, so it holds a CUBIN of `size`
-            // bytes, copied into a buffer of exactly that size.
+            // SAFETY: `program` is live and compiled for a real architecture, so it holds a
+            // CUBIN; `size` is a live out-pointer.
             unsafe { nvrtc_sys::nvrtcGetCUBINSize(program.0, &mut size) }
                 .result()
                 .map_err(|e| CudaError::library("nvrtcGetCUBINSize", e))?;
             let mut cubin = vec![0u8; size];
+            // SAFETY: `cubin` holds `size` bytes, the size NVRTC just reported for this CUBIN,
+            // which is what nvrtcGetCUBIN writes.
             unsafe { nvrtc_sys::nvrtcGetCUBIN(program.0, cubin.as_mut_ptr() as *mut c_char) }
                 .result()
                 .map_err(|e| CudaError::library("nvrtcGetCUBIN", e))?;
             Ok(ModuleImage::Cubin(cubin))
         }
         Target::Ptx(_) => {
-            // SAFETY: `program` compiled; the PTX is NUL-terminated.
+            // SAFETY: `program` is live and compiled, so it holds PTX.
             let raw = unsafe { nvrtc::get_ptx(program.0) }
                 .map_err(|e| CudaError::library("nvrtcGetPTX", e))?;
-            let ptx = unsafe { CStr::from_ptr(raw.as_ptr()) };
-            Ok(ModuleImage::Ptx(ptx.to_string_lossy().into_owned()))
+            Ok(ModuleImage::Ptx(nvrtc_text(&raw)))
         }
     }
 }

@@ -1,7 +1,6 @@
 //! The CUDA backend's ModifiedResNet (RN50) layers over channels-last maps (see
 //! [`MapShape`]) — the [`Backend`](crate::backend::Backend) methods of the image tower's
-//! convolutional part, called from [`super::ops`], with the CPU backend's checks
-//! ([`crate::backend::checks`]).
+//! convolutional part, called from [`super::ops`] behind the checks of their front doors.
 //!
 //! A convolution is an im2col kernel plus one cuBLAS GEMM in the backend's math mode, as
 //! [`Backend::linear`](crate::backend::Backend::linear) is: a 1×1 convolution with stride 1 and
@@ -13,10 +12,7 @@ use super::gemm::{GemmShape, Matrices};
 use super::kernels::{elementwise, Arg, Kernel};
 use super::ops::{int, long};
 use super::{Cuda, CudaBuf};
-use crate::backend::checks::{
-    check_attention_pool_tokens, check_avg_pool2d, check_batch_norm, check_conv2d, check_len,
-    check_to_channels_last,
-};
+use crate::backend::checks::avg_pool2d_output;
 use crate::backend::{Backend, BackendResult, BatchNorm, Conv2d, MapShape};
 
 /// Largest im2col tile, in values (256 MiB). The stem's 3×3 convolutions of a batch of 128
@@ -31,7 +27,6 @@ pub(super) fn to_channels_last(
     shape: MapShape,
 ) -> BackendResult<()> {
     const OP: &str = "to_channels_last";
-    check_to_channels_last(out.len, inp.len, shape)?;
     if shape.is_empty() {
         return Ok(());
     }
@@ -65,7 +60,7 @@ pub(super) fn conv2d_tiled(
     budget: usize,
 ) -> BackendResult<()> {
     const OP: &str = "conv2d";
-    let out_shape = check_conv2d((out.len, inp.len), conv, shape, CudaBuf::len)?;
+    let out_shape = conv.output_shape(shape)?;
     if out_shape.is_empty() {
         return Ok(());
     }
@@ -140,7 +135,6 @@ pub(super) fn batch_norm(
     rows: usize,
 ) -> BackendResult<()> {
     const OP: &str = "batch_norm";
-    check_batch_norm(x.len, bn, rows, CudaBuf::len)?;
     let len = rows * bn.channels;
     if len == 0 {
         return Ok(());
@@ -160,7 +154,6 @@ pub(super) fn batch_norm(
 
 pub(super) fn relu(gpu: &Cuda, x: &mut CudaBuf, len: usize) -> BackendResult<()> {
     const OP: &str = "relu";
-    check_len(OP, "x", x.len, len)?;
     if len == 0 {
         return Ok(());
     }
@@ -176,7 +169,7 @@ pub(super) fn avg_pool2d(
     kernel: usize,
 ) -> BackendResult<()> {
     const OP: &str = "avg_pool2d";
-    let out_shape = check_avg_pool2d((out.len, inp.len), shape, kernel)?;
+    let out_shape = avg_pool2d_output(shape, kernel);
     if out_shape.is_empty() {
         return Ok(());
     }
@@ -200,7 +193,7 @@ pub(super) fn attention_pool_tokens(
     shape: MapShape,
 ) -> BackendResult<()> {
     const OP: &str = "attention_pool_tokens";
-    let seq = check_attention_pool_tokens((out.len, map.len, pos.len), shape)?;
+    let seq = 1 + shape.positions();
     let len = shape.batch * seq * shape.channels;
     if len == 0 {
         return Ok(());

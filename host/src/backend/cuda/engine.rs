@@ -14,10 +14,10 @@ use cudarc::driver::{
     CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, ValidAsZeroBits,
 };
 
-use super::error::device_error;
+use super::error::{device_error, CudaError};
 use super::kernels::{check_args, Arg, Kernel, PushArgs};
 use super::MathMode;
-use crate::backend::{BackendError, BackendResult};
+use crate::backend::BackendResult;
 
 /// The device the backend drives.
 pub(crate) enum Engine {
@@ -196,11 +196,14 @@ impl Engine {
                 let mut builder = d.stream.launch_builder(function);
                 builder.push_args(args);
                 // SAFETY: the arguments match the kernel's declared parameters (checked above,
-                // and the table against the `.cu` source by the NVRTC test); every pointer
-                // comes from a buffer the caller checked against the dimensions it passes.
-                unsafe { builder.launch(config) }.map_err(|e| BackendError::Device {
-                    op,
-                    message: format!("launching {}: {e}", kernel.name()),
+                // and the table against the `.cu` source by the NVRTC test); every pointer is
+                // a live buffer of this context that the op's front door (`backend::checks`)
+                // found long enough for the dimensions passed with it.
+                unsafe { builder.launch(config) }.map_err(|e| {
+                    device_error(
+                        op,
+                        CudaError::library(format!("launching {}", kernel.name()), e),
+                    )
                 })?;
                 Ok(())
             }
@@ -230,8 +233,10 @@ impl Engine {
                     cublas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
                 );
                 let handle = *d.blas.handle();
-                // SAFETY: the handle belongs to this stream; the caller guarantees the
-                // addresses; alpha and beta outlive the call.
+                // SAFETY: the handle belongs to this stream and context (bound above); the
+                // caller guarantees that every addressed element lies in a live allocation
+                // (see this method's documentation); alpha and beta outlive the call, which
+                // only queues the product.
                 unsafe {
                     match call.operands {
                         Operands::Strided(s) => cublas::gemm_strided_batched_ex(
@@ -284,11 +289,13 @@ impl Engine {
                         .result(),
                     }
                 }
-                .map_err(|e| device_error(op, format!("cuBLAS GEMM: {e}")))
+                .map_err(|e| device_error(op, CudaError::library("cuBLAS GEMM", e)))
             }
             #[cfg(test)]
             Engine::Emulator(_) => {
-                // SAFETY: as above, the caller guarantees the addresses (host memory here).
+                // SAFETY: the caller guarantees the addresses as above (host memory here), and
+                // C overlaps neither A nor B: every product writes a buffer (or temporary) that
+                // its op holds apart from the inputs it reads.
                 unsafe { super::emulator::blas_reference(call) }
                     .map_err(|e| device_error(op, format!("emulated cuBLAS GEMM: {e}")))
             }
@@ -306,9 +313,6 @@ impl Engine {
 }
 
 #[cfg(test)]
-fn foreign(op: &'static str) -> BackendError {
-    BackendError::Device {
-        op,
-        message: "a buffer of another engine".into(),
-    }
+fn foreign(op: &'static str) -> crate::backend::BackendError {
+    device_error(op, "a buffer of another engine")
 }

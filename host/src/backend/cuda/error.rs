@@ -11,7 +11,7 @@ pub enum CudaError {
     MissingLibraries(Vec<CudaLibrary>),
     /// The driver loaded but reports no usable device (or failed to initialise).
     #[error("no CUDA device: {0}")]
-    NoDevice(String),
+    NoDevice(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The driver is older than the CUDA release of the NVRTC that compiles the kernels: it
     /// cannot load their machine code.
     #[error(
@@ -57,38 +57,46 @@ pub enum CudaError {
         log: String,
     },
     /// A driver, NVRTC or cuBLAS call failed.
-    #[error("{what}: {message}")]
+    #[error("{what}: {source}")]
     Library {
         /// What was being done.
-        what: &'static str,
-        /// What the library said.
-        message: String,
+        what: String,
+        /// The library's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
 impl CudaError {
-    /// A failed library call, described.
-    pub(crate) fn library(what: &'static str, err: impl std::fmt::Display) -> Self {
+    /// A failed library call: what was being done, and the library's error.
+    pub(crate) fn library(
+        what: impl Into<String>,
+        err: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
         CudaError::Library {
-            what,
-            message: err.to_string(),
+            what: what.into(),
+            source: err.into(),
         }
     }
 }
 
+/// Setting up the backend failed: the CUDA error is the source of the backend's.
 impl From<CudaError> for BackendError {
     fn from(err: CudaError) -> Self {
         BackendError::Device {
             op: "cuda",
-            message: err.to_string(),
+            source: Box::new(err),
         }
     }
 }
 
-/// A failed device call inside backend operation `op`.
-pub(crate) fn device_error(op: &'static str, err: impl std::fmt::Display) -> BackendError {
+/// A failed device call inside backend operation `op`, with the driver's or library's error
+/// (or, for what the device cannot do, a message).
+pub(crate) fn device_error(
+    op: &'static str,
+    err: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> BackendError {
     BackendError::Device {
         op,
-        message: err.to_string(),
+        source: err.into(),
     }
 }

@@ -12,9 +12,10 @@
 //! an H200, at 5 µs a call for 12 × 12 × 64 products.)
 
 use super::engine::{BlasCall, Operands, Strided};
+use super::error::device_error;
 use super::kernels::{elementwise, Arg, Kernel};
 use super::{Cuda, MathMode};
-use crate::backend::{BackendError, BackendResult};
+use crate::backend::BackendResult;
 
 /// One operand of a batch of row-major matrices: the device address of the first element of
 /// matrix (0, 0), the distance between rows, and the distances between matrices along the two
@@ -58,9 +59,11 @@ pub(crate) struct GemmShape {
 }
 
 fn int(op: &'static str, what: &'static str, value: usize) -> BackendResult<i32> {
-    i32::try_from(value).map_err(|_| BackendError::Device {
-        op,
-        message: format!("GEMM {what} = {value} exceeds cuBLAS's 32-bit limit"),
+    i32::try_from(value).map_err(|_| {
+        device_error(
+            op,
+            format!("GEMM {what} = {value} exceeds cuBLAS's 32-bit limit"),
+        )
     })
 }
 

@@ -11,11 +11,11 @@ use cudarc::driver::LaunchConfig;
 use fedotp_core::ot::solver::{workspace_len, ABSORB, BOUND_CEILING};
 use fedotp_core::ot::{BatchLayout, BatchReport, OtError, OtParams, OtReport};
 
+use super::error::device_error;
 use super::gemm::{GemmShape, Matrices};
 use super::kernels::{elementwise, warp_per_row, Arg, Kernel};
-use super::ops::{check, int};
+use super::ops::int;
 use super::{Cuda, CudaBuf, MathMode};
-use crate::backend::checks::{check_count, check_indices, check_layout};
 use crate::backend::{BackendError, BackendResult, MatmulDims};
 
 /// Shared memory a block may use without opting in to more: 48 KiB on every CUDA GPU.
@@ -41,9 +41,6 @@ pub(super) fn normalize_rows(
     dim: usize,
 ) -> BackendResult<()> {
     const OP: &str = "normalize_rows";
-    check(OP, "out", out, rows * dim)?;
-    check(OP, "norms", norms, rows)?;
-    check(OP, "inp", inp, rows * dim)?;
     if rows * dim == 0 {
         return Ok(());
     }
@@ -67,10 +64,6 @@ pub(super) fn normalize_rows_backward(
     dim: usize,
 ) -> BackendResult<()> {
     const OP: &str = "normalize_rows_backward";
-    check(OP, "d_inp", d_inp, rows * dim)?;
-    check(OP, "d_out", d_out, rows * dim)?;
-    check(OP, "out", out, rows * dim)?;
-    check(OP, "norms", norms, rows)?;
     if rows * dim == 0 {
         return Ok(());
     }
@@ -111,9 +104,6 @@ pub(super) fn matmul(
         Transposed::B => "matmul_nt",
         Transposed::A => "matmul_tn",
     };
-    check(op, "out", out, m * n)?;
-    check(op, "a", a, m * k)?;
-    check(op, "b", b, n * k)?;
     let (trans_a, trans_b, lda, ldb) = match transposed {
         Transposed::B => (false, true, k, k),
         Transposed::A => (true, false, m, n),
@@ -146,27 +136,21 @@ pub(super) fn ot_plans(
     params: &OtParams,
 ) -> BackendResult<BatchReport> {
     const OP: &str = "ot_plans";
-    params
-        .validate()
-        .map_err(|source| BackendError::Ot { op: OP, source })?;
-    check_layout(OP, &[("plans", plans.len()), ("sim", sim.len())], layout)?;
     let problems = layout.images * layout.classes;
     let (m, n) = (layout.patches, layout.prompts);
     let per_problem = workspace_len(m, n) * std::mem::size_of::<f32>();
     if per_problem > SHARED_MEMORY_LIMIT {
-        return Err(BackendError::Device {
-            op: OP,
-            message: format!(
+        return Err(device_error(
+            OP,
+            format!(
                 "a {m} × {n} problem needs {per_problem} bytes of shared memory; the GPU solver \
                  holds one problem in {SHARED_MEMORY_LIMIT} (M·N + 3M + 2N ≤ 12 288 floats)"
             ),
-        });
+        ));
     }
     let warps = (SHARED_MEMORY_LIMIT / per_problem).clamp(1, PROBLEMS_PER_BLOCK);
-    let blocks = u32::try_from(problems.div_ceil(warps)).map_err(|_| BackendError::Device {
-        op: OP,
-        message: format!("{problems} problems exceed the grid"),
-    })?;
+    let blocks = u32::try_from(problems.div_ceil(warps))
+        .map_err(|_| device_error(OP, format!("{problems} problems exceed the grid")))?;
     let config = LaunchConfig {
         grid_dim: (blocks, 1, 1),
         block_dim: (32 * warps as u32, 1, 1),
@@ -233,9 +217,7 @@ pub(super) fn ot_logits(
     scale: f32,
 ) -> BackendResult<()> {
     const OP: &str = "ot_logits";
-    check_layout(OP, &[("sim", sim.len()), ("plans", plans.len())], layout)?;
     let problems = layout.images * layout.classes;
-    check(OP, "logits", logits, problems)?;
     let args = [
         gpu.ptr(logits),
         gpu.ptr(sim),
@@ -258,12 +240,7 @@ pub(super) fn ot_logits_backward(
     scale: f32,
 ) -> BackendResult<()> {
     const OP: &str = "ot_logits_backward";
-    let len = check_layout(
-        OP,
-        &[("d_sim", d_sim.len()), ("plans", plans.len())],
-        layout,
-    )?;
-    check(OP, "d_logits", d_logits, layout.images * layout.classes)?;
+    let len = layout.images * layout.patches * layout.prompts * layout.classes;
     let args = [
         gpu.ptr(d_sim),
         gpu.ptr(d_logits),
@@ -286,10 +263,6 @@ pub(super) fn cross_entropy(
 ) -> BackendResult<f32> {
     const OP: &str = "cross_entropy";
     let batch = labels.len();
-    check(OP, "d_logits", d_logits, batch * classes)?;
-    check(OP, "logits", logits, batch * classes)?;
-    check_count(OP, "labels", labels, batch)?;
-    check_indices(OP, "label", labels, classes)?;
     if batch == 0 {
         // The mean over no rows, as the CPU backend computes it.
         return Ok(f32::NAN);

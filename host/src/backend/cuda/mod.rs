@@ -233,7 +233,7 @@ impl Cuda {
     pub fn device_count() -> Result<usize, CudaError> {
         require_libraries()?;
         require_driver_for_nvrtc()?;
-        let count = CudaContext::device_count().map_err(|e| CudaError::NoDevice(e.to_string()))?;
+        let count = CudaContext::device_count().map_err(|e| CudaError::NoDevice(e.into()))?;
         if count <= 0 {
             return Err(CudaError::NoDevice(
                 "the driver reports no CUDA device".into(),
@@ -252,7 +252,7 @@ impl Cuda {
                 count,
             });
         }
-        let ctx = CudaContext::new(ordinal).map_err(|e| CudaError::NoDevice(e.to_string()))?;
+        let ctx = CudaContext::new(ordinal).map_err(|e| CudaError::NoDevice(e.into()))?;
         // One stream: every operation is ordered by it, so cudarc's per-buffer events (for
         // synchronising several streams) would be pure overhead. Off before any allocation.
         // SAFETY: no buffer of this context exists yet, and all work goes to one stream.

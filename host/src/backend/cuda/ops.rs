@@ -1,41 +1,31 @@
-//! [`Backend`] for [`Cuda`]: the same argument checks as the CPU backend, then kernels and
-//! cuBLAS products queued on the backend's stream.
+//! [`Backend`] for [`Cuda`]: each op's implementation, behind the checks of its front door —
+//! kernels and cuBLAS products queued on the backend's stream.
 
 use fedotp_core::ot::{BatchLayout, BatchReport, OtParams};
 
+use super::error::device_error;
 use super::gemm::{GemmShape, Matrices};
 use super::kernels::{elementwise, warp_per_row, Arg, Kernel};
 use super::{conv, head};
 use super::{Cuda, CudaBuf};
-use crate::backend::checks::{check_count, check_indices, check_len};
 use crate::backend::{
-    AttentionShape, Backend, BackendError, BackendResult, BatchNorm, Conv2d, LayerNorm, Linear,
+    AttentionShape, Backend, BackendResult, BatchNorm, Checked, Conv2d, LayerNorm, Linear,
     MapShape, MatmulDims, PatchShape, PromptShape, SeqShape, Turn,
 };
 
 /// A dimension as a kernel's `int`, refusing values that do not fit.
 pub(super) fn int(op: &'static str, what: &'static str, value: usize) -> BackendResult<Arg> {
-    i32::try_from(value)
-        .map(Arg::I32)
-        .map_err(|_| BackendError::Device {
+    i32::try_from(value).map(Arg::I32).map_err(|_| {
+        device_error(
             op,
-            message: format!("{what} = {value} exceeds the kernels' 32-bit dimensions"),
-        })
+            format!("{what} = {value} exceeds the kernels' 32-bit dimensions"),
+        )
+    })
 }
 
 /// A length as a kernel's `long long`.
 pub(super) fn long(value: usize) -> Arg {
     Arg::I64(value as i64)
-}
-
-/// Checks that `buf` holds at least `needed` values.
-pub(super) fn check(
-    op: &'static str,
-    buffer: &'static str,
-    buf: &CudaBuf,
-    needed: usize,
-) -> BackendResult<()> {
-    check_len(op, buffer, buf.len, needed)
 }
 
 impl Cuda {
@@ -139,8 +129,7 @@ impl Backend for Cuda {
         })
     }
 
-    fn download(&self, buf: &CudaBuf, len: usize) -> BackendResult<Vec<f32>> {
-        check("download", "buf", buf, len)?;
+    fn download_unchecked(&self, _: Checked, buf: &CudaBuf, len: usize) -> BackendResult<Vec<f32>> {
         if len == 0 {
             return Ok(Vec::new());
         }
@@ -151,8 +140,9 @@ impl Backend for Cuda {
         buf.len
     }
 
-    fn prompt_embed(
+    fn prompt_embed_unchecked(
         &self,
+        _: Checked,
         out: &mut CudaBuf,
         table: &CudaBuf,
         ids: &[u32],
@@ -166,15 +156,9 @@ impl Backend for Cuda {
             seq,
             width,
             n_ctx,
-            n_sets,
+            ..
         } = shape;
         let len = batch * seq * width;
-        check(OP, "out", out, len)?;
-        check(OP, "ctx", ctx, n_sets * n_ctx * width)?;
-        check_count(OP, "ids", ids, batch * seq)?;
-        check_count(OP, "set", set, batch)?;
-        check_indices(OP, "token id", ids, table.len / width.max(1))?;
-        check_indices(OP, "context set", set, n_sets)?;
         if len == 0 {
             return Ok(());
         }
@@ -194,8 +178,9 @@ impl Backend for Cuda {
         self.launch(OP, Kernel::PromptEmbed, elementwise(len), &args)
     }
 
-    fn prompt_embed_backward(
+    fn prompt_embed_backward_unchecked(
         &self,
+        _: Checked,
         d_ctx: &mut CudaBuf,
         d_out: &CudaBuf,
         set: &[u32],
@@ -210,10 +195,6 @@ impl Backend for Cuda {
             n_sets,
         } = shape;
         let len = n_sets * n_ctx * width;
-        check(OP, "d_ctx", d_ctx, len)?;
-        check(OP, "d_out", d_out, batch * seq * width)?;
-        check_count(OP, "set", set, batch)?;
-        check_indices(OP, "context set", set, n_sets)?;
         if len == 0 {
             return Ok(());
         }
@@ -231,8 +212,9 @@ impl Backend for Cuda {
         self.launch(OP, Kernel::PromptEmbedBackward, elementwise(len), &args)
     }
 
-    fn position_embed(
+    fn position_embed_unchecked(
         &self,
+        _: Checked,
         out: &mut CudaBuf,
         tokens: &CudaBuf,
         pos: &CudaBuf,
@@ -241,17 +223,6 @@ impl Backend for Cuda {
     ) -> BackendResult<()> {
         const OP: &str = "position_embed";
         let SeqShape { batch, seq, width } = out_shape;
-        check(OP, "out", out, out_shape.len())?;
-        check(OP, "tokens", tokens, batch * in_seq * width)?;
-        check(OP, "pos", pos, seq * width)?;
-        if seq > in_seq {
-            return Err(BackendError::IndexOutOfRange {
-                op: OP,
-                what: "output sequence length",
-                index: seq,
-                bound: in_seq + 1,
-            });
-        }
         if out_shape.is_empty() {
             return Ok(());
         }
@@ -272,8 +243,9 @@ impl Backend for Cuda {
         )
     }
 
-    fn position_embed_backward(
+    fn position_embed_backward_unchecked(
         &self,
+        _: Checked,
         d_tokens: &mut CudaBuf,
         d_out: &CudaBuf,
         in_seq: usize,
@@ -282,16 +254,6 @@ impl Backend for Cuda {
         const OP: &str = "position_embed_backward";
         let SeqShape { batch, seq, width } = out_shape;
         let len = batch * in_seq * width;
-        check(OP, "d_tokens", d_tokens, len)?;
-        check(OP, "d_out", d_out, out_shape.len())?;
-        if seq > in_seq {
-            return Err(BackendError::IndexOutOfRange {
-                op: OP,
-                what: "output sequence length",
-                index: seq,
-                bound: in_seq + 1,
-            });
-        }
         if len == 0 {
             return Ok(());
         }
@@ -306,8 +268,9 @@ impl Backend for Cuda {
         self.launch(OP, Kernel::PositionEmbedBackward, elementwise(len), &args)
     }
 
-    fn extract_patches(
+    fn extract_patches_unchecked(
         &self,
+        _: Checked,
         out: &mut CudaBuf,
         images: &CudaBuf,
         shape: PatchShape,
@@ -319,20 +282,7 @@ impl Backend for Cuda {
             image_size,
             patch_size,
         } = shape;
-        if patch_size == 0 {
-            return Err(BackendError::Device {
-                op: OP,
-                message: "patch size 0".into(),
-            });
-        }
         let len = batch * shape.patches() * shape.patch_len();
-        check(OP, "out", out, len)?;
-        check(
-            OP,
-            "images",
-            images,
-            batch * channels * image_size * image_size,
-        )?;
         if len == 0 {
             return Ok(());
         }
@@ -347,8 +297,9 @@ impl Backend for Cuda {
         self.launch(OP, Kernel::ExtractPatches, elementwise(len), &args)
     }
 
-    fn vit_tokens(
+    fn vit_tokens_unchecked(
         &self,
+        _: Checked,
         out: &mut CudaBuf,
         patches: &CudaBuf,
         class: &CudaBuf,
@@ -357,15 +308,6 @@ impl Backend for Cuda {
     ) -> BackendResult<()> {
         const OP: &str = "vit_tokens";
         let SeqShape { batch, seq, width } = shape;
-        check(OP, "out", out, shape.len())?;
-        check(
-            OP,
-            "patches",
-            patches,
-            batch * seq.saturating_sub(1) * width,
-        )?;
-        check(OP, "class", class, width)?;
-        check(OP, "pos", pos, seq * width)?;
         if shape.is_empty() {
             return Ok(());
         }
@@ -381,8 +323,9 @@ impl Backend for Cuda {
         self.launch(OP, Kernel::VitTokens, elementwise(shape.len()), &args)
     }
 
-    fn layer_norm(
+    fn layer_norm_unchecked(
         &self,
+        _: Checked,
         out: &mut CudaBuf,
         (mean, rstd): (&mut CudaBuf, &mut CudaBuf),
         inp: &CudaBuf,
@@ -391,12 +334,6 @@ impl Backend for Cuda {
     ) -> BackendResult<()> {
         const OP: &str = "layer_norm";
         let width = ln.width;
-        check(OP, "out", out, rows * width)?;
-        check(OP, "inp", inp, rows * width)?;
-        check(OP, "mean", mean, rows)?;
-        check(OP, "rstd", rstd, rows)?;
-        check(OP, "weight", &ln.weight, width)?;
-        check(OP, "bias", &ln.bias, width)?;
         if rows * width == 0 {
             return Ok(());
         }
@@ -414,8 +351,9 @@ impl Backend for Cuda {
         self.launch(OP, Kernel::LayerNormForward, warp_per_row(rows), &args)
     }
 
-    fn layer_norm_backward(
+    fn layer_norm_backward_unchecked(
         &self,
+        _: Checked,
         d_inp: &mut CudaBuf,
         d_out: &CudaBuf,
         inp: &CudaBuf,
@@ -425,12 +363,6 @@ impl Backend for Cuda {
     ) -> BackendResult<()> {
         const OP: &str = "layer_norm_backward";
         let width = ln.width;
-        check(OP, "d_inp", d_inp, rows * width)?;
-        check(OP, "d_out", d_out, rows * width)?;
-        check(OP, "inp", inp, rows * width)?;
-        check(OP, "mean", mean, rows)?;
-        check(OP, "rstd", rstd, rows)?;
-        check(OP, "weight", &ln.weight, width)?;
         if rows * width == 0 {
             return Ok(());
         }
@@ -447,8 +379,9 @@ impl Backend for Cuda {
         self.launch(OP, Kernel::LayerNormBackward, warp_per_row(rows), &args)
     }
 
-    fn linear(
+    fn linear_unchecked(
         &self,
+        _: Checked,
         out: &mut CudaBuf,
         inp: &CudaBuf,
         layer: &Linear<CudaBuf>,
@@ -456,16 +389,12 @@ impl Backend for Cuda {
     ) -> BackendResult<()> {
         const OP: &str = "linear";
         let (n_in, n_out) = (layer.in_features, layer.out_features);
-        check(OP, "out", out, rows * n_out)?;
-        check(OP, "inp", inp, rows * n_in)?;
-        check(OP, "weight", &layer.weight, n_out * n_in)?;
         if rows * n_out == 0 {
             return Ok(());
         }
         // The GEMM accumulates onto the bias, copied into every row first.
         let beta = match &layer.bias {
             Some(bias) => {
-                check(OP, "bias", bias, n_out)?;
                 let args = [
                     self.ptr(out),
                     self.ptr(bias),
@@ -498,8 +427,9 @@ impl Backend for Cuda {
         )
     }
 
-    fn linear_backward(
+    fn linear_backward_unchecked(
         &self,
+        _: Checked,
         d_inp: &mut CudaBuf,
         d_out: &CudaBuf,
         layer: &Linear<CudaBuf>,
@@ -507,9 +437,6 @@ impl Backend for Cuda {
     ) -> BackendResult<()> {
         const OP: &str = "linear_backward";
         let (n_in, n_out) = (layer.in_features, layer.out_features);
-        check(OP, "d_inp", d_inp, rows * n_in)?;
-        check(OP, "d_out", d_out, rows * n_out)?;
-        check(OP, "weight", &layer.weight, n_out * n_in)?;
         // d_inp (rows × in) = d_out (rows × out) · W (out × in).
         let shape = GemmShape {
             m: rows,
@@ -531,8 +458,9 @@ impl Backend for Cuda {
         )
     }
 
-    fn attention(
+    fn attention_unchecked(
         &self,
+        _: Checked,
         out: &mut CudaBuf,
         probs: &mut CudaBuf,
         qkv: &CudaBuf,
@@ -547,9 +475,6 @@ impl Backend for Cuda {
             causal,
         } = shape;
         let width = shape.width();
-        check(OP, "out", out, batch * seq * width)?;
-        check(OP, "probs", probs, shape.probs_len())?;
-        check(OP, "qkv", qkv, batch * seq * 3 * width)?;
         if batch * seq * width == 0 {
             return Ok(());
         }
@@ -592,8 +517,9 @@ impl Backend for Cuda {
         )
     }
 
-    fn attention_backward(
+    fn attention_backward_unchecked(
         &self,
+        _: Checked,
         d_qkv: &mut CudaBuf,
         d_out: &CudaBuf,
         qkv: &CudaBuf,
@@ -609,10 +535,6 @@ impl Backend for Cuda {
             ..
         } = shape;
         let width = shape.width();
-        check(OP, "d_qkv", d_qkv, batch * seq * 3 * width)?;
-        check(OP, "d_out", d_out, batch * seq * width)?;
-        check(OP, "qkv", qkv, batch * seq * 3 * width)?;
-        check(OP, "probs", probs, shape.probs_len())?;
         if batch * seq * width == 0 {
             return Ok(());
         }
@@ -676,10 +598,14 @@ impl Backend for Cuda {
         Ok(())
     }
 
-    fn quick_gelu(&self, out: &mut CudaBuf, inp: &CudaBuf, len: usize) -> BackendResult<()> {
+    fn quick_gelu_unchecked(
+        &self,
+        _: Checked,
+        out: &mut CudaBuf,
+        inp: &CudaBuf,
+        len: usize,
+    ) -> BackendResult<()> {
         const OP: &str = "quick_gelu";
-        check(OP, "out", out, len)?;
-        check(OP, "inp", inp, len)?;
         if len == 0 {
             return Ok(());
         }
@@ -687,10 +613,14 @@ impl Backend for Cuda {
         self.launch(OP, Kernel::QuickGeluForward, elementwise(len), &args)
     }
 
-    fn quick_gelu_backward(&self, d: &mut CudaBuf, inp: &CudaBuf, len: usize) -> BackendResult<()> {
+    fn quick_gelu_backward_unchecked(
+        &self,
+        _: Checked,
+        d: &mut CudaBuf,
+        inp: &CudaBuf,
+        len: usize,
+    ) -> BackendResult<()> {
         const OP: &str = "quick_gelu_backward";
-        check(OP, "d", d, len)?;
-        check(OP, "inp", inp, len)?;
         if len == 0 {
             return Ok(());
         }
@@ -698,10 +628,14 @@ impl Backend for Cuda {
         self.launch(OP, Kernel::QuickGeluBackward, elementwise(len), &args)
     }
 
-    fn add_assign(&self, acc: &mut CudaBuf, x: &CudaBuf, len: usize) -> BackendResult<()> {
+    fn add_assign_unchecked(
+        &self,
+        _: Checked,
+        acc: &mut CudaBuf,
+        x: &CudaBuf,
+        len: usize,
+    ) -> BackendResult<()> {
         const OP: &str = "add_assign";
-        check(OP, "acc", acc, len)?;
-        check(OP, "x", x, len)?;
         if len == 0 {
             return Ok(());
         }
@@ -709,8 +643,9 @@ impl Backend for Cuda {
         self.launch(OP, Kernel::AddAssign, elementwise(len), &args)
     }
 
-    fn gather_rows(
+    fn gather_rows_unchecked(
         &self,
+        _: Checked,
         out: &mut CudaBuf,
         inp: &CudaBuf,
         positions: &[u32],
@@ -718,10 +653,6 @@ impl Backend for Cuda {
     ) -> BackendResult<()> {
         const OP: &str = "gather_rows";
         let SeqShape { batch, seq, width } = shape;
-        check(OP, "out", out, batch * width)?;
-        check(OP, "inp", inp, shape.len())?;
-        check_count(OP, "positions", positions, batch)?;
-        check_indices(OP, "row position", positions, seq)?;
         if batch * width == 0 {
             return Ok(());
         }
@@ -737,8 +668,9 @@ impl Backend for Cuda {
         self.launch(OP, Kernel::GatherRows, elementwise(batch * width), &args)
     }
 
-    fn gather_rows_backward(
+    fn gather_rows_backward_unchecked(
         &self,
+        _: Checked,
         d_inp: &mut CudaBuf,
         d_out: &CudaBuf,
         positions: &[u32],
@@ -746,10 +678,6 @@ impl Backend for Cuda {
     ) -> BackendResult<()> {
         const OP: &str = "gather_rows_backward";
         let SeqShape { batch, seq, width } = shape;
-        check(OP, "d_inp", d_inp, shape.len())?;
-        check(OP, "d_out", d_out, batch * width)?;
-        check_count(OP, "positions", positions, batch)?;
-        check_indices(OP, "row position", positions, seq)?;
         if shape.is_empty() {
             return Ok(());
         }
@@ -770,8 +698,9 @@ impl Backend for Cuda {
         )
     }
 
-    fn normalize_rows(
+    fn normalize_rows_unchecked(
         &self,
+        _: Checked,
         out: &mut CudaBuf,
         norms: &mut CudaBuf,
         inp: &CudaBuf,
@@ -781,8 +710,9 @@ impl Backend for Cuda {
         head::normalize_rows(self, out, norms, inp, rows, dim)
     }
 
-    fn normalize_rows_backward(
+    fn normalize_rows_backward_unchecked(
         &self,
+        _: Checked,
         d_inp: &mut CudaBuf,
         d_out: &CudaBuf,
         out: &CudaBuf,
@@ -793,8 +723,9 @@ impl Backend for Cuda {
         head::normalize_rows_backward(self, d_inp, d_out, out, norms, rows, dim)
     }
 
-    fn matmul_nt(
+    fn matmul_nt_unchecked(
         &self,
+        _: Checked,
         out: &mut CudaBuf,
         a: &CudaBuf,
         b: &CudaBuf,
@@ -804,8 +735,9 @@ impl Backend for Cuda {
         head::matmul(self, out, a, b, dims, alpha, head::Transposed::B)
     }
 
-    fn matmul_tn(
+    fn matmul_tn_unchecked(
         &self,
+        _: Checked,
         out: &mut CudaBuf,
         a: &CudaBuf,
         b: &CudaBuf,
@@ -815,8 +747,9 @@ impl Backend for Cuda {
         head::matmul(self, out, a, b, dims, alpha, head::Transposed::A)
     }
 
-    fn ot_plans(
+    fn ot_plans_unchecked(
         &self,
+        _: Checked,
         plans: &mut CudaBuf,
         sim: &CudaBuf,
         layout: BatchLayout,
@@ -825,8 +758,9 @@ impl Backend for Cuda {
         head::ot_plans(self, plans, sim, layout, params)
     }
 
-    fn ot_logits(
+    fn ot_logits_unchecked(
         &self,
+        _: Checked,
         logits: &mut CudaBuf,
         sim: &CudaBuf,
         plans: &CudaBuf,
@@ -836,8 +770,9 @@ impl Backend for Cuda {
         head::ot_logits(self, logits, sim, plans, layout, scale)
     }
 
-    fn ot_logits_backward(
+    fn ot_logits_backward_unchecked(
         &self,
+        _: Checked,
         d_sim: &mut CudaBuf,
         d_logits: &CudaBuf,
         plans: &CudaBuf,
@@ -847,8 +782,9 @@ impl Backend for Cuda {
         head::ot_logits_backward(self, d_sim, d_logits, plans, layout, scale)
     }
 
-    fn cross_entropy(
+    fn cross_entropy_unchecked(
         &self,
+        _: Checked,
         d_logits: &mut CudaBuf,
         logits: &CudaBuf,
         labels: &[u32],
@@ -857,8 +793,9 @@ impl Backend for Cuda {
         head::cross_entropy(self, d_logits, logits, labels, classes)
     }
 
-    fn to_channels_last(
+    fn to_channels_last_unchecked(
         &self,
+        _: Checked,
         out: &mut CudaBuf,
         inp: &CudaBuf,
         shape: MapShape,
@@ -866,8 +803,9 @@ impl Backend for Cuda {
         conv::to_channels_last(self, out, inp, shape)
     }
 
-    fn conv2d(
+    fn conv2d_unchecked(
         &self,
+        _: Checked,
         out: &mut CudaBuf,
         inp: &CudaBuf,
         conv: &Conv2d<CudaBuf>,
@@ -876,8 +814,9 @@ impl Backend for Cuda {
         conv::conv2d(self, out, inp, conv, shape)
     }
 
-    fn batch_norm(
+    fn batch_norm_unchecked(
         &self,
+        _: Checked,
         x: &mut CudaBuf,
         bn: &BatchNorm<CudaBuf>,
         rows: usize,
@@ -885,12 +824,13 @@ impl Backend for Cuda {
         conv::batch_norm(self, x, bn, rows)
     }
 
-    fn relu(&self, x: &mut CudaBuf, len: usize) -> BackendResult<()> {
+    fn relu_unchecked(&self, _: Checked, x: &mut CudaBuf, len: usize) -> BackendResult<()> {
         conv::relu(self, x, len)
     }
 
-    fn avg_pool2d(
+    fn avg_pool2d_unchecked(
         &self,
+        _: Checked,
         out: &mut CudaBuf,
         inp: &CudaBuf,
         shape: MapShape,
@@ -899,8 +839,9 @@ impl Backend for Cuda {
         conv::avg_pool2d(self, out, inp, shape, kernel)
     }
 
-    fn attention_pool_tokens(
+    fn attention_pool_tokens_unchecked(
         &self,
+        _: Checked,
         out: &mut CudaBuf,
         map: &CudaBuf,
         pos: &CudaBuf,

@@ -26,6 +26,7 @@ use rayon::prelude::*;
 
 use super::compile::{ComputeCapability, Target, COMMON, KERNEL_FILES};
 use super::engine::{BlasCall, Engine, Operands, Strided};
+use super::error::device_error;
 use super::kernels::{Arg, Kernel};
 use super::{Cuda, DeviceInfo, MathMode};
 use crate::backend::{BackendError, BackendResult};
@@ -40,9 +41,12 @@ pub(crate) struct HostMemory<T> {
     len: usize,
 }
 
-// SAFETY: the memory is owned (freed only on drop) and only ever touched by emulated kernels and
-// copies, which run synchronously on the calling thread.
+// SAFETY: the allocation is owned like a `Box<[T]>` (freed only on drop), so moving it to
+// another thread moves its values, which `T: Send` allows.
 unsafe impl<T: Send> Send for HostMemory<T> {}
+// SAFETY: `&HostMemory` gives no access to the values except through emulated kernels, GEMMs
+// and copies, which run synchronously on the calling thread inside the backend's calls — never
+// two at once on one allocation — so shared references across threads are as sound as `&[T]`.
 unsafe impl<T: Sync> Sync for HostMemory<T> {}
 
 /// Every live host allocation, `start address → length in bytes`: the GEMM reference checks
@@ -175,8 +179,9 @@ impl Emulator {
         }
         let function = self.kernels.functions[kernel as usize];
         // SAFETY: `values` points at one value per parameter, typed as the kernel declares them
-        // (checked by the engine), alive for the call; the pointers inside address host memory
-        // the caller checked against the dimensions.
+        // (checked by the engine), alive for the call; the pointers among them address host
+        // allocations that the op's front door (`backend::checks`) found long enough for the
+        // dimensions passed with them.
         let status = unsafe { function(grid.0, block.0, config.shared_mem_bytes, values.as_ptr()) };
         match status {
             0 => Ok(()),
@@ -191,10 +196,7 @@ impl Emulator {
 }
 
 fn emulator_error(op: &'static str, kernel: Kernel, what: &str) -> BackendError {
-    BackendError::Device {
-        op,
-        message: format!("emulated {}: {what}", kernel.name()),
-    }
+    device_error(op, format!("emulated {}: {what}", kernel.name()))
 }
 
 /// Compiles one shared library per kernel file and resolves every kernel's entry.
@@ -287,7 +289,8 @@ fn round_mantissa(x: f32, bits: u32) -> f32 {
 /// `A` or `B`.
 pub(crate) unsafe fn blas_reference(call: &BlasCall) -> Result<(), String> {
     let (a, b, c) = match call.operands {
-        Operands::Strided(strided) => return strided_reference(call, strided),
+        // SAFETY: the caller's guarantee for `call` is the one `strided_reference` needs.
+        Operands::Strided(strided) => return unsafe { strided_reference(call, strided) },
         Operands::Arrays { a, b, c } => (a, b, c),
     };
     if call.count < 0 {
@@ -301,7 +304,9 @@ pub(crate) unsafe fn blas_reference(call: &BlasCall) -> Result<(), String> {
             ));
         }
     }
-    let read = |array: u64, i: usize| *(array as *const u64).add(i);
+    // SAFETY: called for `i < count` only, on arrays that `allocated` found to hold `count`
+    // addresses in one live allocation.
+    let read = |array: u64, i: usize| unsafe { *(array as *const u64).add(i) };
     for i in 0..count {
         let entry = BlasCall {
             count: 1,
@@ -315,7 +320,9 @@ pub(crate) unsafe fn blas_reference(call: &BlasCall) -> Result<(), String> {
             }),
             ..*call
         };
-        blas_reference(&entry).map_err(|e| format!("entry {i}: {e}"))?;
+        // SAFETY: the entry addresses one matrix of the caller's call, which the caller
+        // guarantees lies in live memory, `C` apart from `A` and `B`.
+        unsafe { blas_reference(&entry) }.map_err(|e| format!("entry {i}: {e}"))?;
     }
     Ok(())
 }
@@ -373,34 +380,39 @@ unsafe fn strided_reference(call: &BlasCall, operands: Strided) -> Result<(), St
     };
     let (m, n, k) = (call.m as isize, call.n as isize, call.k as isize);
     let (lda, ldb, ldc) = (call.lda as isize, call.ldb as isize, call.ldc as isize);
-    for batch in 0..call.count as isize {
-        let a = (a as *const f32).offset(batch * stride_a as isize);
-        let b = (b as *const f32).offset(batch * stride_b as isize);
-        let c = (c as *mut f32).offset(batch * stride_c as isize);
-        let a_at = |i: isize, p: isize| {
-            round(if call.trans_a {
-                *a.offset(p + i * lda)
-            } else {
-                *a.offset(i + p * lda)
-            })
-        };
-        let b_at = |p: isize, j: isize| {
-            round(if call.trans_b {
-                *b.offset(j + p * ldb)
-            } else {
-                *b.offset(p + j * ldb)
-            })
-        };
-        for j in 0..n {
-            for i in 0..m {
-                let sum: f64 = (0..k).map(|p| a_at(i, p) as f64 * b_at(p, j) as f64).sum();
-                let out = c.offset(i + j * ldc);
-                let product = call.alpha as f64 * sum;
-                *out = if call.beta == 0.0 {
-                    product as f32
+    // SAFETY: the span checks above found every element that the call addresses in A, B and C
+    // inside a live allocation, and the caller guarantees that C overlaps neither A nor B; the
+    // emulator runs synchronously, so nothing else touches the memory during the call.
+    unsafe {
+        for batch in 0..call.count as isize {
+            let a = (a as *const f32).offset(batch * stride_a as isize);
+            let b = (b as *const f32).offset(batch * stride_b as isize);
+            let c = (c as *mut f32).offset(batch * stride_c as isize);
+            let a_at = |i: isize, p: isize| {
+                round(if call.trans_a {
+                    *a.offset(p + i * lda)
                 } else {
-                    (product + call.beta as f64 * *out as f64) as f32
-                };
+                    *a.offset(i + p * lda)
+                })
+            };
+            let b_at = |p: isize, j: isize| {
+                round(if call.trans_b {
+                    *b.offset(j + p * ldb)
+                } else {
+                    *b.offset(p + j * ldb)
+                })
+            };
+            for j in 0..n {
+                for i in 0..m {
+                    let sum: f64 = (0..k).map(|p| a_at(i, p) as f64 * b_at(p, j) as f64).sum();
+                    let out = c.offset(i + j * ldc);
+                    let product = call.alpha as f64 * sum;
+                    *out = if call.beta == 0.0 {
+                        product as f32
+                    } else {
+                        (product + call.beta as f64 * *out as f64) as f32
+                    };
+                }
             }
         }
     }

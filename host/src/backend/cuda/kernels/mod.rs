@@ -11,7 +11,8 @@
 use cudarc::driver::{LaunchArgs, LaunchConfig, PushKernelArg};
 
 use super::compile::KERNEL_FILES;
-use crate::backend::{BackendError, BackendResult};
+use super::error::device_error;
+use crate::backend::BackendResult;
 
 /// The C type of one kernel parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,14 +194,14 @@ pub(crate) fn warp_per_row(rows: usize) -> LaunchConfig {
 pub(crate) fn check_args(op: &'static str, kernel: Kernel, args: &[Arg]) -> BackendResult<()> {
     let kinds: Vec<Param> = args.iter().map(Arg::param).collect();
     if kinds != kernel.params() {
-        return Err(BackendError::Device {
+        return Err(device_error(
             op,
-            message: format!(
+            format!(
                 "kernel {} takes {:?} but was launched with {kinds:?}",
                 kernel.name(),
                 kernel.params()
             ),
-        });
+        ));
     }
     Ok(())
 }
