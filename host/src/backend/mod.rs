@@ -45,6 +45,10 @@ mod checks;
 mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+// Without the `cuda` feature, a stand-in that says so when opened.
+#[cfg(not(feature = "cuda"))]
+#[path = "no_cuda.rs"]
+pub mod cuda;
 pub mod device;
 mod turn;
 
@@ -53,7 +57,8 @@ use fedotp_core::ot::{BatchLayout, BatchReport, OtParams};
 pub use checks::Checked;
 pub use cpu::Cpu;
 #[cfg(feature = "cuda")]
-pub use cuda::{Cuda, CudaBuf, CudaError, MathMode};
+pub use cuda::MathMode;
+pub use cuda::{Cuda, CudaBuf, CudaError};
 pub use device::{Device, DeviceError, OnBackend, SelectedBackend};
 pub use turn::Turn;
 
