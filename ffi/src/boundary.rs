@@ -58,7 +58,7 @@ pub(crate) unsafe fn slice<'a, T>(
 /// An exclusive slice of `len` elements at `ptr`, refusing NULL and a `len` no buffer can have.
 ///
 /// # Safety
-/// As [`slice`], and no other reference to that memory may exist for `'a`.
+/// As [`slice()`], and no other reference to that memory may exist for `'a`.
 pub(crate) unsafe fn slice_mut<'a, T>(
     ptr: *mut T,
     len: usize,

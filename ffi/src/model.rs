@@ -19,7 +19,7 @@ use crate::status::{Failure, FEDOTP_ERR_UNSUPPORTED_DEVICE};
 
 /// A model's copy on one device, type-erased: an `Arc<FrozenClip<B>>` of that device's backend
 /// `B`, so that copies on different backends share one list.
-type Copy = Arc<dyn Any + Send + Sync>;
+type ModelCopy = Arc<dyn Any + Send + Sync>;
 
 /// What a `FedotpModel` handle names: the weights on the CPU, and their copies on the GPUs
 /// that clients asked for.
@@ -30,13 +30,13 @@ pub(crate) struct Model {
     /// `ClipWeights::fingerprint`, computed for the first client.
     fingerprint: OnceLock<String>,
     /// The model on each device a client asked for (the CPU's from the start), by device.
-    copies: Mutex<Vec<(Device, Copy)>>,
+    copies: Mutex<Vec<(Device, ModelCopy)>>,
 }
 
 impl Model {
     fn new(weights: ClipWeights<Vec<f32>>) -> Result<Self, Failure> {
         let cpu = Arc::new(FrozenClip::new(Cpu::new(), weights)?);
-        let cpu_copy: Copy = Arc::clone(&cpu) as Copy;
+        let cpu_copy = Arc::clone(&cpu) as ModelCopy;
         Ok(Model {
             cpu,
             fingerprint: OnceLock::new(),
@@ -80,7 +80,7 @@ impl Model {
             )
         })?;
         let clip = Arc::new(clip);
-        copies.push((device, Arc::clone(&clip) as Copy));
+        copies.push((device, Arc::clone(&clip) as ModelCopy));
         Ok(clip)
     }
 }
