@@ -40,6 +40,14 @@
 //!   written once, so every backend refuses a bad call with the same [`BackendError`];
 //! - check only the limits of its own hardware there (e.g. the CUDA kernels' 32-bit dimensions,
 //!   the OT solve's shared memory).
+//!
+//! # Choosing a backend
+//!
+//! A [`Device`] (`cpu`, `cuda`, `cuda:N`, `auto`) names a backend; [`Device::open`] opens it and
+//! [`SelectedBackend::run`] runs code written once, generic over [`Backend`] ([`OnBackend`]), on
+//! it — the one way the CLI and libfedotp get to a device ([`device`]). Without the `cuda`
+//! feature [`Cuda`] is a stand-in that says so when opened. Threads that share a backend take
+//! turns on it ([`Backend::take_turn`]): a GPU serves one caller at a time.
 
 mod checks;
 mod cpu;

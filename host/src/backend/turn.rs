@@ -30,3 +30,40 @@ impl<'a> Turn<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::Turn;
+    use crate::backend::{Backend, Cpu};
+
+    #[test]
+    fn a_turn_holds_its_lock_until_dropped() {
+        let lock = Mutex::new(());
+        let turn = Turn::of(&lock);
+        assert!(lock.try_lock().is_err());
+        drop(turn);
+        assert!(lock.try_lock().is_ok());
+    }
+
+    #[test]
+    fn a_panic_during_a_turn_does_not_end_the_turns() {
+        let lock = Arc::new(Mutex::new(()));
+        let held = Arc::clone(&lock);
+        let panicked = std::thread::spawn(move || {
+            let _turn = Turn::of(&held);
+            panic!("a caller fails during its turn");
+        })
+        .join();
+        assert!(panicked.is_err() && lock.is_poisoned());
+        let _turn = Turn::of(&lock);
+    }
+
+    #[test]
+    fn cpu_turns_exclude_no_one() {
+        let cpu = Cpu::new();
+        let _first = cpu.take_turn();
+        let _second = cpu.take_turn();
+    }
+}
