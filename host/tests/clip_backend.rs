@@ -4,7 +4,8 @@
 //! buffer, index and shape checks every backend must make.
 
 use fedotp_host::backend::{
-    AttentionShape, Backend, BackendError, BatchNorm, Conv2d, Cpu, MapShape, PatchShape, SeqShape,
+    AttentionShape, Backend, BackendError, BatchNorm, Conv2d, Cpu, LayerNorm, MapShape, PatchShape,
+    SeqShape,
 };
 
 fn values(len: usize, seed: u64) -> Vec<f32> {
@@ -191,6 +192,67 @@ fn short_buffers_and_bad_indices_are_errors() {
         ),
         "{err}"
     );
+}
+
+/// Calls the CPU backend once refused only by a panic of its own: the checks are now the ops'
+/// front doors, shared by every backend.
+#[test]
+fn front_door_checks_refuse_what_the_cpu_backend_did_not_check() {
+    let cpu = Cpu::new();
+    // A LayerNorm whose scale holds 3 of its 4 values.
+    let ln = LayerNorm {
+        weight: vec![1.0; 3],
+        bias: vec![0.0; 4],
+        width: 4,
+        eps: 1e-5,
+    };
+    let (mut out, mut mean, mut rstd) = (vec![0.0; 8], vec![0.0; 2], vec![0.0; 2]);
+    let err = cpu
+        .layer_norm(&mut out, (&mut mean, &mut rstd), &vec![0.0; 8], &ln, 2)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BackendError::BufferTooSmall {
+                buffer: "weight",
+                len: 3,
+                needed: 4,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // A position-embedding gradient asked to lengthen the sequences (5 of 3 tokens).
+    let shape = SeqShape {
+        batch: 1,
+        seq: 5,
+        width: 2,
+    };
+    let err = cpu
+        .position_embed_backward(&mut vec![0.0; 10], &vec![0.0; 10], 3, shape)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BackendError::IndexOutOfRange {
+                index: 5,
+                bound: 4,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Patches of side 0.
+    let shape = PatchShape {
+        batch: 1,
+        channels: 3,
+        image_size: 4,
+        patch_size: 0,
+    };
+    let err = cpu
+        .extract_patches(&mut vec![0.0; 48], &vec![0.0; 48], shape)
+        .unwrap_err();
+    assert!(matches!(err, BackendError::InvalidShape { .. }), "{err}");
 }
 
 /// Naive convolution over channels-last maps with a PyTorch-layout `(out, in, k, k)` weight.

@@ -156,6 +156,10 @@ fn truncated_file_is_an_error_naming_the_file() {
             matches!(err, ClipError::Safetensors { .. }),
             "{keep}: {err:?}"
         );
+        // The parser's own error stays reachable behind the message.
+        let source = std::error::Error::source(&err)
+            .and_then(|source| source.downcast_ref::<safetensors::SafeTensorError>());
+        assert!(source.is_some(), "{keep}: {err:?}");
         assert!(message.contains(&path.display().to_string()), "{message}");
     }
 }

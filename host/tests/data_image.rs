@@ -274,6 +274,15 @@ fn corrupt_and_unsupported_images_are_errors_naming_the_file() {
         Err(DataError::Io { .. })
     ));
     assert!(matches!(RgbImage::open(&gif), Err(DataError::Image { .. })));
+    // The decoder's and the system's own errors stay reachable behind the messages.
+    let decoder_error = RgbImage::open(&truncated).unwrap_err();
+    let source = std::error::Error::source(&decoder_error)
+        .and_then(|source| source.downcast_ref::<image::ImageError>());
+    assert!(source.is_some(), "{decoder_error:?}");
+    let io_error = RgbImage::open(&missing).unwrap_err();
+    let source = std::error::Error::source(&io_error)
+        .and_then(|source| source.downcast_ref::<std::io::Error>());
+    assert!(source.is_some(), "{io_error:?}");
 }
 
 #[test]

@@ -16,8 +16,9 @@ use super::{
 };
 
 /// Proof that an op's arguments passed its checks: every `*_unchecked` method of [`Backend`]
-/// takes one, and only the op's front door can make it, so an implementation may rely on its
-/// buffers being as long as the dimensions say and its indices being in range.
+/// takes one, and only the checks behind the ops' front doors can make one (it has a private
+/// field and is not `Clone`), so an implementation may rely on its buffers being as long as the
+/// dimensions say, its indices being in range and its shapes fitting together.
 #[derive(Debug)]
 pub struct Checked {
     /// Private: no code outside this module can make a token.

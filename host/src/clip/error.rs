@@ -16,12 +16,12 @@ pub enum ClipError {
         source: std::io::Error,
     },
     /// A safetensors file is truncated or its header is corrupt.
-    #[error("{path}: not a valid safetensors file: {message}")]
+    #[error("{path}: not a valid safetensors file: {source}")]
     Safetensors {
         /// The file.
         path: PathBuf,
         /// What the parser found wrong.
-        message: String,
+        source: safetensors::SafeTensorError,
     },
     /// No weights file was found where one was expected.
     #[error("{path}: no CLIP weights found (looked for {looked_for})")]

@@ -63,9 +63,9 @@ impl ClipWeights<Vec<f32>> {
         // read-only, lives only during this call, and every tensor is copied out of it into
         // `f32` vectors, for which any bytes are valid values.
         let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        let tensors = SafeTensors::deserialize(&mmap).map_err(|e| ClipError::Safetensors {
+        let tensors = SafeTensors::deserialize(&mmap).map_err(|source| ClipError::Safetensors {
             path: file_path.clone(),
-            message: e.to_string(),
+            source,
         })?;
         let mut file = TensorFile {
             path: &file_path,

@@ -265,7 +265,7 @@ impl DatasetConfig {
             transform
                 .transform(1, self.normalize)
                 .validate()
-                .map_err(|e| ConfigError::invalid(field, e.to_string()))?;
+                .map_err(|e| ConfigError::invalid(field, e))?;
         }
         Ok(())
     }

@@ -47,8 +47,10 @@ pub enum ConfigError {
         source_name: Option<String>,
         /// The dotted key path of the offending field.
         field: String,
-        /// What is wrong with it.
-        reason: String,
+        /// What is wrong with it: a message, or the error of the module that refused the value
+        /// (the model's or the data's validation).
+        #[source]
+        reason: Box<dyn std::error::Error + Send + Sync>,
     },
     /// An `extends` chain is broken: a missing base file, a cycle, or too deep.
     #[error("{source_name}: `extends`: {reason}")]
@@ -62,7 +64,10 @@ pub enum ConfigError {
 
 impl ConfigError {
     /// An [`ConfigError::Invalid`] for `field`.
-    pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn invalid(
+        field: impl Into<String>,
+        reason: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
         ConfigError::Invalid {
             source_name: None,
             field: field.into(),

@@ -245,6 +245,6 @@ impl TinyModelConfig {
         // The checks above name the configuration's fields; the model's own are the authority.
         self.clip_config()
             .validate()
-            .map_err(|e| ConfigError::invalid("model", e.to_string()))
+            .map_err(|e| ConfigError::invalid("model", e))
     }
 }

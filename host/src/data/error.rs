@@ -12,15 +12,16 @@ pub enum DataError {
         /// The file or directory.
         path: PathBuf,
         /// What the operating system said.
+        #[source]
         error: std::io::Error,
     },
     /// An image file is corrupt, truncated or in a format other than JPEG or PNG.
-    #[error("cannot decode image {}: {reason}", path.display())]
+    #[error("cannot decode image {}: {source}", path.display())]
     Image {
         /// The image file (or the name given to in-memory bytes).
         path: PathBuf,
-        /// What the decoder said.
-        reason: String,
+        /// The decoder's error, or why the image was not given to it.
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A fixed-size binary record (CIFAR) is truncated or holds an impossible value.
     #[error("{}: corrupt record at byte offset {offset}: {reason}", path.display())]

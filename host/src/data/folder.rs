@@ -93,7 +93,7 @@ pub(crate) fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
             "bmp" | "gif" | "tif" | "tiff" | "webp" | "ppm" | "pgm" => {
                 return Err(DataError::Image {
                     path,
-                    reason: "unsupported image format (JPEG and PNG are supported)".into(),
+                    source: "unsupported image format (JPEG and PNG are supported)".into(),
                 })
             }
             _ => {}

@@ -51,21 +51,21 @@ impl RgbImage {
 
     /// Decodes JPEG or PNG `bytes`; `name` is the file the bytes came from, used in errors.
     pub fn decode(bytes: &[u8], name: &Path) -> Result<Self> {
-        let image_error = |reason: String| DataError::Image {
+        let image_error = |source: Box<dyn std::error::Error + Send + Sync>| DataError::Image {
             path: name.to_path_buf(),
-            reason,
+            source,
         };
-        let format = image::guess_format(bytes).map_err(|e| image_error(e.to_string()))?;
+        let format = image::guess_format(bytes).map_err(|e| image_error(e.into()))?;
         if !matches!(format, image::ImageFormat::Jpeg | image::ImageFormat::Png) {
-            return Err(image_error(format!(
-                "{format:?} images are not supported (JPEG and PNG are)"
-            )));
+            return Err(image_error(
+                format!("{format:?} images are not supported (JPEG and PNG are)").into(),
+            ));
         }
         let decoded = image::load_from_memory_with_format(bytes, format)
-            .map_err(|e| image_error(e.to_string()))?;
+            .map_err(|e| image_error(e.into()))?;
         let rgb = decoded.into_rgb8();
         let (width, height) = rgb.dimensions();
-        Self::new(width, height, rgb.into_raw()).map_err(|e| image_error(e.to_string()))
+        Self::new(width, height, rgb.into_raw()).map_err(|e| image_error(e.into()))
     }
 
     /// Width in pixels.

@@ -15,6 +15,7 @@ pub enum RunError {
         /// The file or directory.
         path: PathBuf,
         /// What the operating system said.
+        #[source]
         error: std::io::Error,
     },
     /// A file does not hold what it should (not a checkpoint, a malformed metrics line, a
@@ -52,6 +53,7 @@ pub enum RunError {
         /// The configuration file.
         path: PathBuf,
         /// What is wrong with it.
+        #[source]
         error: ConfigError,
     },
     /// A resumed run's data no longer partitions as it did when the run started.

@@ -795,6 +795,28 @@ fn errors_match_the_cpu(gpu: &Cuda, cpu: &Cpu, report: &mut Report) {
         "index count: same error",
         cpu_err.to_string() == gpu_err.to_string(),
     );
+    // Patches of side 0: a shape error from the front door on both backends.
+    let patches = PatchShape {
+        batch: 1,
+        channels: 1,
+        image_size: 4,
+        patch_size: 0,
+    };
+    let cpu_err = cpu
+        .extract_patches(&mut vec![0.0; 16], &vec![0.0; 16], patches)
+        .unwrap_err();
+    let gpu_err = gpu
+        .extract_patches(
+            &mut gpu.alloc(16).unwrap(),
+            &gpu.alloc(16).unwrap(),
+            patches,
+        )
+        .unwrap_err();
+    report.require(
+        "patch size 0: same error",
+        matches!(cpu_err, BackendError::InvalidShape { .. })
+            && cpu_err.to_string() == gpu_err.to_string(),
+    );
     drop((short_c, short_g));
 }
 

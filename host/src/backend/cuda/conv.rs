@@ -99,7 +99,8 @@ pub(super) fn conv2d_tiled(
 }
 
 /// `dst (rows × out_channels) = src (rows × patch_len) · Wᵀ`, one GEMM in the backend's math
-/// mode; `dst` and `src` are device addresses the caller checked.
+/// mode; `dst` and `src` are device addresses of buffers that hold `rows` such rows (the
+/// output and input sized by the front door's checks, or the im2col tile).
 fn times_conv_weight(
     gpu: &Cuda,
     dst: u64,

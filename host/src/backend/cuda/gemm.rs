@@ -69,8 +69,9 @@ fn int(op: &'static str, what: &'static str, value: usize) -> BackendResult<i32>
 
 impl Cuda {
     /// `C = alpha · op(A) · op(B) + beta · C` for every matrix of the batch, row-major, with
-    /// `math`'s compute type (inputs and outputs stay `f32`). The caller has checked that every
-    /// operand's buffer holds the matrices the shape and strides address.
+    /// `math`'s compute type (inputs and outputs stay `f32`). The caller (an op behind its
+    /// front-door checks) guarantees that every operand's buffer holds the matrices the shape
+    /// and strides address.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn gemm(
         &self,
