@@ -232,7 +232,8 @@ pub unsafe extern "C" fn fedotp_client_update_encode(
 ) -> i32 {
     call(|| {
         let shape = prompt_shape(n_ctx, width)?;
-        // SAFETY: non-NULL metric pointers point to a float each, read once here.
+        // SAFETY: `as_ref` turns NULL into `None`; a non-NULL `loss` or `accuracy` points to an
+        // aligned, initialised float (the header's contract), copied out at once.
         let (loss, accuracy) = unsafe { (loss.as_ref().copied(), accuracy.as_ref().copied()) };
         let needed = ClientUpdate::encoded_len(shape);
         // SAFETY: `encode_into`'s contract is this function's: a non-NULL `prompt` points to

@@ -145,7 +145,9 @@ pub unsafe extern "C" fn fedotp_client_read_global(
             client.trained = None;
             Ok(round)
         })?;
-        // SAFETY: a non-NULL `round_out` points to a writable uint32_t, apart from `bytes`.
+        // SAFETY: `as_mut` turns NULL into `None`; a non-NULL `round_out` points to an aligned,
+        // writable uint32_t (the header's contract), apart from `bytes` (checked above), and
+        // the slice of `bytes` is no longer used.
         if let Some(round_out) = unsafe { round_out.as_mut() } {
             *round_out = round;
         }

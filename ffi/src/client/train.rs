@@ -46,8 +46,9 @@ unsafe fn cancelled(cancel: *const u32) -> bool {
     if cancel.is_null() {
         return false;
     }
-    // SAFETY: an aligned, valid uint32_t (the caller's contract), read atomically; libfedotp
-    // never writes it.
+    // SAFETY: `cancel` is non-NULL (checked above); the caller guarantees an aligned uint32_t
+    // there, valid during the call and written by other threads only atomically, so an atomic
+    // view of it races with nothing. libfedotp only loads it.
     unsafe { AtomicU32::from_ptr(cancel.cast_mut()) }.load(Ordering::Relaxed) != 0
 }
 
@@ -110,10 +111,13 @@ pub unsafe extern "C" fn fedotp_client_train(
                 with_dataset(set, &class_names, |dataset, tokens| {
                     client.train(dataset, tokens, epochs, count, &mut |done, total| {
                         if let Some(progress) = progress {
-                            // SAFETY: the caller passes a valid function pointer.
+                            // SAFETY: a non-NULL `progress` is a valid function of this
+                            // signature (the header's contract); `user_data` is passed through
+                            // untouched.
                             unsafe { progress(done as u64, total as u64, user_data) };
                         }
-                        // SAFETY: the caller's flag, valid during the call.
+                        // SAFETY: `cancelled`'s contract is this function's: NULL, or a
+                        // uint32_t valid during the call, written only atomically.
                         if unsafe { cancelled(cancel) } {
                             ControlFlow::Break(())
                         } else {
@@ -123,7 +127,9 @@ pub unsafe extern "C" fn fedotp_client_train(
                 })
             })
         })?;
-        // SAFETY: a non-NULL `report_out` points to a writable report.
+        // SAFETY: `as_mut` turns NULL into `None`; a non-NULL `report_out` points to an aligned,
+        // writable `FedotpTrainReport` (the header's contract), a plain struct with nothing to
+        // drop, so assigning over whatever was there is sound.
         if let Some(report_out) = unsafe { report_out.as_mut() } {
             *report_out = report;
         }
