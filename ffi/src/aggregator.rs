@@ -134,7 +134,9 @@ pub unsafe extern "C" fn fedotp_aggregator_add_message(
             round.aggregator.add(&update)?;
             Ok(FedotpClientUpdateHeader::from(&update))
         })?;
-        // SAFETY: a non-NULL `header_out` points to a writable header, apart from `bytes`.
+        // SAFETY: `as_mut` turns NULL into `None`; a non-NULL `header_out` points to an aligned,
+        // writable header (the header's contract), apart from `bytes` (checked above); a plain
+        // struct with nothing to drop, so assigning over whatever was there is sound.
         if let Some(header_out) = unsafe { header_out.as_mut() } {
             *header_out = header;
         }

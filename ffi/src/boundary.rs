@@ -49,14 +49,16 @@ pub(crate) unsafe fn slice<'a, T>(
         return Err(null(name));
     }
     check_span::<T>(len, name)?;
-    // SAFETY: non-NULL, a span a slice may have, and the caller guarantees `len` valid elements.
+    // SAFETY: `ptr` is non-NULL (checked above) and `len` elements span at most `isize::MAX`
+    // bytes (`check_span`); the caller guarantees `len` initialised elements there, unmodified
+    // for `'a`, and aligned (a `T *` that C may dereference is aligned for `T`).
     Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
 }
 
 /// An exclusive slice of `len` elements at `ptr`, refusing NULL and a `len` no buffer can have.
 ///
 /// # Safety
-/// As [`slice`], and no other reference to that memory may exist for `'a`.
+/// As [`slice()`], and no other reference to that memory may exist for `'a`.
 pub(crate) unsafe fn slice_mut<'a, T>(
     ptr: *mut T,
     len: usize,
@@ -66,8 +68,10 @@ pub(crate) unsafe fn slice_mut<'a, T>(
         return Err(null(name));
     }
     check_span::<T>(len, name)?;
-    // SAFETY: non-NULL, a span a slice may have, and the caller guarantees `len` valid,
-    // unaliased elements.
+    // SAFETY: `ptr` is non-NULL (checked above) and `len` elements span at most `isize::MAX`
+    // bytes (`check_span`); the caller guarantees `len` aligned, initialised elements there,
+    // not referenced elsewhere for `'a` (overlapping buffers are refused by the callers'
+    // `check_disjoint` before this).
     Ok(unsafe { std::slice::from_raw_parts_mut(ptr, len) })
 }
 
@@ -92,7 +96,8 @@ pub(crate) fn check_span<T>(len: usize, name: &str) -> Result<(), Failure> {
 /// # Safety
 /// A non-NULL `ptr` must point to a valid `T`.
 pub(crate) unsafe fn reference<'a, T>(ptr: *const T, name: &str) -> Result<&'a T, Failure> {
-    // SAFETY: the caller guarantees a non-NULL `ptr` points to a valid `T`.
+    // SAFETY: `as_ref` turns NULL into `None`; the caller guarantees a non-NULL `ptr` points to
+    // an aligned, initialised `T` that stays valid for `'a`.
     unsafe { ptr.as_ref() }.ok_or_else(|| null(name))
 }
 
@@ -104,7 +109,8 @@ pub(crate) unsafe fn string<'a>(ptr: *const c_char, name: &str) -> Result<&'a st
     if ptr.is_null() {
         return Err(null(name));
     }
-    // SAFETY: non-NULL, and the caller guarantees a NUL-terminated string.
+    // SAFETY: `ptr` is non-NULL (checked above); the caller guarantees a NUL-terminated string
+    // there that stays valid and unmodified for `'a`.
     let bytes = unsafe { CStr::from_ptr(ptr) };
     bytes.to_str().map_err(|error| {
         Failure::new(
@@ -119,9 +125,13 @@ pub(crate) unsafe fn string<'a>(ptr: *const c_char, name: &str) -> Result<&'a st
 /// # Safety
 /// A non-NULL `ptr` must point to writable memory for a `T`, not covered by a live slice.
 pub(crate) unsafe fn write<T>(ptr: *mut T, value: T, name: &str) -> Result<(), Failure> {
-    // SAFETY: the caller guarantees a non-NULL `ptr` points to a writable `T`.
-    let slot = unsafe { ptr.as_mut() }.ok_or_else(|| null(name))?;
-    *slot = value;
+    if ptr.is_null() {
+        return Err(null(name));
+    }
+    // SAFETY: `ptr` is non-NULL (checked above); the caller guarantees it points to aligned,
+    // writable memory for a `T` that no live slice covers. `ptr::write` neither reads nor
+    // drops what was there, so the memory may be uninitialised (C's out-parameters often are).
+    unsafe { ptr.write(value) };
     Ok(())
 }
 

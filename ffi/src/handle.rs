@@ -1,9 +1,9 @@
 //! Opaque handles: C holds ids, never pointers to Rust objects.
 //!
-//! Every object that C keeps between calls (an aggregator now; models and clients later) lives in
-//! one process-wide registry, and the handle C receives is its id disguised as a pointer to an
-//! opaque struct (`FedotpAggregator *`), which C cannot dereference. Every call looks the id up
-//! first, so a handle that
+//! Every object that C keeps between calls (a model, an image set, a client, an aggregator) lives
+//! in one process-wide registry, and the handle C receives is its id disguised as a pointer to an
+//! opaque struct (`FedotpModel *`, `FedotpImages *`, `FedotpClient *`, `FedotpAggregator *`),
+//! which C cannot dereference. Every call looks the id up first, so a handle that
 //!
 //! - was freed (ids are never reused, so it cannot reach a newer object),
 //! - was never issued (a forged, uninitialised or corrupted value), or

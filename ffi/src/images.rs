@@ -235,7 +235,8 @@ pub unsafe extern "C" fn fedotp_images_add_gray16(
     window: *const FedotpGrayWindow,
     label: u32,
 ) -> i32 {
-    // SAFETY: the caller passes NULL or a valid window, read once here.
+    // SAFETY: `as_ref` turns NULL into `None`; a non-NULL `window` points to an aligned,
+    // initialised `FedotpGrayWindow` (the header's contract), copied out at once.
     let window = match unsafe { window.as_ref() } {
         None => GrayWindow::FullRange,
         Some(&FedotpGrayWindow { centre, width }) => GrayWindow::CentreWidth { centre, width },

@@ -2,10 +2,9 @@
 
 use std::ffi::{c_char, CStr};
 
-use fedotp_host::config::Device;
+use fedotp_host::backend::Device;
 
 use crate::boundary::{call, check_disjoint, require, string, write};
-use crate::status::{Failure, FEDOTP_ERR_UNSUPPORTED_DEVICE};
 
 /// The version, NUL-terminated, for `fedotp_version`.
 const VERSION: &CStr =
@@ -58,41 +57,6 @@ pub unsafe extern "C" fn fedotp_version_numbers(
     })
 }
 
-/// The device named `name`: "cpu", "cuda", "cuda:N" or "auto".
-fn parse_device(name: &str) -> Result<Device, Failure> {
-    name.parse()
-        .map_err(|error| Failure::new(FEDOTP_ERR_UNSUPPORTED_DEVICE, format!("`device`: {error}")))
-}
-
-/// Whether `device` can be computed on in this process, now: the CPU always; a GPU when this
-/// build has the CUDA backend and the driver, cuBLAS and NVRTC load and report the device.
-fn usable(device: &Device) -> bool {
-    match device {
-        Device::Cpu | Device::Auto => true,
-        #[cfg(feature = "cuda")]
-        Device::Cuda(ordinal) => {
-            fedotp_host::backend::Cuda::device_count().is_ok_and(|count| *ordinal < count)
-        }
-        #[cfg(not(feature = "cuda"))]
-        Device::Cuda(_) => false,
-    }
-}
-
-/// The device named `name`, parsed; whether it can be used is found when a client is made on
-/// it. A build without the CUDA backend refuses "cuda" and "cuda:N" here.
-pub(crate) fn resolve_device(name: &str) -> Result<Device, Failure> {
-    let device = parse_device(name)?;
-    if cfg!(not(feature = "cuda")) && matches!(device, Device::Cuda(_)) {
-        return Err(Failure::new(
-            FEDOTP_ERR_UNSUPPORTED_DEVICE,
-            format!(
-                "device \"{device}\": this build of libfedotp has no CUDA backend; use \"cpu\""
-            ),
-        ));
-    }
-    Ok(device)
-}
-
 /// Whether this library can compute on `device` in this process, now: 1 for "cpu" and "auto"
 /// (always); for "cuda" / "cuda:N", 1 when this build has the CUDA backend, the NVIDIA driver,
 /// cuBLAS and NVRTC load (they are looked up on the loader path at run time) and the device
@@ -117,7 +81,7 @@ pub unsafe extern "C" fn fedotp_device_available(
         // SAFETY: the caller passes a NUL-terminated string or NULL.
         let name = unsafe { string(device, "device") }?;
         require(available_out, "available_out")?;
-        let available = u32::from(usable(&parse_device(name)?));
+        let available = u32::from(name.parse::<Device>()?.available());
         // SAFETY: non-NULL (checked above) and writable.
         unsafe { write(available_out, available, "available_out") }
     })

@@ -9,6 +9,10 @@
 //! `cargo test -p fedotp-ffi` fails when the checked-in header is stale, and
 //! `UPDATE_HEADER=1 cargo test -p fedotp-ffi --test header` rewrites it.
 
+// Every unsafe operation sits in its own `unsafe {}` block with a `// SAFETY:` comment that
+// names the invariant it relies on (checked here, or the C caller's contract in the header).
+#![warn(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
 mod aggregator;
 mod boundary;
 mod client;

@@ -93,7 +93,8 @@ unsafe fn encode_into(
     check_disjoint(written_out, 1, "written_out", out, out_len, "out")?;
     require(written_out, "written_out")?;
     // SAFETY: the caller passes `prompt_len` floats at `prompt` and `capacity` >= `out_len`
-    // bytes at `out`; they do not overlap (checked above).
+    // bytes at `out` (NULL is refused by `slice`); the two do not overlap (checked above), so
+    // the exclusive slice aliases nothing.
     let (prompt, out) = unsafe {
         (
             slice(prompt, prompt_len, "prompt")?,
@@ -231,10 +232,13 @@ pub unsafe extern "C" fn fedotp_client_update_encode(
 ) -> i32 {
     call(|| {
         let shape = prompt_shape(n_ctx, width)?;
-        // SAFETY: non-NULL metric pointers point to a float each, read once here.
+        // SAFETY: `as_ref` turns NULL into `None`; a non-NULL `loss` or `accuracy` points to an
+        // aligned, initialised float (the header's contract), copied out at once.
         let (loss, accuracy) = unsafe { (loss.as_ref().copied(), accuracy.as_ref().copied()) };
         let needed = ClientUpdate::encoded_len(shape);
-        // SAFETY: the caller's buffers are as stated.
+        // SAFETY: `encode_into`'s contract is this function's: a non-NULL `prompt` points to
+        // `n_ctx * width` floats, `out` to `capacity` writable bytes, `written_out` to a
+        // writable size_t (the header's contract for these arguments).
         unsafe {
             encode_into(
                 prompt,
@@ -291,7 +295,9 @@ pub unsafe extern "C" fn fedotp_global_prompt_encode(
     call(|| {
         let shape = prompt_shape(n_ctx, width)?;
         let needed = GlobalPrompt::encoded_len(shape);
-        // SAFETY: the caller's buffers are as stated.
+        // SAFETY: `encode_into`'s contract is this function's: a non-NULL `prompt` points to
+        // `n_ctx * width` floats, `out` to `capacity` writable bytes, `written_out` to a
+        // writable size_t (the header's contract for these arguments).
         unsafe {
             encode_into(
                 prompt,
@@ -347,7 +353,9 @@ pub unsafe extern "C" fn fedotp_client_update_decode(
 ) -> i32 {
     call(|| {
         let shape = prompt_shape(n_ctx, width)?;
-        // SAFETY: the caller's buffers are as stated.
+        // SAFETY: `decode_into`'s contract is this function's: a non-NULL `bytes` points to
+        // `len` bytes, `prompt_out` to `n_ctx * width` writable floats, `header_out` to a
+        // writable header (the header's contract for these arguments).
         unsafe {
             decode_into(
                 bytes,
@@ -390,7 +398,9 @@ pub unsafe extern "C" fn fedotp_global_prompt_decode(
 ) -> i32 {
     call(|| {
         let shape = prompt_shape(n_ctx, width)?;
-        // SAFETY: the caller's buffers are as stated.
+        // SAFETY: `decode_into`'s contract is this function's: a non-NULL `bytes` points to
+        // `len` bytes, `prompt_out` to `n_ctx * width` writable floats, `round_out` to a
+        // writable uint32_t (the header's contract for these arguments).
         unsafe {
             decode_into(
                 bytes,

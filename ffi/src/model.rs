@@ -5,114 +5,83 @@
 //! does). The weights live in host memory for CPU clients; the first client on a GPU uploads
 //! a copy there, which every later client on that GPU shares.
 
+use std::any::Any;
 use std::ffi::c_char;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use fedotp_host::backend::{Backend, Cpu};
+use fedotp_host::backend::{Backend, Cpu, Device};
 use fedotp_host::clip::{ClipConfig, ClipWeights};
 use fedotp_host::train::FrozenClip;
 
 use crate::boundary::{call, require, string, write};
 use crate::handle::{self, Handle};
-use crate::status::Failure;
-#[cfg(feature = "cuda")]
-use crate::status::FEDOTP_ERR_UNSUPPORTED_DEVICE;
-#[cfg(feature = "cuda")]
-use fedotp_host::backend::Cuda;
+use crate::status::{Failure, FEDOTP_ERR_UNSUPPORTED_DEVICE};
 
-/// The frozen CLIP on one compute device, shared by the clients computing there.
-pub(crate) struct DeviceClip<B: Backend> {
-    clip: FrozenClip<B>,
-    /// Taken by every call that computes on a GPU: the backend's one stream and cuBLAS handle
-    /// serve one thread at a time. `None` on the CPU, where clients compute in parallel.
-    turn: Option<Mutex<()>>,
-}
-
-impl<B: Backend> DeviceClip<B> {
-    /// The model.
-    pub(crate) fn clip(&self) -> &FrozenClip<B> {
-        &self.clip
-    }
-
-    /// Waits for this device's turn where it has one; computing is allowed while the result
-    /// lives.
-    pub(crate) fn turn(&self) -> Option<MutexGuard<'_, ()>> {
-        // A poisoned lock only means another call panicked while computing (and reported it);
-        // the lock guards no data.
-        self.turn
-            .as_ref()
-            .map(|turn| turn.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
-    }
-}
+/// A model's copy on one device, type-erased: an `Arc<FrozenClip<B>>` of that device's backend
+/// `B`, so that copies on different backends share one list.
+type ModelCopy = Arc<dyn Any + Send + Sync>;
 
 /// What a `FedotpModel` handle names: the weights on the CPU, and their copies on the GPUs
 /// that clients asked for.
 pub(crate) struct Model {
-    cpu: Arc<DeviceClip<Cpu>>,
+    /// The weights in host memory: the CPU clients' model, and what other devices' copies are
+    /// uploaded from.
+    cpu: Arc<FrozenClip<Cpu>>,
     /// `ClipWeights::fingerprint`, computed for the first client.
     fingerprint: OnceLock<String>,
-    /// `(ordinal, model)` per GPU in use, made on first use.
-    #[cfg(feature = "cuda")]
-    gpus: Mutex<Vec<(usize, Arc<DeviceClip<Cuda>>)>>,
+    /// The model on each device a client asked for (the CPU's from the start), by device.
+    copies: Mutex<Vec<(Device, ModelCopy)>>,
 }
 
 impl Model {
     fn new(weights: ClipWeights<Vec<f32>>) -> Result<Self, Failure> {
+        let cpu = Arc::new(FrozenClip::new(Cpu::new(), weights)?);
+        let cpu_copy = Arc::clone(&cpu) as ModelCopy;
         Ok(Model {
-            cpu: Arc::new(DeviceClip {
-                clip: FrozenClip::new(Cpu::new(), weights)?,
-                turn: None,
-            }),
+            cpu,
             fingerprint: OnceLock::new(),
-            #[cfg(feature = "cuda")]
-            gpus: Mutex::new(Vec::new()),
+            copies: Mutex::new(vec![(Device::Cpu, cpu_copy)]),
         })
     }
 
     /// The architecture.
     pub(crate) fn config(&self) -> &ClipConfig {
-        &self.cpu.clip.weights().config
+        &self.cpu.weights().config
     }
 
     /// The weights' fingerprint: what a client's saved state is tied to.
     pub(crate) fn fingerprint(&self) -> &str {
         self.fingerprint
-            .get_or_init(|| self.cpu.clip.weights().fingerprint())
+            .get_or_init(|| self.cpu.weights().fingerprint())
     }
 
-    /// The model on the CPU.
-    pub(crate) fn on_cpu(&self) -> Arc<DeviceClip<Cpu>> {
-        Arc::clone(&self.cpu)
-    }
-
-    /// The model on CUDA device `ordinal`, uploaded by the first caller. A GPU that cannot be
-    /// used (no driver, no such device, a missing library, out of memory) is
+    /// The model on `device`, opened as `backend`: the CPU's, or the copy the first client on
+    /// that device uploaded with `backend`. A copy that does not fit on the device is
     /// `FEDOTP_ERR_UNSUPPORTED_DEVICE` with the reason.
-    #[cfg(feature = "cuda")]
-    pub(crate) fn on_cuda(&self, ordinal: usize) -> Result<Arc<DeviceClip<Cuda>>, Failure> {
-        let mut gpus = self
-            .gpus
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some((_, gpu)) = gpus.iter().find(|(o, _)| *o == ordinal) {
-            return Ok(Arc::clone(gpu));
+    pub(crate) fn on<B: Backend + 'static>(
+        &self,
+        device: Device,
+        backend: B,
+    ) -> Result<Arc<FrozenClip<B>>, Failure> {
+        // A poisoned lock only means a panic while uploading; the list itself is consistent.
+        let mut copies = self.copies.lock().unwrap_or_else(PoisonError::into_inner);
+        let found = copies
+            .iter()
+            .filter(|(on, _)| *on == device)
+            .find_map(|(_, copy)| Arc::clone(copy).downcast::<FrozenClip<B>>().ok());
+        if let Some(clip) = found {
+            return Ok(clip);
         }
-        let unusable = |why: String| {
+        let weights = self.cpu.weights().clone();
+        let clip = FrozenClip::new(backend, weights).map_err(|e| {
             Failure::new(
                 FEDOTP_ERR_UNSUPPORTED_DEVICE,
-                format!("device \"cuda:{ordinal}\": {why}"),
+                format!("device \"{device}\": cannot hold the model: {e}"),
             )
-        };
-        let backend = Cuda::new(ordinal).map_err(|e| unusable(e.to_string()))?;
-        let weights = self.cpu.clip.weights().clone();
-        let clip = FrozenClip::new(backend, weights)
-            .map_err(|e| unusable(format!("cannot hold the model: {e}")))?;
-        let gpu = Arc::new(DeviceClip {
-            clip,
-            turn: Some(Mutex::new(())),
-        });
-        gpus.push((ordinal, Arc::clone(&gpu)));
-        Ok(gpu)
+        })?;
+        let clip = Arc::new(clip);
+        copies.push((device, Arc::clone(&clip) as ModelCopy));
+        Ok(clip)
     }
 }
 
@@ -158,7 +127,8 @@ unsafe fn register(
     model_out: *mut *mut FedotpModel,
 ) -> Result<(), Failure> {
     let handle = handle::register::<FedotpModel>(Arc::new(Model::new(weights)?))?;
-    // SAFETY: as the caller promises.
+    // SAFETY: `model_out` is non-NULL and writable: this function's contract, which both
+    // callers check (`require`) before calling it.
     unsafe { write(model_out, handle, "model_out") }
 }
 

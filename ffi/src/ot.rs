@@ -96,7 +96,9 @@ pub unsafe extern "C" fn fedotp_ot_plan(
         };
         let mut work = zeroed::<f32>(ot::workspace_len(m, n), "workspace")?;
         let result = ot::solve(Similarity::new(sim, m, n)?, &params, &mut work, plan_out)?;
-        // SAFETY: a non-NULL `report` points to a writable `FedotpOtReport`.
+        // SAFETY: `as_mut` turns NULL into `None`; a non-NULL `report` points to an aligned,
+        // writable `FedotpOtReport` (the header's contract), apart from `plan_out` (checked
+        // above); a plain struct with nothing to drop, so assigning over it is sound.
         if let Some(report) = unsafe { report.as_mut() } {
             *report = FedotpOtReport {
                 iterations: result.iterations,

@@ -4,7 +4,7 @@ use std::ffi::c_char;
 
 use fedotp_core::ot::OtError;
 use fedotp_core::protocol::{AggregateError, DecodeError, EncodeError};
-use fedotp_host::backend::BackendError;
+use fedotp_host::backend::{BackendError, DeviceError};
 use fedotp_host::clip::ClipError;
 use fedotp_host::data::{DataError, PixelError};
 use fedotp_host::run::RunError;
@@ -405,6 +405,18 @@ impl From<TrainError> for Failure {
             // calls libfedotp makes, or are its own bugs.
             other => internal(other),
         }
+    }
+}
+
+/// A device name that is not one, or a device that cannot be used; the detail says which and
+/// why (a missing library, no such device, a build without CUDA).
+impl From<DeviceError> for Failure {
+    fn from(error: DeviceError) -> Self {
+        let message = match &error {
+            DeviceError::Unknown(_) => format!("`device`: {error}"),
+            DeviceError::Unavailable { device, source } => format!("device \"{device}\": {source}"),
+        };
+        Failure::new(FEDOTP_ERR_UNSUPPORTED_DEVICE, message)
     }
 }
 

@@ -12,12 +12,11 @@ use rand_chacha::ChaCha8Rng;
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 
-use crate::{on_device, CliError, OnBackend};
-use fedotp_host::backend::Backend;
+use crate::{on_device, CliError};
+use fedotp_host::backend::{Backend, Device, OnBackend};
 use fedotp_host::clip::{
     text_forward, vision_forward, ClipWeights, PromptBatch, SpecialTokens, TextActivations,
 };
-use fedotp_host::config::Device;
 use fedotp_host::data::{RgbImage, Transform};
 use fedotp_host::run::write_atomic;
 use fedotp_host::train::{FrozenClip, TrainError};
@@ -194,9 +193,9 @@ struct EncodeJob<'a> {
 }
 
 impl OnBackend for EncodeJob<'_> {
-    type Output = Encoded;
+    type Output = Result<Encoded, CliError>;
 
-    fn run<B: Backend>(self, backend: B) -> Result<Encoded, CliError> {
+    fn run<B: Backend + 'static>(self, backend: B) -> Self::Output {
         Ok(self.encode(backend)?)
     }
 }

@@ -22,8 +22,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 pub use encode::EncodeArgs;
-use fedotp_host::backend::{Backend, Cpu};
-use fedotp_host::config::{ConfigError, Device, ModelConfig, Override, RunConfig, QUICKSTART_NAME};
+use fedotp_host::backend::{Backend, Device, DeviceError, OnBackend};
+use fedotp_host::config::{ConfigError, ModelConfig, Override, RunConfig, QUICKSTART_NAME};
 use fedotp_host::data::CountTable;
 use fedotp_host::run::{
     open_run, resume_run, start_run, EvalStats, PreparedRun, RunError, RunSummary,
@@ -123,13 +123,8 @@ pub enum CliError {
     #[error(transparent)]
     Train(#[from] TrainError),
     /// The configured device cannot be used.
-    #[error("device {device}: {reason}")]
-    Device {
-        /// The device configured.
-        device: Device,
-        /// Why it cannot be used.
-        reason: String,
-    },
+    #[error(transparent)]
+    Device(#[from] DeviceError),
     /// A command-line input (file, list) cannot be used.
     #[error("{0}")]
     Input(String),
@@ -242,50 +237,20 @@ fn train_prepared(run: &PreparedRun, args: &TrainArgs) -> Result<RunResult, CliE
     })
 }
 
-/// Work that runs on whichever backend the configuration's device names.
-trait OnBackend {
-    /// What the work returns.
-    type Output;
-    /// Does the work on `backend`.
-    fn run<B: Backend>(self, backend: B) -> Result<Self::Output, CliError>;
-}
-
-/// Runs `job` on `device`: the CPU, a CUDA device, or (`auto`) CUDA device 0 when one is
-/// usable and the CPU otherwise, saying which and why.
-fn on_device<J: OnBackend>(device: Device, job: J) -> Result<J::Output, CliError> {
-    match device {
-        Device::Cpu => job.run(Cpu::new()),
-        Device::Cuda(ordinal) => job.run(open_cuda(device, ordinal)?),
-        Device::Auto => {
-            match open_cuda(device, 0) {
-                Ok(cuda) => job.run(cuda),
-                // The reasons (missing libraries, no driver) are long; `device = "cuda"` shows them.
-                Err(_) => {
-                    println!("device auto: no usable CUDA device, so the CPU (device = \"cuda\" says why)");
-                    job.run(Cpu::new())
-                }
-            }
-        }
+/// Runs `job` on the backend `device` names, saying which when it is a GPU or when `auto`
+/// chose the CPU.
+fn on_device<J, T>(device: Device, job: J) -> Result<T, CliError>
+where
+    J: OnBackend<Output = Result<T, CliError>>,
+{
+    let selected = device.open()?;
+    if selected.fallback().is_some() {
+        // The reasons (missing libraries, no driver) are long; `device = "cuda"` shows them.
+        println!("device auto: no usable CUDA device, so the CPU (device = \"cuda\" says why)");
+    } else if selected.device() != Device::Cpu {
+        println!("device: {selected}");
     }
-}
-
-#[cfg(feature = "cuda")]
-fn open_cuda(device: Device, ordinal: usize) -> Result<fedotp_host::backend::Cuda, CliError> {
-    let cuda = fedotp_host::backend::Cuda::new(ordinal).map_err(|e| CliError::Device {
-        device,
-        reason: e.to_string(),
-    })?;
-    println!("device: cuda:{ordinal} ({})", cuda.info().name);
-    Ok(cuda)
-}
-
-#[cfg(not(feature = "cuda"))]
-fn open_cuda(device: Device, _ordinal: usize) -> Result<Cpu, CliError> {
-    Err(CliError::Device {
-        device,
-        reason: "this build of fedotp has no CUDA backend (built without the `cuda` feature)"
-            .into(),
-    })
+    selected.run(job)
 }
 
 /// `fedotp train`'s work on a backend.
@@ -296,8 +261,8 @@ struct TrainJob<'a> {
 }
 
 impl OnBackend for TrainJob<'_> {
-    type Output = Option<RunSummary>;
-    fn run<B: Backend>(self, backend: B) -> Result<Self::Output, CliError> {
+    type Output = Result<Option<RunSummary>, CliError>;
+    fn run<B: Backend + 'static>(self, backend: B) -> Self::Output {
         Ok(train_run(
             self.run,
             backend,
@@ -313,8 +278,8 @@ struct EvalJob<'a> {
 }
 
 impl OnBackend for EvalJob<'_> {
-    type Output = Vec<Option<EvalStats>>;
-    fn run<B: Backend>(self, backend: B) -> Result<Self::Output, CliError> {
+    type Output = Result<Vec<Option<EvalStats>>, CliError>;
+    fn run<B: Backend + 'static>(self, backend: B) -> Self::Output {
         let mut sim = Simulation::of_run(self.run, backend, &mut Silent)?;
         Ok(sim.evaluate(&mut Silent)?)
     }

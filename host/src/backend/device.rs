@@ -1,146 +1,220 @@
-//! Choosing where the model runs: the `--device cpu|cuda|cuda:N|auto` option.
+//! Choosing where the model runs: the device `cpu`, `cuda`, `cuda:N` or `auto`, as the
+//! configuration file, the command line and libfedotp name it, and running generic code on it.
 //!
-//! Parsing ([`DeviceRequest`]) and resolving ([`DeviceRequest::resolve`]) are separate: parsing
-//! checks the spelling; resolving checks the machine — whether the CUDA libraries load and the
-//! device exists — and, for `auto`, falls back to the CPU with the reason. Creating the backend
-//! itself ([`Cpu::new`](super::Cpu::new), `Cuda::new(ordinal)`) is the caller's, because the
-//! model code is generic over the backend type:
+//! Three steps, each in one place:
+//! - **Parsing** ([`Device`]'s `FromStr`, also its serde form) checks the spelling only.
+//! - **Opening** ([`Device::open`]) checks the machine and opens the backend: the CPU always; a
+//!   GPU when the CUDA libraries load and the device exists (else an error that says why); for
+//!   `auto`, CUDA device 0 when it can be opened, else the CPU with the reason. A GPU's backend
+//!   is the process's shared one ([`Cuda::shared`]).
+//! - **Running** ([`SelectedBackend::run`]) hands the opened backend to code written once,
+//!   generic over [`Backend`] ([`OnBackend`]).
 //!
 //! ```
-//! use fedotp_host::backend::{DeviceRequest, SelectedDevice};
+//! use fedotp_host::backend::{Backend, Device, OnBackend};
 //!
-//! let request: DeviceRequest = "auto".parse()?;
-//! match request.resolve()? {
-//!     SelectedDevice::Cpu { fallback } => {
-//!         if let Some(why) = fallback {
-//!             eprintln!("using the CPU: {why}");
-//!         }
-//!         // run(&fedotp_host::backend::Cpu::new())
-//!     }
-//!     SelectedDevice::Cuda { ordinal } => {
-//!         // run(&fedotp_host::backend::Cuda::new(ordinal)?)
-//!         # let _ = ordinal;
+//! /// Doubles three numbers on whichever backend the device names.
+//! struct Double;
+//! impl OnBackend for Double {
+//!     type Output = Vec<f32>;
+//!     fn run<B: Backend + 'static>(self, backend: B) -> Vec<f32> {
+//!         let x = backend.upload(&[1.0, 2.0, 3.0]).unwrap();
+//!         let mut y = backend.upload(&[1.0, 2.0, 3.0]).unwrap();
+//!         backend.add_assign(&mut y, &x, 3).unwrap();
+//!         backend.download(&y, 3).unwrap()
 //!     }
 //! }
+//!
+//! let selected = "auto".parse::<Device>()?.open()?;
+//! if let Some(why) = selected.fallback() {
+//!     println!("on the CPU: {why}");
+//! }
+//! assert_eq!(selected.run(Double), [2.0, 4.0, 6.0]);
 //! # Ok::<(), fedotp_host::backend::DeviceError>(())
 //! ```
 
 use std::fmt;
 use std::str::FromStr;
 
-/// What the user asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceRequest {
-    /// `cpu`.
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::{Backend, Cpu, Cuda, CudaError};
+
+/// A compute device: `"cpu"`, `"cuda"` (device 0), `"cuda:N"` or `"auto"` (CUDA device 0 when
+/// it can be used, else the CPU). Parsing checks the spelling; [`Device::open`] checks the
+/// machine.
+///
+/// ```
+/// use fedotp_host::backend::Device;
+/// assert_eq!("cuda:1".parse::<Device>().unwrap(), Device::Cuda(1));
+/// assert_eq!("cuda".parse::<Device>().unwrap().to_string(), "cuda:0");
+/// assert!("gpu".parse::<Device>().is_err());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Device {
+    /// The CPU backend.
     Cpu,
-    /// `cuda` (device 0) or `cuda:N`.
+    /// The CUDA device with this ordinal.
     Cuda(usize),
-    /// `auto`: the first CUDA device when one is usable, else the CPU.
+    /// CUDA device 0 if it can be used, else the CPU.
+    #[default]
     Auto,
 }
 
-/// Where the model will run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SelectedDevice {
-    /// The CPU backend.
-    Cpu {
-        /// For `auto`, why CUDA was not used (no driver, a missing library, no device).
-        fallback: Option<String>,
-    },
-    /// The CUDA backend on device `ordinal`.
-    Cuda {
-        /// The device ordinal.
-        ordinal: usize,
-    },
-}
-
-/// A `--device` value that cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// A device that cannot be used.
+#[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
     /// Not one of the accepted spellings.
-    #[error("unknown device `{0}`: expected cpu, cuda, cuda:N (N = 0, 1, …) or auto")]
+    #[error("{0:?} is not a device: use \"cpu\", \"cuda\", \"cuda:N\" or \"auto\"")]
     Unknown(String),
-    /// A CUDA device was asked for and cannot be used.
-    #[error("device {request}: {reason}")]
+    /// A GPU that cannot be opened: a missing library (named), no driver, no such device, or a
+    /// build without CUDA.
+    #[error("device {device}: {source}")]
     Unavailable {
-        /// The request, e.g. `cuda:1`.
-        request: DeviceRequest,
-        /// Why: a missing library (named), no driver, no such device, or a build without CUDA.
-        reason: String,
+        /// The device asked for, e.g. `cuda:1`.
+        device: Device,
+        /// Why it cannot be used.
+        source: CudaError,
     },
 }
 
-impl FromStr for DeviceRequest {
+impl FromStr for Device {
     type Err = DeviceError;
 
-    fn from_str(s: &str) -> Result<Self, DeviceError> {
-        let value = s.trim().to_ascii_lowercase();
-        match value.as_str() {
-            "cpu" => Ok(DeviceRequest::Cpu),
-            "cuda" => Ok(DeviceRequest::Cuda(0)),
-            "auto" => Ok(DeviceRequest::Auto),
-            _ => value
+    fn from_str(text: &str) -> Result<Self, DeviceError> {
+        match text {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(0)),
+            "auto" => Ok(Device::Auto),
+            _ => text
                 .strip_prefix("cuda:")
-                .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|n| n.parse().ok())
-                .map(DeviceRequest::Cuda)
-                .ok_or_else(|| DeviceError::Unknown(s.to_string())),
+                .and_then(|ordinal| {
+                    // Digits only: `usize::from_str` would also take a leading `+`.
+                    let digits = !ordinal.is_empty() && ordinal.bytes().all(|b| b.is_ascii_digit());
+                    digits.then(|| ordinal.parse().ok()).flatten()
+                })
+                .map(Device::Cuda)
+                .ok_or_else(|| DeviceError::Unknown(text.to_string())),
         }
     }
 }
 
-impl fmt::Display for DeviceRequest {
+impl fmt::Display for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DeviceRequest::Cpu => f.write_str("cpu"),
-            DeviceRequest::Cuda(n) => write!(f, "cuda:{n}"),
-            DeviceRequest::Auto => f.write_str("auto"),
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(ordinal) => write!(f, "cuda:{ordinal}"),
+            Device::Auto => f.write_str("auto"),
         }
     }
 }
 
-impl DeviceRequest {
-    /// Checks the request against this machine. `cuda`/`cuda:N` fail with the reason when the
-    /// device cannot be used; `auto` never fails.
-    pub fn resolve(self) -> Result<SelectedDevice, DeviceError> {
+impl Serialize for Device {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Device {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Device {
+    /// Whether the device can be computed on in this process, now: the CPU and `auto` always;
+    /// a GPU when this build has the CUDA backend, the driver, cuBLAS and NVRTC load and the
+    /// driver reports the device. Opens nothing.
+    pub fn available(self) -> bool {
         match self {
-            DeviceRequest::Cpu => Ok(SelectedDevice::Cpu { fallback: None }),
-            DeviceRequest::Cuda(ordinal) => match cuda_device(ordinal) {
-                Ok(()) => Ok(SelectedDevice::Cuda { ordinal }),
-                Err(reason) => Err(DeviceError::Unavailable {
-                    request: self,
-                    reason,
-                }),
-            },
-            DeviceRequest::Auto => Ok(match cuda_device(0) {
-                Ok(()) => SelectedDevice::Cuda { ordinal: 0 },
-                Err(reason) => SelectedDevice::Cpu {
-                    fallback: Some(reason),
+            Device::Cpu | Device::Auto => true,
+            Device::Cuda(ordinal) => Cuda::device_count().is_ok_and(|count| ordinal < count),
+        }
+    }
+
+    /// Opens the backend of this device: the CPU; the process's shared backend on a GPU
+    /// ([`Cuda::shared`]), or an error that says why it cannot be used; for `auto`, GPU 0 when
+    /// it can be opened, else the CPU with the reason ([`SelectedBackend::fallback`]).
+    pub fn open(self) -> Result<SelectedBackend, DeviceError> {
+        match self {
+            Device::Cpu => Ok(SelectedBackend::Cpu { fallback: None }),
+            Device::Cuda(ordinal) => {
+                Cuda::shared(ordinal)
+                    .map(SelectedBackend::Cuda)
+                    .map_err(|source| DeviceError::Unavailable {
+                        device: self,
+                        source,
+                    })
+            }
+            Device::Auto => Ok(match Cuda::shared(0) {
+                Ok(cuda) => SelectedBackend::Cuda(cuda),
+                Err(source) => SelectedBackend::Cpu {
+                    fallback: Some(DeviceError::Unavailable {
+                        device: Device::Cuda(0),
+                        source,
+                    }),
                 },
             }),
         }
     }
 }
 
-/// Whether CUDA device `ordinal` exists and its libraries load; else why not.
-#[cfg(feature = "cuda")]
-fn cuda_device(ordinal: usize) -> Result<(), String> {
-    use super::cuda::{Cuda, CudaError};
-    let count = Cuda::device_count().map_err(|e| e.to_string())?;
-    if ordinal >= count {
-        return Err(CudaError::NoSuchDevice {
-            requested: ordinal,
-            count,
-        }
-        .to_string());
-    }
-    Ok(())
+/// The backend a [`Device`] names, opened: what generic code runs on ([`SelectedBackend::run`]).
+#[derive(Debug)]
+pub enum SelectedBackend {
+    /// The CPU backend.
+    Cpu {
+        /// For `auto`, why the GPU could not be used.
+        fallback: Option<DeviceError>,
+    },
+    /// The CUDA backend of a GPU.
+    Cuda(Cuda),
 }
 
-/// Without the `cuda` feature there is never a CUDA device.
-#[cfg(not(feature = "cuda"))]
-fn cuda_device(_ordinal: usize) -> Result<(), String> {
-    Err("this build of fedotp has no CUDA support (build with the `cuda` feature)".into())
+impl SelectedBackend {
+    /// The device opened: `cpu` or `cuda:N`, never `auto`.
+    pub fn device(&self) -> Device {
+        match self {
+            SelectedBackend::Cpu { .. } => Device::Cpu,
+            SelectedBackend::Cuda(cuda) => Device::Cuda(cuda.ordinal()),
+        }
+    }
+
+    /// Why `auto` chose the CPU; `None` when the device was opened as asked.
+    pub fn fallback(&self) -> Option<&DeviceError> {
+        match self {
+            SelectedBackend::Cpu { fallback } => fallback.as_ref(),
+            SelectedBackend::Cuda(_) => None,
+        }
+    }
+
+    /// Runs `job` on the backend.
+    pub fn run<J: OnBackend>(self, job: J) -> J::Output {
+        match self {
+            SelectedBackend::Cpu { .. } => job.run(Cpu::new()),
+            SelectedBackend::Cuda(cuda) => job.run(cuda),
+        }
+    }
+}
+
+impl fmt::Display for SelectedBackend {
+    /// `cpu`, or the GPU with its name and how its kernels were built.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SelectedBackend::Cpu { .. } => f.write_str("cpu"),
+            SelectedBackend::Cuda(cuda) => write!(f, "{cuda}"),
+        }
+    }
+}
+
+/// Work written once, generic over the backend, that [`SelectedBackend::run`] runs on the
+/// backend a device names.
+pub trait OnBackend {
+    /// What the work returns.
+    type Output;
+    /// Does the work on `backend`.
+    fn run<B: Backend + 'static>(self, backend: B) -> Self::Output;
 }
 
 #[cfg(test)]
@@ -148,75 +222,106 @@ mod tests {
     use super::*;
 
     #[test]
-    fn accepted_spellings() {
+    fn accepted_spellings_round_trip() {
         for (text, want) in [
-            ("cpu", DeviceRequest::Cpu),
-            ("cuda", DeviceRequest::Cuda(0)),
-            ("cuda:0", DeviceRequest::Cuda(0)),
-            ("cuda:3", DeviceRequest::Cuda(3)),
-            (" CUDA:12 ", DeviceRequest::Cuda(12)),
-            ("auto", DeviceRequest::Auto),
+            ("cpu", Device::Cpu),
+            ("cuda", Device::Cuda(0)),
+            ("cuda:0", Device::Cuda(0)),
+            ("cuda:12", Device::Cuda(12)),
+            ("auto", Device::Auto),
         ] {
-            assert_eq!(text.parse::<DeviceRequest>().unwrap(), want, "{text:?}");
+            assert_eq!(text.parse::<Device>().unwrap(), want, "{text:?}");
         }
-        for request in [
-            DeviceRequest::Cpu,
-            DeviceRequest::Cuda(2),
-            DeviceRequest::Auto,
-        ] {
-            assert_eq!(
-                request.to_string().parse::<DeviceRequest>().unwrap(),
-                request
-            );
+        for device in [Device::Cpu, Device::Cuda(2), Device::Auto] {
+            assert_eq!(device.to_string().parse::<Device>().unwrap(), device);
         }
+        assert_eq!(Device::default(), Device::Auto);
     }
 
     #[test]
     fn rejected_spellings_are_named() {
         for text in [
-            "", "gpu", "cuda:", "cuda:x", "cuda:-1", "cuda:+1", "cuda0", "cpu:0",
+            "",
+            "gpu",
+            "CPU",
+            " cpu",
+            "cuda:",
+            "cuda:x",
+            "cuda:-1",
+            "cuda:+1",
+            "cuda0",
+            "cpu:0",
+            "cuda:99999999999999999999999",
         ] {
-            let err = text.parse::<DeviceRequest>().unwrap_err();
-            assert_eq!(err, DeviceError::Unknown(text.to_string()));
-            assert!(err.to_string().contains(&format!("`{text}`")), "{err}");
+            let err = text.parse::<Device>().unwrap_err();
+            assert!(
+                matches!(&err, DeviceError::Unknown(t) if t == text),
+                "{err:?}"
+            );
+            assert_eq!(
+                err.to_string(),
+                format!("{text:?} is not a device: use \"cpu\", \"cuda\", \"cuda:N\" or \"auto\"")
+            );
         }
-        let huge = "cuda:99999999999999999999999";
-        assert!(huge.parse::<DeviceRequest>().is_err());
     }
 
     #[test]
-    fn cpu_always_resolves() {
+    fn serde_form_is_the_spelling() {
+        #[derive(Debug, Serialize, Deserialize)]
+        struct Holder {
+            device: Device,
+        }
+        let text = toml::to_string(&Holder {
+            device: Device::Cuda(3),
+        })
+        .unwrap();
+        assert_eq!(text.trim(), "device = \"cuda:3\"");
         assert_eq!(
-            DeviceRequest::Cpu.resolve().unwrap(),
-            SelectedDevice::Cpu { fallback: None }
+            toml::from_str::<Holder>(&text).unwrap().device,
+            Device::Cuda(3)
         );
+        let err = toml::from_str::<Holder>("device = \"tpu\"").unwrap_err();
+        assert!(err.to_string().contains("\"tpu\" is not a device"), "{err}");
+    }
+
+    #[test]
+    fn the_cpu_always_opens() {
+        let selected = Device::Cpu.open().unwrap();
+        assert_eq!(selected.device(), Device::Cpu);
+        assert!(selected.fallback().is_none());
+        assert_eq!(selected.to_string(), "cpu");
+        assert!(Device::Cpu.available() && Device::Auto.available());
     }
 
     /// On a machine without a usable GPU, `cuda` is an error that says why and `auto` falls back
-    /// to the CPU with the same reason; with one, both pick device 0.
+    /// to the CPU with the same reason; with one, both open GPU 0.
     #[test]
     fn cuda_and_auto_follow_the_machine() {
-        match DeviceRequest::Cuda(0).resolve() {
+        match Device::Cuda(0).open() {
             Ok(selected) => {
-                assert_eq!(selected, SelectedDevice::Cuda { ordinal: 0 });
-                assert_eq!(
-                    DeviceRequest::Auto.resolve().unwrap(),
-                    SelectedDevice::Cuda { ordinal: 0 }
-                );
-                let absurd = DeviceRequest::Cuda(10_000).resolve().unwrap_err();
+                assert_eq!(selected.device(), Device::Cuda(0));
+                assert!(Device::Cuda(0).available());
+                assert_eq!(Device::Auto.open().unwrap().device(), Device::Cuda(0));
+                let absurd = Device::Cuda(10_000).open().unwrap_err();
                 assert!(absurd.to_string().contains("cuda:10000"), "{absurd}");
             }
-            Err(DeviceError::Unavailable { request, reason }) => {
-                assert_eq!(request, DeviceRequest::Cuda(0));
-                assert!(!reason.is_empty());
-                assert_eq!(
-                    DeviceRequest::Auto.resolve().unwrap(),
-                    SelectedDevice::Cpu {
-                        fallback: Some(reason)
+            Err(err) => {
+                assert!(matches!(
+                    err,
+                    DeviceError::Unavailable {
+                        device: Device::Cuda(0),
+                        ..
                     }
+                ));
+                assert!(!Device::Cuda(0).available());
+                let auto = Device::Auto.open().unwrap();
+                assert_eq!(auto.device(), Device::Cpu);
+                assert_eq!(
+                    auto.fallback().map(ToString::to_string),
+                    Some(err.to_string())
                 );
             }
-            Err(other) => panic!("unexpected {other:?}"),
         }
+        assert!(!Device::Cuda(10_000).available());
     }
 }

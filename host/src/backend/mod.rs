@@ -40,20 +40,35 @@
 //!   written once, so every backend refuses a bad call with the same [`BackendError`];
 //! - check only the limits of its own hardware there (e.g. the CUDA kernels' 32-bit dimensions,
 //!   the OT solve's shared memory).
+//!
+//! # Choosing a backend
+//!
+//! A [`Device`] (`cpu`, `cuda`, `cuda:N`, `auto`) names a backend; [`Device::open`] opens it and
+//! [`SelectedBackend::run`] runs code written once, generic over [`Backend`] ([`OnBackend`]), on
+//! it — the one way the CLI and libfedotp get to a device ([`device`]). Without the `cuda`
+//! feature [`Cuda`] is a stand-in that says so when opened. Threads that share a backend take
+//! turns on it ([`Backend::take_turn`]): a GPU serves one caller at a time.
 
 mod checks;
 mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+// Without the `cuda` feature, a stand-in that says so when opened.
+#[cfg(not(feature = "cuda"))]
+#[path = "no_cuda.rs"]
+pub mod cuda;
 pub mod device;
+mod turn;
 
 use fedotp_core::ot::{BatchLayout, BatchReport, OtParams};
 
 pub use checks::Checked;
 pub use cpu::Cpu;
 #[cfg(feature = "cuda")]
-pub use cuda::{Cuda, CudaBuf, CudaError, MathMode};
-pub use device::{DeviceError, DeviceRequest, SelectedDevice};
+pub use cuda::MathMode;
+pub use cuda::{Cuda, CudaBuf, CudaError};
+pub use device::{Device, DeviceError, OnBackend, SelectedBackend};
+pub use turn::Turn;
 
 /// An error reported by a backend operation.
 #[derive(Debug, thiserror::Error)]
@@ -451,6 +466,14 @@ pub trait Backend: Send + Sync {
 
     /// A short name for messages, e.g. `"cpu"`.
     fn name(&self) -> &'static str;
+
+    /// Waits until the calling thread may compute on this backend and holds the device for it
+    /// until the [`Turn`] is dropped: take it around a sequence of operations when threads
+    /// share the backend. A backend whose callers may compute in parallel (the CPU) never
+    /// waits; a GPU backend serves one caller at a time.
+    fn take_turn(&self) -> Turn<'_> {
+        Turn::shared()
+    }
 
     // ---- memory -------------------------------------------------------------------------
 

@@ -57,12 +57,13 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use crate::backend::Device;
 pub use dataset::{DatasetConfig, DatasetSource, FederatedData, Normalization, TransformConfig};
 pub use error::ConfigError;
 pub use load::Override;
 pub use method::{Aggregation, Method, ZERO_SHOT_TEMPLATE};
 pub use model::{Backbone, ModelConfig, TinyModelConfig, TinyTextConfig, TinyVisionConfig};
-pub use system::{CacheConfig, Device, OutputConfig};
+pub use system::{CacheConfig, OutputConfig};
 pub use training::{BatchSize, FederationConfig, OptimizerConfig, OtConfig, PromptConfig};
 
 /// The quickstart preset (`configs/quickstart.toml`), embedded so `fedotp train` runs anywhere.

@@ -1,82 +1,11 @@
-//! Where a run computes and writes: the device, the image-feature cache and the output
-//! directory.
+//! Where a run writes: the image-feature cache and the output directory. (Where it computes,
+//! the `device`, is [`crate::backend::Device`].)
 
-use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
-
-/// The compute device: `"cpu"`, `"cuda"` (device 0), `"cuda:N"` or `"auto"` (CUDA when a GPU
-/// is usable, else the CPU). Parsed and validated here; which devices exist is the backend's
-/// business when the run starts.
-///
-/// ```
-/// use fedotp_host::config::Device;
-/// assert_eq!("cuda:1".parse::<Device>().unwrap(), Device::Cuda(1));
-/// assert_eq!("cuda".parse::<Device>().unwrap().to_string(), "cuda:0");
-/// assert!("gpu".parse::<Device>().is_err());
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Device {
-    /// The CPU backend.
-    Cpu,
-    /// The CUDA device with this ordinal.
-    Cuda(usize),
-    /// CUDA device 0 if available, else the CPU.
-    #[default]
-    Auto,
-}
-
-impl FromStr for Device {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "cpu" => Ok(Device::Cpu),
-            "cuda" => Ok(Device::Cuda(0)),
-            "auto" => Ok(Device::Auto),
-            _ => text
-                .strip_prefix("cuda:")
-                .and_then(|ordinal| {
-                    // Digits only: `usize::from_str` would also take a leading `+`.
-                    let digits = !ordinal.is_empty() && ordinal.bytes().all(|b| b.is_ascii_digit());
-                    digits.then(|| ordinal.parse().ok()).flatten()
-                })
-                .map(Device::Cuda)
-                .ok_or_else(|| {
-                    format!(
-                        "{text:?} is not a device: use \"cpu\", \"cuda\", \"cuda:N\" or \"auto\""
-                    )
-                }),
-        }
-    }
-}
-
-impl fmt::Display for Device {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Device::Cpu => f.write_str("cpu"),
-            Device::Cuda(ordinal) => write!(f, "cuda:{ordinal}"),
-            Device::Auto => f.write_str("auto"),
-        }
-    }
-}
-
-impl Serialize for Device {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Device {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
 
 /// The cache of frozen image-tower outputs, used where a client's images are not augmented
 /// (the CIFAR settings' training images, every evaluation).

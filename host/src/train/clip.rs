@@ -17,9 +17,12 @@ pub struct FrozenClip<B: Backend> {
 }
 
 impl<B: Backend> FrozenClip<B> {
-    /// Moves `weights` onto `backend`.
+    /// Moves `weights` onto `backend`, in the backend's turn (other callers may share it).
     pub fn new(backend: B, weights: ClipWeights<Vec<f32>>) -> Result<Self, TrainError> {
-        let weights = weights.to_backend(&backend)?;
+        let weights = {
+            let _turn = backend.take_turn();
+            weights.to_backend(&backend)?
+        };
         let tokenizer = Tokenizer::openai().map_err(TrainError::Tokenizer)?;
         Ok(FrozenClip {
             backend,

@@ -3,7 +3,8 @@
 //!
 //! - **Libraries at run time.** The driver, cuBLAS and NVRTC are opened when a [`Cuda`] is
 //!   created, never at build time; [`Cuda::new`] first checks each can be loaded and names the
-//!   missing ones ([`CudaError::MissingLibraries`]). See [`super::device`] for `--device`.
+//!   missing ones ([`CudaError::MissingLibraries`]). [`super::device`] opens the backend a
+//!   device name asks for.
 //! - **Kernels.** The `.cu` files under `host/src/backend/cuda/kernels/` are compiled by NVRTC for
 //!   the GPU's own architecture (machine code, no driver JIT) on first use in a process and
 //!   cached for the rest of it; the table in [`kernels`] lists each kernel with its parameters.
@@ -12,6 +13,9 @@
 //!   a softmax kernel.
 //! - **One stream.** Every operation is queued on the backend's own stream, in call order; a
 //!   download waits for the stream. Temporaries come from the driver's stream-ordered pool.
+//! - **One backend per GPU, taking turns.** [`Cuda::shared`] gives every caller in the process
+//!   the same backend of a GPU — one stream, one cuBLAS handle, the kernels loaded once — and
+//!   [`Backend::take_turn`](super::Backend::take_turn) lets its callers compute one at a time.
 //! - **The ResNet layers** (RN50 image tower): channels-last maps; a convolution is an im2col
 //!   kernel and one cuBLAS GEMM (a 1×1 convolution only the GEMM), batch-norm, ReLU, pooling and
 //!   the attention pool's tokens are kernels.
@@ -45,7 +49,7 @@ mod libs;
 mod ops;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaContext, LaunchConfig};
@@ -162,10 +166,23 @@ impl CudaBuf {
 }
 
 /// Runs every layer on one CUDA GPU. See the [module documentation](self).
+///
+/// A clone is the same backend — the same stream, cuBLAS handle and turn — not a second one.
+#[derive(Clone)]
 pub struct Cuda {
-    engine: Engine,
+    engine: Arc<Engine>,
+    /// Held by the caller whose turn it is ([`Backend::take_turn`](super::Backend::take_turn)):
+    /// the stream and the cuBLAS handle serve one caller at a time.
+    turn: Arc<Mutex<()>>,
     math: MathMode,
     info: DeviceInfo,
+}
+
+impl fmt::Display for Cuda {
+    /// The device with its name and how the kernels were built for it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.info.fmt(f)
+    }
 }
 
 impl fmt::Debug for Cuda {
@@ -288,15 +305,47 @@ impl Cuda {
             target,
             nvrtc: nvrtc_version()?,
         };
-        Ok(Cuda {
-            engine: Engine::Driver(Driver {
+        Ok(Cuda::on_engine(
+            Engine::Driver(Driver {
                 stream,
                 blas,
                 functions,
             }),
             math,
             info,
-        })
+        ))
+    }
+
+    /// A backend of its own on `engine`, with its own turn.
+    fn on_engine(engine: Engine, math: MathMode, info: DeviceInfo) -> Self {
+        Cuda {
+            engine: Arc::new(engine),
+            turn: Arc::new(Mutex::new(())),
+            math,
+            info,
+        }
+    }
+
+    /// The process's backend on device `ordinal` (TF32 products, [`MathMode::default`]), made
+    /// by the first caller and shared by every later one: all clients of a GPU in a process use
+    /// one stream and one cuBLAS handle and take turns on them
+    /// ([`Backend::take_turn`](super::Backend::take_turn)). It lives as long as the process. A
+    /// device that cannot be opened is an error for this caller; the next one tries again.
+    pub fn shared(ordinal: usize) -> Result<Self, CudaError> {
+        static OPENED: Mutex<Vec<Cuda>> = Mutex::new(Vec::new());
+        // A poisoned lock only means a panic while opening; the list itself is consistent.
+        let mut opened = OPENED.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(cuda) = opened.iter().find(|cuda| cuda.info.ordinal == ordinal) {
+            return Ok(cuda.clone());
+        }
+        let cuda = Cuda::new(ordinal)?;
+        opened.push(cuda.clone());
+        Ok(cuda)
+    }
+
+    /// The device's ordinal, the N of `cuda:N`.
+    pub fn ordinal(&self) -> usize {
+        self.info.ordinal
     }
 
     /// The device and how the kernels were built for it.

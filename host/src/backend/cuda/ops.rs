@@ -10,7 +10,7 @@ use super::{conv, head};
 use super::{Cuda, CudaBuf};
 use crate::backend::{
     AttentionShape, Backend, BackendResult, BatchNorm, Checked, Conv2d, LayerNorm, Linear,
-    MapShape, MatmulDims, PatchShape, PromptShape, SeqShape,
+    MapShape, MatmulDims, PatchShape, PromptShape, SeqShape, Turn,
 };
 
 /// A dimension as a kernel's `int`, refusing values that do not fit.
@@ -106,6 +106,10 @@ impl Backend for Cuda {
 
     fn name(&self) -> &'static str {
         "cuda"
+    }
+
+    fn take_turn(&self) -> Turn<'_> {
+        Turn::of(&self.turn)
     }
 
     fn alloc(&self, len: usize) -> BackendResult<CudaBuf> {

@@ -426,10 +426,10 @@ unsafe fn strided_reference(call: &BlasCall, operands: Strided) -> Result<(), St
 impl Cuda {
     /// The CUDA backend on the kernel emulator, with matrix products rounded as `math` asks.
     pub(crate) fn emulated(math: MathMode) -> Result<Cuda, EmulatorError> {
-        Ok(Cuda {
-            engine: Engine::Emulator(Emulator::new()?),
+        Ok(Cuda::on_engine(
+            Engine::Emulator(Emulator::new()?),
             math,
-            info: DeviceInfo {
+            DeviceInfo {
                 ordinal: 0,
                 name: "kernel emulator (host)".into(),
                 compute_capability: ComputeCapability { major: 0, minor: 0 },
@@ -437,7 +437,7 @@ impl Cuda {
                 target: Target::Ptx(ComputeCapability { major: 0, minor: 0 }),
                 nvrtc: (0, 0),
             },
-        })
+        ))
     }
 }
 
