@@ -21,8 +21,9 @@
  * client and image set for the whole call); calls on different handles, and functions that
  * take no handle, run in parallel — several clients may train at once on one shared model. A
  * training's progress callback runs on the training thread; its calls on the client or image
- * set that training holds return FEDOTP_ERR_HANDLE_BUSY instead of waiting for themselves. The
- * last-error message is per thread.
+ * set that training holds, and calls that would compute on the same GPU, return
+ * FEDOTP_ERR_HANDLE_BUSY instead of waiting for themselves. The last-error message is per
+ * thread.
  *
  * A federated client, in short: fedotp_model_load (or fedotp_model_new_tiny) ->
  * fedotp_client_new -> fedotp_images_new + fedotp_images_add_* -> per round:
@@ -115,8 +116,9 @@
 // A live handle of another type than the function takes.
 #define FEDOTP_ERR_WRONG_HANDLE_TYPE -21
 
-// A handle that a call further up the calling thread holds (a progress callback calling
-// libfedotp on the client or image set its training holds): the call would wait for itself.
+// A handle (or a GPU) that a call further up the calling thread holds (a progress callback
+// calling libfedotp on the client or image set its training holds, or on another client of
+// the same GPU): the call would wait for itself.
 #define FEDOTP_ERR_HANDLE_BUSY -22
 
 // Message: shorter than its header, or than the total length it declares.
@@ -315,8 +317,9 @@ typedef struct FedotpClientConfig {
 
 // Progress of a training call: `done` of `total` steps, and the `user_data` given to
 // `fedotp_client_train`. Called on the training thread after every step. It may call
-// libfedotp, except on the client or image set the training holds: those calls return
-// `FEDOTP_ERR_HANDLE_BUSY` (they would wait for the training that waits for them).
+// libfedotp, except on the client or image set the training holds, or on another client
+// that computes on the same GPU: those calls return `FEDOTP_ERR_HANDLE_BUSY` (they would wait
+// for the training that waits for them).
 typedef void (*FedotpProgressFn)(uint64_t done, uint64_t total, void *user_data);
 
 // A training call's results.

@@ -49,8 +49,9 @@ pub const FEDOTP_ERR_ZERO_NORM: i32 = -16;
 pub const FEDOTP_ERR_INVALID_HANDLE: i32 = -20;
 /// A live handle of another type than the function takes.
 pub const FEDOTP_ERR_WRONG_HANDLE_TYPE: i32 = -21;
-/// A handle that a call further up the calling thread holds (a progress callback calling
-/// libfedotp on the client or image set its training holds): the call would wait for itself.
+/// A handle (or a GPU) that a call further up the calling thread holds (a progress callback
+/// calling libfedotp on the client or image set its training holds, or on another client of
+/// the same GPU): the call would wait for itself.
 pub const FEDOTP_ERR_HANDLE_BUSY: i32 = -22;
 
 /// Message: shorter than its header, or than the total length it declares.
@@ -386,6 +387,9 @@ impl From<BackendError> for Failure {
     fn from(error: BackendError) -> Self {
         match error {
             BackendError::Device { .. } => Failure::new(FEDOTP_ERR_DEVICE, error.to_string()),
+            // A call made on a GPU from inside another call on it (a progress callback): the
+            // device is busy with the caller's own work.
+            BackendError::TurnHeld => Failure::new(FEDOTP_ERR_HANDLE_BUSY, error.to_string()),
             other => internal(other),
         }
     }
@@ -462,6 +466,11 @@ mod tests {
         assert_eq!(
             Failure::from(TrainError::Backend(refused)).status,
             FEDOTP_ERR_PANIC
+        );
+        // A call on a GPU from inside another call on it: the device is busy, as a handle is.
+        assert_eq!(
+            Failure::from(TrainError::Backend(BackendError::TurnHeld)).status,
+            FEDOTP_ERR_HANDLE_BUSY
         );
     }
 }

@@ -118,7 +118,7 @@ impl<B: Backend> OnDevice<B> {
         setup: PromptSetup,
     ) -> Result<Self, Failure> {
         let trainer = {
-            let _turn = clip.backend().take_turn();
+            let _turn = clip.backend().take_turn()?;
             PromptTrainer::new(&clip, class_names, setup)
         };
         let trainer = trainer.map_err(|error| match error {
@@ -198,7 +198,7 @@ impl<B: Backend + 'static> Engine for OnDevice<B> {
         rng: &mut ChaCha8Rng,
         progress: &mut dyn FnMut(usize, usize) -> ControlFlow<()>,
     ) -> Result<TrainStats, Failure> {
-        let _turn = self.clip.backend().take_turn();
+        let _turn = self.clip.backend().take_turn()?;
         let features = self.features(dataset, tokens, transform, schedule.batch_size)?;
         let samples: Vec<usize> = (0..dataset.train.len()).collect();
         Ok(self.trainer.train(
@@ -213,7 +213,7 @@ impl<B: Backend + 'static> Engine for OnDevice<B> {
         context: &[f32],
         batch: usize,
     ) -> Result<Vec<f32>, Failure> {
-        let _turn = self.clip.backend().take_turn();
+        let _turn = self.clip.backend().take_turn()?;
         let eval = Transform::eval(self.clip.image_size() as u32);
         let features = self.features(dataset, tokens, eval, batch)?;
         let classes = dataset.class_names.len();

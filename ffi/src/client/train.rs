@@ -32,8 +32,9 @@ pub struct FedotpTrainReport {
 
 /// Progress of a training call: `done` of `total` steps, and the `user_data` given to
 /// `fedotp_client_train`. Called on the training thread after every step. It may call
-/// libfedotp, except on the client or image set the training holds: those calls return
-/// `FEDOTP_ERR_HANDLE_BUSY` (they would wait for the training that waits for them).
+/// libfedotp, except on the client or image set the training holds, or on another client
+/// that computes on the same GPU: those calls return `FEDOTP_ERR_HANDLE_BUSY` (they would wait
+/// for the training that waits for them).
 pub type FedotpProgressFn =
     Option<unsafe extern "C" fn(done: u64, total: u64, user_data: *mut c_void)>;
 

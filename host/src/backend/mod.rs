@@ -58,21 +58,27 @@ pub mod cuda;
 #[path = "no_cuda.rs"]
 pub mod cuda;
 pub mod device;
+mod math_mode;
 mod turn;
 
 use fedotp_core::ot::{BatchLayout, BatchReport, OtParams};
 
 pub use checks::Checked;
 pub use cpu::Cpu;
-#[cfg(feature = "cuda")]
-pub use cuda::MathMode;
 pub use cuda::{Cuda, CudaBuf, CudaError};
 pub use device::{Device, DeviceError, OnBackend, SelectedBackend};
+pub use math_mode::MathMode;
 pub use turn::Turn;
 
 /// An error reported by a backend operation.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
+    /// The calling thread asked for a device's turn while holding it (a call made from inside
+    /// another computation on the same GPU, e.g. from a progress callback).
+    #[error(
+        "this thread is already computing on the device (a call from inside another call on it?)"
+    )]
+    TurnHeld,
     /// A buffer is shorter than the operation's dimensions need (a bug in the caller).
     #[error("{op}: buffer `{buffer}` holds {len} floats but {needed} are needed")]
     BufferTooSmall {
@@ -470,9 +476,10 @@ pub trait Backend: Send + Sync {
     /// Waits until the calling thread may compute on this backend and holds the device for it
     /// until the [`Turn`] is dropped: take it around a sequence of operations when threads
     /// share the backend. A backend whose callers may compute in parallel (the CPU) never
-    /// waits; a GPU backend serves one caller at a time.
-    fn take_turn(&self) -> Turn<'_> {
-        Turn::shared()
+    /// waits; a GPU backend serves one caller at a time, and refuses a thread that already
+    /// holds the turn ([`BackendError::TurnHeld`]) rather than leave it waiting for itself.
+    fn take_turn(&self) -> BackendResult<Turn<'_>> {
+        Ok(Turn::shared())
     }
 
     // ---- memory -------------------------------------------------------------------------

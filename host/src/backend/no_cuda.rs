@@ -11,6 +11,7 @@ use std::fmt;
 
 use fedotp_core::ot::{BatchLayout, BatchReport, OtParams};
 
+pub use super::MathMode;
 use super::{
     AttentionShape, Backend, BackendResult, BatchNorm, Checked, Conv2d, LayerNorm, Linear,
     MapShape, MatmulDims, PatchShape, PromptShape, SeqShape,
@@ -32,9 +33,24 @@ pub enum Cuda {}
 #[derive(Debug)]
 pub enum CudaBuf {}
 
+/// What the absent CUDA backend would run on: nothing.
+#[derive(Debug, Clone)]
+pub enum DeviceInfo {}
+
+impl fmt::Display for DeviceInfo {
+    fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {}
+    }
+}
+
 impl Cuda {
     /// Always [`CudaError::NotCompiled`].
     pub fn new(_ordinal: usize) -> Result<Self, CudaError> {
+        Err(CudaError::NotCompiled)
+    }
+
+    /// Always [`CudaError::NotCompiled`].
+    pub fn with_math(_ordinal: usize, _math: MathMode) -> Result<Self, CudaError> {
         Err(CudaError::NotCompiled)
     }
 
@@ -50,6 +66,21 @@ impl Cuda {
 
     /// The device's ordinal (never called: there is no `Cuda`).
     pub fn ordinal(&self) -> usize {
+        match *self {}
+    }
+
+    /// The device (never called).
+    pub fn info(&self) -> &DeviceInfo {
+        match *self {}
+    }
+
+    /// The math mode of the matrix products (never called).
+    pub fn math(&self) -> MathMode {
+        match *self {}
+    }
+
+    /// Waits for queued work (never called).
+    pub fn synchronize(&self) -> BackendResult<()> {
         match *self {}
     }
 }

@@ -20,7 +20,7 @@ impl<B: Backend> FrozenClip<B> {
     /// Moves `weights` onto `backend`, in the backend's turn (other callers may share it).
     pub fn new(backend: B, weights: ClipWeights<Vec<f32>>) -> Result<Self, TrainError> {
         let weights = {
-            let _turn = backend.take_turn();
+            let _turn = backend.take_turn()?;
             weights.to_backend(&backend)?
         };
         let tokenizer = Tokenizer::openai().map_err(TrainError::Tokenizer)?;

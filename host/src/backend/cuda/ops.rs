@@ -108,7 +108,7 @@ impl Backend for Cuda {
         "cuda"
     }
 
-    fn take_turn(&self) -> Turn<'_> {
+    fn take_turn(&self) -> BackendResult<Turn<'_>> {
         Turn::of(&self.turn)
     }
 
