@@ -1,0 +1,263 @@
+//! `fedotp.Images`: an image set (`FedotpImages`) filled from NumPy arrays, files or encoded
+//! bytes — the pixels and the 16-bit windowing are libfedotp's (`fedotp_images_add_*`).
+
+use fedotp::{FedotpGrayWindow, FedotpImages};
+use numpy::{PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::arrays::typed;
+use crate::failure::{check, error, Failure};
+
+/// A set of images, labelled or not.
+#[pyclass(module = "fedotp", frozen)]
+pub(crate) struct Images {
+    /// The libfedotp handle, as the id it stands for.
+    pub(crate) handle: usize,
+}
+
+impl Drop for Images {
+    fn drop(&mut self) {
+        // A handle libfedotp issued, freed once (here); freeing a live handle cannot fail.
+        fedotp::fedotp_images_free(self.ptr());
+    }
+}
+
+/// The label C takes: the class index, or `FEDOTP_NO_LABEL`.
+fn c_label(label: Option<u32>) -> u32 {
+    label.unwrap_or(fedotp::FEDOTP_NO_LABEL)
+}
+
+/// A row-major image's size and row stride (in elements) from NumPy's shape and byte strides:
+/// the pixels of a row must be adjacent (`pixel_bytes` apart), rows may be further apart (a
+/// crop of a wider image), so no copy is needed.
+fn image_layout<T: numpy::Element>(
+    py: Python<'_>,
+    array: &PyReadonlyArrayDyn<'_, T>,
+    channels: usize,
+) -> PyResult<(u32, u32, usize)> {
+    let shape = array.shape();
+    let strides = array.strides();
+    let element = std::mem::size_of::<T>() as isize;
+    let pixel = element * channels as isize;
+    let packed = strides[1] == pixel && (channels == 1 || strides[2] == element);
+    let row = strides[0];
+    if !packed || row < 0 || row % element != 0 {
+        return Err(error(
+            py,
+            "NonContiguous",
+            format!(
+                "an image's pixels must be adjacent within a row (strides {strides:?} for shape \
+                 {shape:?}); pass numpy.ascontiguousarray(image)"
+            ),
+        ));
+    }
+    let to_u32 = |value: usize, what: &str| {
+        u32::try_from(value).map_err(|_| {
+            error(
+                py,
+                "InvalidArgument",
+                format!("an image {what} of {value} pixels is too large"),
+            )
+        })
+    };
+    Ok((
+        to_u32(shape[1], "width")?,
+        to_u32(shape[0], "height")?,
+        row as usize / element as usize,
+    ))
+}
+
+impl Images {
+    pub(crate) fn ptr(&self) -> *mut FedotpImages {
+        self.handle as *mut FedotpImages
+    }
+
+    pub(crate) fn new_set() -> Result<Images, Failure> {
+        let mut handle = std::ptr::null_mut();
+        // SAFETY: a writable local.
+        check(unsafe { fedotp::fedotp_images_new(&mut handle) })?;
+        Ok(Images {
+            handle: handle as usize,
+        })
+    }
+
+    /// Adds one image: encoded bytes, a file path, or a uint8 / uint16 array.
+    pub(crate) fn add_one(
+        &self,
+        image: &Bound<'_, PyAny>,
+        label: Option<u32>,
+        window: Option<(f64, f64)>,
+    ) -> PyResult<()> {
+        let py = image.py();
+        let label = c_label(label);
+        if let Ok(bytes) = image.cast::<PyBytes>() {
+            return Ok(self.add_encoded(py, bytes.as_bytes(), label)?);
+        }
+        if !image.hasattr("dtype")? {
+            if let Ok(path) = image.extract::<std::path::PathBuf>() {
+                let bytes = std::fs::read(&path).map_err(|source| Failure {
+                    status: fedotp::FEDOTP_ERR_IO,
+                    message: format!("cannot read image {}: {source}", path.display()),
+                })?;
+                return Ok(self.add_encoded(py, &bytes, label)?);
+            }
+        }
+        let dtype = image.getattr("dtype").ok().map(|dtype| dtype.to_string());
+        if dtype.as_deref() == Some("uint16") {
+            let pixels = typed::<u16>(image, "image", "uint16")?;
+            if pixels.ndim() != 2 {
+                return Err(shape_error(
+                    py,
+                    pixels.shape(),
+                    "a uint16 image must be (H, W)",
+                ));
+            }
+            let (width, height, stride) = image_layout(py, &pixels, 1)?;
+            let window = window.map(|(centre, width)| FedotpGrayWindow { centre, width });
+            let window_ptr = window.as_ref().map_or(std::ptr::null(), |w| w as *const _);
+            // SAFETY: the array's rows are `stride` values apart with `width` adjacent values
+            // each (checked by `image_layout`), so the span C reads lies in the array.
+            return Ok(check(unsafe {
+                fedotp::fedotp_images_add_gray16(
+                    self.ptr(),
+                    pixels.as_array().as_ptr(),
+                    width,
+                    height,
+                    stride,
+                    window_ptr,
+                    label,
+                )
+            })?);
+        }
+        let pixels = typed::<u8>(image, "image", "uint8")?;
+        let channels = match pixels.shape() {
+            [_, _] | [_, _, 1] => 1,
+            [_, _, 3] => 3,
+            shape => {
+                return Err(shape_error(
+                    py,
+                    shape,
+                    "a uint8 image must be (H, W), (H, W, 1) gray or (H, W, 3) RGB",
+                ))
+            }
+        };
+        let (width, height, stride) = image_layout(py, &pixels, channels)?;
+        let add = if channels == 3 {
+            fedotp::fedotp_images_add_rgb8
+        } else {
+            fedotp::fedotp_images_add_gray8
+        };
+        // SAFETY: as above, in bytes: rows `stride` bytes apart, each `width * channels`
+        // adjacent bytes (checked by `image_layout`).
+        Ok(check(unsafe {
+            add(
+                self.ptr(),
+                pixels.as_array().as_ptr(),
+                width,
+                height,
+                stride,
+                label,
+            )
+        })?)
+    }
+
+    fn add_encoded(&self, py: Python<'_>, bytes: &[u8], label: u32) -> Result<(), Failure> {
+        let handle = self.handle;
+        py.detach(|| {
+            // SAFETY: `bytes` is a live slice of its length.
+            check(unsafe {
+                fedotp::fedotp_images_add_encoded(
+                    handle as *mut FedotpImages,
+                    bytes.as_ptr(),
+                    bytes.len(),
+                    label,
+                )
+            })
+        })
+    }
+
+    /// Every image of `images` with its label, into a fresh set: all of them or, on the first
+    /// that fails, none.
+    pub(crate) fn from_items(
+        images: &Bound<'_, PyAny>,
+        labels: Option<&Bound<'_, PyAny>>,
+        window: Option<(f64, f64)>,
+    ) -> PyResult<Images> {
+        let py = images.py();
+        let set = Images::new_set()?;
+        let items: Vec<Bound<'_, PyAny>> = images.try_iter()?.collect::<PyResult<_>>()?;
+        let labels: Vec<Option<u32>> = match labels {
+            None => vec![None; items.len()],
+            Some(labels) => labels
+                .try_iter()?
+                .map(|label| {
+                    label.and_then(|label| label.extract::<u32>().map(Some).map_err(PyErr::from))
+                })
+                .collect::<PyResult<_>>()?,
+        };
+        if labels.len() != items.len() {
+            return Err(error(
+                py,
+                "ShapeMismatch",
+                format!("{} images but {} labels", items.len(), labels.len()),
+            ));
+        }
+        for (index, (item, label)) in items.iter().zip(labels).enumerate() {
+            set.add_one(item, label, window).map_err(|err| {
+                let note = format!("while adding image {index}");
+                // Exceptions keep their class; the note says which image failed.
+                let _ = err.value(py).call_method1("add_note", (note,));
+                err
+            })?;
+        }
+        Ok(set)
+    }
+
+    pub(crate) fn count(&self) -> Result<usize, Failure> {
+        let mut count = 0;
+        // SAFETY: a live handle and a writable local.
+        check(unsafe { fedotp::fedotp_images_count(self.ptr(), &mut count) })?;
+        Ok(count)
+    }
+}
+
+fn shape_error(py: Python<'_>, shape: &[usize], expected: &str) -> PyErr {
+    error(
+        py,
+        "ShapeMismatch",
+        format!("{expected}, got shape {shape:?}"),
+    )
+}
+
+#[pymethods]
+impl Images {
+    /// `fedotp.Images(images=(), labels=None, window=None)`: see `fedotp/_fedotp.pyi`.
+    #[new]
+    #[pyo3(signature = (images=None, labels=None, window=None))]
+    fn new(
+        images: Option<&Bound<'_, PyAny>>,
+        labels: Option<&Bound<'_, PyAny>>,
+        window: Option<(f64, f64)>,
+    ) -> PyResult<Images> {
+        match images {
+            Some(images) => Images::from_items(images, labels, window),
+            None => Ok(Images::new_set()?),
+        }
+    }
+
+    /// Adds one image (see `fedotp/_fedotp.pyi`).
+    #[pyo3(signature = (image, label=None, window=None))]
+    fn add(
+        &self,
+        image: &Bound<'_, PyAny>,
+        label: Option<u32>,
+        window: Option<(f64, f64)>,
+    ) -> PyResult<()> {
+        self.add_one(image, label, window)
+    }
+
+    fn __len__(&self) -> PyResult<usize> {
+        Ok(self.count()?)
+    }
+}
