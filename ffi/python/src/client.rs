@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::failure::{check, Failure};
-use crate::images::Images;
+use crate::images::{labelled, Images};
 use crate::model::{c_path, Model};
 
 /// How a training call went.
@@ -88,19 +88,34 @@ impl Client {
     }
 
     /// A new client: libfedotp's default settings with the caller's changes.
-    fn create(model: &Model, class_names: Vec<String>, settings: Settings) -> PyResult<Client> {
+    fn create(
+        py: Python<'_>,
+        model: &Model,
+        class_names: Vec<String>,
+        settings: Settings,
+    ) -> PyResult<Client> {
+        let model_handle = model.handle;
+        let device = settings
+            .device
+            .clone()
+            .unwrap_or_else(|| model.device.clone());
+        Ok(py.detach(|| Client::create_unlocked(model_handle, class_names, device, &settings))?)
+    }
+
+    /// [`Client::create`] without the GIL: libfedotp may wait for the model, which a training
+    /// in another thread holds while its progress callback waits for the GIL.
+    fn create_unlocked(
+        model: usize,
+        class_names: Vec<String>,
+        device: String,
+        settings: &Settings,
+    ) -> Result<Client, Failure> {
         let mut config = std::mem::MaybeUninit::<FedotpClientConfig>::uninit();
         // SAFETY: writes every field of a `FedotpClientConfig`.
         check(unsafe { fedotp::fedotp_client_config_default(config.as_mut_ptr()) })?;
         // SAFETY: initialised by the call above, which succeeded.
         let mut config = unsafe { config.assume_init() };
-        let device = CString::new(
-            settings
-                .device
-                .clone()
-                .unwrap_or_else(|| model.device.clone()),
-        )
-        .map_err(|_| Failure {
+        let device = CString::new(device).map_err(|_| Failure {
             status: fedotp::FEDOTP_ERR_UNSUPPORTED_DEVICE,
             message: "the device name contains a NUL byte".into(),
         })?;
@@ -121,7 +136,7 @@ impl Client {
         // `names`), a config whose device string outlives the call, a writable local.
         check(unsafe {
             fedotp::fedotp_client_new(
-                model.ptr(),
+                model as *const fedotp::FedotpModel,
                 pointers.as_ptr(),
                 pointers.len(),
                 &config,
@@ -135,11 +150,13 @@ impl Client {
         })
     }
 
-    fn shape(&self) -> Result<(usize, usize), Failure> {
-        let (mut n_ctx, mut width) = (0, 0);
-        // SAFETY: a live handle and two distinct writable locals.
-        check(unsafe { fedotp::fedotp_client_prompt_shape(self.ptr(), &mut n_ctx, &mut width) })?;
-        Ok((n_ctx, width))
+    fn shape(&self, py: Python<'_>) -> Result<(usize, usize), Failure> {
+        py.detach(|| {
+            let (mut n_ctx, mut width) = (0, 0);
+            // SAFETY: a live handle and two distinct writable locals.
+            check(unsafe { fedotp::fedotp_client_prompt_shape(self.ptr(), &mut n_ctx, &mut width) })
+                .map(|()| (n_ctx, width))
+        })
     }
 }
 
@@ -194,6 +211,7 @@ impl Client {
         batch_size=None, augment=None, seed=None, device=None))]
     #[allow(clippy::too_many_arguments)] // the C config's fields as keyword arguments
     fn new(
+        py: Python<'_>,
         model: &Model,
         class_names: Vec<String>,
         n_ctx: Option<u32>,
@@ -225,7 +243,7 @@ impl Client {
             seed,
             device,
         };
-        Client::create(model, class_names, settings)
+        Client::create(py, model, class_names, settings)
     }
 
     /// Adds labelled training images: all of them, or none if one is refused.
@@ -238,22 +256,16 @@ impl Client {
     ) -> PyResult<usize> {
         // Checked on a set of their own first, so that a refused image leaves the client's as
         // it was; then added again (copies only, which cannot fail but for memory).
-        Images::from_items(images, Some(labels), window)?;
-        let items: Vec<Bound<'_, PyAny>> = images.try_iter()?.collect::<PyResult<_>>()?;
-        let labels: Vec<u32> = labels
-            .try_iter()?
-            .map(|label| label.and_then(|label| label.extract()))
-            .collect::<PyResult<_>>()?;
-        for (item, label) in items.iter().zip(labels) {
-            self.images.add_one(item, Some(label), window)?;
-        }
-        Ok(self.images.count()?)
+        let items = labelled(images, Some(labels))?;
+        Images::new_set()?.add_all(&items, window)?;
+        self.images.add_all(&items, window)?;
+        Ok(self.images.count(images.py())?)
     }
 
     /// The number of training images.
     #[getter]
-    fn num_images(&self) -> PyResult<usize> {
-        Ok(self.images.count()?)
+    fn num_images(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.images.count(py)?)
     }
 
     #[getter]
@@ -323,35 +335,42 @@ impl Client {
         py: Python<'py>,
         client_id: u32,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let mut size = 0;
-        // SAFETY: a live handle and a writable local.
-        check(unsafe { fedotp::fedotp_client_update_message_size(self.ptr(), &mut size) })?;
-        let mut message = vec![0u8; size];
-        let mut written = 0;
-        // SAFETY: `message` holds `size` writable bytes; `written` is a distinct local.
-        check(unsafe {
-            fedotp::fedotp_client_write_update(
-                self.ptr(),
-                client_id,
-                message.as_mut_ptr(),
-                message.len(),
-                &mut written,
-            )
+        let message = py.detach(|| -> Result<Vec<u8>, Failure> {
+            let mut size = 0;
+            // SAFETY: a live handle and a writable local.
+            check(unsafe { fedotp::fedotp_client_update_message_size(self.ptr(), &mut size) })?;
+            let mut message = vec![0u8; size];
+            let mut written = 0;
+            // SAFETY: `message` holds `size` writable bytes; `written` is a distinct local.
+            check(unsafe {
+                fedotp::fedotp_client_write_update(
+                    self.ptr(),
+                    client_id,
+                    message.as_mut_ptr(),
+                    message.len(),
+                    &mut written,
+                )
+            })?;
+            message.truncate(written);
+            Ok(message)
         })?;
-        Ok(PyBytes::new(py, &message[..written]))
+        Ok(PyBytes::new(py, &message))
     }
 
     /// Installs the server's global-prompt message; returns its round.
-    fn apply_global(&self, message: &[u8]) -> PyResult<u32> {
-        let mut round = 0;
-        // SAFETY: `message` is a live slice of its length; a writable local.
-        check(unsafe {
-            fedotp::fedotp_client_read_global(
-                self.ptr(),
-                message.as_ptr(),
-                message.len(),
-                &mut round,
-            )
+    fn apply_global(&self, py: Python<'_>, message: &[u8]) -> PyResult<u32> {
+        let round = py.detach(|| {
+            let mut round = 0;
+            // SAFETY: `message` is a live slice of its length; a writable local.
+            check(unsafe {
+                fedotp::fedotp_client_read_global(
+                    self.ptr(),
+                    message.as_ptr(),
+                    message.len(),
+                    &mut round,
+                )
+            })
+            .map(|()| round)
         })?;
         Ok(round)
     }
@@ -359,11 +378,14 @@ impl Client {
     /// The global prompt, `(n_ctx, width)` float32.
     #[getter]
     fn global_prompt<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let (n_ctx, width) = self.shape()?;
-        let mut prompt = vec![0.0f32; n_ctx * width];
-        // SAFETY: `prompt` holds `n_ctx * width` writable floats.
-        check(unsafe {
-            fedotp::fedotp_client_global_prompt(self.ptr(), prompt.as_mut_ptr(), n_ctx, width)
+        let (n_ctx, width) = self.shape(py)?;
+        let prompt = py.detach(|| {
+            let mut prompt = vec![0.0f32; n_ctx * width];
+            // SAFETY: `prompt` holds `n_ctx * width` writable floats.
+            check(unsafe {
+                fedotp::fedotp_client_global_prompt(self.ptr(), prompt.as_mut_ptr(), n_ctx, width)
+            })
+            .map(|()| prompt)
         })?;
         Ok(PyArray1::from_vec(py, prompt)
             .reshape([n_ctx, width])?
@@ -372,8 +394,8 @@ impl Client {
 
     /// `(n_ctx, width)`: the shape of the prompt that messages carry.
     #[getter]
-    fn prompt_shape(&self) -> PyResult<(usize, usize)> {
-        Ok(self.shape()?)
+    fn prompt_shape(&self, py: Python<'_>) -> PyResult<(usize, usize)> {
+        Ok(self.shape(py)?)
     }
 
     /// Class probabilities, `(len(images), num_classes)` float32.
@@ -392,7 +414,7 @@ impl Client {
                 &owned
             }
         };
-        let count = set.count()?;
+        let count = set.count(py)?;
         let mut probabilities = vec![0.0f32; count * self.num_classes];
         let (client, images) = (self.handle, set.handle);
         py.detach(|| {
@@ -412,21 +434,17 @@ impl Client {
     }
 
     /// Saves the client's state (atomically) to `path`.
-    fn save(&self, path: std::path::PathBuf) -> PyResult<()> {
+    fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
         let path = c_path(path)?;
         // SAFETY: a live handle and a NUL-terminated path.
-        Ok(check(unsafe {
-            fedotp::fedotp_client_save(self.ptr(), path.as_ptr())
-        })?)
+        Ok(py.detach(|| check(unsafe { fedotp::fedotp_client_save(self.ptr(), path.as_ptr()) }))?)
     }
 
     /// Restores a state saved by `save` into this client (same model, classes and n_ctx).
-    fn restore(&self, path: std::path::PathBuf) -> PyResult<()> {
+    fn restore(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
         let path = c_path(path)?;
         // SAFETY: a live handle and a NUL-terminated path.
-        Ok(check(unsafe {
-            fedotp::fedotp_client_load(self.ptr(), path.as_ptr())
-        })?)
+        Ok(py.detach(|| check(unsafe { fedotp::fedotp_client_load(self.ptr(), path.as_ptr()) }))?)
     }
 
     /// A client created with these settings and restored from `path`.
@@ -444,16 +462,19 @@ impl Client {
             .get_type::<Client>()
             .call((model, class_names), settings)?
             .cast_into::<Client>()?;
-        client.get().restore(path)?;
+        client.get().restore(py, path)?;
         Ok(client)
     }
 
     /// Where the client computes: "cpu" or "cuda:N".
     #[getter]
-    fn device(&self) -> PyResult<String> {
-        let (mut kind, mut ordinal) = (0, 0);
-        // SAFETY: a live handle and two distinct writable locals.
-        check(unsafe { fedotp::fedotp_client_device(self.ptr(), &mut kind, &mut ordinal) })?;
+    fn device(&self, py: Python<'_>) -> PyResult<String> {
+        let (kind, ordinal) = py.detach(|| {
+            let (mut kind, mut ordinal) = (0, 0);
+            // SAFETY: a live handle and two distinct writable locals.
+            check(unsafe { fedotp::fedotp_client_device(self.ptr(), &mut kind, &mut ordinal) })
+                .map(|()| (kind, ordinal))
+        })?;
         Ok(if kind == fedotp::FEDOTP_DEVICE_CUDA {
             format!("cuda:{ordinal}")
         } else {
@@ -461,12 +482,12 @@ impl Client {
         })
     }
 
-    fn __repr__(&self) -> PyResult<String> {
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         Ok(format!(
             "Client(classes={}, images={}, device={:?})",
             self.num_classes,
-            self.images.count()?,
-            self.device()?
+            self.images.count(py)?,
+            self.device(py)?
         ))
     }
 }

@@ -115,19 +115,25 @@ impl Images {
             }
             let (width, height, stride) = image_layout(py, &pixels, 1)?;
             let window = window.map(|(centre, width)| FedotpGrayWindow { centre, width });
-            let window_ptr = window.as_ref().map_or(std::ptr::null(), |w| w as *const _);
-            // SAFETY: the array's rows are `stride` values apart with `width` adjacent values
-            // each (checked by `image_layout`), so the span C reads lies in the array.
-            return Ok(check(unsafe {
-                fedotp::fedotp_images_add_gray16(
-                    self.ptr(),
-                    pixels.as_array().as_ptr(),
-                    width,
-                    height,
-                    stride,
-                    window_ptr,
-                    label,
-                )
+            // The address crosses into the GIL-free closure as a number; the borrow `pixels`
+            // keeps the array alive (and read-only to Rust) until the call returns.
+            let address = pixels.as_array().as_ptr() as usize;
+            return Ok(py.detach(|| {
+                let window_ptr = window.as_ref().map_or(std::ptr::null(), |w| w as *const _);
+                // SAFETY: the array's rows are `stride` values apart with `width` adjacent
+                // values each (checked by `image_layout`), so the span C reads lies in the
+                // array; `window_ptr` is NULL or a live local.
+                check(unsafe {
+                    fedotp::fedotp_images_add_gray16(
+                        self.ptr(),
+                        address as *const u16,
+                        width,
+                        height,
+                        stride,
+                        window_ptr,
+                        label,
+                    )
+                })
             })?);
         }
         let pixels = typed::<u8>(image, "image", "uint8")?;
@@ -148,78 +154,97 @@ impl Images {
         } else {
             fedotp::fedotp_images_add_gray8
         };
-        // SAFETY: as above, in bytes: rows `stride` bytes apart, each `width * channels`
-        // adjacent bytes (checked by `image_layout`).
-        Ok(check(unsafe {
-            add(
-                self.ptr(),
-                pixels.as_array().as_ptr(),
-                width,
-                height,
-                stride,
-                label,
-            )
+        let address = pixels.as_array().as_ptr() as usize;
+        Ok(py.detach(|| {
+            // SAFETY: as above, in bytes: rows `stride` bytes apart, each `width * channels`
+            // adjacent bytes (checked by `image_layout`).
+            check(unsafe {
+                add(
+                    self.ptr(),
+                    address as *const u8,
+                    width,
+                    height,
+                    stride,
+                    label,
+                )
+            })
         })?)
     }
 
     fn add_encoded(&self, py: Python<'_>, bytes: &[u8], label: u32) -> Result<(), Failure> {
-        let handle = self.handle;
         py.detach(|| {
             // SAFETY: `bytes` is a live slice of its length.
             check(unsafe {
-                fedotp::fedotp_images_add_encoded(
-                    handle as *mut FedotpImages,
-                    bytes.as_ptr(),
-                    bytes.len(),
-                    label,
-                )
+                fedotp::fedotp_images_add_encoded(self.ptr(), bytes.as_ptr(), bytes.len(), label)
             })
         })
     }
 
-    /// Every image of `images` with its label, into a fresh set: all of them or, on the first
-    /// that fails, none.
+    /// Adds every image with its label: all of them or, on the first that fails (its index
+    /// added to the exception's notes), the ones before it.
+    pub(crate) fn add_all(
+        &self,
+        items: &[LabelledImage<'_>],
+        window: Option<(f64, f64)>,
+    ) -> PyResult<()> {
+        for (index, (image, label)) in items.iter().enumerate() {
+            self.add_one(image, *label, window).inspect_err(|err| {
+                // Python 3.11's notes; on older versions the exception goes without.
+                let _ = err
+                    .value(image.py())
+                    .call_method1("add_note", (format!("while adding image {index}"),));
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Every image of `images` with its label, into a fresh set: all of them, or none.
     pub(crate) fn from_items(
         images: &Bound<'_, PyAny>,
         labels: Option<&Bound<'_, PyAny>>,
         window: Option<(f64, f64)>,
     ) -> PyResult<Images> {
-        let py = images.py();
         let set = Images::new_set()?;
-        let items: Vec<Bound<'_, PyAny>> = images.try_iter()?.collect::<PyResult<_>>()?;
-        let labels: Vec<Option<u32>> = match labels {
-            None => vec![None; items.len()],
-            Some(labels) => labels
-                .try_iter()?
-                .map(|label| {
-                    label.and_then(|label| label.extract::<u32>().map(Some).map_err(PyErr::from))
-                })
-                .collect::<PyResult<_>>()?,
-        };
-        if labels.len() != items.len() {
-            return Err(error(
-                py,
-                "ShapeMismatch",
-                format!("{} images but {} labels", items.len(), labels.len()),
-            ));
-        }
-        for (index, (item, label)) in items.iter().zip(labels).enumerate() {
-            set.add_one(item, label, window).map_err(|err| {
-                let note = format!("while adding image {index}");
-                // Exceptions keep their class; the note says which image failed.
-                let _ = err.value(py).call_method1("add_note", (note,));
-                err
-            })?;
-        }
+        set.add_all(&labelled(images, labels)?, window)?;
         Ok(set)
     }
 
-    pub(crate) fn count(&self) -> Result<usize, Failure> {
-        let mut count = 0;
-        // SAFETY: a live handle and a writable local.
-        check(unsafe { fedotp::fedotp_images_count(self.ptr(), &mut count) })?;
-        Ok(count)
+    /// The number of images (without the GIL: a training in another thread may hold the set).
+    pub(crate) fn count(&self, py: Python<'_>) -> Result<usize, Failure> {
+        py.detach(|| {
+            let mut count = 0;
+            // SAFETY: a live handle and a writable local.
+            check(unsafe { fedotp::fedotp_images_count(self.ptr(), &mut count) }).map(|()| count)
+        })
     }
+}
+
+/// An image and its label, as the caller passed them.
+pub(crate) type LabelledImage<'py> = (Bound<'py, PyAny>, Option<u32>);
+
+/// The images of an iterable (read once: a generator works) paired with their labels, which
+/// must be as many (or absent).
+pub(crate) fn labelled<'py>(
+    images: &Bound<'py, PyAny>,
+    labels: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Vec<LabelledImage<'py>>> {
+    let py = images.py();
+    let images: Vec<Bound<'py, PyAny>> = images.try_iter()?.collect::<PyResult<_>>()?;
+    let labels: Vec<Option<u32>> = match labels {
+        None => vec![None; images.len()],
+        Some(labels) => labels
+            .try_iter()?
+            .map(|label| label?.extract::<u32>().map(Some))
+            .collect::<PyResult<_>>()?,
+    };
+    if labels.len() != images.len() {
+        return Err(error(
+            py,
+            "ShapeMismatch",
+            format!("{} images but {} labels", images.len(), labels.len()),
+        ));
+    }
+    Ok(images.into_iter().zip(labels).collect())
 }
 
 fn shape_error(py: Python<'_>, shape: &[usize], expected: &str) -> PyErr {
@@ -257,7 +282,7 @@ impl Images {
         self.add_one(image, label, window)
     }
 
-    fn __len__(&self) -> PyResult<usize> {
-        Ok(self.count()?)
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.count(py)?)
     }
 }

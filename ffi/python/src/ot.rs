@@ -62,7 +62,7 @@ pub(crate) fn ot_plan<'py>(
     let values = contiguous(py, &sim, "sim")?;
     let (m, n) = (shape[shape.len() - 2], shape[shape.len() - 1]);
     let params = params(eps, gamma, max_iter, tol, balanced);
-    let problem = m.checked_mul(n).unwrap_or(usize::MAX);
+    let problem = m.saturating_mul(n);
 
     let solved = py.detach(|| -> Result<_, Failure> {
         let mut plan = vec![0.0f32; values.len()];

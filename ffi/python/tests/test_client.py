@@ -131,3 +131,30 @@ def test_encoded_images_from_bytes_and_paths(model, tmp_path):
     assert client.add_images([png, path, str(path)], labels=[0, 1, 2]) == 3
     by_bytes, by_path = client.predict([png, path])
     assert np.array_equal(by_bytes, by_path)
+
+
+def test_other_threads_wait_for_a_training_without_holding_the_gil(client):
+    # The training holds the client; its progress callback needs the GIL. A call on the client
+    # from another thread waits for the training with the GIL released (else neither proceeds).
+    import threading
+    import time
+
+    started = threading.Event()
+    reports = []
+
+    def progress(done, total):
+        started.set()
+        time.sleep(0.002)
+
+    trainer = threading.Thread(target=lambda: reports.append(client.train(epochs=3, progress=progress)))
+    trainer.start()
+    assert started.wait(timeout=30)
+    prompt = client.global_prompt  # returns once the training is over
+    trainer.join()
+    assert len(reports) == 1
+    assert np.array_equal(prompt, client.global_prompt)
+
+
+def test_images_may_come_from_a_generator(model):
+    client = fedotp.Client(model, CLASSES, n_ctx=4, seed=2)
+    assert client.add_images((image for image in tiny_images(4)), labels=iter([0, 1, 2, 0])) == 4
