@@ -29,7 +29,7 @@ fn c_label(label: Option<u32>) -> u32 {
 }
 
 /// A row-major image's size and row stride (in elements) from NumPy's shape and byte strides:
-/// the pixels of a row must be adjacent (`pixel_bytes` apart), rows may be further apart (a
+/// the pixels of a row must be adjacent (`channels` elements apart), rows may be further apart (a
 /// crop of a wider image), so no copy is needed.
 fn image_layout<T: numpy::Element>(
     py: Python<'_>,

@@ -40,7 +40,7 @@ def _library_path() -> Path:
     found = [p for p in (target / "release" / "libfedotp.so", target / "debug" / "libfedotp.so") if p.exists()]
     if not found:
         pytest.fail(
-            f"libfedotp.so not found under {target}: build it (cargo build --release -p fedotp-ffi) "
+            f"libfedotp.so not found under {target}: build it (cargo build -p fedotp-ffi) "
             "or set FEDOTP_LIB"
         )
     return max(found, key=lambda p: p.stat().st_mtime)
