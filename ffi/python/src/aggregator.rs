@@ -9,7 +9,17 @@ use pyo3::types::PyBytes;
 use crate::failure::{check, Failure};
 use crate::message::{empty_header, encode_global_prompt, with_prompt, UpdateHeader};
 
-/// Collects one round's client updates and averages them, weighted by training-set size.
+/// Collects one round's client updates and averages them, weighted by training-set size
+/// (`fedotp_core::protocol`'s rule), as libfedotp's `FedotpAggregator`.
+///
+/// >>> import numpy as np, fedotp
+/// >>> aggregator = fedotp.Aggregator(n_ctx=2, width=3, round=0)
+/// >>> aggregator.add_update(0, client=1, samples=1, prompt=np.zeros((2, 3), np.float32))
+/// >>> aggregator.add_update(0, client=2, samples=3, prompt=np.ones((2, 3), np.float32))
+/// >>> aggregator.average()[0]
+/// array([0.75, 0.75, 0.75], dtype=float32)
+/// >>> fedotp.decode_global_prompt(aggregator.finish(), 2, 3)[0]
+/// 1
 #[pyclass(module = "fedotp", frozen)]
 pub(crate) struct Aggregator {
     handle: usize,
@@ -42,7 +52,7 @@ impl Aggregator {
 
 #[pymethods]
 impl Aggregator {
-    /// `fedotp.Aggregator(n_ctx, width, round=0, max_clients=1024)`: see `fedotp/_fedotp.pyi`.
+    /// An aggregator of round `round` for `n_ctx x width` prompts, counting at most `max_clients`.
     #[new]
     #[pyo3(signature = (n_ctx, width, round=0, max_clients=1024))]
     fn new(n_ctx: usize, width: usize, round: u32, max_clients: usize) -> PyResult<Aggregator> {

@@ -36,7 +36,23 @@ impl TrainReport {
     }
 }
 
-/// A federated client: FedOTP's global and local prompts per class on a frozen CLIP.
+/// A federated client: FedOTP's global prompt (shared through messages) and local prompt (never
+/// leaves it) per class, on a frozen CLIP, trained on its own images through the OT head.
+///
+/// Settings left as None keep FedOTP's (`fedotp_client_config_default`): n_ctx 16; eps 0.1,
+/// gamma 0.8, max_iter 100, tol 1e-3, unbalanced; learning_rate 0.001, momentum 0.9,
+/// weight_decay 5e-4; batch_size 32; augment on; seed 0; the model's device.
+///
+/// >>> import numpy as np, fedotp
+/// >>> client = fedotp.Client(fedotp.Model.tiny(7, "cpu"), ["benign", "malignant"], n_ctx=4)
+/// >>> client.prompt_shape
+/// (4, 64)
+/// >>> client.add_images([np.zeros((32, 32, 3), np.uint8)] * 2, labels=[0, 1])
+/// 2
+/// >>> client.train(epochs=1).steps
+/// 1
+/// >>> len(client.update_message(client_id=1))
+/// 1068
 #[pyclass(module = "fedotp", frozen)]
 pub(crate) struct Client {
     handle: usize,
@@ -204,7 +220,7 @@ impl Settings {
 
 #[pymethods]
 impl Client {
-    /// `fedotp.Client(model, class_names, **settings)`: see `fedotp/_fedotp.pyi`.
+    /// A client of `model` for `class_names` (label i is class_names[i]).
     #[new]
     #[pyo3(signature = (model, class_names, *, n_ctx=None, eps=None, gamma=None, max_iter=None,
         tol=None, balanced=None, learning_rate=None, momentum=None, weight_decay=None,
@@ -273,7 +289,10 @@ impl Client {
         self.num_classes
     }
 
-    /// Trains both prompts for `epochs` passes over the training images.
+    /// Trains both prompts for `epochs` passes over the training images, with the GIL released.
+    /// `progress(done, total)` is called after every step; if it raises, or Ctrl-C arrives, the
+    /// training stops with `Cancelled` (the exception as its `__cause__`) and the client is as before
+    /// the call.
     #[pyo3(signature = (epochs=1, progress=None))]
     fn train(
         &self,
@@ -328,7 +347,9 @@ impl Client {
         }
     }
 
-    /// This client's update message for the server (`bytes`).
+    /// The update message for the server: the global prompt after the last training, weighted by the
+    /// images trained on, for the round of the global prompt installed last (`NotTrained` if it has
+    /// not trained since).
     #[pyo3(signature = (client_id=0))]
     fn update_message<'py>(
         &self,
@@ -357,7 +378,8 @@ impl Client {
         Ok(PyBytes::new(py, &message))
     }
 
-    /// Installs the server's global-prompt message; returns its round.
+    /// Installs the server's global-prompt message and returns the round it opens; the local prompt
+    /// stays. `BadMessage` or `ShapeMismatch` leave the client unchanged.
     fn apply_global(&self, py: Python<'_>, message: &[u8]) -> PyResult<u32> {
         let round = py.detach(|| {
             let mut round = 0;

@@ -257,7 +257,8 @@ fn shape_error(py: Python<'_>, shape: &[usize], expected: &str) -> PyErr {
 
 #[pymethods]
 impl Images {
-    /// `fedotp.Images(images=(), labels=None, window=None)`: see `fedotp/_fedotp.pyi`.
+    /// A set of the given images (with their labels, if any); see `Images.add` for what an image
+    /// may be.
     #[new]
     #[pyo3(signature = (images=None, labels=None, window=None))]
     fn new(
@@ -271,7 +272,16 @@ impl Images {
         }
     }
 
-    /// Adds one image (see `fedotp/_fedotp.pyi`).
+    /// Adds one image: encoded JPEG or PNG `bytes`, the path of such a file, or a NumPy array — uint8
+    /// `(H, W)` or `(H, W, 1)` gray, `(H, W, 3)` RGB, or uint16 `(H, W)` gray mapped to 8 bits through
+    /// `window=(centre, width)` (None: the full range). Pixels are read in place; rows may be strided.
+    ///
+    /// >>> import numpy as np, fedotp
+    /// >>> images = fedotp.Images()
+    /// >>> images.add(np.zeros((32, 32, 3), np.uint8), label=0)
+    /// >>> images.add(np.full((40, 40), 1200, np.uint16), window=(1000.0, 400.0))
+    /// >>> len(images)
+    /// 2
     #[pyo3(signature = (image, label=None, window=None))]
     fn add(
         &self,

@@ -82,7 +82,13 @@ fn encoded<'py>(
     Ok(PyBytes::new(py, &message[..written]))
 }
 
-/// `fedotp.encode_global_prompt`: see `fedotp/_fedotp.pyi`.
+/// The global-prompt message (server to client) opening round `round` with `prompt`, float32
+/// `(n_ctx, width)` (docs/PROTOCOL.md).
+///
+/// >>> import numpy as np, fedotp
+/// >>> message = fedotp.encode_global_prompt(1, np.ones((4, 64), np.float32))
+/// >>> fedotp.decode_global_prompt(message, 4, 64)[0]
+/// 1
 #[pyfunction]
 pub(crate) fn encode_global_prompt<'py>(
     py: Python<'py>,
@@ -111,7 +117,8 @@ pub(crate) fn encode_global_prompt<'py>(
     })
 }
 
-/// `fedotp.encode_client_update`: see `fedotp/_fedotp.pyi`.
+/// A client-update message (client to server): `prompt` (float32 `(n_ctx, width)`) trained in
+/// `round` by client `client` on `samples` images, with its loss and accuracy if given.
 #[pyfunction]
 #[pyo3(signature = (round, client, samples, prompt, loss=None, accuracy=None))]
 pub(crate) fn encode_client_update<'py>(
@@ -153,7 +160,8 @@ pub(crate) fn encode_client_update<'py>(
     })
 }
 
-/// `fedotp.decode_global_prompt`: see `fedotp/_fedotp.pyi`.
+/// `(round, prompt)` of a global-prompt message for an `(n_ctx, width)` prompt; `BadMessage` or
+/// `ShapeMismatch` if it is not one.
 #[pyfunction]
 pub(crate) fn decode_global_prompt<'py>(
     py: Python<'py>,
@@ -183,7 +191,8 @@ pub(crate) fn decode_global_prompt<'py>(
     ))
 }
 
-/// `fedotp.decode_client_update`: see `fedotp/_fedotp.pyi`.
+/// `(UpdateHeader, prompt)` of a client-update message for an `(n_ctx, width)` prompt;
+/// `BadMessage` or `ShapeMismatch` if it is not one.
 #[pyfunction]
 pub(crate) fn decode_client_update<'py>(
     py: Python<'py>,

@@ -63,7 +63,12 @@ fn checked_device(device: &str) -> Result<String, Failure> {
 
 #[pymethods]
 impl Model {
-    /// `fedotp.Model.load`: see `fedotp/_fedotp.pyi`.
+    /// Loads CLIP from safetensors weights, in the Hugging Face `CLIPModel` layout or the OpenAI /
+    /// open_clip one (a file, or a directory holding `model.safetensors` or
+    /// `open_clip_model.safetensors`), as libfedotp's `fedotp_model_load`. `device` ("cpu", "cuda",
+    /// "cuda:N" or "auto") is where the clients created on it compute unless they name another.
+    ///
+    /// >>> model = fedotp.Model.load("clip-vit-b16/", device="auto")  # doctest: +SKIP
     #[staticmethod]
     #[pyo3(signature = (path, device="auto"))]
     fn load(py: Python<'_>, path: std::path::PathBuf, device: &str) -> PyResult<Model> {
@@ -78,7 +83,12 @@ impl Model {
         Ok(Model::from_handle(handle as *mut FedotpModel, device))
     }
 
-    /// `fedotp.Model.tiny`: see `fedotp/_fedotp.pyi`.
+    /// The tiny CLIP of tests and examples, with weights drawn from `seed` (32 x 32 images, widths
+    /// of 64): it has learned nothing.
+    ///
+    /// >>> import fedotp
+    /// >>> fedotp.Model.tiny(seed=7, device="cpu").info["image_size"]
+    /// 32
     #[staticmethod]
     #[pyo3(signature = (seed=0, device="auto"))]
     fn tiny(seed: u64, device: &str) -> PyResult<Model> {

@@ -45,7 +45,21 @@ pub(crate) fn params(
     }
 }
 
-/// `fedotp.ot_plan`: see its docstring in `fedotp/__init__.py`.
+/// FedOTP's transport plan between M patches and N prompts (libfedotp's `fedotp_ot_plan`).
+///
+/// `sim`: float32 cosine similarities, C-contiguous, `(M, N)` or a batch `(B, M, N)`, read in
+/// place (not copied); the cost is `1 - sim`. Unbalanced by default: each patch sends at most 1/M,
+/// each prompt receives gamma/N; `balanced=True` is Sinkhorn with 1/M and 1/N. Returns the plan
+/// (same shape) and an `OtReport`. The GIL is released while it solves.
+///
+/// >>> import numpy as np, fedotp
+/// >>> sim = np.random.default_rng(0).uniform(-1, 1, (196, 2)).astype(np.float32)
+/// >>> plan, report = fedotp.ot_plan(sim, eps=0.1, gamma=0.8)
+/// >>> round(float(plan.sum()), 4), report.converged
+/// (0.8, True)
+///
+/// Raises `WrongDType` (not float32), `NonContiguous`, `ShapeMismatch`, `NonFinite` (NaN or
+/// infinity in `sim`), `InvalidArgument` (eps, gamma, max_iter or tol out of range; an empty M or N).
 #[pyfunction]
 #[pyo3(signature = (sim, eps=0.1, gamma=0.8, max_iter=100, tol=1e-3, balanced=false))]
 pub(crate) fn ot_plan<'py>(
@@ -104,7 +118,18 @@ pub(crate) fn ot_plan<'py>(
     Ok((plan.into_any(), report))
 }
 
-/// `fedotp.ot_logits`: see its docstring in `fedotp/__init__.py`.
+/// FedOTP's OT head (libfedotp's `fedotp_ot_logits`): class logits from patch and prompt features.
+///
+/// `patches`: float32 `(M, D)` or `(B, M, D)`; `prompts`: float32 `(N, C, D)`, N prompts with one
+/// feature per class; neither need be normalised. Returns `(C,)` or `(B, C)`: `logit_scale *
+/// sum(T * S)` per class, with S the patch-prompt cosine similarities and T their transport plan.
+///
+/// >>> import numpy as np, fedotp
+/// >>> rng = np.random.default_rng(0)
+/// >>> patches = rng.standard_normal((4, 16, 8), dtype=np.float32)
+/// >>> prompts = rng.standard_normal((2, 3, 8), dtype=np.float32)
+/// >>> fedotp.ot_logits(patches, prompts).shape
+/// (4, 3)
 #[pyfunction]
 #[pyo3(signature = (patches, prompts, logit_scale=100.0, eps=0.1, gamma=0.8, max_iter=100, tol=1e-3, balanced=false))]
 #[allow(clippy::too_many_arguments)] // the Python signature: the solver's keyword arguments
