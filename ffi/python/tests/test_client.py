@@ -133,26 +133,39 @@ def test_encoded_images_from_bytes_and_paths(model, tmp_path):
     assert np.array_equal(by_bytes, by_path)
 
 
-def test_other_threads_wait_for_a_training_without_holding_the_gil(client):
+THREADS_SCRIPT = """
+import threading, time
+import numpy as np
+import fedotp
+
+client = fedotp.Client(fedotp.Model.tiny(7, "cpu"), ["a", "b", "c"], n_ctx=4, batch_size=4, seed=11)
+rng = np.random.default_rng(0)
+client.add_images([rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(9)], [0, 1, 2] * 3)
+started = threading.Event()
+reports = []
+
+def progress(done, total):
+    started.set()
+    time.sleep(0.002)
+
+trainer = threading.Thread(target=lambda: reports.append(client.train(epochs=3, progress=progress)))
+trainer.start()
+assert started.wait(timeout=30)
+prompt = client.global_prompt  # returns once the training is over
+trainer.join()
+assert len(reports) == 1 and np.array_equal(prompt, client.global_prompt)
+"""
+
+
+def test_other_threads_wait_for_a_training_without_holding_the_gil():
     # The training holds the client; its progress callback needs the GIL. A call on the client
-    # from another thread waits for the training with the GIL released (else neither proceeds).
-    import threading
-    import time
+    # from another thread must wait for the training with the GIL released, else neither
+    # proceeds — a hang, so the scenario runs in a process of its own with a time limit.
+    import subprocess
+    import sys
 
-    started = threading.Event()
-    reports = []
-
-    def progress(done, total):
-        started.set()
-        time.sleep(0.002)
-
-    trainer = threading.Thread(target=lambda: reports.append(client.train(epochs=3, progress=progress)))
-    trainer.start()
-    assert started.wait(timeout=30)
-    prompt = client.global_prompt  # returns once the training is over
-    trainer.join()
-    assert len(reports) == 1
-    assert np.array_equal(prompt, client.global_prompt)
+    done = subprocess.run([sys.executable, "-c", THREADS_SCRIPT], timeout=120, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 def test_images_may_come_from_a_generator(model):
