@@ -166,6 +166,22 @@ fn parameters_out_of_range_are_refused_and_nothing_is_written() {
         (OtParams { eps: -1.0, ..good }, OtError::InvalidEps(-1.0)),
         (OtParams { gamma: 0.0, ..good }, OtError::InvalidGamma(0.0)),
         (OtParams { gamma: 1.5, ..good }, OtError::InvalidGamma(1.5)),
+        // Subnormals: `1/eps` overflows and `gamma/N` underflows, so the solve would be wrong.
+        (OtParams { eps: 1e-39, ..good }, OtError::InvalidEps(1e-39)),
+        (
+            OtParams {
+                eps: f32::from_bits(1),
+                ..good
+            },
+            OtError::InvalidEps(f32::from_bits(1)),
+        ),
+        (
+            OtParams {
+                gamma: 1e-45,
+                ..good
+            },
+            OtError::InvalidGamma(1e-45),
+        ),
         (
             OtParams {
                 max_iter: 0,

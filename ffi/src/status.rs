@@ -145,8 +145,14 @@ const NAMES: &[(i32, &std::ffi::CStr)] = &[
         FEDOTP_ERR_BUFFER_TOO_SMALL,
         c"an output buffer is too small",
     ),
-    (FEDOTP_ERR_INVALID_EPS, c"eps must be finite and > 0"),
-    (FEDOTP_ERR_INVALID_GAMMA, c"gamma must lie in (0, 1]"),
+    (
+        FEDOTP_ERR_INVALID_EPS,
+        c"eps must be finite, > 0 and not subnormal",
+    ),
+    (
+        FEDOTP_ERR_INVALID_GAMMA,
+        c"gamma must lie in (0, 1] and not be subnormal",
+    ),
     (FEDOTP_ERR_INVALID_MAX_ITER, c"max_iter must be at least 1"),
     (FEDOTP_ERR_INVALID_TOL, c"tol must be finite and >= 0"),
     (FEDOTP_ERR_INVALID_BALANCED, c"balanced must be 0 or 1"),

@@ -7,9 +7,9 @@ use core::fmt;
 /// Nothing is written to the caller's outputs when one of these is returned.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum OtError {
-    /// `eps` must be finite and `> 0`.
+    /// `eps` must be a positive normal `f32` (finite, `> 0`, not subnormal).
     InvalidEps(f32),
-    /// `gamma` must lie in `(0, 1]`.
+    /// `gamma` must lie in `(0, 1]` and not be subnormal.
     InvalidGamma(f32),
     /// `max_iter` must be at least 1.
     InvalidMaxIter,
@@ -52,8 +52,16 @@ pub enum OtError {
 impl fmt::Display for OtError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            OtError::InvalidEps(eps) => write!(f, "eps must be finite and > 0, got {eps}"),
-            OtError::InvalidGamma(g) => write!(f, "gamma must lie in (0, 1], got {g}"),
+            OtError::InvalidEps(eps) => write!(
+                f,
+                "eps must be finite, > 0 and not subnormal (at least {:e}), got {eps:e}",
+                f32::MIN_POSITIVE
+            ),
+            OtError::InvalidGamma(g) => write!(
+                f,
+                "gamma must lie in (0, 1] and not be subnormal (at least {:e}), got {g:e}",
+                f32::MIN_POSITIVE
+            ),
             OtError::InvalidMaxIter => write!(f, "max_iter must be at least 1"),
             OtError::InvalidTol(tol) => write!(f, "tol must be finite and >= 0, got {tol}"),
             OtError::InvalidScale(s) => write!(f, "logit scale must be finite, got {s}"),

@@ -15,9 +15,11 @@ pub enum OtMode {
 /// Parameters of one optimal-transport solve.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct OtParams {
-    /// Entropic regularisation, `> 0`. Smaller is sharper and needs more iterations.
+    /// Entropic regularisation, a positive normal `f32` (not subnormal: the solver divides by
+    /// it, and `1/eps` overflows). Smaller is sharper and needs more iterations.
     pub eps: f32,
-    /// Total transported mass in the unbalanced mode, in `(0, 1]`.
+    /// Total transported mass in the unbalanced mode, in `(0, 1]` and a normal `f32` (a
+    /// subnormal mass per prompt underflows to zero and the plan is wrong).
     pub gamma: f32,
     /// Most scaling iterations to run, `≥ 1`.
     pub max_iter: u32,
@@ -41,10 +43,11 @@ impl OtParams {
 
     /// Checks every field; the error names the first one out of range.
     pub fn validate(&self) -> Result<(), OtError> {
-        if !(self.eps.is_finite() && self.eps > 0.0) {
+        // `is_normal` refuses NaN, the infinities, zero and the subnormals at once.
+        if !(self.eps.is_normal() && self.eps > 0.0) {
             return Err(OtError::InvalidEps(self.eps));
         }
-        if !(self.gamma > 0.0 && self.gamma <= 1.0) {
+        if !(self.gamma.is_normal() && self.gamma > 0.0 && self.gamma <= 1.0) {
             return Err(OtError::InvalidGamma(self.gamma));
         }
         if self.max_iter == 0 {

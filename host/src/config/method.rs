@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::training::{as_f32, F32Range};
 use super::ConfigError;
 
 /// The prompt template of zero-shot CLIP (CoOp's and the reference's).
@@ -131,11 +132,8 @@ impl Method {
     /// method sits at (`method` or `compare[i]`).
     pub fn validate(&self, field: &str, n_prompts: Option<usize>) -> Result<(), ConfigError> {
         match self {
-            Method::FedProx { mu } if !(mu.is_finite() && *mu >= 0.0) => {
-                return Err(ConfigError::invalid(
-                    format!("{field}.mu"),
-                    format!("must be finite and >= 0, got {mu}"),
-                ));
+            Method::FedProx { mu } => {
+                as_f32(&format!("{field}.mu"), *mu, F32Range::NonNegative)?;
             }
             Method::ZeroShot { template } if template.matches("{}").count() != 1 => {
                 return Err(ConfigError::invalid(

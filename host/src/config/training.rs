@@ -187,12 +187,7 @@ impl PromptConfig {
         if self.n_prompts == Some(0) {
             return Err(ConfigError::invalid("prompt.n_prompts", "must be positive"));
         }
-        if !(self.init_std.is_finite() && self.init_std > 0.0) {
-            return Err(ConfigError::invalid(
-                "prompt.init_std",
-                format!("must be positive and finite, got {}", self.init_std),
-            ));
-        }
+        as_f32("prompt.init_std", self.init_std, F32Range::Positive)?;
         Ok(())
     }
 }
@@ -243,6 +238,11 @@ impl OtConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        // Overflow and underflow in the conversion first, then the solver's own rules (a normal
+        // eps and gamma, gamma ≤ 1), so the key and the reason are named either way.
+        as_f32("ot.eps", self.eps, F32Range::Positive)?;
+        as_f32("ot.gamma", self.gamma, F32Range::Positive)?;
+        as_f32("ot.tol", self.tol, F32Range::NonNegative)?;
         self.params().validate().map_err(|error| {
             let field = match error {
                 OtError::InvalidEps(_) => "ot.eps",
@@ -289,26 +289,59 @@ impl OptimizerConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.lr.is_finite() && self.lr > 0.0 && self.lr as f32 > 0.0) {
-            return Err(ConfigError::invalid(
-                "optimizer.lr",
-                format!("must be positive and finite, got {}", self.lr),
-            ));
-        }
-        if !(0.0..1.0).contains(&self.momentum) {
+        as_f32("optimizer.lr", self.lr, F32Range::Positive)?;
+        // Checked as the `f32` it becomes: 0.999999999 rounds to 1.0 there.
+        let momentum = as_f32("optimizer.momentum", self.momentum, F32Range::NonNegative)?;
+        if momentum >= 1.0 {
             return Err(ConfigError::invalid(
                 "optimizer.momentum",
-                format!("must be in [0, 1), got {}", self.momentum),
+                format!("must be in [0, 1) as an f32, got {}", self.momentum),
             ));
         }
-        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return Err(ConfigError::invalid(
-                "optimizer.weight_decay",
-                format!("must be finite and >= 0, got {}", self.weight_decay),
-            ));
-        }
+        as_f32(
+            "optimizer.weight_decay",
+            self.weight_decay,
+            F32Range::NonNegative,
+        )?;
         Ok(())
     }
+}
+
+/// Which `f32` values a key accepts, beyond being finite.
+#[derive(Clone, Copy)]
+pub(super) enum F32Range {
+    /// `> 0` and normal: a subnormal divisor or standard deviation overflows or loses its
+    /// precision in the computation that uses it.
+    Positive,
+    /// `≥ 0`; zero is allowed, other values must be normal.
+    NonNegative,
+}
+
+/// `value` (read as `f64` from TOML) as the `f32` the training computes with, refused naming
+/// `field` when the conversion overflows to infinity or underflows to zero or a subnormal.
+pub(super) fn as_f32(field: &str, value: f64, range: F32Range) -> Result<f32, ConfigError> {
+    let single = value as f32;
+    let accepted = match range {
+        F32Range::Positive => single.is_normal() && single > 0.0,
+        F32Range::NonNegative => {
+            single == 0.0 && value == 0.0 || single.is_normal() && single > 0.0
+        }
+    };
+    if accepted {
+        return Ok(single);
+    }
+    let wanted = match range {
+        F32Range::Positive => "> 0",
+        F32Range::NonNegative => "0 or > 0",
+    };
+    Err(ConfigError::invalid(
+        field,
+        format!(
+            "must be {wanted} and representable as a normal f32 (finite, from {:e} to {:e}), got {value:e}",
+            f32::MIN_POSITIVE,
+            f32::MAX
+        ),
+    ))
 }
 
 /// Validation of the training sections, called by [`super::RunConfig::validate`].
