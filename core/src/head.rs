@@ -73,6 +73,7 @@ impl HeadShape {
             plans: mul(logits, problem)?,
             workspace: patch_vectors
                 .checked_add(prompt_vectors)
+                .and_then(|x| x.checked_mul(NORM_FACTORS))
                 .and_then(|x| x.checked_add(problem))
                 .and_then(|x| x.checked_add(problem))
                 .and_then(|x| x.checked_add(ot::workspace_len(self.patches, self.prompts)))
@@ -93,8 +94,8 @@ struct Sizes {
     workspace: usize,
 }
 
-/// Floats of workspace [`forward`] needs: inverse norms of every feature vector, one problem's
-/// similarity matrix and plan, and the solver's workspace.
+/// Floats of workspace [`forward`] needs: the norm factors of every feature vector, one
+/// problem's similarity matrix and plan, and the solver's workspace.
 pub fn workspace_len(shape: &HeadShape) -> Result<usize, OtError> {
     Ok(shape.checked()?.workspace)
 }
@@ -138,12 +139,12 @@ pub fn forward(
         });
     }
 
-    let (patch_inv_norms, rest) = workspace.split_at_mut(sizes.patch_vectors);
-    let (prompt_inv_norms, rest) = rest.split_at_mut(sizes.prompt_vectors);
+    let (patch_norms, rest) = workspace.split_at_mut(sizes.patch_vectors * NORM_FACTORS);
+    let (prompt_norms, rest) = rest.split_at_mut(sizes.prompt_vectors * NORM_FACTORS);
     let (sim, rest) = rest.split_at_mut(sizes.problem);
     let (plan, ot_workspace) = rest.split_at_mut(sizes.problem);
-    inverse_norms("patches", patches, shape.dim, patch_inv_norms)?;
-    inverse_norms("prompts", prompts, shape.dim, prompt_inv_norms)?;
+    norm_factors("patches", patches, shape.dim, patch_norms)?;
+    norm_factors("prompts", prompts, shape.dim, prompt_norms)?;
 
     let (m, n, d, classes) = (shape.patches, shape.prompts, shape.dim, shape.classes);
     let mut report = BatchReport::default();
@@ -155,7 +156,7 @@ pub fn forward(
             for (j, s) in row.iter_mut().enumerate() {
                 let g = j * classes + c;
                 let prompt = &prompts[g * d..(g + 1) * d];
-                *s = dot(patch, prompt) * patch_inv_norms[f] * prompt_inv_norms[g];
+                *s = cosine(patch, prompt, &patch_norms[f * 2..], &prompt_norms[g * 2..]);
             }
         }
         let sim = Similarity::new(sim, m, n)?;
@@ -195,8 +196,17 @@ fn check_len(name: &'static str, found: usize, expected: usize) -> Result<(), Ot
     }
 }
 
-/// `1/‖x‖` for every `dim`-long vector of `values`, refusing non-finite values and zero vectors.
-fn inverse_norms(
+/// Floats [`norm_factors`] keeps per feature vector.
+const NORM_FACTORS: usize = 2;
+
+/// For every `dim`-long vector `x` of `values`, its largest magnitude `s = max |x_k|` and
+/// `1/‖x/s‖`, refusing non-finite values and zero vectors.
+///
+/// `‖x‖` itself is not kept: its square overflows `f32` for components near 1e20 and
+/// underflows for components near 1e-20, and its inverse overflows for subnormal vectors.
+/// `s` is exact and `1/‖x/s‖` lies in `[1/√dim, 1]`, so both are representable for every
+/// finite non-zero vector.
+fn norm_factors(
     name: &'static str,
     values: &[f32],
     dim: usize,
@@ -205,34 +215,48 @@ fn inverse_norms(
     if let Some(index) = values.iter().position(|x| !x.is_finite()) {
         return Err(OtError::NonFinite { name, index });
     }
-    for (index, (vector, inv)) in values.chunks_exact(dim).zip(out.iter_mut()).enumerate() {
-        // Scale by the largest magnitude first so the squares neither overflow nor underflow.
+    for (index, (vector, factors)) in values
+        .chunks_exact(dim)
+        .zip(out.chunks_exact_mut(NORM_FACTORS))
+        .enumerate()
+    {
         let largest = vector.iter().fold(0.0f32, |acc, x| acc.max(x.abs()));
         if largest == 0.0 {
             return Err(OtError::ZeroNorm { name, index });
         }
         let sum: f32 = vector.iter().map(|x| (x / largest) * (x / largest)).sum();
-        *inv = 1.0 / (largest * libm::sqrtf(sum));
+        factors[0] = largest;
+        factors[1] = 1.0 / libm::sqrtf(sum);
     }
     Ok(())
 }
 
-/// `Σ x·y` with eight independent partial sums, so the compiler can keep them in SIMD lanes
-/// (a single running sum is a serial chain it may not reorder).
+/// The cosine of `x` and `y` from their [`norm_factors`]: `x·y / (s_x s_y) · 1/‖x/s_x‖ ·
+/// 1/‖y/s_y‖`. The dot product and the scale product are taken in `f64`, where the products
+/// of any two finite `f32` values neither overflow nor underflow.
 #[inline]
-fn dot(x: &[f32], y: &[f32]) -> f32 {
-    let mut partial = [0.0f32; 8];
+fn cosine(x: &[f32], y: &[f32], x_factors: &[f32], y_factors: &[f32]) -> f32 {
+    let scales = f64::from(x_factors[0]) * f64::from(y_factors[0]);
+    let unit = f64::from(x_factors[1]) * f64::from(y_factors[1]);
+    (dot(x, y) / scales * unit) as f32
+}
+
+/// `Σ x·y` in `f64` with eight independent partial sums, so the compiler can keep them in SIMD
+/// lanes (a single running sum is a serial chain it may not reorder).
+#[inline]
+fn dot(x: &[f32], y: &[f32]) -> f64 {
+    let mut partial = [0.0f64; 8];
     let (x_chunks, y_chunks) = (x.chunks_exact(8), y.chunks_exact(8));
-    let tail: f32 = x_chunks
+    let tail: f64 = x_chunks
         .remainder()
         .iter()
         .zip(y_chunks.remainder())
-        .map(|(a, b)| a * b)
+        .map(|(&a, &b)| f64::from(a) * f64::from(b))
         .sum();
     for (xc, yc) in x_chunks.zip(y_chunks) {
         for k in 0..8 {
-            partial[k] += xc[k] * yc[k];
+            partial[k] += f64::from(xc[k]) * f64::from(yc[k]);
         }
     }
-    partial.iter().sum::<f32>() + tail
+    partial.iter().sum::<f64>() + tail
 }

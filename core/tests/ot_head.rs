@@ -137,6 +137,30 @@ fn feature_scale_does_not_matter() {
     }
 }
 
+/// Nor at the edges of `f32`: vectors whose squared norm underflows (1e-30, and subnormal
+/// 1e-40) or overflows (1e30) give the same logits as the unscaled ones, never NaN.
+#[test]
+fn extreme_feature_scales_give_the_same_finite_logits() {
+    let case = &head_cases()[0];
+    let (logits, _, _) = run_head(case);
+    for (patch_scale, prompt_scale) in [(1e-30, 1e30), (1e30, 1e-30), (1e30, 1e30), (1e-40, 1.0)] {
+        let scaled = HeadCase {
+            patches: case.patches.iter().map(|x| x * patch_scale).collect(),
+            prompts: case.prompts.iter().map(|x| x * prompt_scale).collect(),
+            logits: case.logits.clone(),
+            plans: case.plans.clone(),
+            ..*case
+        };
+        let (scaled_logits, _, _) = run_head(&scaled);
+        for (a, b) in logits.iter().zip(&scaled_logits) {
+            assert!(
+                (a - b).abs() < 1e-3 * case.scale,
+                "scales {patch_scale:e}, {prompt_scale:e}: {a} vs {b}"
+            );
+        }
+    }
+}
+
 /// The batch entry point solves each (image, class) problem exactly as a single solve would,
 /// reading it in place from the `images × patches × prompts × classes` similarity tensor.
 #[test]

@@ -326,3 +326,21 @@ fn two_patches_one_prompt_balanced_by_hand() {
         "{plan:?}"
     );
 }
+
+#[test]
+fn the_smallest_accepted_eps_and_gamma_give_a_finite_plan() {
+    let sim = [0.2f32, 0.1, 0.3, 0.25, -0.4, 0.9];
+    for mode in [OtMode::Unbalanced, OtMode::Balanced] {
+        let params = OtParams {
+            eps: f32::MIN_POSITIVE,
+            gamma: f32::MIN_POSITIVE,
+            mode,
+            ..OtParams::FEDOTP
+        };
+        let (plan, _) = solve(&sim, 3, 2, &params);
+        assert!(
+            plan.iter().all(|t| t.is_finite() && *t >= 0.0),
+            "{mode:?}: {plan:?}"
+        );
+    }
+}
