@@ -118,7 +118,8 @@
 
 // A handle (or a GPU) that a call further up the calling thread holds (a progress callback
 // calling libfedotp on the client or image set its training holds, or on another client of
-// the same GPU): the call would wait for itself.
+// the same GPU): the call would wait for itself. Freeing such a handle from there is refused
+// too, and frees nothing.
 #define FEDOTP_ERR_HANDLE_BUSY -22
 
 // Message: shorter than its header, or than the total length it declares.
@@ -527,7 +528,9 @@ int32_t fedotp_client_config_default(struct FedotpClientConfig *config_out);
 // entries, `config`, `config->device`, `client_out`); `FEDOTP_ERR_INVALID_HANDLE`;
 // `FEDOTP_ERR_WRONG_HANDLE_TYPE`; `FEDOTP_ERR_EMPTY_DIMENSION` (`num_classes`, `n_ctx` or
 // `batch_size` is 0); `FEDOTP_ERR_SIZE_OVERFLOW` (`num_classes`); `FEDOTP_ERR_INVALID_UTF8`;
-// `FEDOTP_ERR_INVALID_CLASS_NAME` (blank, or too long to fit the context with `n_ctx`);
+// `FEDOTP_ERR_INVALID_CLASS_NAME` (blank once `_` is read as a space — `"   "`, `"_"`,
+// `"\t"` — or holding no token for the tokenizer, or too long to fit the context with
+// `n_ctx`; the detail names the index);
 // `FEDOTP_ERR_TOO_LARGE` (`n_ctx` leaves no room for a class name); the OT parameters'
 // `FEDOTP_ERR_INVALID_EPS` / `_GAMMA` / `_MAX_ITER` / `_TOL` / `_BALANCED`;
 // `FEDOTP_ERR_INVALID_CONFIG` (learning rate, momentum, weight decay or augment out of
@@ -583,7 +586,8 @@ int32_t fedotp_client_prompt_shape(const struct FedotpClient *client,
 // - `epochs`: passes over the images, >= 1; each pass shuffles them (from the client's
 //   generator);
 // - `progress`: NULL, or called after every step with (done, total, `user_data`) on this
-//   thread; calls it makes on this client or image set return `FEDOTP_ERR_HANDLE_BUSY`;
+//   thread; calls it makes on this client or image set, their `_free` included, return
+//   `FEDOTP_ERR_HANDLE_BUSY`;
 // - `cancel`: NULL, or a flag another thread may set to non-zero (as a C11 `atomic_uint` or
 //   a C++ `std::atomic<uint32_t>`, whose layout is `uint32_t`'s), checked after every step;
 // - `report_out`: NULL, or receives the loss and accuracy.
@@ -741,17 +745,19 @@ int32_t fedotp_client_save(const struct FedotpClient *client, const char *path);
 // `FEDOTP_ERR_IO` (cannot be read); `FEDOTP_ERR_STATE_FORMAT` (not a client state: not
 // safetensors, no fedotp metadata, a missing or misshapen tensor; the detail names it);
 // `FEDOTP_ERR_STATE_MISMATCH` (saved by a client of another model — other weights, even of
-// the same architecture — other class names or another `n_ctx`); `FEDOTP_ERR_NON_FINITE`. On error the client is unchanged. Thread-safe.
+// the same architecture — other class names or another `n_ctx`); `FEDOTP_ERR_NON_FINITE` (a
+// prompt or the optimiser's momentum holds NaN or an infinity; the detail names the tensor
+// and the index). On error the client is unchanged. Thread-safe.
 //
 // # Safety
 // A non-NULL `path` must be a NUL-terminated string.
-int32_t fedotp_client_load(struct FedotpClient *client,
-                           const char *path);
+int32_t fedotp_client_load(struct FedotpClient *client, const char *path);
 
 // Frees a client. NULL is a no-op (`FEDOTP_OK`); the handle is invalid afterwards.
 //
-// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE` (nothing
-// is freed). Thread-safe: a call on the client running in another thread (a training)
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE`;
+// `FEDOTP_ERR_HANDLE_BUSY` (called from a progress callback of a training that uses it). On
+// error nothing is freed. Thread-safe: a call on the client running in another thread (a training)
 // finishes first.
 int32_t fedotp_client_free(struct FedotpClient *client);
 
@@ -903,8 +909,9 @@ int32_t fedotp_images_count(const struct FedotpImages *images, size_t *count_out
 
 // Frees an image set. NULL is a no-op (`FEDOTP_OK`); the handle is invalid afterwards.
 //
-// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE` (nothing
-// is freed). Thread-safe.
+// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE`;
+// `FEDOTP_ERR_HANDLE_BUSY` (called from a progress callback of a training that uses it). On
+// error nothing is freed. Thread-safe.
 int32_t fedotp_images_free(struct FedotpImages *images);
 
 // The library's version as a static, NUL-terminated string, "MAJOR.MINOR.PATCH" (semantic

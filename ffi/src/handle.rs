@@ -17,7 +17,8 @@
 //! calls on different handles run in parallel, and freeing a handle while another thread is
 //! inside a call on it is safe: the call finishes on the object, which is dropped afterwards.
 //! A call on a handle that the same thread already holds — from a progress callback inside a
-//! training on it — would wait for itself: it is refused with `FEDOTP_ERR_HANDLE_BUSY`.
+//! training on it — would wait for itself: it is refused with `FEDOTP_ERR_HANDLE_BUSY`. So is
+//! freeing such a handle from there: the call further up still uses the object.
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -157,10 +158,11 @@ pub(crate) fn with<H: Handle, R>(
 }
 
 /// Frees the object `handle` names. NULL is a no-op; a freed, never-issued or wrong-type
-/// handle is refused and nothing is freed.
+/// handle is refused and nothing is freed, and so is a handle a call further up this thread
+/// holds (`FEDOTP_ERR_HANDLE_BUSY`, as for every other call on it).
 ///
 /// The object is dropped once no call on it is running any more: at once, or when the last
-/// concurrent call on it returns.
+/// concurrent call on it (in another thread) returns.
 pub(crate) fn release<H: Handle>(handle: *mut H, name: &str) -> Result<(), Failure> {
     if handle.is_null() {
         return Ok(());
@@ -168,6 +170,15 @@ pub(crate) fn release<H: Handle>(handle: *mut H, name: &str) -> Result<(), Failu
     let removed = {
         let mut registry = write();
         let (id, _) = find::<H>(&registry, handle.addr(), name)?;
+        if HELD.with(|held| held.borrow().contains(&id)) {
+            return Err(Failure::new(
+                FEDOTP_ERR_HANDLE_BUSY,
+                format!(
+                    "`{name}` is held by a call further up this thread (a progress callback \
+                     freeing the client or images it trains with?): nothing was freed"
+                ),
+            ));
+        }
         registry.entries.remove(&id)
     };
     // Dropped here, outside the registry's lock: freeing a large object must not hold up calls
@@ -400,10 +411,25 @@ mod tests {
             Ok(text)
         });
         assert_eq!(result.unwrap(), "other");
+        // Nor can it be freed from inside a call on it; another handle can.
+        let freed_inside = with(counter, "counter", |_| {
+            let busy = release(counter, "counter").unwrap_err();
+            assert_eq!(busy.status, FEDOTP_ERR_HANDLE_BUSY);
+            assert!(
+                busy.message.contains("nothing was freed"),
+                "{}",
+                busy.message
+            );
+            release(label, "label")
+        });
+        assert!(freed_inside.is_ok());
+        assert_eq!(
+            status(with(label, "label", |_| Ok(()))),
+            FEDOTP_ERR_INVALID_HANDLE
+        );
         // Released with its call: usable again, on this thread and others.
         assert_eq!(with(counter, "counter", |n| Ok(*n)).unwrap(), 2);
         release(counter, "counter").unwrap();
-        release(label, "label").unwrap();
     }
 
     #[test]

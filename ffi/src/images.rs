@@ -407,8 +407,9 @@ pub unsafe extern "C" fn fedotp_images_count(
 
 /// Frees an image set. NULL is a no-op (`FEDOTP_OK`); the handle is invalid afterwards.
 ///
-/// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE` (nothing
-/// is freed). Thread-safe.
+/// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE`;
+/// `FEDOTP_ERR_HANDLE_BUSY` (called from a progress callback of a training that uses it). On
+/// error nothing is freed. Thread-safe.
 #[no_mangle]
 pub extern "C" fn fedotp_images_free(images: *mut FedotpImages) -> i32 {
     call(|| handle::release(images, "images"))

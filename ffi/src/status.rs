@@ -51,7 +51,8 @@ pub const FEDOTP_ERR_INVALID_HANDLE: i32 = -20;
 pub const FEDOTP_ERR_WRONG_HANDLE_TYPE: i32 = -21;
 /// A handle (or a GPU) that a call further up the calling thread holds (a progress callback
 /// calling libfedotp on the client or image set its training holds, or on another client of
-/// the same GPU): the call would wait for itself.
+/// the same GPU): the call would wait for itself. Freeing such a handle from there is refused
+/// too, and frees nothing.
 pub const FEDOTP_ERR_HANDLE_BUSY: i32 = -22;
 
 /// Message: shorter than its header, or than the total length it declares.

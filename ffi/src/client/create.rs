@@ -4,6 +4,7 @@
 use std::ffi::c_char;
 
 use fedotp_host::backend::Device;
+use fedotp_host::clip::classnames::prompt_name;
 use fedotp_host::fed::{Sgd, SgdState};
 use fedotp_host::train::{HeadChoice, PromptSetup};
 use rand::SeedableRng;
@@ -139,10 +140,11 @@ unsafe fn read_class_names(
             let what = format!("class_names[{i}]");
             // SAFETY: each pointer is a NUL-terminated string or NULL.
             let name = unsafe { string(name, &what) }?;
-            if name.trim().is_empty() {
+            // Blank as the prompt reads it: "_" and "\t" are as empty as "   ".
+            if prompt_name(name).trim().is_empty() {
                 return Err(Failure::new(
                     FEDOTP_ERR_INVALID_CLASS_NAME,
-                    format!("`{what}` is blank"),
+                    format!("`{what}` ({name:?}) is blank once `_` is read as a space"),
                 ));
             }
             Ok(name.to_owned())
@@ -168,7 +170,9 @@ unsafe fn read_class_names(
 /// entries, `config`, `config->device`, `client_out`); `FEDOTP_ERR_INVALID_HANDLE`;
 /// `FEDOTP_ERR_WRONG_HANDLE_TYPE`; `FEDOTP_ERR_EMPTY_DIMENSION` (`num_classes`, `n_ctx` or
 /// `batch_size` is 0); `FEDOTP_ERR_SIZE_OVERFLOW` (`num_classes`); `FEDOTP_ERR_INVALID_UTF8`;
-/// `FEDOTP_ERR_INVALID_CLASS_NAME` (blank, or too long to fit the context with `n_ctx`);
+/// `FEDOTP_ERR_INVALID_CLASS_NAME` (blank once `_` is read as a space — `"   "`, `"_"`,
+/// `"\t"` — or holding no token for the tokenizer, or too long to fit the context with
+/// `n_ctx`; the detail names the index);
 /// `FEDOTP_ERR_TOO_LARGE` (`n_ctx` leaves no room for a class name); the OT parameters'
 /// `FEDOTP_ERR_INVALID_EPS` / `_GAMMA` / `_MAX_ITER` / `_TOL` / `_BALANCED`;
 /// `FEDOTP_ERR_INVALID_CONFIG` (learning rate, momentum, weight decay or augment out of

@@ -22,8 +22,9 @@ impl Handle for FedotpClient {
 
 /// Frees a client. NULL is a no-op (`FEDOTP_OK`); the handle is invalid afterwards.
 ///
-/// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE` (nothing
-/// is freed). Thread-safe: a call on the client running in another thread (a training)
+/// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_INVALID_HANDLE`; `FEDOTP_ERR_WRONG_HANDLE_TYPE`;
+/// `FEDOTP_ERR_HANDLE_BUSY` (called from a progress callback of a training that uses it). On
+/// error nothing is freed. Thread-safe: a call on the client running in another thread (a training)
 /// finishes first.
 #[no_mangle]
 pub extern "C" fn fedotp_client_free(client: *mut FedotpClient) -> i32 {

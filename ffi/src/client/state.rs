@@ -100,14 +100,31 @@ impl Client {
             .local_prompt
             .as_ref()
             .ok_or_else(|| format("no local prompt"))?;
+        // Every loaded tensor, the optimiser's included: a NaN momentum would poison every
+        // later step.
+        let tensors = [
+            ("global_prompt", Some(&global.values)),
+            ("client.0.local_prompt", Some(&local.values)),
+            (
+                "client.0.momentum_buffer",
+                state.optimizer.momentum_buffer.as_ref(),
+            ),
+        ];
+        for (name, values) in tensors {
+            let values = values.map_or(&[][..], |v| &v[..]);
+            if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+                return Err(Failure::new(
+                    FEDOTP_ERR_NON_FINITE,
+                    format!(
+                        "{}: tensor `{name}` holds {} at index {index}",
+                        path.display(),
+                        values[index]
+                    ),
+                ));
+            }
+        }
         let mut context = global.values;
         context.extend_from_slice(&local.values);
-        if let Some(value) = context.iter().find(|v| !v.is_finite()) {
-            return Err(Failure::new(
-                FEDOTP_ERR_NON_FINITE,
-                format!("{}: a prompt value is {value}", path.display()),
-            ));
-        }
         self.context = context;
         self.optimizer = state.optimizer.clone();
         self.rng = rng;
@@ -156,7 +173,9 @@ pub unsafe extern "C" fn fedotp_client_save(
 /// `FEDOTP_ERR_IO` (cannot be read); `FEDOTP_ERR_STATE_FORMAT` (not a client state: not
 /// safetensors, no fedotp metadata, a missing or misshapen tensor; the detail names it);
 /// `FEDOTP_ERR_STATE_MISMATCH` (saved by a client of another model — other weights, even of
-/// the same architecture — other class names or another `n_ctx`); `FEDOTP_ERR_NON_FINITE`. On error the client is unchanged. Thread-safe.
+/// the same architecture — other class names or another `n_ctx`); `FEDOTP_ERR_NON_FINITE` (a
+/// prompt or the optimiser's momentum holds NaN or an infinity; the detail names the tensor
+/// and the index). On error the client is unchanged. Thread-safe.
 ///
 /// # Safety
 /// A non-NULL `path` must be a NUL-terminated string.

@@ -62,7 +62,8 @@ unsafe fn cancelled(cancel: *const u32) -> bool {
 /// - `epochs`: passes over the images, >= 1; each pass shuffles them (from the client's
 ///   generator);
 /// - `progress`: NULL, or called after every step with (done, total, `user_data`) on this
-///   thread; calls it makes on this client or image set return `FEDOTP_ERR_HANDLE_BUSY`;
+///   thread; calls it makes on this client or image set, their `_free` included, return
+///   `FEDOTP_ERR_HANDLE_BUSY`;
 /// - `cancel`: NULL, or a flag another thread may set to non-zero (as a C11 `atomic_uint` or
 ///   a C++ `std::atomic<uint32_t>`, whose layout is `uint32_t`'s), checked after every step;
 /// - `report_out`: NULL, or receives the loss and accuracy.

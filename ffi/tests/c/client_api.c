@@ -270,6 +270,9 @@ static void client_creation(FedotpModel *model) {
     FedotpClient *client = FORGED(FedotpClient);
     const char *null_name[] = {"dark", NULL};
     const char *blank_name[] = {"dark", "  "};
+    /* Blank once `_` is read as a space, as the prompt reads the name. */
+    const char *underscore_name[] = {"dark", "_"};
+    const char *tab_name[] = {"\t", "dark"};
     const char *bad_utf8[] = {"dark", "\xe2\x82"};
     char long_name[400];
     memset(long_name, 'a', sizeof long_name - 1);
@@ -291,6 +294,13 @@ static void client_creation(FedotpModel *model) {
     EXPECT_MESSAGE("class_names[1]");
     EXPECT_STATUS(fedotp_client_new(model, blank_name, 2, &config, &client),
                   FEDOTP_ERR_INVALID_CLASS_NAME);
+    EXPECT_MESSAGE("class_names[1]");
+    EXPECT_STATUS(fedotp_client_new(model, underscore_name, 2, &config, &client),
+                  FEDOTP_ERR_INVALID_CLASS_NAME);
+    EXPECT_MESSAGE("class_names[1]");
+    EXPECT_STATUS(fedotp_client_new(model, tab_name, 2, &config, &client),
+                  FEDOTP_ERR_INVALID_CLASS_NAME);
+    EXPECT_MESSAGE("class_names[0]");
     EXPECT_STATUS(fedotp_client_new(model, bad_utf8, 2, &config, &client),
                   FEDOTP_ERR_INVALID_UTF8);
     EXPECT_STATUS(fedotp_client_new(model, too_long, 2, &config, &client),
@@ -377,6 +387,7 @@ struct Reentry {
     FedotpImages *images;
     FedotpModel *model;
     int32_t on_client, on_images, on_model;
+    int32_t freed_client, freed_images; /* what freeing the busy handles returned */
 };
 
 static void call_back_in(uint64_t done, uint64_t total, void *user_data) {
@@ -387,6 +398,41 @@ static void call_back_in(uint64_t done, uint64_t total, void *user_data) {
     r->on_client = fedotp_client_prompt_shape(r->client, &n_ctx, &width);
     r->on_images = fedotp_images_count(r->images, &count);
     r->on_model = fedotp_model_info(r->model, &info);
+    r->freed_client = fedotp_client_free(r->client);
+    r->freed_images = fedotp_images_free(r->images);
+}
+
+/* Copies the saved state `from` to `to` with a NaN as the first value of `tensor`: the file is
+ * safetensors, an 8-byte little-endian header length, a JSON header that gives each tensor's
+ * `data_offsets` into the data after it, then the data. */
+static void write_with_nan(const char *from, const char *to, const char *tensor) {
+    FILE *in = fopen(from, "rb");
+    CHECK(in != NULL, "cannot open %s", from);
+    if (in == NULL) return;
+    fseek(in, 0, SEEK_END);
+    long len = ftell(in);
+    fseek(in, 0, SEEK_SET);
+    unsigned char *bytes = malloc((size_t)len + 1);
+    CHECK(fread(bytes, 1, (size_t)len, in) == (size_t)len, "cannot read %s", from);
+    fclose(in);
+    bytes[len] = 0;
+    uint64_t header_len = 0;
+    for (int i = 7; i >= 0; i--) header_len = (header_len << 8) | bytes[i];
+    char quoted[128];
+    snprintf(quoted, sizeof quoted, "\"%s\"", tensor);
+    const char *entry = strstr((const char *)bytes + 8, quoted);
+    const char *offsets = entry ? strstr(entry, "\"data_offsets\":[") : NULL;
+    CHECK(offsets != NULL, "%s: no tensor %s", from, tensor);
+    if (offsets != NULL) {
+        size_t start = strtoull(offsets + strlen("\"data_offsets\":["), NULL, 10);
+        const float nan = NAN;
+        memcpy(bytes + 8 + header_len + start, &nan, sizeof nan);
+        FILE *out = fopen(to, "wb");
+        CHECK(out != NULL && fwrite(bytes, 1, (size_t)len, out) == (size_t)len, "cannot write %s",
+              to);
+        if (out != NULL) fclose(out);
+    }
+    free(bytes);
 }
 
 static void training_exchange_prediction(FedotpModel *model) {
@@ -464,7 +510,7 @@ static void training_exchange_prediction(FedotpModel *model) {
 
     /* The callback may use other handles; the client and images the training holds are busy,
      * not a deadlock. */
-    struct Reentry reentry = {client, train, model, 1, 1, 1};
+    struct Reentry reentry = {client, train, model, 1, 1, 1, 1, 1};
     EXPECT_STATUS(fedotp_client_train(client, train, 1, call_back_in, &reentry, NULL, NULL),
                   FEDOTP_OK);
     CHECK(reentry.on_client == FEDOTP_ERR_HANDLE_BUSY, "client from the callback: %d",
@@ -472,6 +518,13 @@ static void training_exchange_prediction(FedotpModel *model) {
     CHECK(reentry.on_images == FEDOTP_ERR_HANDLE_BUSY, "images from the callback: %d",
           reentry.on_images);
     CHECK(reentry.on_model == FEDOTP_OK, "model from the callback: %d", reentry.on_model);
+    /* Freeing them from there is refused too, and frees nothing: both stay usable. */
+    CHECK(reentry.freed_client == FEDOTP_ERR_HANDLE_BUSY, "client freed from the callback: %d",
+          reentry.freed_client);
+    CHECK(reentry.freed_images == FEDOTP_ERR_HANDLE_BUSY, "images freed from the callback: %d",
+          reentry.freed_images);
+    size_t still_there = 0;
+    EXPECT_STATUS(fedotp_images_count(train, &still_there), FEDOTP_OK);
     EXPECT_STATUS(fedotp_client_global_prompt(client, before, 2, 64), FEDOTP_OK);
 
     /* A real training: 4 images in batches of 2, 2 epochs = 4 steps. */
@@ -643,6 +696,23 @@ static void training_exchange_prediction(FedotpModel *model) {
     FedotpClient *restarted = NULL;
     config.seed = 12345;
     EXPECT_STATUS(fedotp_client_new(model, CLASSES, 2, &config, &restarted), FEDOTP_OK);
+    /* A state with a NaN in a prompt or in the optimiser's momentum is refused, naming the
+     * tensor, and the client is unchanged. */
+    {
+        const char *tensors[] = {"global_prompt", "client.0.local_prompt",
+                                 "client.0.momentum_buffer"};
+        const char *poisoned = FEDOTP_SCRATCH_DIR "/client_api_nan_state.safetensors";
+        float fresh[2 * 64], after[2 * 64];
+        EXPECT_STATUS(fedotp_client_global_prompt(restarted, fresh, 2, 64), FEDOTP_OK);
+        for (size_t t = 0; t < sizeof tensors / sizeof tensors[0]; t++) {
+            write_with_nan(state, poisoned, tensors[t]);
+            EXPECT_STATUS(fedotp_client_load(restarted, poisoned), FEDOTP_ERR_NON_FINITE);
+            EXPECT_MESSAGE(tensors[t]);
+        }
+        EXPECT_STATUS(fedotp_client_global_prompt(restarted, after, 2, 64), FEDOTP_OK);
+        CHECK(memcmp(fresh, after, sizeof fresh) == 0, "a refused load changed the prompt");
+        remove(poisoned);
+    }
     EXPECT_STATUS(fedotp_client_load(restarted, state), FEDOTP_OK);
     float reloaded[5 * 2];
     EXPECT_STATUS(fedotp_client_predict(restarted, unlabelled, reloaded, 10), FEDOTP_OK);

@@ -61,6 +61,14 @@ static void plan_errors_write_nothing(void) {
     EXPECT_STATUS(fedotp_ot_plan(sim, 2, 2, &p, plan, &report), FEDOTP_ERR_INVALID_EPS);
     p = PAPER; p.eps = NAN;
     EXPECT_STATUS(fedotp_ot_plan(sim, 2, 2, &p, plan, &report), FEDOTP_ERR_INVALID_EPS);
+    /* Subnormal eps and gamma: 1/eps overflows and gamma/n underflows, the plan would be NaN
+       or wrong. */
+    p = PAPER; p.eps = 1e-39f;
+    EXPECT_STATUS(fedotp_ot_plan(sim, 2, 2, &p, plan, &report), FEDOTP_ERR_INVALID_EPS);
+    EXPECT_MESSAGE("subnormal");
+    p = PAPER; p.gamma = 1e-45f;
+    EXPECT_STATUS(fedotp_ot_plan(sim, 2, 2, &p, plan, &report), FEDOTP_ERR_INVALID_GAMMA);
+    EXPECT_MESSAGE("subnormal");
     p = PAPER; p.gamma = 1.5f;
     EXPECT_STATUS(fedotp_ot_plan(sim, 2, 2, &p, plan, &report), FEDOTP_ERR_INVALID_GAMMA);
     p = PAPER; p.max_iter = 0;
@@ -101,6 +109,38 @@ static void logits_by_hand(void) {
     EXPECT_STATUS(fedotp_ot_logits(one_patch, 1, 1, 2, one_class, 2, 1, &PAPER, 100.0f, &logit),
                   FEDOTP_OK);
     CHECK(fabsf(logit - 100.0f * 0.4f * (0.6f + 0.8f)) < 1e-3f, "logit %g", logit);
+}
+
+/* Feature vectors whose squared norm underflows (1e-30) or overflows (1e30) in f32 give the
+   logits of the unscaled vectors, finite. */
+static void logits_at_extreme_scales(void) {
+    const float patches[6] = {1.0f, 0.0f, 0.9f, 0.1f, 0.0f, 1.0f};
+    const float prompts[8] = {1.0f, 0.1f, 0.1f, 1.0f, 1.0f, -0.1f, -0.1f, 1.0f};
+    float reference[2] = {0};
+    EXPECT_STATUS(fedotp_ot_logits(patches, 1, 3, 2, prompts, 2, 2, &PAPER, 100.0f, reference),
+                  FEDOTP_OK);
+    const float scales[][2] = {{1e-30f, 1e30f}, {1e30f, 1e-30f}, {1e30f, 1e30f}, {1e-30f, 1e-30f}};
+    for (size_t k = 0; k < sizeof scales / sizeof scales[0]; k++) {
+        float scaled_patches[6], scaled_prompts[8], logits[2] = {0};
+        for (int i = 0; i < 6; i++) scaled_patches[i] = patches[i] * scales[k][0];
+        for (int i = 0; i < 8; i++) scaled_prompts[i] = prompts[i] * scales[k][1];
+        EXPECT_STATUS(fedotp_ot_logits(scaled_patches, 1, 3, 2, scaled_prompts, 2, 2, &PAPER,
+                                       100.0f, logits),
+                      FEDOTP_OK);
+        for (int c = 0; c < 2; c++)
+            CHECK(isfinite(logits[c]) && fabsf(logits[c] - reference[c]) < 1e-2f,
+                  "scales %g, %g: logit %d is %g, unscaled %g", scales[k][0], scales[k][1], c,
+                  logits[c], reference[c]);
+    }
+    /* An all-zero prompt row has no direction: refused, naming the row. */
+    float zero_prompt[8];
+    memcpy(zero_prompt, prompts, sizeof zero_prompt);
+    zero_prompt[6] = zero_prompt[7] = 0.0f;
+    float logits[2] = {7, 7};
+    EXPECT_STATUS(fedotp_ot_logits(patches, 1, 3, 2, zero_prompt, 2, 2, &PAPER, 100.0f, logits),
+                  FEDOTP_ERR_ZERO_NORM);
+    EXPECT_MESSAGE("feature vector 3 of `prompts`");
+    CHECK(logits[0] == 7.0f && logits[1] == 7.0f, "logits written on error");
 }
 
 static void logits_errors_write_nothing(void) {
@@ -156,6 +196,7 @@ int main(void) {
     plan_marginals();
     plan_errors_write_nothing();
     logits_by_hand();
+    logits_at_extreme_scales();
     logits_errors_write_nothing();
     status_strings();
     return report("OT C API");

@@ -2,6 +2,7 @@
 //! context vectors per prompt (FedOTP: set 0 global, set 1 local), shared by every class.
 
 use crate::backend::Backend;
+use crate::clip::classnames::prompt_name;
 use crate::clip::tokenizer::Tokenizer;
 use crate::clip::{
     text_backward, text_forward, ClipError, PromptBatch, SpecialTokens, TextActivations,
@@ -38,10 +39,22 @@ impl PromptLearner {
         n_sets: usize,
         text: &TextWeights<impl Sized>,
     ) -> Result<Self, ClipError> {
-        let class_tokens: Vec<Vec<u32>> = class_names
+        let class_tokens = class_names
             .iter()
-            .map(|name| tokenizer.encode(&format!("{}.", name.replace('_', " "))))
-            .collect();
+            .enumerate()
+            .map(|(i, name)| {
+                let name = prompt_name(name);
+                // A name that is only spaces, `_` or what the tokenizer's cleaning drops would
+                // leave the class with the bare prompt "X X ... X." — no name at all.
+                if tokenizer.encode(&name).is_empty() {
+                    return Err(ClipError::InvalidInput(format!(
+                        "class name {i} ({:?}) is blank once `_` is read as a space",
+                        class_names[i]
+                    )));
+                }
+                Ok(tokenizer.encode(&format!("{name}.")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Self::from_tokens(&class_tokens, n_ctx, n_sets, text)
     }
 
