@@ -11,9 +11,11 @@ use crate::status::{Failure, FEDOTP_ERR_INVALID_BALANCED};
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct FedotpOtParams {
-    /// Entropic regularisation, finite and > 0.
+    /// Entropic regularisation, finite, > 0 and not subnormal (at least `FLT_MIN`): else
+    /// `FEDOTP_ERR_INVALID_EPS`.
     pub eps: f32,
-    /// Mass moved in the unbalanced mode, in (0, 1].
+    /// Mass moved in the unbalanced mode, in (0, 1] and not subnormal: else
+    /// `FEDOTP_ERR_INVALID_GAMMA`.
     pub gamma: f32,
     /// Most iterations, >= 1.
     pub max_iter: u32,
@@ -111,15 +113,19 @@ pub unsafe extern "C" fn fedotp_ot_plan(
 
 /// FedOTP's OT head: class logits from patch features and prompt features.
 ///
-/// - `patches`: `batch*m*dim` floats: `m` patch features per image (need not be normalised);
+/// - `patches`: `batch*m*dim` floats: `m` patch features per image (need not be normalised;
+///   any finite magnitude works, 1e-30 and 1e30 included);
 /// - `prompts`: `n*classes*dim` floats: for each of the `n` prompts, one feature per class
-///   (need not be normalised);
+///   (need not be normalised, any finite magnitude);
 /// - `logit_scale`: the multiplier (CLIP's `exp(logit_scale)`, about 100), finite;
 /// - `logits_out`: `batch*classes` floats; receives
 ///   `logit_scale * sum(T * S)` per (image, class), where `S` is the `m x n` cosine similarity
 ///   matrix and `T` its transport plan. Must not overlap the inputs.
 ///
-/// Returns `FEDOTP_OK`, or an error status with nothing written. Thread-safe.
+/// Returns `FEDOTP_OK`, or an error status with nothing written: among them
+/// `FEDOTP_ERR_NON_FINITE` (a NaN or infinite feature) and `FEDOTP_ERR_ZERO_NORM` (an all-zero
+/// feature vector has no direction; the detail names the vector's index in `patches` or
+/// `prompts`). Thread-safe.
 ///
 /// # Safety
 /// Non-NULL pointers must point to buffers of the stated lengths.
