@@ -107,7 +107,10 @@ fn bad_configurations_fail_before_anything_is_written() {
             vec!["train", "--set", "federation.roundz=3"],
             "`federation.roundz`: unknown field `roundz`",
         ),
-        (vec!["train", "--set", "ot.eps=-1"], "`ot.eps` is invalid"),
+        (
+            vec!["train", "--set", "ot.eps=-1"],
+            "`ot.eps` must be > 0 and representable as a normal f32",
+        ),
         (
             vec!["train", "--config", preset],
             "dataset: cannot read data/dtd/split_zhou_DescribableTextures.json",
