@@ -297,11 +297,11 @@ typedef struct FedotpClientConfig {
   uint32_t n_ctx;
   // The OT head's solver (FedOTP: eps 0.1, gamma 0.8, max_iter 100, tol 1e-3, unbalanced).
   struct FedotpOtParams ot;
-  // SGD learning rate, finite and > 0 (FedOTP: 0.001).
+  // SGD learning rate, > 0 and a normal f32: finite, not subnormal (FedOTP: 0.001).
   float learning_rate;
-  // SGD momentum in [0, 1) (FedOTP: 0.9).
+  // SGD momentum in [0, 1), 0 or a normal f32 (FedOTP: 0.9).
   float momentum;
-  // L2 weight decay, finite and >= 0 (FedOTP: 5e-4).
+  // L2 weight decay, finite, >= 0, 0 or a normal f32 (FedOTP: 5e-4).
   float weight_decay;
   // Images per training step and per prediction pass, >= 1 (FedOTP: 32).
   uint32_t batch_size;

@@ -203,6 +203,7 @@ fn measure_fedotp<B: Backend>(backend: B, shapes: &Shapes) -> Result<Measured, B
         memory_budget: u64::MAX,
         disk_dir: &cache_dir,
         batch: shapes.batch,
+        kept: None,
     };
     let start = Instant::now();
     features.fill_cache(&clip, &samples, place, &mut |_, _| {})?;

@@ -80,18 +80,11 @@ proptest! {
     /// e^-40000) still give a finite plan whose prompt-side sums hold.
     #[test]
     fn extreme_similarities_stay_finite(m in 1usize..30, n in 1usize..4, seed in any::<u64>(), eps in 0.005f32..1.0, mode in mode()) {
-        let mut state = seed | 1;
-        let sim: Vec<f32> = (0..m * n).map(|_| {
-            state ^= state << 13; state ^= state >> 7; state ^= state << 17;
-            (state % 20_001) as f32 / 100.0 - 100.0
-        }).collect();
         let p = params(eps, 0.8, mode);
-        let (plan, _) = solve(&sim, m, n, &p);
+        let (plan, _) = solve(&extreme_similarities(m, n, seed), m, n, &p);
         prop_assert!(plan.iter().all(|t| t.is_finite() && *t >= 0.0), "{:?}", plan);
-        let b = p.gamma_or_one() / n as f32;
-        for j in 0..n {
-            let column: f32 = (0..m).map(|i| plan[i * n + j]).sum();
-            prop_assert!(((column - b) / b).abs() < 1e-4, "column {} sums to {}", j, column);
+        if let Some((j, column)) = column_off(&plan, m, n, p.gamma_or_one() / n as f32) {
+            prop_assert!(false, "column {} sums to {}", j, column);
         }
     }
 
@@ -147,8 +140,10 @@ proptest! {
     fn gamma_one_unbalanced_is_balanced((m, n, sim) in problem(), eps in 0.05f32..1.0) {
         let (balanced, _) = solve(&sim, m, n, &params(eps, 1.0, OtMode::Balanced));
         let (unbalanced, report) = solve(&sim, m, n, &params(eps, 1.0, OtMode::Unbalanced));
-        prop_assert!(report.converged);
         prop_assert!(max_relative_gap(&unbalanced, &balanced) < 1e-5);
+        // Scaling iterations can converge arbitrarily slowly (a plan near a permutation at small
+        // eps needs 10⁵ iterations): compare with the clamped problem only once converged.
+        prop_assume!(report.converged);
         let almost = OtParams { max_iter: 200_000, tol: 1e-7, ..params(eps, 1.0 - 1e-4, OtMode::Unbalanced) };
         let (clamped, _) = solve(&sim, m, n, &almost);
         // 1e-4 of the mass stays behind: the plans differ by about that much in total.
@@ -343,4 +338,38 @@ fn the_smallest_accepted_eps_and_gamma_give_a_finite_plan() {
             "{mode:?}: {plan:?}"
         );
     }
+}
+
+/// An `m × n` similarity matrix with seeded entries in [-100, 100].
+fn extreme_similarities(m: usize, n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed | 1;
+    (0..m * n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % 20_001) as f32 / 100.0 - 100.0
+        })
+        .collect()
+}
+
+/// The first prompt whose column of `plan` does not sum to `b` (relative error 1e-4), with its
+/// sum.
+fn column_off(plan: &[f32], m: usize, n: usize, b: f32) -> Option<(usize, f32)> {
+    (0..n)
+        .map(|j| (j, (0..m).map(|i| plan[i * n + j]).sum::<f32>()))
+        .find(|&(_, column)| ((column - b) / b).abs() >= 1e-4)
+}
+
+/// A case proptest found: this balanced problem ends its last iteration with an absorption
+/// (large potentials against eps), and the plan rebuilt from the rounded potentials had a column
+/// 0.3 % off its mass. The last iteration now restores the prompt-side sums.
+#[test]
+fn an_absorption_on_the_last_iteration_keeps_the_prompt_sums() {
+    let (m, n) = (11, 3);
+    let p = params(0.005_495_485, 0.8, OtMode::Balanced);
+    let sim = extreme_similarities(m, n, 13_256_535_327_243_770_786);
+    let (plan, report) = solve(&sim, m, n, &p);
+    assert!(!report.converged);
+    assert_eq!(column_off(&plan, m, n, 1.0 / n as f32), None);
 }

@@ -355,6 +355,7 @@ impl From<ClipError> for Failure {
     fn from(error: ClipError) -> Self {
         let status = match error {
             ClipError::Backend(error) => return error.into(),
+            ClipError::Memory(_) => FEDOTP_ERR_OUT_OF_MEMORY,
             ClipError::Io { .. } | ClipError::NoWeights { .. } => FEDOTP_ERR_IO,
             _ => FEDOTP_ERR_MODEL_FORMAT,
         };
@@ -394,6 +395,9 @@ impl From<BackendError> for Failure {
     fn from(error: BackendError) -> Self {
         match error {
             BackendError::Device { .. } => Failure::new(FEDOTP_ERR_DEVICE, error.to_string()),
+            BackendError::OutOfMemory { .. } => {
+                Failure::new(FEDOTP_ERR_OUT_OF_MEMORY, error.to_string())
+            }
             // A call made on a GPU from inside another call on it (a progress callback): the
             // device is busy with the caller's own work.
             BackendError::TurnHeld => Failure::new(FEDOTP_ERR_HANDLE_BUSY, error.to_string()),
@@ -408,6 +412,7 @@ impl From<TrainError> for Failure {
             TrainError::Clip(error) => error.into(),
             TrainError::Backend(error) => error.into(),
             TrainError::Data(error) => error.into(),
+            TrainError::Memory(error) => Failure::new(FEDOTP_ERR_OUT_OF_MEMORY, error.to_string()),
             TrainError::Cancelled => Failure::new(
                 FEDOTP_ERR_CANCELLED,
                 "training cancelled by the caller; the client is as before the call",
@@ -436,6 +441,7 @@ impl From<RunError> for Failure {
     fn from(error: RunError) -> Self {
         let status = match error {
             RunError::Io { .. } => FEDOTP_ERR_IO,
+            RunError::NonFinite { .. } => FEDOTP_ERR_NON_FINITE,
             _ => FEDOTP_ERR_STATE_FORMAT,
         };
         Failure::new(status, format!("client state: {error}"))
@@ -445,6 +451,7 @@ impl From<RunError> for Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fedotp_host::memory::MemoryEstimate;
 
     #[test]
     fn a_failing_device_is_its_own_status_and_a_refused_call_is_internal() {
@@ -479,5 +486,26 @@ mod tests {
             Failure::from(TrainError::Backend(BackendError::TurnHeld)).status,
             FEDOTP_ERR_HANDLE_BUSY
         );
+    }
+
+    #[test]
+    fn memory_the_host_cannot_give_is_out_of_memory_wherever_it_is_found() {
+        let estimate = || MemoryEstimate::new().with("weights", 1 << 40);
+        let memory = || estimate().check_against("the model", 1 << 30).unwrap_err();
+        for failure in [
+            Failure::from(ClipError::Memory(memory())),
+            Failure::from(TrainError::Memory(memory())),
+            Failure::from(TrainError::Backend(BackendError::OutOfMemory {
+                op: "alloc",
+                source: memory(),
+            })),
+        ] {
+            assert_eq!(failure.status, FEDOTP_ERR_OUT_OF_MEMORY);
+            assert!(
+                failure.message.contains("the model needs about 1024 GiB"),
+                "{}",
+                failure.message
+            );
+        }
     }
 }

@@ -5,6 +5,7 @@ pub mod clip;
 pub mod config;
 pub mod data;
 pub mod fed;
+pub mod memory;
 pub mod prompt;
 pub mod run;
 pub mod train;

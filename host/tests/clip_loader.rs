@@ -385,6 +385,34 @@ fn config_errors_name_the_file_and_field() {
 }
 
 #[test]
+fn a_config_of_zero_heads_or_a_directory_in_its_place_is_refused() {
+    let (tmp, _) = edited("hf", "model.safetensors", |_| {});
+    let config = tmp.path().join("config.json");
+    let text: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    for (tower, heads) in [("text_config", 0), ("vision_config", 0), ("text_config", 7)] {
+        let mut edited = text.clone();
+        edited[tower]["num_attention_heads"] = heads.into();
+        std::fs::write(&config, edited.to_string()).unwrap();
+        let (err, message) = load_err(tmp.path());
+        assert!(matches!(err, ClipError::Config { .. }), "{err:?}");
+        let key = format!("`{tower}.num_attention_heads` is {heads}");
+        assert!(
+            message.contains("config.json") && message.contains(&key),
+            "{message}"
+        );
+    }
+    std::fs::remove_file(&config).unwrap();
+    std::fs::create_dir(&config).unwrap();
+    let (err, message) = load_err(tmp.path());
+    assert!(matches!(err, ClipError::Config { .. }), "{err:?}");
+    assert!(
+        message.contains("config.json") && message.contains("is not a file"),
+        "{message}"
+    );
+}
+
+#[test]
 fn architecture_is_inferred_from_shapes_without_config() {
     let (tmp, _) = edited("openai", "open_clip_model.safetensors", |_| {});
     std::fs::remove_file(tmp.path().join("open_clip_config.json")).unwrap();

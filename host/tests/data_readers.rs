@@ -391,9 +391,10 @@ fn digits_are_embedded_with_a_fixed_stratified_split() {
     // Upright and plain: the first image is a zero (sklearn's first digit), white ink on black
     // with no ink in the corners.
     assert_eq!(dataset.train[0].label, 0);
-    let ImageSource::Memory(image) = &dataset.train[0].image else {
-        unreachable!()
+    let ImageSource::Digit(_) = &dataset.train[0].image else {
+        panic!("digits are drawn when loaded")
     };
+    let image = dataset.train[0].image.load().unwrap();
     assert_eq!(image.pixel(0, 0), [0, 0, 0]);
     assert!(image.pixels().iter().any(|&v| v > 200));
 }
@@ -429,11 +430,52 @@ fn federated_digits_give_each_client_its_own_style() {
     }
     // The background of every image is its client's paper colour.
     for sample in &fed.dataset.train {
-        let ImageSource::Memory(image) = &sample.image else {
-            unreachable!()
-        };
+        let image = sample.image.load().unwrap();
         assert_eq!(image.pixel(0, 0), fed.styles[sample.domain].paper);
     }
     let other = federated_digits(&DigitsFederation { seed: 1, ..config }).unwrap();
     assert_ne!(fed.styles, other.styles);
+}
+
+/// Symbolic links inside a class directory: a loop back to the dataset's root, a link to the
+/// class directory itself, and a link to a real sub-directory listed twice. Each directory is
+/// listed once and a class takes no other class's images.
+#[cfg(unix)]
+#[test]
+fn symbolic_link_loops_do_not_repeat_images_or_swallow_classes() {
+    use std::os::unix::fs::symlink;
+    let root = tempfile::tempdir().unwrap();
+    let write = |path: &Path| {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        image::RgbImage::new(4, 4).save(path).unwrap();
+    };
+    for split in ["train", "test"] {
+        let base = root.path().join(split);
+        write(&base.join("cat/a.png"));
+        write(&base.join("cat/deep/b.png"));
+        write(&base.join("dog/c.png"));
+        symlink(&base, base.join("cat/to-root")).unwrap();
+        symlink(base.join("cat"), base.join("cat/to-self")).unwrap();
+        symlink(base.join("cat/deep"), base.join("cat/deep-again")).unwrap();
+    }
+    let dataset = image_folder(&root.path().join("train"), &root.path().join("test")).unwrap();
+    let names = |split: &[fedotp_host::data::Sample]| -> Vec<(usize, String)> {
+        split
+            .iter()
+            .map(|s| {
+                let path = s.image.path().unwrap();
+                (
+                    s.label,
+                    path.file_name().unwrap().to_string_lossy().into_owned(),
+                )
+            })
+            .collect()
+    };
+    let expected = vec![
+        (0, "a.png".to_string()),
+        (0, "b.png".into()),
+        (1, "c.png".into()),
+    ];
+    assert_eq!(names(&dataset.train), expected);
+    assert_eq!(names(&dataset.test), expected);
 }

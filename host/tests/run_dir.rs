@@ -110,9 +110,16 @@ fn bad_checkpoints_are_errors_naming_file_and_tensor() {
     write_raw(
         &path,
         vec![],
+        r#"{"version":3,"round":0,"clients":0,"config_sha256":""}"#,
+    );
+    assert!(load_error(&path).1.contains("format version 3"));
+
+    write_raw(
+        &path,
+        vec![],
         r#"{"version":2,"round":0,"clients":0,"config_sha256":""}"#,
     );
-    assert!(load_error(&path).1.contains("format version 2"));
+    assert!(load_error(&path).1.contains("no `tensors_sha256`"));
 
     write_raw(&path, vec![], "{not json");
     assert!(load_error(&path)
@@ -500,7 +507,10 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     for entry in walk(dir) {
         let name = entry.strip_prefix(dir).unwrap().display().to_string();
-        out.insert(name, std::fs::read(&entry).unwrap());
+        // The lock file says which process last trained the run: not the run's output.
+        if name != "run.lock" {
+            out.insert(name, std::fs::read(&entry).unwrap());
+        }
     }
     out
 }
@@ -587,5 +597,141 @@ fn resume_refuses_a_checkpoint_of_another_configuration() {
     assert!(
         error.to_string().contains("round-000000.safetensors"),
         "{error}"
+    );
+}
+
+/// A run trained to round 5 (checkpoints after rounds 3 and 5, the last one kept).
+fn trained_run(parent: &Path) -> RunDir {
+    let config = test_config(11);
+    let dir = start(parent, &config);
+    let mut state = State::new(8, config.federation.seed);
+    train(&dir, &config, &mut state, 0, Some(5));
+    assert_eq!(dir.checkpoint_rounds().unwrap(), [5]);
+    dir
+}
+
+fn resume_error(dir: &RunDir) -> String {
+    let error = RunDir::resume(dir.path()).unwrap_err();
+    error.to_string()
+}
+
+#[test]
+fn a_run_directory_belongs_to_one_process_at_a_time() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = trained_run(parent.path());
+    let lock = dir.lock().unwrap();
+    let error = RunDir::resume(dir.path()).unwrap_err();
+    assert!(matches!(error, RunError::Busy { .. }), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains(&format!("process {}", std::process::id())),
+        "{message}"
+    );
+    drop(lock);
+    RunDir::resume(dir.path()).unwrap();
+}
+
+#[test]
+fn resume_removes_what_killed_writes_left_and_saving_recreates_checkpoints() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = trained_run(parent.path());
+    let stale = [
+        dir.path().join(".summary.json.tmp-999999"),
+        dir.checkpoints_dir()
+            .join(".round-000007.safetensors.tmp-999999"),
+    ];
+    for path in &stale {
+        std::fs::write(path, b"half a file").unwrap();
+    }
+    let resumed = RunDir::resume(dir.path()).unwrap();
+    assert!(stale.iter().all(|p| !p.exists()));
+    std::fs::remove_dir_all(dir.checkpoints_dir()).unwrap();
+    let checkpoint = resumed.checkpoint.unwrap();
+    dir.save_checkpoint(&checkpoint, 1).unwrap();
+    assert_eq!(dir.checkpoint_rounds().unwrap(), [5]);
+}
+
+#[test]
+fn resume_refuses_a_checkpoint_named_for_another_round_or_beyond_the_metrics() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = trained_run(parent.path());
+    // A checkpoint of round 5 under round 7's name.
+    std::fs::rename(dir.checkpoint_path(5), dir.checkpoint_path(7)).unwrap();
+    let message = resume_error(&dir);
+    assert!(message.contains("round-000007.safetensors"), "{message}");
+    assert!(message.contains("records round 5"), "{message}");
+
+    // A stray checkpoint of a later round than the metrics record.
+    std::fs::rename(dir.checkpoint_path(7), dir.checkpoint_path(5)).unwrap();
+    let mut later = Checkpoint::load(&dir.checkpoint_path(5)).unwrap();
+    later.round = 9;
+    later.save(&dir.checkpoint_path(9)).unwrap();
+    let message = resume_error(&dir);
+    assert!(message.contains("round-000009.safetensors"), "{message}");
+    assert!(
+        message.contains("metrics.jsonl records rounds up to 5"),
+        "{message}"
+    );
+}
+
+#[test]
+fn resume_refuses_metrics_with_missing_or_repeated_rounds() {
+    for (what, edit) in [
+        ("round 4 where round 3 is due", 3u32),
+        ("round 2 where round 3 is due", 2),
+    ] {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = trained_run(parent.path());
+        let text = std::fs::read_to_string(dir.metrics_jsonl_path()).unwrap();
+        let edited: String = if edit == 3 {
+            // Round 3's rows are missing.
+            text.lines()
+                .filter(|l| !l.starts_with(r#"{"round":3,"#))
+                .map(|l| format!("{l}\n"))
+                .collect()
+        } else {
+            // Round 2's rows are recorded twice.
+            let round2: String = text
+                .lines()
+                .filter(|l| l.starts_with(r#"{"round":2,"#))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let mut out = String::new();
+            for line in text.lines() {
+                out.push_str(line);
+                out.push('\n');
+                if line.starts_with(r#"{"round":2,"client":"mean""#) {
+                    out.push_str(&round2);
+                }
+            }
+            out
+        };
+        std::fs::write(dir.metrics_jsonl_path(), edited).unwrap();
+        let message = resume_error(&dir);
+        assert!(message.contains("metrics.jsonl"), "{message}");
+        assert!(message.contains(what), "{what}: {message}");
+    }
+}
+
+#[test]
+fn resume_refuses_a_damaged_or_non_finite_checkpoint() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = trained_run(parent.path());
+    let path = dir.checkpoint_path(5);
+    let original = std::fs::read(&path).unwrap();
+    // One flipped bit in the last tensor's data.
+    let mut flipped = original.clone();
+    *flipped.last_mut().unwrap() ^= 0x10;
+    std::fs::write(&path, &flipped).unwrap();
+    let message = resume_error(&dir);
+    assert!(message.contains("the file is damaged"), "{message}");
+
+    let mut checkpoint = Checkpoint::from_bytes(&original, &path).unwrap();
+    checkpoint.global_prompt.as_mut().unwrap().values[3] = f32::NAN;
+    checkpoint.save(&path).unwrap();
+    let message = resume_error(&dir);
+    assert!(
+        message.contains("tensor `global_prompt` holds NaN at index 3"),
+        "{message}"
     );
 }

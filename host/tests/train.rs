@@ -9,7 +9,7 @@ use fedotp_host::clip::ClipWeights;
 use fedotp_host::config::{Override, RunConfig};
 use fedotp_host::data::Split;
 use fedotp_host::fed::SgdState;
-use fedotp_host::run::{start_run, MetricsRow, RowScope};
+use fedotp_host::run::{start_run, Checkpoint, MetricsRow, RowScope};
 use fedotp_host::train::{
     train_run, CachePlace, FrozenClip, LocalSchedule, PromptSetup, PromptTrainer, Silent,
     SplitFeatures,
@@ -113,6 +113,7 @@ fn precomputed_image_tokens_train_exactly_like_the_images() {
         memory_budget: u64::MAX,
         disk_dir: dir.path(),
         batch: 16,
+        kept: None,
     };
 
     // The image tower's output for the client's images, as `fedotp encode` computes it.
@@ -309,4 +310,41 @@ fn zero_shot_evaluates_every_client_once_and_trains_nothing() {
     assert!(rows
         .iter()
         .all(|r| r.accuracy.is_some() && r.train_loss.is_none() && r.skipped_batches.is_none()));
+}
+
+/// Clients trained and evaluated at once (one per thread of the pool) give exactly the results
+/// of one client at a time: each client's work is the same computation, and the server adds
+/// the updates in the order sampled. Compared on every row and on the final state.
+#[test]
+fn clients_computed_at_once_give_the_results_of_one_at_a_time() {
+    let run_on = |threads: usize| {
+        let dir = tempfile::tempdir().unwrap();
+        let short = [
+            "federation.rounds=2",
+            "federation.local_epochs=1",
+            "federation.frac=0.5",
+        ];
+        let config = config(dir.path(), &short);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let run = start_run(config).unwrap();
+        pool.install(|| train_run(&run, Cpu::new(), None, &mut Silent).unwrap());
+        // The configuration hash differs with the output directory; the state must not.
+        let checkpoint = Checkpoint::load(&run.dir.checkpoint_path(1)).unwrap();
+        let state = (
+            checkpoint.global_prompt,
+            checkpoint.clients,
+            checkpoint.rngs,
+        );
+        (run.dir.read_metrics().unwrap(), state)
+    };
+    let (alone, alone_checkpoint) = run_on(1);
+    let (together, together_checkpoint) = run_on(3);
+    assert_eq!(alone, together);
+    assert!(
+        alone_checkpoint == together_checkpoint,
+        "the final states differ"
+    );
 }

@@ -185,6 +185,12 @@ impl<'w> State<'w> {
             }
             if !(in_range(u_range) && self.v.iter().all(|&v| in_range((v, v)))) {
                 self.absorb(sim, params.eps, saturated);
+                if iteration == params.max_iter {
+                    // The kernel rebuilt from potentials rounded to f32 moves the prompt-side
+                    // sums by that rounding (far from negligible when the potentials are large
+                    // against eps); the plan handed back must keep them exact.
+                    self.update_v(b);
+                }
             }
         }
         OtReport {

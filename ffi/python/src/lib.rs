@@ -1,6 +1,7 @@
 //! `fedotp._fedotp`: libfedotp's client API for Python, compiled.
 //!
-//! Every function calls libfedotp's C entry points (the `fedotp-ffi` crate, linked in as a Rust
+//! Every function but the federated run's (`federation`, which drives `fedotp_host`'s run
+//! code: a run has no C ABI) calls libfedotp's C entry points (the `fedotp-ffi` crate, linked in as a Rust
 //! library): they check every argument and drive `fedotp_host` exactly as for a C program, so
 //! Python gets the same results, bit for bit, and the same refusals. This layer only turns
 //! NumPy arrays into the buffers they take (borrowed, never copied), releases the GIL while
@@ -14,6 +15,7 @@ mod aggregator;
 mod arrays;
 mod client;
 mod failure;
+mod federation;
 mod images;
 mod message;
 mod model;
@@ -106,6 +108,10 @@ fn _fedotp(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<client::TrainReport>()?;
     module.add_class::<aggregator::Aggregator>()?;
     module.add_class::<message::UpdateHeader>()?;
+    module.add_class::<federation::RunPlan>()?;
+    module.add_class::<federation::Node>()?;
+    module.add_class::<federation::NodeUpdate>()?;
+    module.add_class::<federation::RunRecord>()?;
     Ok(())
 }
 

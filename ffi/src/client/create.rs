@@ -34,11 +34,11 @@ pub struct FedotpClientConfig {
     pub n_ctx: u32,
     /// The OT head's solver (FedOTP: eps 0.1, gamma 0.8, max_iter 100, tol 1e-3, unbalanced).
     pub ot: FedotpOtParams,
-    /// SGD learning rate, finite and > 0 (FedOTP: 0.001).
+    /// SGD learning rate, > 0 and a normal f32: finite, not subnormal (FedOTP: 0.001).
     pub learning_rate: f32,
-    /// SGD momentum in [0, 1) (FedOTP: 0.9).
+    /// SGD momentum in [0, 1), 0 or a normal f32 (FedOTP: 0.9).
     pub momentum: f32,
-    /// L2 weight decay, finite and >= 0 (FedOTP: 5e-4).
+    /// L2 weight decay, finite, >= 0, 0 or a normal f32 (FedOTP: 5e-4).
     pub weight_decay: f32,
     /// Images per training step and per prediction pass, >= 1 (FedOTP: 32).
     pub batch_size: u32,
@@ -95,19 +95,22 @@ fn invalid_config(message: String) -> Failure {
 /// The optimiser of `config`, checked.
 fn optimizer(config: &FedotpClientConfig) -> Result<Sgd, Failure> {
     let (lr, momentum, weight_decay) = (config.learning_rate, config.momentum, config.weight_decay);
-    if !(lr.is_finite() && lr > 0.0) {
+    // As a run configuration's optimizer: a subnormal value is refused, not used — its
+    // products underflow to zero or lose their precision (`fedotp_host::config`).
+    let zero_or_normal = |v: f32| v == 0.0 || v.is_normal();
+    if !(lr.is_normal() && lr > 0.0) {
         return Err(invalid_config(format!(
-            "`learning_rate` must be finite and > 0, got {lr}"
+            "`learning_rate` must be > 0 and a normal f32 (not subnormal, finite), got {lr}"
         )));
     }
-    if !(momentum.is_finite() && (0.0..1.0).contains(&momentum)) {
+    if !(zero_or_normal(momentum) && (0.0..1.0).contains(&momentum)) {
         return Err(invalid_config(format!(
-            "`momentum` must lie in [0, 1), got {momentum}"
+            "`momentum` must lie in [0, 1) and be 0 or a normal f32, got {momentum}"
         )));
     }
-    if !(weight_decay.is_finite() && weight_decay >= 0.0) {
+    if !(zero_or_normal(weight_decay) && weight_decay >= 0.0 && weight_decay.is_finite()) {
         return Err(invalid_config(format!(
-            "`weight_decay` must be finite and >= 0, got {weight_decay}"
+            "`weight_decay` must be >= 0, finite and 0 or a normal f32, got {weight_decay}"
         )));
     }
     Ok(Sgd {

@@ -168,6 +168,7 @@ impl<B: Backend> OnDevice<B> {
             memory_budget: u64::MAX,
             disk_dir: &std::env::temp_dir(),
             batch,
+            kept: None,
         };
         features.fill_cache_from_tokens(clip, &tokens.values, place)?;
         Ok(features)

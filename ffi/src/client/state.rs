@@ -10,9 +10,7 @@ use sha2::{Digest, Sha256};
 use super::{Client, FedotpClient};
 use crate::boundary::{call, string};
 use crate::handle;
-use crate::status::{
-    Failure, FEDOTP_ERR_NON_FINITE, FEDOTP_ERR_STATE_FORMAT, FEDOTP_ERR_STATE_MISMATCH,
-};
+use crate::status::{Failure, FEDOTP_ERR_STATE_FORMAT, FEDOTP_ERR_STATE_MISMATCH};
 
 /// The generator's name in a saved state.
 const RNG_NAME: &str = "client";
@@ -100,29 +98,6 @@ impl Client {
             .local_prompt
             .as_ref()
             .ok_or_else(|| format("no local prompt"))?;
-        // Every loaded tensor, the optimiser's included: a NaN momentum would poison every
-        // later step.
-        let tensors = [
-            ("global_prompt", Some(&global.values)),
-            ("client.0.local_prompt", Some(&local.values)),
-            (
-                "client.0.momentum_buffer",
-                state.optimizer.momentum_buffer.as_ref(),
-            ),
-        ];
-        for (name, values) in tensors {
-            let values = values.map_or(&[][..], |v| &v[..]);
-            if let Some(index) = values.iter().position(|v| !v.is_finite()) {
-                return Err(Failure::new(
-                    FEDOTP_ERR_NON_FINITE,
-                    format!(
-                        "{}: tensor `{name}` holds {} at index {index}",
-                        path.display(),
-                        values[index]
-                    ),
-                ));
-            }
-        }
         let mut context = global.values;
         context.extend_from_slice(&local.values);
         self.context = context;

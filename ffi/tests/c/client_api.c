@@ -325,6 +325,17 @@ static void client_creation(FedotpModel *model) {
     EXPECT_STATUS(fedotp_client_new(model, CLASSES, 2, &config, &client), FEDOTP_ERR_INVALID_CONFIG);
     config = good, config.weight_decay = -1e-4f;
     EXPECT_STATUS(fedotp_client_new(model, CLASSES, 2, &config, &client), FEDOTP_ERR_INVALID_CONFIG);
+    /* Subnormal optimiser settings are refused, as in a run configuration. */
+    config = good, config.learning_rate = 1e-40f;
+    EXPECT_STATUS(fedotp_client_new(model, CLASSES, 2, &config, &client), FEDOTP_ERR_INVALID_CONFIG);
+    config = good, config.momentum = 1e-40f;
+    EXPECT_STATUS(fedotp_client_new(model, CLASSES, 2, &config, &client), FEDOTP_ERR_INVALID_CONFIG);
+    config = good, config.weight_decay = 1e-40f;
+    EXPECT_STATUS(fedotp_client_new(model, CLASSES, 2, &config, &client), FEDOTP_ERR_INVALID_CONFIG);
+    config = good, config.weight_decay = 0;
+    EXPECT_STATUS(fedotp_client_new(model, CLASSES, 2, &config, &client), FEDOTP_OK);
+    EXPECT_STATUS(fedotp_client_free(client), FEDOTP_OK);
+    client = FORGED(FedotpClient); /* as before: the failing calls below must not write it */
     config = good, config.ot.eps = 0;
     EXPECT_STATUS(fedotp_client_new(model, CLASSES, 2, &config, &client), FEDOTP_ERR_INVALID_EPS);
     config = good, config.ot.gamma = 1.5f;

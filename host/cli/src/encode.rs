@@ -17,12 +17,9 @@ use fedotp_host::backend::{Backend, Device, OnBackend};
 use fedotp_host::clip::{
     text_forward, vision_forward, ClipWeights, PromptBatch, SpecialTokens, TextActivations,
 };
-use fedotp_host::data::{RgbImage, Transform};
+use fedotp_host::data::{list_images, RgbImage, Transform};
 use fedotp_host::run::write_atomic;
 use fedotp_host::train::{FrozenClip, TrainError};
-
-/// Image file extensions read from a directory (case-insensitive).
-const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
 
 /// Arguments of `fedotp encode`.
 #[derive(Debug, Args)]
@@ -31,7 +28,7 @@ pub struct EncodeArgs {
     #[arg(long, value_name = "PATH")]
     pub clip: PathBuf,
     /// Images: JPEG or PNG files, or directories (their image files, recursively, in name
-    /// order).
+    /// order; each directory once, no symbolic link out of the directory given).
     #[arg(long, value_name = "PATH", num_args = 1..)]
     pub images: Vec<PathBuf>,
     /// A text file with one text per line.
@@ -67,6 +64,7 @@ pub fn encode(args: &EncodeArgs) -> Result<(), CliError> {
             "nothing to encode: give --images and/or --texts".into(),
         ));
     }
+    check_output(&args.out, args, &images)?;
     let weights = ClipWeights::load(&args.clip).map_err(TrainError::from)?;
     let encoded = on_device(
         args.device,
@@ -89,15 +87,14 @@ pub fn encode(args: &EncodeArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The files `paths` name: files as given, directories expanded to their image files.
+/// The files `paths` name: files as given, directories expanded to their JPEG and PNG files as
+/// an ImageFolder class lists them (`fedotp_host::data::list_images`: name order, each directory
+/// once, no symbolic link out of the directory given).
 fn image_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
     let mut files = Vec::new();
     for path in paths {
         if path.is_dir() {
-            let mut found = Vec::new();
-            collect_images(path, &mut found)?;
-            found.sort();
-            files.extend(found);
+            files.extend(list_images(path).map_err(|e| CliError::Input(e.to_string()))?);
         } else if path.is_file() {
             files.push(path.clone());
         } else {
@@ -110,24 +107,43 @@ fn image_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
     Ok(files)
 }
 
-fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CliError> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| CliError::Input(format!("cannot read {}: {e}", dir.display())))?;
-    for entry in entries {
-        let path = entry
-            .map_err(|e| CliError::Input(format!("cannot read {}: {e}", dir.display())))?
-            .path();
-        if path.is_dir() {
-            collect_images(&path, out)?;
-        } else if path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-            IMAGE_EXTENSIONS
-                .iter()
-                .any(|known| e.eq_ignore_ascii_case(known))
-        }) {
-            out.push(path);
-        }
+/// Refuses an output file that is one of the inputs (the weights, an image, the texts) or lies
+/// in the weights' directory: writing it would destroy what is being read.
+fn check_output(out: &Path, args: &EncodeArgs, images: &[PathBuf]) -> Result<(), CliError> {
+    // The output may not exist yet: compare through its directory's canonical path.
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let Ok(parent) = parent.canonicalize() else {
+        return Ok(()); // writing will say the directory is missing
+    };
+    let target = out
+        .file_name()
+        .map_or(parent.clone(), |name| parent.join(name));
+    let target = target.canonicalize().unwrap_or(target);
+    let same = |input: &Path| input.canonicalize().is_ok_and(|c| c == target);
+    let clip = args.clip.canonicalize().ok();
+    let in_weights = clip
+        .as_ref()
+        .is_some_and(|c| c.is_dir() && target.starts_with(c));
+    let input = if same(&args.clip) || in_weights {
+        Some(args.clip.clone())
+    } else {
+        images
+            .iter()
+            .chain(args.texts.iter())
+            .find(|input| same(input))
+            .cloned()
+    };
+    match input {
+        Some(input) => Err(CliError::Input(format!(
+            "--out {}: it is (or is inside) the input {}; choose another output file",
+            out.display(),
+            input.display()
+        ))),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// What `fedotp encode` computed, on the host.
@@ -261,8 +277,8 @@ impl EncodeJob<'_> {
     }
 }
 
-/// EOT-pooled, projected (not normalised) text embeddings, each text truncated to the context
-/// length as CLIP's tokenizer does.
+/// EOT-pooled, projected (not normalised) text embeddings. A text longer than the context holds
+/// is refused, naming its line (CLIP's tokenizer would cut it without a word).
 fn encode_texts<B: Backend>(
     clip: &FrozenClip<B>,
     texts: &[String],
@@ -273,8 +289,15 @@ fn encode_texts<B: Backend>(
     let room = config.context_length.saturating_sub(2);
     let mut tokens = Vec::with_capacity(texts.len());
     for (line, t) in texts.iter().enumerate() {
-        let mut ids = clip.tokenizer().encode(t);
-        ids.truncate(room);
+        let ids = clip.tokenizer().encode(t);
+        if ids.len() > room {
+            return Err(TrainError::Invalid(format!(
+                "text on line {}: {} tokens, but the model's context holds {room} between its \
+                 start and end tokens; shorten the line",
+                line + 1,
+                ids.len()
+            )));
+        }
         if let Some(&id) = ids.iter().find(|&&id| id as usize >= config.vocab_size) {
             return Err(TrainError::Invalid(format!(
                 "text on line {}: token {id} is outside the model's vocabulary of {} (the weights were not trained with CLIP's tokenizer)",

@@ -102,7 +102,7 @@ pub struct PlotArgs {
     #[arg(value_name = "RUN_DIR", required = true)]
     pub runs: Vec<PathBuf>,
     /// Output path; `.png` and `.svg` files are written next to each other (an extension given
-    /// is replaced).
+    /// is replaced); a directory gets `acc.png` and `acc.svg`.
     #[arg(long, value_name = "FILE", default_value = "accuracy")]
     pub out: PathBuf,
 }
@@ -208,11 +208,7 @@ pub struct RunResult {
 fn train_prepared(run: &PreparedRun, args: &TrainArgs) -> Result<RunResult, CliError> {
     let config = &run.config;
     let first_round = run.checkpoint.as_ref().map_or(0, |c| c.round + 1);
-    let rounds = if config.method.trains() {
-        config.federation.rounds
-    } else {
-        1
-    };
+    let rounds = config.rounds();
     let mut observer = ProgressObserver::new(rounds, first_round, !args.quiet);
     let job = TrainJob {
         run,
@@ -221,6 +217,12 @@ fn train_prepared(run: &PreparedRun, args: &TrainArgs) -> Result<RunResult, CliE
     };
     let summary = on_device(args.device.unwrap_or(config.device), job);
     observer.finish();
+    if summary.is_err() && args.resume.is_none() && run.remove_if_nothing_recorded()? {
+        println!(
+            "removed {}: the run recorded nothing",
+            run.dir.path().display()
+        );
+    }
     let summary = summary?;
     match &summary {
         Some(summary) => println!(

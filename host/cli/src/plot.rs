@@ -49,6 +49,16 @@ pub enum PlotError {
     /// Nothing to plot.
     #[error("no run to plot")]
     NoRuns,
+    /// A recorded accuracy is not a fraction in [0, 1]: the metrics are damaged.
+    #[error("{}: round {round}'s mean accuracy is {accuracy}, not a fraction in [0, 1]", path.display())]
+    ImpossibleAccuracy {
+        /// The metrics file.
+        path: PathBuf,
+        /// The round.
+        round: u32,
+        /// The value recorded.
+        accuracy: f64,
+    },
     /// The embedded font could not be registered with plotters.
     #[error("the embedded plot font is not a valid TrueType file")]
     Font,
@@ -72,14 +82,25 @@ pub struct Series {
 }
 
 impl Series {
-    /// The evaluated rounds of the run in `dir`, labelled with its name and method.
+    /// The evaluated rounds of the run in `dir`, labelled with its name and method; an
+    /// accuracy outside [0, 1] is an error naming the round, not a point drawn at the edge.
     pub fn of_run(dir: &Path) -> Result<Series, PlotError> {
         let run = RunDir::open(dir)?;
         let config = run.read_config()?;
-        let points: Vec<(u32, f64)> = metrics::evaluated_means(&run.read_metrics()?)
-            .iter()
-            .filter_map(|row| Some((row.round, 100.0 * row.accuracy?)))
-            .collect();
+        let mut points: Vec<(u32, f64)> = Vec::new();
+        for row in metrics::evaluated_means(&run.read_metrics()?) {
+            let Some(accuracy) = row.accuracy else {
+                continue;
+            };
+            if !(0.0..=1.0).contains(&accuracy) {
+                return Err(PlotError::ImpossibleAccuracy {
+                    path: run.metrics_jsonl_path(),
+                    round: row.round,
+                    accuracy,
+                });
+            }
+            points.push((row.round, 100.0 * accuracy));
+        }
         if points.is_empty() {
             return Err(PlotError::NoEvaluations {
                 path: dir.to_path_buf(),
@@ -92,15 +113,20 @@ impl Series {
     }
 }
 
-/// The PNG and SVG paths for `out`: its extension (`.png` or `.svg`, if any) replaced by each.
+/// The PNG and SVG paths for `out`: its extension (`.png` or `.svg`, if any) replaced by each;
+/// for a directory, `acc.png` and `acc.svg` inside it.
 ///
 /// ```
 /// use std::path::PathBuf;
 /// let (png, svg) = fedotp_cli::plot::output_paths("plots/accuracy.png".as_ref());
 /// assert_eq!((png, svg), (PathBuf::from("plots/accuracy.png"), PathBuf::from("plots/accuracy.svg")));
+/// let dir = tempfile::tempdir().unwrap();
+/// let (png, _) = fedotp_cli::plot::output_paths(dir.path());
+/// assert_eq!(png, dir.path().join("acc.png"));
 /// ```
 pub fn output_paths(out: &Path) -> (PathBuf, PathBuf) {
     let stem = match out.extension().and_then(|e| e.to_str()) {
+        _ if out.is_dir() => out.join("acc"),
         Some("png" | "svg") => out.with_extension(""),
         _ => out.to_path_buf(),
     };

@@ -1,33 +1,14 @@
 //! The `fedotp` binary: `train` with no arguments prepares the quickstart run, bad input is a
 //! clear error that leaves nothing behind, `--resume` and `eval` read a run back.
 
+mod support;
+
 use std::path::Path;
-use std::process::{Command, Output};
+
+use support::{fedotp, results, text, SHORT};
 
 use fedotp_host::data::{federated_digits, DigitsFederation, Partition};
 use fedotp_host::run::{Checkpoint, ClientState, RowScope, RunDir};
-
-fn fedotp(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fedotp"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Overrides that shrink the quickstart to a few seconds.
-const SHORT: [&str; 6] = [
-    "--set",
-    "federation.rounds=3",
-    "--set",
-    "federation.local_epochs=1",
-    "--set",
-    "compare=[]",
-];
 
 #[test]
 fn train_without_a_config_runs_the_quickstart_and_its_comparison() {
@@ -147,19 +128,6 @@ fn bad_configurations_fail_before_anything_is_written() {
     assert!(text(&out.stderr).contains("expected key=value"));
 }
 
-/// The bytes of a run's result files: metrics, summary and last checkpoint.
-fn results(run: &Path) -> Vec<(String, Vec<u8>)> {
-    [
-        "metrics.jsonl",
-        "metrics.csv",
-        "summary.json",
-        "checkpoints/round-000002.safetensors",
-    ]
-    .iter()
-    .map(|name| (name.to_string(), std::fs::read(run.join(name)).unwrap()))
-    .collect()
-}
-
 #[test]
 fn a_stopped_and_resumed_run_ends_bit_identical_and_eval_reads_it_back() {
     let whole = tempfile::tempdir().unwrap();
@@ -234,18 +202,24 @@ fn a_stopped_and_resumed_run_ends_bit_identical_and_eval_reads_it_back() {
     assert!(text(&out.stderr).contains("not a run directory"));
 }
 
-#[test]
-fn a_checkpoint_of_another_shape_is_refused() {
-    let cwd = tempfile::tempdir().unwrap();
+/// The short quickstart in `cwd`, stopped after round 0 (with its checkpoint).
+fn stopped_after_round_0(cwd: &Path) -> RunDir {
     let out = fedotp(
-        cwd.path(),
+        cwd,
         &[&["train", "--quiet", "--stop-after", "0"][..], &SHORT].concat(),
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let dir = RunDir::open(&cwd.path().join("runs/quickstart")).unwrap();
+    RunDir::open(&cwd.join("runs/quickstart")).unwrap()
+}
+
+#[test]
+fn a_checkpoint_of_another_shape_is_refused() {
+    let cwd = tempfile::tempdir().unwrap();
+    let dir = stopped_after_round_0(cwd.path());
     let config = dir.read_config().unwrap();
+    // Round 0's checkpoint replaced by one without the global prompt.
     let checkpoint = Checkpoint {
-        round: 1,
+        round: 0,
         config_hash: config.hash(),
         global_prompt: None,
         clients: vec![ClientState::default(); 8],
@@ -282,21 +256,24 @@ fn encode_writes_the_towers_outputs() {
     // by line.
     std::fs::write(cwd.path().join("texts.txt"), "a\nphoto\n").unwrap();
     let weights_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/clip/openai");
-    let out = fedotp(
-        cwd.path(),
-        &[
+    // `fedotp encode` with the fixture's weights on the CPU, and `args`.
+    let encode = |args: &[&str]| {
+        let clip = [
             "encode",
             "--clip",
             weights_dir.to_str().unwrap(),
-            "--images",
-            "images",
-            "--out",
-            "features.safetensors",
             "--device",
             "cpu",
-            "--quiet",
-        ],
-    );
+        ];
+        fedotp(cwd.path(), &[&clip[..], args].concat())
+    };
+    let out = encode(&[
+        "--images",
+        "images",
+        "--out",
+        "features.safetensors",
+        "--quiet",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let bytes = std::fs::read(cwd.path().join("features.safetensors")).unwrap();
     let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -348,21 +325,141 @@ fn encode_writes_the_towers_outputs() {
         "{names}"
     );
 
-    let out = fedotp(
-        cwd.path(),
-        &[
-            "encode",
-            "--clip",
-            weights_dir.to_str().unwrap(),
-            "--images",
-            "absent.png",
-            "--out",
-            "x.safetensors",
-        ],
-    );
+    let out = encode(&["--images", "absent.png", "--out", "x.safetensors"]);
     assert!(
         text(&out.stderr).contains("absent.png: no such file or directory"),
         "{}",
         text(&out.stderr)
     );
+    // An output that is an input is refused before anything is written.
+    let before = std::fs::read(images.join("a.png")).unwrap();
+    for (out_file, input) in [
+        ("images/a.png", "a.png"),
+        ("images/../images/b.png", "b.png"),
+    ] {
+        let out = encode(&["--images", "images", "--out", out_file, "--quiet"]);
+        let stderr = text(&out.stderr);
+        assert_ne!(out.status.code(), Some(0));
+        assert!(
+            stderr.contains("is (or is inside) the input") && stderr.contains(input),
+            "{stderr}"
+        );
+    }
+    assert_eq!(std::fs::read(images.join("a.png")).unwrap(), before);
+    let into_weights = weights_dir.join("features.safetensors");
+    let out = encode(&[
+        "--images",
+        "images",
+        "--out",
+        into_weights.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(
+        text(&out.stderr).contains("is (or is inside) the input"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!into_weights.exists());
+    // A text longer than the context is refused by its line, not cut.
+    std::fs::write(
+        cwd.path().join("long.txt"),
+        format!("a\n{}\n", "photo ".repeat(100)),
+    )
+    .unwrap();
+    let out = encode(&["--texts", "long.txt", "--out", "t.safetensors", "--quiet"]);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("text on line 2") && stderr.contains("shorten the line"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_run_that_fails_before_its_first_round_leaves_no_directory() {
+    let cwd = tempfile::tempdir().unwrap();
+    let model = r#"model={ kind = "clip", path = "no-such-weights", backbone = "ViT-B/16" }"#;
+    for _ in 0..2 {
+        let out = fedotp(
+            cwd.path(),
+            &[&["train", "--quiet", "--set", model][..], &SHORT].concat(),
+        );
+        let stderr = text(&out.stderr);
+        assert_ne!(out.status.code(), Some(0));
+        assert!(stderr.contains("no-such-weights"), "{stderr}");
+    }
+    // Neither attempt left `runs/quickstart` (nor `quickstart-2`) behind.
+    let runs = cwd.path().join("runs");
+    let left: Vec<_> = std::fs::read_dir(&runs)
+        .map(|entries| entries.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn a_run_being_trained_cannot_be_resumed_by_another_process() {
+    let cwd = tempfile::tempdir().unwrap();
+    let dir = stopped_after_round_0(cwd.path());
+    let held = dir.lock().unwrap();
+    let out = fedotp(
+        cwd.path(),
+        &["train", "--quiet", "--resume", "runs/quickstart"],
+    );
+    let stderr = text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr.contains(&format!("in use by process {}", std::process::id())),
+        "{stderr}"
+    );
+    drop(held);
+    let out = fedotp(
+        cwd.path(),
+        &["train", "--quiet", "--resume", "runs/quickstart"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+/// Sizes no machine holds — in the weights, or only in what training adds — are refused with the
+/// estimate and the limit (exit 1), not an allocation abort (exit 134), and leave no run behind.
+#[test]
+fn a_model_or_run_that_cannot_fit_in_memory_is_refused_with_its_estimate() {
+    let cwd = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &[
+                "--set",
+                "model.text.width=100000000",
+                "--set",
+                "model.text.heads=1",
+            ],
+            "drawing the model's random weights needs about ",
+        ),
+        (
+            &["--set", "model.vision.layers=1000000000000"],
+            "drawing the model's random weights needs about ",
+        ),
+        // A megapixel of one-pixel patches: small weights, attention over 10⁶ tokens.
+        (
+            &[
+                "--set",
+                "model.vision.image_size=1024",
+                "--set",
+                "model.vision.patch_size=1",
+            ],
+            "this run needs about ",
+        ),
+    ];
+    for (overrides, expected) in cases {
+        let out = fedotp(
+            cwd.path(),
+            &[&["train", "--quiet"][..], overrides, &SHORT].concat(),
+        );
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{overrides:?}: {stderr}");
+        assert!(stderr.contains(expected), "{overrides:?}: {stderr}");
+        assert!(stderr.contains("of memory available"), "{stderr}");
+    }
+    let left: Vec<_> = std::fs::read_dir(cwd.path().join("runs"))
+        .map(|entries| entries.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
 }

@@ -131,3 +131,38 @@ fn the_plot_command_writes_a_png_and_an_svg_with_a_line_per_run() {
         );
     }
 }
+
+#[test]
+fn a_directory_out_gets_acc_files_and_impossible_accuracies_are_refused() {
+    let parent = tempfile::tempdir().unwrap();
+    let good = fake_run(parent.path(), "good", "fedotp", 4, 0.5);
+    let plots = parent.path().join("plots");
+    std::fs::create_dir(&plots).unwrap();
+    let plot = |dir: &Path, out: &Path| {
+        let args = [
+            "fedotp",
+            "plot",
+            dir.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        run(Cli::try_parse_from(args).unwrap())
+    };
+    plot(&good, &plots).unwrap();
+    assert!(plots.join("acc.png").is_file() && plots.join("acc.svg").is_file());
+    let hidden: Vec<_> = std::fs::read_dir(&plots)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "{hidden:?}");
+
+    // Level 0.97: round 3's mean accuracy is 0.97 + 0.03 + 0.02 = 1.02.
+    let bad = fake_run(parent.path(), "bad", "fedotp", 4, 0.97);
+    let error = plot(&bad, &plots.join("bad.png")).unwrap_err().to_string();
+    assert!(
+        error.contains("metrics.jsonl") && error.contains("not a fraction in [0, 1]"),
+        "{error}"
+    );
+    assert!(!plots.join("bad.png").exists());
+}

@@ -63,6 +63,8 @@ mod turn;
 
 use fedotp_core::ot::{BatchLayout, BatchReport, OtParams};
 
+use crate::memory::MemoryError;
+
 pub use checks::Checked;
 pub use cpu::Cpu;
 pub use cuda::{Cuda, CudaBuf, CudaError};
@@ -131,6 +133,14 @@ pub enum BackendError {
         op: &'static str,
         /// What does not fit.
         message: String,
+    },
+    /// The host has no memory for a buffer the operation needs.
+    #[error("{op}: {source}")]
+    OutOfMemory {
+        /// The operation.
+        op: &'static str,
+        /// What was asked for and what was available.
+        source: MemoryError,
     },
     /// The device failed (driver or library error, kernel launch, out of memory) or cannot run
     /// the call (a dimension past the kernels' 32-bit range, a problem larger than the GPU
@@ -472,6 +482,19 @@ pub trait Backend: Send + Sync {
 
     /// A short name for messages, e.g. `"cpu"`.
     fn name(&self) -> &'static str;
+
+    /// Whether its buffers are host memory (so a run's activations count against the host's
+    /// memory, not a device's).
+    fn buffers_in_host_memory(&self) -> bool;
+
+    /// Runs `work`, a sequence of this backend's operations (a training step, a batch through a
+    /// tower), where its operations start cheapest. The CPU backend runs it on a worker of its
+    /// thread pool: an operation started there is split across threads only when its work pays
+    /// for the hand-off, while one started on another thread always hands itself over and
+    /// waits. Other backends run it on the calling thread.
+    fn run<R: Send>(&self, work: impl FnOnce() -> R + Send) -> R {
+        work()
+    }
 
     /// Waits until the calling thread may compute on this backend and holds the device for it
     /// until the [`Turn`] is dropped: take it around a sequence of operations when threads

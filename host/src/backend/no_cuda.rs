@@ -98,6 +98,10 @@ impl Backend for Cuda {
         match *self {}
     }
 
+    fn buffers_in_host_memory(&self) -> bool {
+        false
+    }
+
     fn alloc(&self, _: usize) -> BackendResult<Self::Buf> {
         match *self {}
     }

@@ -2,6 +2,7 @@
 //! embedding width.
 
 use super::ClipError;
+use crate::memory::{f32_bytes, MemoryEstimate};
 
 /// The layer-norm epsilon of every CLIP release.
 pub const CLIP_LAYER_NORM_EPS: f32 = 1e-5;
@@ -413,8 +414,130 @@ impl ClipConfig {
                 }
             }
         }
+        if self.parameters().is_none() {
+            return bad("the architecture has more than 2^64 parameters".to_owned());
+        }
         Ok(())
     }
+
+    /// The host memory its weights take as `f32`.
+    pub fn weights_memory(&self) -> MemoryEstimate {
+        let parameters = self.parameters().unwrap_or(u64::MAX);
+        MemoryEstimate::new().with("weights", f32_bytes(&[parameters]))
+    }
+
+    /// Number of weights (every float the model holds), counted without building anything;
+    /// `None` when the count overflows `u64`.
+    ///
+    /// ```
+    /// use fedotp_host::clip::ClipConfig;
+    ///
+    /// // OpenAI's ViT-B/16 holds 149.6 M floats (logit_scale is kept apart).
+    /// assert_eq!(ClipConfig::vit_b_16().parameters(), Some(149_620_736));
+    /// ```
+    pub fn parameters(&self) -> Option<u64> {
+        let text = &self.text;
+        let (width, embed) = (text.width as u64, self.embed_dim as u64);
+        let text_params = sum(&[
+            mul(&[text.vocab_size as u64, width])?,
+            mul(&[text.context_length as u64, width])?,
+            mul(&[
+                text.layers as u64,
+                block_parameters(width, text.mlp_width as u64)?,
+            ])?,
+            mul(&[2, width])?,
+            mul(&[width, embed])?,
+        ])?;
+        let vision_params = match &self.vision {
+            VisionConfig::Vit(vit) => {
+                let width = vit.width as u64;
+                let patch_len = mul(&[3, vit.patch_size as u64, vit.patch_size as u64])?;
+                let grid = (vit.image_size / vit.patch_size) as u64;
+                sum(&[
+                    mul(&[patch_len, width])?,
+                    width,
+                    mul(&[grid, grid, width])?.checked_add(width)?,
+                    mul(&[4, width])?,
+                    mul(&[
+                        vit.layers as u64,
+                        block_parameters(width, vit.mlp_width as u64)?,
+                    ])?,
+                    mul(&[width, embed])?,
+                ])?
+            }
+            VisionConfig::ResNet(resnet) => resnet_parameters(resnet, embed)?,
+        };
+        text_params.checked_add(vision_params)
+    }
+}
+
+/// `Σ values`, `None` on overflow.
+fn sum(values: &[u64]) -> Option<u64> {
+    values.iter().try_fold(0u64, |acc, &v| acc.checked_add(v))
+}
+
+/// `Π values`, `None` on overflow.
+fn mul(values: &[u64]) -> Option<u64> {
+    values.iter().try_fold(1u64, |acc, &v| acc.checked_mul(v))
+}
+
+/// A transformer block: two layer norms, the fused QKV and output projections and the MLP,
+/// all with biases.
+fn block_parameters(width: u64, mlp_width: u64) -> Option<u64> {
+    sum(&[
+        mul(&[4, width])?,
+        mul(&[3, width, width])?.checked_add(mul(&[3, width])?)?,
+        mul(&[width, width])?.checked_add(width)?,
+        mul(&[2, width, mlp_width])?,
+        mlp_width.checked_add(width)?,
+    ])
+}
+
+/// A convolution without bias and its batch-norm (γ, β, running mean and variance).
+fn conv_norm_parameters(c_in: u64, c_out: u64, kernel: u64) -> Option<u64> {
+    mul(&[c_out, c_in, kernel, kernel])?.checked_add(mul(&[4, c_out])?)
+}
+
+/// A ModifiedResNet's stem, stages and attention pool, stage by stage (its block list is not
+/// built: a configuration may ask for more blocks than memory holds).
+fn resnet_parameters(resnet: &ResNetConfig, embed: u64) -> Option<u64> {
+    let width = resnet.width as u64;
+    let mut total = 0u64;
+    for (c_in, c_out, _) in resnet.stem() {
+        total = total.checked_add(conv_norm_parameters(c_in as u64, c_out as u64, 3)?)?;
+    }
+    let mut in_channels = width;
+    for (stage, &count) in resnet.layers.iter().enumerate() {
+        let planes = width.checked_mul(1 << stage)?;
+        let out = planes.checked_mul(4)?;
+        let bottleneck = |c_in: u64| {
+            sum(&[
+                conv_norm_parameters(c_in, planes, 1)?,
+                conv_norm_parameters(planes, planes, 3)?,
+                conv_norm_parameters(planes, out, 1)?,
+            ])
+        };
+        if count > 0 {
+            // The first block takes the previous stage's channels and, when its stride or
+            // channels change, a downsample; the others map `out` channels to `out`.
+            let downsample = if stage > 0 || in_channels != out {
+                conv_norm_parameters(in_channels, out, 1)?
+            } else {
+                0
+            };
+            let rest = mul(&[count as u64 - 1, bottleneck(out)?])?;
+            total = sum(&[total, bottleneck(in_channels)?, downsample, rest])?;
+            in_channels = out;
+        }
+    }
+    let pool = width.checked_mul(32)?;
+    let grid = (resnet.image_size / 32) as u64;
+    sum(&[
+        total,
+        mul(&[grid, grid, pool])?.checked_add(pool)?,
+        mul(&[3, pool, pool])?.checked_add(mul(&[3, pool])?)?,
+        mul(&[pool, embed])?.checked_add(embed)?,
+    ])
 }
 
 /// Fails naming the first dimension that is zero.

@@ -3,10 +3,14 @@
 use std::path::PathBuf;
 
 use crate::backend::BackendError;
+use crate::memory::MemoryError;
 
 /// Everything that can go wrong loading CLIP or running its towers.
 #[derive(Debug, thiserror::Error)]
 pub enum ClipError {
+    /// The model needs more memory than the machine has.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
     /// A file could not be opened, mapped or read.
     #[error("{path}: {source}")]
     Io {

@@ -439,13 +439,13 @@ impl Layout {
         match self {
             Layout::HuggingFace => {
                 let path = dir.join("config.json");
-                if path.is_file() {
+                if config_file_exists(&path)? {
                     apply_hf_config(&mut config, &path)?;
                 }
             }
             Layout::OpenAi => {
                 let path = dir.join("open_clip_config.json");
-                if path.is_file() {
+                if config_file_exists(&path)? {
                     apply_open_clip_config(&mut config, &path)?;
                 }
             }
@@ -864,6 +864,36 @@ impl HfTower {
     }
 }
 
+/// Whether the configuration file `path` is there; something else in its place (a directory)
+/// is an error, not a file to ignore.
+fn config_file_exists(path: &Path) -> Result<bool, ClipError> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(true),
+        Ok(_) => Err(ClipError::Config {
+            path: path.to_path_buf(),
+            message: "is not a file: the weights' configuration must be a JSON file".into(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(ClipError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
+    }
+}
+
+/// A head count from a configuration file: positive and dividing the tower's width.
+fn config_heads(path: &Path, key: &str, heads: usize, width: usize) -> Result<usize, ClipError> {
+    if heads == 0 || !width.is_multiple_of(heads) {
+        return Err(ClipError::Config {
+            path: path.to_path_buf(),
+            message: format!(
+                "`{key}` is {heads}: it must be positive and divide the width {width}"
+            ),
+        });
+    }
+    Ok(heads)
+}
+
 fn apply_hf_config(config: &mut ClipConfig, path: &Path) -> Result<(), ClipError> {
     let hf: HfConfig = read_json(path)?;
     if let Some(d) = hf.projection_dim {
@@ -874,7 +904,9 @@ fn apply_hf_config(config: &mut ClipConfig, path: &Path) -> Result<(), ClipError
         let c = &mut config.text;
         c.width = t.hidden_size.unwrap_or(c.width);
         c.mlp_width = t.intermediate_size.unwrap_or(c.mlp_width);
-        c.heads = t.num_attention_heads.unwrap_or(c.heads);
+        if let Some(heads) = t.num_attention_heads {
+            c.heads = config_heads(path, "text_config.num_attention_heads", heads, c.width)?;
+        }
         c.layers = t.num_hidden_layers.unwrap_or(c.layers);
         c.context_length = t.max_position_embeddings.unwrap_or(c.context_length);
         c.vocab_size = t.vocab_size.unwrap_or(c.vocab_size);
@@ -884,7 +916,9 @@ fn apply_hf_config(config: &mut ClipConfig, path: &Path) -> Result<(), ClipError
         v.check_activation(path, "vision_config")?;
         c.width = v.hidden_size.unwrap_or(c.width);
         c.mlp_width = v.intermediate_size.unwrap_or(c.mlp_width);
-        c.heads = v.num_attention_heads.unwrap_or(c.heads);
+        if let Some(heads) = v.num_attention_heads {
+            c.heads = config_heads(path, "vision_config.num_attention_heads", heads, c.width)?;
+        }
         c.layers = v.num_hidden_layers.unwrap_or(c.layers);
         c.image_size = v.image_size.unwrap_or(c.image_size);
         c.patch_size = v.patch_size.unwrap_or(c.patch_size);
@@ -926,10 +960,18 @@ fn apply_open_clip_config(config: &mut ClipConfig, path: &Path) -> Result<(), Cl
         });
     }
     if let Some(t) = cfg.model_cfg.text_cfg {
-        config.text.heads = t.heads.unwrap_or(OPEN_CLIP_TEXT_HEADS);
+        let heads = t.heads.unwrap_or(OPEN_CLIP_TEXT_HEADS);
+        config.text.heads =
+            config_heads(path, "model_cfg.text_cfg.heads", heads, config.text.width)?;
     }
     if let Some(v) = cfg.model_cfg.vision_cfg {
-        let head_width = v.head_width.unwrap_or(CLIP_HEAD_WIDTH).max(1);
+        let head_width = v.head_width.unwrap_or(CLIP_HEAD_WIDTH);
+        if head_width == 0 {
+            return Err(ClipError::Config {
+                path: path.to_path_buf(),
+                message: "`model_cfg.vision_cfg.head_width` is 0: it must be positive".into(),
+            });
+        }
         match &mut config.vision {
             VisionConfig::Vit(c) => c.heads = v.width.unwrap_or(c.width) / head_width,
             // open_clip's `width` is the ResNet's stem width; its pool is 32 times wider.

@@ -328,6 +328,9 @@ impl ClipWeights<Vec<f32>> {
     /// ```
     pub fn random(config: &ClipConfig, seed: u64) -> Result<Self, ClipError> {
         config.validate()?;
+        config
+            .weights_memory()
+            .check("drawing the model's random weights")?;
         let mut init = RandomInit(ChaCha8Rng::seed_from_u64(seed));
         let text_cfg = &config.text;
         let text = TextWeights {
@@ -496,5 +499,75 @@ impl RandomInit {
             mlp_fc: self.linear(width, mlp_width, fc_std, true),
             mlp_proj: self.linear(mlp_width, width, proj_std, true),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clip::ResNetConfig;
+
+    /// Floats in every buffer of `weights`.
+    fn floats(weights: ClipWeights<Vec<f32>>) -> u64 {
+        let mut count = 0u64;
+        let mut tally = |buffer: Vec<f32>| {
+            count += buffer.len() as u64;
+            Ok::<_, ()>(())
+        };
+        weights.text.try_map(&mut tally).unwrap();
+        weights.vision.try_map(&mut tally).unwrap();
+        count
+    }
+
+    /// The count made from the configuration alone is the count of what is built, for each
+    /// tower kind and for stages whose first block needs a downsample or does not.
+    #[test]
+    fn parameters_count_what_random_weights_hold() {
+        let mut wide = ClipConfig::tiny();
+        wide.text.context_length = 20;
+        wide.text.layers = 3;
+        wide.embed_dim = 24;
+        let VisionConfig::ResNet(tiny_resnet) = ClipConfig::tiny_resnet().vision else {
+            unreachable!()
+        };
+        let uneven = ClipConfig {
+            vision: VisionConfig::ResNet(ResNetConfig {
+                layers: [2, 1, 3, 1],
+                width: 16,
+                heads: 8,
+                ..tiny_resnet
+            }),
+            ..ClipConfig::tiny()
+        };
+        for config in [ClipConfig::tiny(), ClipConfig::tiny_resnet(), wide, uneven] {
+            let expected = config.parameters().unwrap();
+            assert_eq!(
+                floats(ClipWeights::random(&config, 0).unwrap()),
+                expected,
+                "{config:?}"
+            );
+        }
+    }
+
+    /// Sizes whose weights cannot exist are refused before anything is drawn.
+    #[test]
+    fn impossible_sizes_are_refused_before_drawing() {
+        let mut huge = ClipConfig::tiny();
+        huge.text.layers = 1 << 40;
+        let error = ClipWeights::random(&huge, 0).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("drawing the model's random weights needs about "),
+            "{error}"
+        );
+        huge.text.width = usize::MAX / 2;
+        huge.text.heads = 1;
+        assert!(huge.parameters().is_none());
+        let error = ClipWeights::random(&huge, 0).unwrap_err();
+        assert!(
+            error.to_string().contains("more than 2^64 parameters"),
+            "{error}"
+        );
     }
 }

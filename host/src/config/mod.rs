@@ -138,6 +138,40 @@ impl RunConfig {
         Self::resolve(table, source_name, overrides)
     }
 
+    /// This configuration with its `[dataset]` table replaced by the one in TOML `text` (a
+    /// document holding only that table): a federated node's description of its own data.
+    /// `source_name` names the text in errors.
+    ///
+    /// ```
+    /// use fedotp_host::config::RunConfig;
+    /// let node = "[dataset]\nsource = { kind = \"federated_digits\", clients = 3, beta = 0.5, min_size = 10 }";
+    /// let config = RunConfig::quickstart().with_dataset_from(node, "node.toml").unwrap();
+    /// assert_eq!(config.dataset.clients(), Some(3));
+    /// let wrong = RunConfig::quickstart().with_dataset_from("[optimizer]\nlr = 1.0", "node.toml");
+    /// assert!(wrong.unwrap_err().to_string().contains("node.toml"));
+    /// ```
+    pub fn with_dataset_from(
+        &self,
+        text: &str,
+        source_name: &str,
+    ) -> Result<RunConfig, ConfigError> {
+        let mut node = load::parse(text, source_name)?;
+        let dataset = node.remove("dataset");
+        if let Some(key) = node.keys().next() {
+            return Err(ConfigError::invalid(
+                key,
+                "is not allowed here: a node's data file holds only a [dataset] table",
+            )
+            .with_source(source_name));
+        }
+        let dataset = dataset.ok_or_else(|| {
+            ConfigError::invalid("dataset", "is missing").with_source(source_name)
+        })?;
+        let mut table = load::parse(&self.to_toml(), source_name)?;
+        table.insert("dataset".into(), dataset);
+        Self::resolve(table, source_name, &[])
+    }
+
     /// The embedded quickstart preset.
     pub fn quickstart() -> RunConfig {
         Self::quickstart_with(&[]).expect("the embedded quickstart preset is valid")
@@ -210,6 +244,22 @@ impl RunConfig {
             ModelConfig::Clip { .. } => crate::clip::tokenizer::CONTEXT_LENGTH,
             ModelConfig::Tiny(tiny) => tiny.text.context_length,
         }
+    }
+
+    /// Rounds the run has: `federation.rounds`, or one evaluation for zero-shot CLIP, which
+    /// trains nothing.
+    pub fn rounds(&self) -> u32 {
+        if self.method.trains() {
+            self.federation.rounds
+        } else {
+            1
+        }
+    }
+
+    /// Whether every client is evaluated after `round`: as `federation.eval_*` schedule it, and
+    /// always for zero-shot CLIP.
+    pub fn evaluates(&self, round: u32) -> bool {
+        self.federation.evaluates(round) || !self.method.trains()
     }
 
     /// Prompts per client: `prompt.n_prompts`, or the method's default.

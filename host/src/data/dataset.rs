@@ -9,6 +9,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+use super::digits::DigitImage;
 use super::error::{DataError, Result};
 use super::rgb::RgbImage;
 use super::transform::Transform;
@@ -16,8 +17,12 @@ use super::transform::Transform;
 /// Where a sample's pixels are.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ImageSource {
-    /// Decoded pixels held in memory (CIFAR, the embedded digits).
+    /// Decoded pixels held in memory (CIFAR, decoded caller images).
     Memory(RgbImage),
+    /// One of the embedded digits, drawn in a client's style when it is loaded: a dataset of
+    /// them costs no rendering until its images are needed (a federated node whose image
+    /// features are kept never renders one).
+    Digit(DigitImage),
     /// A JPEG or PNG file, decoded on every load.
     File(PathBuf),
     /// No pixels: the sample's image features were computed elsewhere (by `fedotp encode`, or
@@ -32,6 +37,7 @@ impl ImageSource {
     pub fn load(&self) -> Result<Cow<'_, RgbImage>> {
         match self {
             ImageSource::Memory(image) => Ok(Cow::Borrowed(image)),
+            ImageSource::Digit(digit) => Ok(Cow::Owned(digit.render())),
             ImageSource::File(path) => RgbImage::open(path).map(Cow::Owned),
             ImageSource::Features => Err(DataError::Invalid(
                 "the sample has no pixels: its image features were given precomputed".into(),
@@ -42,7 +48,7 @@ impl ImageSource {
     /// The file, for file-backed samples.
     pub fn path(&self) -> Option<&Path> {
         match self {
-            ImageSource::Memory(_) | ImageSource::Features => None,
+            ImageSource::Memory(_) | ImageSource::Digit(_) | ImageSource::Features => None,
             ImageSource::File(path) => Some(path),
         }
     }

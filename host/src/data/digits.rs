@@ -80,6 +80,27 @@ fn raw_digits() -> Result<Vec<RawDigit>> {
         .collect()
 }
 
+/// An embedded digit as a client draws it, rendered when its image is loaded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DigitImage {
+    /// The 8 × 8 grid of intensities (0..=16).
+    intensity: [u8; GRID * GRID],
+    /// The client's style.
+    style: DigitStyle,
+    /// The side of the square image, in pixels.
+    size: u32,
+}
+
+// Styles are drawn from finite ranges, so their rotations compare equal to themselves.
+impl Eq for DigitImage {}
+
+impl DigitImage {
+    /// The `size × size` image.
+    pub fn render(&self) -> RgbImage {
+        self.style.render(&self.intensity, self.size)
+    }
+}
+
 /// How one client draws its digits.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DigitStyle {
@@ -199,7 +220,11 @@ fn render_dataset(
         };
         let domain = style_of(digit.is_test, split.len());
         split.push(Sample {
-            image: ImageSource::Memory(styles[domain].render(&digit.intensity, size)),
+            image: ImageSource::Digit(DigitImage {
+                intensity: digit.intensity,
+                style: styles[domain],
+                size,
+            }),
             label: digit.label,
             domain,
         });

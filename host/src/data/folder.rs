@@ -3,8 +3,11 @@
 //! Classes are the sub-directories sorted by name; each class's images are the JPEG and PNG files
 //! anywhere below its directory, sorted by path. Hidden entries are skipped, as are files that are
 //! not images; an image in a format this crate does not decode (BMP, GIF, TIFF, WebP, PPM/PGM) is
-//! an error rather than a silently smaller dataset.
+//! an error rather than a silently smaller dataset. Symbolic links are followed, but a directory
+//! is listed once: a link to a directory already listed (a loop) or to one outside the class's
+//! directory (which would take another class's images) is skipped.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use super::dataset::{Dataset, ImageSource, Sample};
@@ -75,9 +78,22 @@ pub(crate) fn class_directories(dir: &Path) -> Result<Vec<String>> {
 }
 
 /// Every JPEG/PNG file below `dir`, in torchvision's order: a directory's own files sorted by
-/// name, then its sub-directories in name order.
-pub(crate) fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
+/// name, then its sub-directories in name order. Each directory is listed once, and none outside
+/// `dir`: a symbolic link to a directory already listed, or out of `dir`, is skipped.
+pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    let root = dir.canonicalize().map_err(|e| DataError::io(dir, e))?;
+    let mut visited = HashSet::from([root.clone()]);
     let mut images = Vec::new();
+    list_images_below(dir, &root, &mut visited, &mut images)?;
+    Ok(images)
+}
+
+fn list_images_below(
+    dir: &Path,
+    root: &Path,
+    visited: &mut HashSet<PathBuf>,
+    images: &mut Vec<PathBuf>,
+) -> Result<()> {
     let mut sub_directories = Vec::new();
     for path in read_dir_sorted(dir)? {
         if path.is_dir() {
@@ -100,9 +116,14 @@ pub(crate) fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
         }
     }
     for sub_directory in sub_directories {
-        images.extend(list_images(&sub_directory)?);
+        let target = sub_directory
+            .canonicalize()
+            .map_err(|e| DataError::io(&sub_directory, e))?;
+        if target.starts_with(root) && visited.insert(target) {
+            list_images_below(&sub_directory, root, visited, images)?;
+        }
     }
-    Ok(images)
+    Ok(())
 }
 
 /// The non-hidden entries of `dir`, sorted by name.

@@ -54,10 +54,12 @@ mod transform;
 pub use cifar::{cifar10, cifar100};
 pub use coop::{coop, coop_split_file, CoopDataset};
 pub use dataset::{CoarseClasses, Dataset, ImageSource, Sample, Split};
-pub use digits::{digits, federated_digits, DigitStyle, DigitsFederation, FederatedDigits};
+pub use digits::{
+    digits, federated_digits, DigitImage, DigitStyle, DigitsFederation, FederatedDigits,
+};
 pub use domains::{domain_tree, DomainSet, TreeSplit};
 pub use error::{DataError, Result};
-pub use folder::image_folder;
+pub use folder::{image_folder, list_images};
 pub use partition::{
     symmetric_dirichlet, ClientSplit, CountTable, Partition, PartitionSpec, MAX_DIRICHLET_DRAWS,
 };

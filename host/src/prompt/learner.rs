@@ -110,6 +110,11 @@ impl PromptLearner {
         self.n_ctx
     }
 
+    /// Tokens each prompt runs through the text tower (the longest prompt's length).
+    pub fn tokens_per_prompt(&self) -> usize {
+        self.prompts.seq_len()
+    }
+
     /// Floats of context: `n_sets × n_ctx × width`.
     pub fn context_len(&self) -> usize {
         self.n_sets * self.n_ctx * self.width

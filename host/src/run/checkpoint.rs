@@ -8,9 +8,12 @@
 //! | `rng.<name>` | U8 | `[56]` | a ChaCha8 generator: seed (32 bytes), stream (u64 LE), word position (u128 LE) |
 //!
 //! The header's metadata has one key, `fedotp_checkpoint`, whose value is JSON:
-//! `{"version":1,"round":r,"clients":K,"config_sha256":"…"}` (one key, so the file's bytes do
-//! not depend on hash-map order and equal states give equal files). `round` is the last round
-//! completed; a resumed run starts at `round + 1`.
+//! `{"version":2,"round":r,"clients":K,"config_sha256":"…","tensors_sha256":"…"}` (one key, so
+//! the file's bytes do not depend on hash-map order and equal states give equal files). `round`
+//! is the last round completed; a resumed run starts at `round + 1`. `tensors_sha256` is the
+//! SHA-256 of every tensor in name order — its name, dtype, shape and bytes — so a damaged file
+//! (a flipped bit) is refused rather than resumed; version 1 files, which have none, are still
+//! read. Every f32 value must be finite.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -20,6 +23,7 @@ use rand_chacha::ChaCha8Rng;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::atomic::write_atomic;
 use super::RunError;
@@ -27,8 +31,10 @@ use crate::fed::SgdState;
 
 /// The metadata key of a checkpoint's header.
 const METADATA_KEY: &str = "fedotp_checkpoint";
-/// The checkpoint format this code writes and reads.
-const FORMAT_VERSION: u32 = 1;
+/// The checkpoint format this code writes.
+const FORMAT_VERSION: u32 = 2;
+/// The oldest format it reads (version 1: no checksum).
+const OLDEST_VERSION: u32 = 1;
 /// Bytes of a serialised [`RngState`].
 const RNG_BYTES: usize = 32 + 8 + 16;
 /// Most clients a checkpoint may declare: far beyond any simulation, and a guard against a
@@ -168,6 +174,30 @@ struct Header {
     round: u32,
     clients: usize,
     config_sha256: String,
+    /// Since version 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tensors_sha256: Option<String>,
+}
+
+/// The checksum of tensors given as (name, dtype, shape, bytes): SHA-256 over each in name order.
+fn tensors_sha256<'a>(
+    tensors: impl Iterator<Item = (&'a str, Dtype, &'a [usize], &'a [u8])>,
+) -> String {
+    let mut sorted: Vec<_> = tensors.collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let mut hash = Sha256::new();
+    for (name, dtype, shape, bytes) in sorted {
+        hash.update((name.len() as u64).to_le_bytes());
+        hash.update(name.as_bytes());
+        hash.update(format!("{dtype:?}").as_bytes());
+        hash.update((shape.len() as u64).to_le_bytes());
+        for &dim in shape {
+            hash.update((dim as u64).to_le_bytes());
+        }
+        hash.update((bytes.len() as u64).to_le_bytes());
+        hash.update(bytes);
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// An owned tensor to serialise.
@@ -223,11 +253,17 @@ impl Checkpoint {
                 },
             ));
         }
+        let checksum = tensors_sha256(
+            tensors
+                .iter()
+                .map(|(name, t)| (name.as_str(), t.dtype, &t.shape[..], &t.bytes[..])),
+        );
         let header = Header {
             version: FORMAT_VERSION,
             round: self.round,
             clients: self.clients.len(),
             config_sha256: self.config_hash.clone(),
+            tensors_sha256: Some(checksum),
         };
         let metadata = HashMap::from([(
             METADATA_KEY.to_string(),
@@ -280,11 +316,12 @@ impl Checkpoint {
         let header: Header = serde_json::from_str(header_json).map_err(|e| {
             RunError::format(path, format!("metadata `{METADATA_KEY}` is malformed: {e}"))
         })?;
-        if header.version != FORMAT_VERSION {
+        if !(OLDEST_VERSION..=FORMAT_VERSION).contains(&header.version) {
             return Err(RunError::format(
                 path,
                 format!(
-                    "checkpoint format version {} (this build reads version {FORMAT_VERSION})",
+                    "checkpoint format version {} (this build reads versions {OLDEST_VERSION} \
+                     to {FORMAT_VERSION})",
                     header.version
                 ),
             ));
@@ -357,6 +394,34 @@ impl Checkpoint {
                 extra,
                 format!("is not part of a checkpoint of {} clients", header.clients),
             ));
+        }
+        // Last: a damaged value that is not finite, or a tensor of the wrong shape, is named.
+        match (&header.tensors_sha256, header.version) {
+            (Some(expected), _) => {
+                let found = tensors_sha256(
+                    file.tensors()
+                        .iter()
+                        .map(|(name, v)| (name.as_str(), v.dtype(), v.shape(), v.data())),
+                );
+                if &found != expected {
+                    return Err(RunError::format(
+                        path,
+                        format!(
+                            "the tensors' checksum is {found}, the header records {expected}: \
+                             the file is damaged"
+                        ),
+                    ));
+                }
+            }
+            (None, 1) => {}
+            (None, version) => {
+                return Err(RunError::format(
+                    path,
+                    format!(
+                        "metadata `{METADATA_KEY}` of version {version} has no `tensors_sha256`"
+                    ),
+                ))
+            }
         }
         Ok(Checkpoint {
             round: header.round,
@@ -459,11 +524,19 @@ impl<'a> Reader<'a> {
                 format!("must be F32, is {:?}", view.dtype()),
             ));
         }
-        let values = view
+        let values: Vec<f32> = view
             .data()
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes(b.try_into().expect("four bytes")))
             .collect();
+        if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+            return Err(RunError::NonFinite {
+                path: self.path.to_path_buf(),
+                tensor: name.to_string(),
+                value: values[index],
+                index,
+            });
+        }
         Ok(Some(Tensor {
             shape: view.shape().to_vec(),
             values,

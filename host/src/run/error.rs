@@ -37,6 +37,18 @@ pub enum RunError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A checkpoint tensor holds a NaN or infinite value: a state to continue from is finite.
+    #[error("{}: tensor `{tensor}` holds {value} at index {index}", path.display())]
+    NonFinite {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The tensor's name.
+        tensor: String,
+        /// The first value that is not finite.
+        value: f32,
+        /// Its index in the tensor's values.
+        index: usize,
+    },
     /// A checkpoint belongs to another configuration than the run's.
     #[error("{}: written for configuration {found}, but the run's configuration hashes to {expected}", path.display())]
     ConfigMismatch {
@@ -61,6 +73,23 @@ pub enum RunError {
     PartitionChanged {
         /// The saved partition.
         path: PathBuf,
+    },
+    /// Another process is training the run in this directory.
+    #[error("{}: the run directory is in use by {holder} (one process trains a run at a time; wait for it to end or stop it)", path.display())]
+    Busy {
+        /// The run directory.
+        path: PathBuf,
+        /// Who holds it, as its lock file says (e.g. "process 1234").
+        holder: String,
+    },
+    /// The run directory's files disagree (a checkpoint with another round than its name, a
+    /// checkpoint beyond the recorded metrics, missing or repeated rounds in the metrics).
+    #[error("{}: {reason}; the run directory is inconsistent, so it cannot be resumed", path.display())]
+    Inconsistent {
+        /// The file at fault.
+        path: PathBuf,
+        /// What disagrees.
+        reason: String,
     },
     /// The dataset could not be read or partitioned, or the partition saved or read.
     #[error("dataset: {0}")]

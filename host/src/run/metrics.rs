@@ -16,8 +16,8 @@
 //! Absent values are `null` in JSON and empty in CSV. Numbers are written in the shortest form
 //! that reads back to the same `f64`, so a file is a function of the values alone — which is what
 //! lets a resumed run's files end byte-identical to an uninterrupted run's: resuming truncates
-//! both files after the checkpoint's round ([`truncate_after`]) and the rounds that follow
-//! append the same bytes again.
+//! `metrics.jsonl` after the checkpoint's round and writes the CSV again from it
+//! ([`truncate_after`]), and the rounds that follow append the same bytes again.
 
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::atomic::write_atomic;
 use super::RunError;
 use crate::fed::Summary;
 
@@ -338,60 +339,100 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<MetricsRow>, RunError> {
         .collect()
 }
 
+/// The last round `rows` (read from `path`) record, after checking that they hold every round
+/// once and in order from round 0, each as rows of increasing clients and one row of means;
+/// `None` for no rows.
+pub fn last_recorded_round(rows: &[MetricsRow], path: &Path) -> Result<Option<u32>, RunError> {
+    let inconsistent = |line: usize, reason: String| RunError::Inconsistent {
+        path: path.to_path_buf(),
+        reason: format!("line {line}: {reason}"),
+    };
+    let mut last: Option<u32> = None;
+    // The round being read and its last client, while its row of means is still to come.
+    let mut open: Option<(u32, Option<usize>)> = None;
+    for (index, row) in rows.iter().enumerate() {
+        let line = index + 1;
+        match open {
+            None => {
+                let expected = last.map_or(0, |r| r + 1);
+                if row.round != expected {
+                    return Err(inconsistent(
+                        line,
+                        format!("round {} where round {expected} is due", row.round),
+                    ));
+                }
+                open = Some((row.round, None));
+            }
+            Some((round, _)) if row.round != round => {
+                return Err(inconsistent(
+                    line,
+                    format!("round {} before round {round}'s row of means", row.round),
+                ));
+            }
+            Some(_) => {}
+        }
+        let (round, previous) = open.expect("set above");
+        match row.client {
+            RowScope::Client(client) => {
+                if previous.is_some_and(|p| p >= client) {
+                    return Err(inconsistent(
+                        line,
+                        format!("client {client} of round {round} repeated or out of order"),
+                    ));
+                }
+                open = Some((round, Some(client)));
+            }
+            RowScope::Mean => {
+                last = Some(round);
+                open = None;
+            }
+        }
+    }
+    if let Some((round, _)) = open {
+        return Err(inconsistent(
+            rows.len(),
+            format!("round {round} has no row of means"),
+        ));
+    }
+    Ok(last)
+}
+
 /// The lines of `text` that end with a newline.
 fn complete_lines(text: &str) -> impl Iterator<Item = &str> {
     text.split_inclusive('\n')
         .filter_map(|line| line.strip_suffix('\n'))
 }
 
-/// Cuts `metrics.jsonl` (`jsonl`) and `metrics.csv` (`csv`) after the rows of `last_round`
-/// (`None`: after no round at all), dropping a final line cut short by a crash. A missing file
-/// is left missing.
+/// Cuts `metrics.jsonl` (`jsonl`) after the rows of `last_round` (`None`: after no round at
+/// all), dropping a final line cut short by a crash, then writes `metrics.csv` (`csv`) again
+/// from the rows kept: the CSV is a copy, so whatever became of it (deleted, cut short, edited)
+/// the run continues with the rows of record. A missing `metrics.jsonl` is left missing.
 pub fn truncate_after(jsonl: &Path, csv: &Path, last_round: Option<u32>) -> Result<(), RunError> {
     let keep = |round: u32| last_round.is_some_and(|last| round <= last);
-    truncate_file(
-        jsonl,
-        0,
-        |line| {
-            serde_json::from_str::<MetricsRow>(line)
-                .map(|row| row.round)
-                .map_err(|e| e.to_string())
-        },
-        keep,
-    )?;
-    truncate_file(
-        csv,
-        1,
-        |line| {
-            line.split(',')
-                .next()
-                .and_then(|round| round.parse().ok())
-                .ok_or_else(|| "no round in the first column".to_string())
-        },
-        keep,
-    )
+    let rows = if truncate_jsonl(jsonl, keep)? {
+        read_jsonl(jsonl)?
+    } else {
+        Vec::new()
+    };
+    let mut text = format!("{CSV_HEADER}\n");
+    text.extend(rows.iter().map(MetricsRow::to_csv));
+    write_atomic(csv, text.as_bytes())
 }
 
-/// Keeps the first `header_lines` lines, then lines while `keep(round_of(line))`.
-fn truncate_file(
-    path: &Path,
-    header_lines: usize,
-    round_of: impl Fn(&str) -> Result<u32, String>,
-    keep: impl Fn(u32) -> bool,
-) -> Result<(), RunError> {
+/// Keeps the lines of `metrics.jsonl` while `keep(round)`; false when there is no such file.
+fn truncate_jsonl(path: &Path, keep: impl Fn(u32) -> bool) -> Result<bool, RunError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(RunError::io(path, e)),
     };
     let mut kept = 0;
     for (i, line) in complete_lines(&text).enumerate() {
-        if i >= header_lines {
-            let round = round_of(line)
-                .map_err(|e| RunError::format(path, format!("line {}: {e}", i + 1)))?;
-            if !keep(round) {
-                break;
-            }
+        let round = serde_json::from_str::<MetricsRow>(line)
+            .map(|row| row.round)
+            .map_err(|e| RunError::format(path, format!("line {}: {e}", i + 1)))?;
+        if !keep(round) {
+            break;
         }
         kept += line.len() + 1;
     }
@@ -404,5 +445,5 @@ fn truncate_file(
             .and_then(|()| file.sync_all())
             .map_err(|e| RunError::io(path, e))?;
     }
-    Ok(())
+    Ok(true)
 }

@@ -10,7 +10,13 @@
 //!   checkpoints/
 //!     round-000009.safetensors   the state after round 9 (see [`checkpoint`])
 //!   summary.json           at the end: max and last-5 mean ± std of the mean client accuracy
+//!   run.lock               held by the process training the run (see [`RunLock`])
 //! ```
+//!
+//! A run directory belongs to one process at a time ([`RunDir::lock`]). `--resume` trusts
+//! nothing it reads: the latest checkpoint must carry its file's round, its configuration's hash
+//! and a matching checksum, hold finite values, and lie within the rounds `metrics.jsonl`
+//! records, each of them once and in order ([`RunDir::latest_checkpoint_of`]).
 //!
 //! Every file but the two metrics files is written atomically ([`write_atomic`]); the metrics
 //! files are appended to and flushed after every round, and cut back to the last checkpoint's
@@ -20,6 +26,7 @@
 mod atomic;
 pub mod checkpoint;
 mod error;
+mod lock;
 pub mod metrics;
 mod prepare;
 
@@ -29,6 +36,7 @@ use std::path::{Path, PathBuf};
 pub use atomic::write_atomic;
 pub use checkpoint::{Checkpoint, CheckpointLayout, ClientState, RngState, Tensor};
 pub use error::RunError;
+pub use lock::RunLock;
 pub use metrics::{
     ClientRound, EvalStats, MetricsRow, MetricsWriter, RoundMetrics, RowScope, RunSummary,
     TrainStats,
@@ -227,6 +235,9 @@ impl RunDir {
         keep: usize,
     ) -> Result<PathBuf, RunError> {
         let path = self.checkpoint_path(checkpoint.round);
+        // Recreated if it was deleted while the run went on.
+        let dir = self.checkpoints_dir();
+        fs::create_dir_all(&dir).map_err(|e| RunError::io(&dir, e))?;
         checkpoint.save(&path)?;
         let rounds = self.checkpoint_rounds()?;
         for &old in rounds.iter().rev().skip(keep.max(1)) {
@@ -267,24 +278,60 @@ impl RunDir {
         }
     }
 
-    /// The most recent checkpoint, checked to have been written under `config` (the same
-    /// configuration hash).
+    /// Takes the run directory for this process (until the lock is dropped or the process
+    /// ends); refused, naming the holder, while another process has it.
+    pub fn lock(&self) -> Result<RunLock, RunError> {
+        RunLock::take(&self.path)
+    }
+
+    /// The most recent checkpoint, cross-checked with the rest of the directory: it records
+    /// the round its file is named for, was written under `config` (the same configuration
+    /// hash), and is not beyond the rounds `metrics.jsonl` records — which must hold every
+    /// round once, in order, from round 0. Anything else is an error naming the file.
     pub fn latest_checkpoint_of(&self, config: &RunConfig) -> Result<Option<Checkpoint>, RunError> {
-        let Some(checkpoint) = self.latest_checkpoint()? else {
+        let jsonl = self.metrics_jsonl_path();
+        let recorded = if jsonl.exists() {
+            metrics::last_recorded_round(&self.read_metrics()?, &jsonl)?
+        } else {
+            None
+        };
+        let Some(&named) = self.checkpoint_rounds()?.last() else {
             return Ok(None);
         };
+        let path = self.checkpoint_path(named);
+        let checkpoint = Checkpoint::load(&path)?;
+        if checkpoint.round != named {
+            return Err(RunError::Inconsistent {
+                reason: format!(
+                    "records round {}, not the round its name gives",
+                    checkpoint.round
+                ),
+                path,
+            });
+        }
         let expected = config.hash();
         if checkpoint.config_hash != expected {
             return Err(RunError::ConfigMismatch {
-                path: self.checkpoint_path(checkpoint.round),
+                path: path.clone(),
                 expected,
                 found: checkpoint.config_hash,
+            });
+        }
+        if recorded.is_none_or(|last| last < checkpoint.round) {
+            return Err(RunError::Inconsistent {
+                reason: format!(
+                    "is the state after round {}, but metrics.jsonl records {}",
+                    checkpoint.round,
+                    recorded.map_or("no round".into(), |r| format!("rounds up to {r}"))
+                ),
+                path,
             });
         }
         Ok(Some(checkpoint))
     }
 
-    /// Cuts both metrics files after `last_round`'s rows (`None`: after none).
+    /// Cuts `metrics.jsonl` after `last_round`'s rows (`None`: after none) and writes
+    /// `metrics.csv` again from what it keeps.
     pub fn truncate_metrics(&self, last_round: Option<u32>) -> Result<(), RunError> {
         metrics::truncate_after(
             &self.metrics_jsonl_path(),
@@ -298,6 +345,7 @@ impl RunDir {
     /// back to the checkpoint's round. [`resume_run`] does this and reads the data too.
     pub fn resume(path: &Path) -> Result<Resumed, RunError> {
         let dir = RunDir::open(path)?;
+        let _lock = dir.lock()?;
         let config = dir.read_config()?;
         let checkpoint = dir.latest_checkpoint_of(&config)?;
         dir.truncate_metrics(checkpoint.as_ref().map(|c| c.round))?;

@@ -3,6 +3,19 @@
 //! Records (one per sample, all of one length) fill memory up to a budget; the rest go to a file
 //! that is memory-mapped once it is complete, so a cache larger than memory costs page-cache
 //! reads, not image-tower passes. The file is the cache's own and is deleted with it.
+//!
+//! A cache can also be *kept* ([`FeatureCache::keep`]): every record written to a file under a
+//! key that names what the features were computed from, which a later process maps again
+//! ([`FeatureCache::open_kept`]) instead of running the image tower — what a federated node
+//! does, as each message starts a new process. A kept file is
+//!
+//! | bytes | holds |
+//! |---|---|
+//! | 8 | `FOTPFC01` |
+//! | 32 | the key (a SHA-256 digest) |
+//! | 8 | values per record, u64 LE |
+//! | 8 | records, u64 LE |
+//! | rest | the records in build order, f32 LE |
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -14,6 +27,10 @@ use super::TrainError;
 
 /// Bytes of one cached value (`f32`, little-endian on disk).
 const VALUE_BYTES: usize = 4;
+/// The first bytes of a kept cache file.
+const KEPT_MAGIC: &[u8; 8] = b"FOTPFC01";
+/// Bytes of a kept cache file's header.
+const KEPT_HEADER: usize = 8 + 32 + 8 + 8;
 
 /// Cached feature records keyed by sample index.
 pub struct FeatureCache {
@@ -29,12 +46,18 @@ pub struct FeatureCache {
 struct DiskPart {
     path: PathBuf,
     map: memmap2::Mmap,
+    /// Where the first record starts in the map.
+    offset: usize,
+    /// A scratch file (removed with the cache) rather than a kept one.
+    scratch: bool,
 }
 
 impl Drop for DiskPart {
     fn drop(&mut self) {
-        // The file is scratch space; failing to remove it leaves garbage, not wrong results.
-        let _ = fs::remove_file(&self.path);
+        if self.scratch {
+            // Scratch space: failing to remove it leaves garbage, not wrong results.
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -61,18 +84,10 @@ impl FeatureCache {
         let memory_records = usize::try_from(memory_budget / record_bytes)
             .unwrap_or(usize::MAX)
             .min(samples.len());
-        let mut slots = HashMap::with_capacity(samples.len());
-        for (slot, &sample) in samples.iter().enumerate() {
-            if slots.insert(sample, slot).is_some() {
-                return Err(TrainError::Invalid(format!(
-                    "feature cache: sample {sample} listed twice"
-                )));
-            }
-        }
         Ok(CacheBuilder {
             cache: FeatureCache {
                 record_len,
-                slots,
+                slots: slots_of(samples)?,
                 memory: Vec::with_capacity(memory_records * record_len),
                 memory_records,
                 disk: None,
@@ -111,7 +126,7 @@ impl FeatureCache {
             out.extend_from_slice(&self.memory[slot * len..(slot + 1) * len]);
         } else {
             let disk = self.disk.as_ref()?;
-            let start = (slot - self.memory_records) * len * VALUE_BYTES;
+            let start = disk.offset + (slot - self.memory_records) * len * VALUE_BYTES;
             let bytes = disk.map.get(start..start + len * VALUE_BYTES)?;
             out.extend(
                 bytes
@@ -121,6 +136,115 @@ impl FeatureCache {
         }
         Some(())
     }
+}
+
+impl FeatureCache {
+    /// Writes every record, in build order, to `path` after a header holding `key` (replacing
+    /// any file there atomically), for [`FeatureCache::open_kept`] in a later process.
+    pub fn keep(&self, path: &Path, key: &[u8; 32]) -> Result<(), TrainError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| TrainError::Cache { path, source }
+        };
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        let partial = path.with_extension(format!("tmp-{}", std::process::id()));
+        let mut out = BufWriter::new(File::create(&partial).map_err(io(&partial))?);
+        let records = self.slots.len();
+        let mut header = Vec::with_capacity(KEPT_HEADER);
+        header.extend_from_slice(KEPT_MAGIC);
+        header.extend_from_slice(key);
+        header.extend_from_slice(&(self.record_len as u64).to_le_bytes());
+        header.extend_from_slice(&(records as u64).to_le_bytes());
+        out.write_all(&header).map_err(io(&partial))?;
+        let mut slot_samples = vec![0; records];
+        for (&sample, &slot) in &self.slots {
+            slot_samples[slot] = sample;
+        }
+        let mut record = Vec::with_capacity(self.record_len);
+        for sample in slot_samples {
+            record.clear();
+            self.append(sample, &mut record)
+                .expect("every slot of a finished cache has its record");
+            for value in &record {
+                out.write_all(&value.to_le_bytes()).map_err(io(&partial))?;
+            }
+        }
+        let file = out.into_inner().map_err(|e| io(&partial)(e.into_error()))?;
+        file.sync_all().map_err(io(&partial))?;
+        fs::rename(&partial, path).map_err(io(path))
+    }
+
+    /// The cache kept in `path` for `samples` (listed as when it was built) with `record_len`
+    /// values per record, mapped from the file; `None` if there is no such file or it was kept
+    /// under another key (computed from other inputs). A file with the key but the wrong size
+    /// is an error naming it.
+    pub fn open_kept(
+        path: &Path,
+        samples: &[usize],
+        record_len: usize,
+        key: &[u8; 32],
+    ) -> Result<Option<FeatureCache>, TrainError> {
+        let io = |source| TrainError::Cache {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = match File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(e)),
+        };
+        // SAFETY: `Mmap::map` is unsafe because the mapped bytes change if the file is written
+        // or truncated while mapped. A kept file is only ever replaced by a rename (`keep`),
+        // never written in place, so the inode mapped here keeps its bytes.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        if map.len() < KEPT_HEADER || &map[..8] != KEPT_MAGIC || map[8..40] != key[..] {
+            return Ok(None);
+        }
+        let word = |at: usize| u64::from_le_bytes(map[at..at + 8].try_into().expect("8 bytes"));
+        let expected = (KEPT_HEADER as u64)
+            .saturating_add((samples.len() as u64).saturating_mul(record_len as u64 * 4));
+        if word(40) != record_len as u64
+            || word(48) != samples.len() as u64
+            || map.len() as u64 != expected
+        {
+            return Err(TrainError::Invalid(format!(
+                "feature cache {}: holds {} records of {} values in {} bytes; this client's \
+                 cache has {} of {record_len} ({expected} bytes) — delete the file",
+                path.display(),
+                word(48),
+                word(40),
+                map.len(),
+                samples.len()
+            )));
+        }
+        Ok(Some(FeatureCache {
+            record_len,
+            slots: slots_of(samples)?,
+            memory: Vec::new(),
+            memory_records: 0,
+            disk: Some(DiskPart {
+                path: path.to_path_buf(),
+                map,
+                offset: KEPT_HEADER,
+                scratch: false,
+            }),
+        }))
+    }
+}
+
+/// Each of `samples`' slot: its position in the list (a sample listed twice is an error).
+fn slots_of(samples: &[usize]) -> Result<HashMap<usize, usize>, TrainError> {
+    let mut slots = HashMap::with_capacity(samples.len());
+    for (slot, &sample) in samples.iter().enumerate() {
+        if slots.insert(sample, slot).is_some() {
+            return Err(TrainError::Invalid(format!(
+                "feature cache: sample {sample} listed twice"
+            )));
+        }
+    }
+    Ok(slots)
 }
 
 /// A file name no other cache of this process or another uses at the same time.
@@ -202,7 +326,12 @@ impl CacheBuilder {
             // written and flushed above, and never written again: the map is read-only and the
             // file is removed only when the map is dropped (`DiskPart`).
             let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-            self.cache.disk = Some(DiskPart { path, map });
+            self.cache.disk = Some(DiskPart {
+                path,
+                map,
+                offset: 0,
+                scratch: true,
+            });
         }
         Ok(self.cache)
     }
@@ -216,19 +345,25 @@ mod tests {
         (0..len).map(|i| (sample * 100 + i) as f32 * 0.5).collect()
     }
 
+    const SAMPLES: [usize; 4] = [7, 3, 11, 5];
+
+    /// A cache of `SAMPLES` with room for two records of 3 values in memory; the other two go
+    /// to a file in `dir`.
+    fn two_in_memory_two_on_disk(dir: &Path) -> FeatureCache {
+        let mut builder = FeatureCache::builder(&SAMPLES, 3, 2 * 3 * 4, dir).unwrap();
+        for &s in &SAMPLES {
+            builder.push(&record(s, 3)).unwrap();
+        }
+        builder.finish().unwrap()
+    }
+
     #[test]
     fn records_come_back_from_memory_and_disk() {
         let dir = tempfile::tempdir().unwrap();
-        let samples = [7, 3, 11, 5];
-        // Room for two records of 3 values in memory; the other two go to disk.
-        let mut builder = FeatureCache::builder(&samples, 3, 2 * 3 * 4, dir.path()).unwrap();
-        for &s in &samples {
-            builder.push(&record(s, 3)).unwrap();
-        }
-        let cache = builder.finish().unwrap();
+        let cache = two_in_memory_two_on_disk(dir.path());
         assert_eq!(cache.split(), (2, 2));
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
-        for &s in &samples {
+        for &s in &SAMPLES {
             let mut out = Vec::new();
             cache.append(s, &mut out).unwrap();
             assert_eq!(out, record(s, 3), "sample {s}");
@@ -236,6 +371,39 @@ mod tests {
         assert!(cache.append(4, &mut Vec::new()).is_none());
         drop(cache);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "file removed");
+    }
+
+    #[test]
+    fn a_kept_cache_maps_back_the_same_records_under_its_key_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = two_in_memory_two_on_disk(dir.path());
+        let path = dir.path().join("kept").join("train.f32");
+        let key = [9u8; 32];
+        cache.keep(&path, &key).unwrap();
+        drop(cache);
+        assert!(path.exists(), "a kept file outlives its cache");
+        let kept = FeatureCache::open_kept(&path, &SAMPLES, 3, &key)
+            .unwrap()
+            .unwrap();
+        for &s in &SAMPLES {
+            let mut out = Vec::new();
+            kept.append(s, &mut out).unwrap();
+            assert_eq!(out, record(s, 3), "sample {s}");
+        }
+        drop(kept);
+        assert!(path.exists(), "opening does not make it scratch");
+        assert!(FeatureCache::open_kept(&path, &SAMPLES, 3, &[8; 32])
+            .unwrap()
+            .is_none());
+        assert!(
+            FeatureCache::open_kept(&dir.path().join("none"), &SAMPLES, 3, &key)
+                .unwrap()
+                .is_none()
+        );
+        let wrong = FeatureCache::open_kept(&path, &SAMPLES[..3], 3, &key)
+            .err()
+            .unwrap();
+        assert!(wrong.to_string().contains("delete the file"), "{wrong}");
     }
 
     #[test]

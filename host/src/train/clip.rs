@@ -111,12 +111,8 @@ impl<B: Backend> FrozenClip<B> {
     /// Unit-length image features of `images` preprocessed images (`images × 3 × size × size`).
     pub fn encode(&self, pixels: &[f32], images: usize) -> Result<ImageBatchFeatures, TrainError> {
         let input = self.backend.upload(pixels)?;
-        Ok(encode_images(
-            &self.backend,
-            &self.weights.vision,
-            &input,
-            images,
-        )?)
+        let (backend, vision) = (&self.backend, &self.weights.vision);
+        Ok(backend.run(|| encode_images(backend, vision, &input, images))?)
     }
 }
 

@@ -10,6 +10,7 @@ use crate::clip::tokenizer::TokenizerError;
 use crate::clip::ClipError;
 use crate::data::DataError;
 use crate::fed::{MetricsError, SgdLengthError};
+use crate::memory::MemoryError;
 use crate::run::RunError;
 
 /// Why a training run, a local round or an evaluation failed.
@@ -18,6 +19,9 @@ pub enum TrainError {
     /// The model could not be loaded or run.
     #[error(transparent)]
     Clip(#[from] ClipError),
+    /// The run needs more memory than the machine has.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
     /// The compute backend failed.
     #[error(transparent)]
     Backend(#[from] BackendError),

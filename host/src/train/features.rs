@@ -65,6 +65,9 @@ pub struct CachePlace<'p> {
     pub disk_dir: &'p Path,
     /// Images per image-tower pass while filling it.
     pub batch: usize,
+    /// Where the whole cache is kept for later processes, under the key of what it was
+    /// computed from ([`FeatureCache::keep`]); `None`: it lives as long as this process.
+    pub kept: Option<(&'p Path, [u8; 32])>,
 }
 
 impl<'d> SplitFeatures<'d> {
@@ -112,7 +115,8 @@ impl<'d> SplitFeatures<'d> {
             .collect()
     }
 
-    /// Runs the image tower once over `samples` and keeps the results. Refused for an augmented
+    /// Runs the image tower once over `samples` and keeps the results — or maps them from the
+    /// kept file `place` names, if one holds them under its key. Refused for an augmented
     /// split, whose features change every time. `progress(done, total)` follows the passes.
     pub fn fill_cache<B: Backend>(
         &mut self,
@@ -123,10 +127,23 @@ impl<'d> SplitFeatures<'d> {
     ) -> Result<(), TrainError> {
         self.refuse_augmented()?;
         self.cache = None;
+        let record_len = self
+            .kind
+            .record_len(clip.patches(), clip.weights().config.embed_dim);
+        if let Some((path, key)) = place.kept {
+            if let Some(kept) = FeatureCache::open_kept(path, samples, record_len, &key)? {
+                self.cache = Some(kept);
+                progress(samples.len(), samples.len());
+                return Ok(());
+            }
+        }
         let cache = build_cache(clip, self.kind, samples, place, progress, |_, chunk| {
             // The evaluation transform draws nothing; any generator will do.
             self.encode(clip, chunk, &mut ChaCha8Rng::seed_from_u64(0))
         })?;
+        if let Some((path, key)) = place.kept {
+            cache.keep(path, &key)?;
+        }
         self.cache = Some(cache);
         Ok(())
     }

@@ -1,45 +1,32 @@
 //! The federated simulation: K clients in one process sharing one frozen CLIP, each with its own
 //! data, local prompt and optimiser state; the server step is the core's aggregation rule.
 //!
-//! Every random draw derives from the run's seed through one ChaCha8 generator (saved in
-//! checkpoints as `rng.training`) on a stream per use — prompt initialisation, and each
-//! (round, client)'s batch order and augmentation — and the clients of a round from
-//! [`ClientSampler`]. Nothing depends on the order work is done in or on how long it ran, so a
-//! run stopped after round r and resumed from its checkpoint ends bit-identical to the
-//! uninterrupted run.
+//! The clients' work is [`ClientRunner`]'s (random streams per use, see there) and the clients
+//! of a round come from [`ClientSampler`]. Nothing depends on the order work is done in or on how
+//! long it ran, so a run stopped after round r and resumed from its checkpoint ends
+//! bit-identical to the uninterrupted run.
 
 use std::collections::BTreeMap;
-use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fedotp_core::protocol::{Aggregator, ClientUpdate, PromptShape};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 
-use super::features::CachePlace;
-use super::trainer::{prompt_class_names, LocalSchedule, PromptSetup};
-use super::{FrozenClip, PromptTrainer, SplitFeatures, TrainError};
+use super::clients::{ClientPrompts, ClientRunner};
+use super::TrainError;
 use crate::backend::Backend;
-use crate::config::{FederatedData, Method, RunConfig};
-use crate::data::{ClientSplit, Split};
-use crate::fed::{ClientSampler, SgdState};
+use crate::config::{FederatedData, RunConfig};
+use crate::fed::ClientSampler;
 use crate::run::{
     Checkpoint, CheckpointLayout, ClientRound, ClientState, EvalStats, MetricsRow, PreparedRun,
     RngState, RoundMetrics, RowScope, RunSummary, Tensor,
 };
 
 /// The name of the training generator in checkpoints.
-const TRAINING_RNG: &str = "training";
-/// Stream of the prompt initialisation (client `c`'s local prompt: this plus `c + 1`).
-const INIT_STREAM: u64 = 1 << 62;
-/// Streams of local training: this plus `round << 24` plus the client.
-const LOCAL_STREAM: u64 = 1 << 63;
-/// Bytes in a MiB.
-const MIB: u64 = 1 << 20;
+pub(super) const TRAINING_RNG: &str = "training";
 
 /// What a simulation reports as it runs (every method has a default that ignores it).
-pub trait Observer {
+pub trait Observer: Send {
     /// `done` of `total` images of `split` ("train" or "test") through the image tower for the
     /// feature cache.
     fn caching(&mut self, _split: &str, _done: usize, _total: usize) {}
@@ -60,27 +47,13 @@ pub struct Silent;
 
 impl Observer for Silent {}
 
-/// What a client keeps between rounds.
-#[derive(Debug, Clone, PartialEq)]
-struct ClientPrompts {
-    /// Its context sets that never leave it (`sets − shared_sets` of them).
-    local: Vec<f32>,
-    /// Its optimiser state, over the whole context.
-    optimizer: SgdState,
-}
-
 /// A federated run in memory.
 pub struct Simulation<'r, B: Backend> {
     config: &'r RunConfig,
-    data: &'r FederatedData,
-    clip: FrozenClip<B>,
-    trainer: PromptTrainer<B>,
-    train: SplitFeatures<'r>,
-    test: SplitFeatures<'r>,
+    runner: ClientRunner<'r, B>,
     /// The server's prompt: the shared sets (empty when nothing is shared).
     global: Vec<f32>,
     clients: Vec<ClientPrompts>,
-    rng: ChaCha8Rng,
     sampler: ClientSampler,
     next_round: u32,
 }
@@ -97,49 +70,21 @@ impl<'r, B: Backend> Simulation<'r, B> {
         cache_dir: &Path,
         observer: &mut dyn Observer,
     ) -> Result<Self, TrainError> {
-        let clip = FrozenClip::from_config(backend, &config.model)?;
-        let class_names = prompt_class_names(&data.dataset);
-        // Every method but zero-shot CLIP has a prompt setup.
-        let trainer = match (&config.method, PromptSetup::of(config)) {
-            (_, Some(setup)) => PromptTrainer::new(&clip, &class_names, setup)?,
-            (Method::ZeroShot { template }, None) => {
-                PromptTrainer::zero_shot(&clip, &class_names, template)?
-            }
-            (method, None) => {
-                return Err(TrainError::Invalid(format!(
-                    "{} has no prompt setup",
-                    method.label()
-                )))
-            }
-        };
-        let size = clip.image_size() as u32;
-        let normalize = config.dataset.normalize;
-        let kind = trainer.feature_kind();
-        let dataset = &data.dataset;
-        let train_transform = config.dataset.train_transform.transform(size, normalize);
-        let test_transform = config.dataset.test_transform.transform(size, normalize);
+        let runner = ClientRunner::new(config, data, backend)?;
+        let clients = runner.clients();
         let mut sim = Simulation {
             config,
-            data,
-            trainer,
-            train: SplitFeatures::new(dataset, Split::Train, train_transform, kind),
-            test: SplitFeatures::new(dataset, Split::Test, test_transform, kind),
-            global: Vec::new(),
-            clients: Vec::new(),
-            rng: ChaCha8Rng::seed_from_u64(config.federation.seed),
-            sampler: ClientSampler::new(
-                data.partition.clients.len(),
-                config.federation.frac,
-                config.federation.seed,
-            ),
+            global: runner.initial_global(),
+            clients: (0..clients).map(|c| runner.initial_client(c)).collect(),
+            sampler: ClientSampler::new(clients, config.federation.frac, config.federation.seed),
             next_round: 0,
-            clip,
+            runner,
         };
-        match checkpoint {
-            Some((checkpoint, path)) => sim.restore(checkpoint, path)?,
-            None => sim.initialise(),
+        if let Some((checkpoint, path)) = checkpoint {
+            sim.restore(checkpoint, path)?;
         }
-        sim.fill_caches(cache_dir, observer)?;
+        let all: Vec<usize> = (0..clients).collect();
+        sim.runner.fill_caches(&all, cache_dir, None, observer)?;
         Ok(sim)
     }
 
@@ -163,11 +108,7 @@ impl<'r, B: Backend> Simulation<'r, B> {
 
     /// Number of rounds the run trains (zero-shot CLIP: one evaluation).
     pub fn rounds(&self) -> u32 {
-        if self.config.method.trains() {
-            self.config.federation.rounds
-        } else {
-            1
-        }
+        self.config.rounds()
     }
 
     /// The first round not yet done.
@@ -177,49 +118,12 @@ impl<'r, B: Backend> Simulation<'r, B> {
 
     /// Client `client`'s full context: the global prompt, then its local sets.
     pub fn context_of(&self, client: usize) -> Vec<f32> {
-        let mut ctx = self.global.clone();
-        ctx.extend_from_slice(&self.clients[client].local);
-        ctx
-    }
-
-    fn stream(&self, stream: u64) -> ChaCha8Rng {
-        let mut rng = self.rng.clone();
-        rng.set_stream(stream);
-        rng.set_word_pos(0);
-        rng
-    }
-
-    fn local_len(&self) -> usize {
-        self.trainer.context_len() - self.trainer.global_len()
-    }
-
-    fn initialise(&mut self) {
-        let (global_len, local_len) = (self.trainer.global_len(), self.local_len());
-        self.global = self
-            .trainer
-            .init_context(global_len, &mut self.stream(INIT_STREAM));
-        self.clients = (0..self.data.partition.clients.len())
-            .map(|c| ClientPrompts {
-                local: self
-                    .trainer
-                    .init_context(local_len, &mut self.stream(INIT_STREAM + 1 + c as u64)),
-                optimizer: SgdState::default(),
-            })
-            .collect();
-        self.next_round = 0;
+        [&self.global[..], &self.clients[client].local[..]].concat()
     }
 
     /// The shapes this run's checkpoints have.
     pub fn checkpoint_layout(&self) -> CheckpointLayout {
-        let set_len = self.trainer.set_len();
-        let (n_ctx, width) = (self.trainer.n_ctx(), self.trainer.width());
-        let shape = |len: usize| (len > 0).then(|| vec![len / set_len, n_ctx, width]);
-        CheckpointLayout {
-            clients: self.data.partition.clients.len(),
-            global_prompt: shape(self.trainer.global_len()),
-            local_prompt: shape(self.local_len()),
-            parameters: self.trainer.context_len(),
-        }
+        self.runner.checkpoint_layout(self.clients.len())
     }
 
     fn restore(&mut self, checkpoint: &Checkpoint, path: &Path) -> Result<(), TrainError> {
@@ -230,7 +134,7 @@ impl<'r, B: Backend> Simulation<'r, B> {
                 path.display()
             ))
         })?;
-        self.rng = rng.restore();
+        self.runner.set_rng(rng.restore());
         self.global = checkpoint
             .global_prompt
             .as_ref()
@@ -270,54 +174,8 @@ impl<'r, B: Backend> Simulation<'r, B> {
                     optimizer: c.optimizer.clone(),
                 })
                 .collect(),
-            rngs: BTreeMap::from([(TRAINING_RNG.to_string(), RngState::of(&self.rng))]),
+            rngs: BTreeMap::from([(TRAINING_RNG.to_string(), RngState::of(self.runner.rng()))]),
         }
-    }
-
-    /// Caches the image tower's outputs for every split that is not augmented.
-    fn fill_caches(&mut self, dir: &Path, observer: &mut dyn Observer) -> Result<(), TrainError> {
-        let cache = &self.config.cache;
-        if !cache.enabled {
-            return Ok(());
-        }
-        let dir = cache.disk_dir.as_deref().unwrap_or(dir);
-        let mut budget = cache.memory_budget_mib.saturating_mul(MIB);
-        let batch = self.config.federation.eval_batch_size;
-        let clients = &self.data.partition.clients;
-        let needs_train = self.config.method.trains() && !self.train.is_augmented();
-        let needs_test = !self.test.is_augmented();
-        let samples_of = |split: fn(&ClientSplit) -> &Vec<usize>| {
-            let mut samples: Vec<usize> = clients.iter().flat_map(split).copied().collect();
-            samples.sort_unstable();
-            samples.dedup();
-            samples
-        };
-        for (name, features, samples) in [
-            (
-                "train",
-                &mut self.train,
-                needs_train.then(|| samples_of(|c| &c.train)),
-            ),
-            (
-                "test",
-                &mut self.test,
-                needs_test.then(|| samples_of(|c| &c.test)),
-            ),
-        ] {
-            let Some(samples) = samples else { continue };
-            let place = CachePlace {
-                memory_budget: budget,
-                disk_dir: dir,
-                batch,
-            };
-            features.fill_cache(&self.clip, &samples, place, &mut |done, total| {
-                observer.caching(name, done, total)
-            })?;
-            let cached = features.cache().expect("just filled");
-            let in_memory = cached.split().0 * cached.record_len() * std::mem::size_of::<f32>();
-            budget = budget.saturating_sub(in_memory as u64);
-        }
-        Ok(())
     }
 
     /// Trains round `round` (the sampled clients, then the server step) and evaluates every
@@ -337,7 +195,7 @@ impl<'r, B: Backend> Simulation<'r, B> {
         } else {
             observer.round_started(round, &[]);
         }
-        if self.config.federation.evaluates(round) || !self.config.method.trains() {
+        if self.config.evaluates(round) {
             for (client, eval) in self.evaluate(observer)?.into_iter().enumerate() {
                 let entry = results.entry(client).or_insert(ClientRound {
                     client,
@@ -365,7 +223,7 @@ impl<'r, B: Backend> Simulation<'r, B> {
         let global_len = self.global.len();
         // The server of this round, for methods that share a prompt.
         let mut server = if global_len > 0 {
-            let width = self.trainer.width() as u32;
+            let width = self.runner.width() as u32;
             let shape = PromptShape::new(global_len as u32 / width, width).ok_or_else(|| {
                 TrainError::Invalid(format!("a global prompt of {global_len} values"))
             })?;
@@ -384,41 +242,37 @@ impl<'r, B: Backend> Simulation<'r, B> {
         } else {
             None
         };
-        let schedule = LocalSchedule {
-            epochs: self.config.federation.local_epochs,
-            batch_size: self.config.batch_size(),
-        };
-        let anchor = self.global.clone();
+        // The sampled clients' states, in the order sampled (trained concurrently where that
+        // pays; the server adds their updates in this order either way).
+        let mut states: BTreeMap<usize, &mut ClientPrompts> =
+            self.clients.iter_mut().enumerate().collect();
+        let jobs: Vec<(usize, &mut ClientPrompts)> = sampled
+            .iter()
+            .map(|&client| {
+                states
+                    .remove(&client)
+                    .map(|state| (client, state))
+                    .ok_or_else(|| {
+                        TrainError::Invalid(format!(
+                            "client {client} sampled twice or not in the run"
+                        ))
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        let locals = self
+            .runner
+            .train_clients(round, &self.global, jobs, observer)?;
         let mut rounds = Vec::with_capacity(sampled.len());
-        for &client in sampled {
-            let samples = &self.data.partition.clients[client].train;
-            let mut ctx = self.context_of(client);
-            let mut rng = self.stream(LOCAL_STREAM + ((round as u64) << 24) + client as u64);
-            let stats = self.trainer.train(
-                &self.clip,
-                &mut ctx,
-                &mut self.clients[client].optimizer,
-                (!anchor.is_empty()).then_some(&anchor[..]),
-                &self.train,
-                samples,
-                schedule,
-                &mut rng,
-                &mut |done, total| {
-                    observer.training(client, done, total);
-                    ControlFlow::Continue(())
-                },
-            )?;
-            let (global_part, local_part) = ctx.split_at(global_len);
-            self.clients[client].local = local_part.to_vec();
+        for (&client, local) in sampled.iter().zip(locals) {
             if let Some(server) = &mut server {
                 let update = ClientUpdate {
                     round,
                     client: client as u32,
-                    samples: samples.len() as u32,
+                    samples: local.samples as u32,
                     shape: server.shape(),
-                    prompt: global_part,
-                    loss: stats.loss.map(|l| l as f32),
-                    accuracy: stats.accuracy.map(|a| a as f32),
+                    prompt: &local.global_part,
+                    loss: local.stats.loss.map(|l| l as f32),
+                    accuracy: local.stats.accuracy.map(|a| a as f32),
                 };
                 server
                     .add(&update)
@@ -428,10 +282,9 @@ impl<'r, B: Backend> Simulation<'r, B> {
                         source,
                     })?;
             }
-            observer.client_trained(client);
             rounds.push(ClientRound {
                 client,
-                train: Some(stats),
+                train: Some(local.stats),
                 eval: None,
             });
         }
@@ -455,24 +308,8 @@ impl<'r, B: Backend> Simulation<'r, B> {
         &mut self,
         observer: &mut dyn Observer,
     ) -> Result<Vec<Option<EvalStats>>, TrainError> {
-        let clients = self.data.partition.clients.len();
-        let batch = self.config.federation.eval_batch_size;
-        let mut out = Vec::with_capacity(clients);
-        for client in 0..clients {
-            let samples = &self.data.partition.clients[client].test;
-            let eval = if samples.is_empty() {
-                None
-            } else {
-                let ctx = self.context_of(client);
-                let evaluation = self
-                    .trainer
-                    .evaluate(&self.clip, &ctx, &self.test, samples, batch)?;
-                Some(evaluation.stats)
-            };
-            out.push(eval);
-            observer.evaluating(client + 1, clients);
-        }
-        Ok(out)
+        let jobs = self.clients.iter().enumerate().collect();
+        self.runner.evaluate_clients(&self.global, jobs, observer)
     }
 }
 

@@ -187,9 +187,29 @@ impl<B: Backend> PromptTrainer<B> {
         })
     }
 
+    /// Another trainer of the same prompts with a workspace of its own, to train another client
+    /// at the same time.
+    pub fn fork(&self, clip: &FrozenClip<B>) -> Result<Self, TrainError> {
+        Ok(PromptTrainer {
+            model: self.model.clone(),
+            workspace: self.model.workspace(clip.backend())?,
+            setup: self.setup.clone(),
+            width: self.width,
+        })
+    }
+
     /// Number of classes.
     pub fn classes(&self) -> usize {
         self.model.learner.classes()
+    }
+
+    /// Prompts the text tower runs per step (`classes × sets`) and tokens in each.
+    pub fn text_batch(&self) -> (usize, usize) {
+        let learner = &self.model.learner;
+        (
+            learner.classes() * learner.n_sets(),
+            learner.tokens_per_prompt(),
+        )
     }
 
     /// Which image features the head reads.
@@ -286,15 +306,14 @@ impl<B: Backend> PromptTrainer<B> {
             for batch in order.chunks(batch_size) {
                 let labels = data.labels(batch)?;
                 let features = data.batch(clip, batch, rng)?;
-                let image = clip.backend().upload_vec(features)?;
-                let outcome = match self.model.loss_and_gradient(
-                    clip.backend(),
-                    &clip.weights().text,
-                    ctx,
-                    &image,
-                    &labels,
-                    &mut self.workspace,
-                ) {
+                let (backend, model, workspace) =
+                    (clip.backend(), &self.model, &mut self.workspace);
+                let image = backend.upload_vec(features)?;
+                let step = || {
+                    let text = &clip.weights().text;
+                    model.loss_and_gradient(backend, text, ctx, &image, &labels, workspace)
+                };
+                let outcome = match backend.run(step) {
                     Ok(outcome) => Some(outcome),
                     // The solver refuses non-finite similarities: a batch to skip, not a crash.
                     Err(ClipError::Backend(BackendError::Ot { .. })) => None,
@@ -351,14 +370,13 @@ impl<B: Backend> PromptTrainer<B> {
         images: usize,
     ) -> Result<Vec<f32>, TrainError> {
         self.check_context(ctx)?;
-        let backend = clip.backend();
-        self.model
-            .prepare(backend, &clip.weights().text, ctx, &mut self.workspace)?;
+        let (backend, model, workspace) = (clip.backend(), &self.model, &mut self.workspace);
         let image = backend.upload(features)?;
-        Ok(self
-            .model
-            .logits(backend, &image, images, &mut self.workspace)?
-            .0)
+        let (logits, _) = backend.run(|| {
+            model.prepare(backend, &clip.weights().text, ctx, workspace)?;
+            model.logits(backend, &image, images, workspace)
+        })?;
+        Ok(logits)
     }
 
     /// Predictions, accuracy and macro-F1 of the prompts of `ctx` on `samples` of `data`, in
@@ -372,18 +390,18 @@ impl<B: Backend> PromptTrainer<B> {
         batch: usize,
     ) -> Result<Evaluation, TrainError> {
         self.check_context(ctx)?;
-        let backend = clip.backend();
-        self.model
-            .prepare(backend, &clip.weights().text, ctx, &mut self.workspace)?;
+        let (backend, model) = (clip.backend(), &self.model);
+        let workspace = &mut self.workspace;
+        backend.run(|| model.prepare(backend, &clip.weights().text, ctx, workspace))?;
         let mut predictions = Vec::with_capacity(samples.len());
         // Evaluation transforms draw nothing; the generator only fills the signature.
         let mut rng = rand_chacha::ChaCha8Rng::from_seed([0; 32]);
         for chunk in samples.chunks(batch.max(1)) {
             let features = data.batch(clip, chunk, &mut rng)?;
             let image = backend.upload_vec(features)?;
+            let (model, workspace) = (&self.model, &mut self.workspace);
             let (logits, _) =
-                self.model
-                    .logits(backend, &image, chunk.len(), &mut self.workspace)?;
+                backend.run(|| model.logits(backend, &image, chunk.len(), workspace))?;
             predictions.extend(argmax_rows(&logits, self.classes()));
         }
         let labels: Vec<usize> = data

@@ -22,6 +22,14 @@ A client's round, on the tiny seeded model::
     1
     >>> client.predict(images[:2]).shape
     (2, 2)
+
+A ``fedotp train`` run federated one message at a time — what the Flower app in
+``ffi/python/flower`` runs: ``RunPlan`` (the configuration), ``Node`` (a client on its own
+machine, its state on disk) and ``RunRecord`` (the server's run directory)::
+
+    >>> plan = fedotp.RunPlan.load(None, ["dataset.source.clients=3", "federation.rounds=3"])
+    >>> plan.sampled_clients(0)
+    [0, 1, 2]
 """
 
 from ._errors import (
@@ -51,7 +59,11 @@ from ._fedotp import (
     Client,
     Images,
     Model,
+    Node,
+    NodeUpdate,
     OtReport,
+    RunPlan,
+    RunRecord,
     TrainReport,
     UpdateHeader,
     __version__,
@@ -81,11 +93,15 @@ __all__ = [
     "InvalidArgument",
     "IoError",
     "Model",
+    "Node",
+    "NodeUpdate",
     "NonContiguous",
     "NonFinite",
     "NotTrained",
     "OtReport",
     "OutOfMemory",
+    "RunPlan",
+    "RunRecord",
     "ShapeMismatch",
     "StateMismatch",
     "TrainReport",

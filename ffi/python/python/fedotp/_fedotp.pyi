@@ -1,7 +1,7 @@
 """Type stubs of the compiled module ``fedotp._fedotp`` (re-exported by ``fedotp``)."""
 
 import os
-from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -260,3 +260,108 @@ def decode_client_update(
 ) -> Tuple[UpdateHeader, Float32Array]: ...
 def device_available(device: str) -> bool:
     """Whether this library can compute on ``device`` ("cpu", "cuda", "cuda:N", "auto") now."""
+
+class RunPlan:
+    """A run's resolved configuration, as ``fedotp train`` reads it: a preset file (or the
+    embedded quickstart) with ``--set``-style overrides.
+
+    >>> plan = fedotp.RunPlan.load(None, ["dataset.source.clients=3", "federation.rounds=3"])
+    >>> plan.rounds, plan.clients, plan.sampled_clients(0)
+    (3, 3, [0, 1, 2])
+    """
+
+    @staticmethod
+    def load(
+        path: Optional[Union[str, "os.PathLike[str]"]] = None, overrides: Sequence[str] = ()
+    ) -> "RunPlan":
+        """The configuration in ``path`` (None: the embedded quickstart) with ``overrides``
+        (``"federation.rounds=3"``); InvalidArgument names the key at fault."""
+    @staticmethod
+    def from_toml(text: str, overrides: Sequence[str] = ()) -> "RunPlan":
+        """The configuration in TOML ``text`` (another plan's ``toml``) with ``overrides``."""
+    def with_dataset(self, path: Union[str, "os.PathLike[str]"]) -> "RunPlan":
+        """This plan with its ``[dataset]`` table replaced by the one in the TOML file
+        ``path``: a node's description of its own data."""
+    @property
+    def toml(self) -> str:
+        """The resolved configuration, every default written out."""
+    @property
+    def hash(self) -> str:
+        """SHA-256 of ``toml``."""
+    @property
+    def name(self) -> str: ...
+    @property
+    def method(self) -> str:
+        """The method as tables label it ("FedOTP", "PromptFL", ...)."""
+    @property
+    def rounds(self) -> int: ...
+    @property
+    def trains(self) -> bool: ...
+    @property
+    def clients(self) -> Optional[int]:
+        """Clients, where the configuration fixes it without reading the data."""
+    def sampled_clients(self, round: int) -> List[int]:
+        """The clients that train in ``round``, as the simulation samples them."""
+    def evaluates(self, round: int) -> bool:
+        """Whether every client is evaluated after ``round``."""
+
+class NodeUpdate:
+    """A node's round: the trained global prompt, its weight and statistics."""
+
+    @property
+    def global_prompt(self) -> Optional[Float32Array]:
+        """``(sets, n_ctx, width)``; None when the method shares nothing."""
+    @property
+    def samples(self) -> int: ...
+    @property
+    def loss(self) -> Optional[float]: ...
+    @property
+    def accuracy(self) -> Optional[float]: ...
+    @property
+    def skipped_batches(self) -> int: ...
+
+#: A client's evaluation: ``accuracy``, ``macro_f1``, ``macro_f1_true_labels``.
+Evaluation = Dict[str, float]
+
+class Node:
+    """One client of a run on a node of its own: its own data, its local prompt and optimiser
+    state in ``state_path`` (written atomically after each round); only the trained global
+    prompt, the sample count and statistics leave it. Each call loads the model and data.
+    """
+
+    def __init__(
+        self,
+        plan: RunPlan,
+        partition: int,
+        state_path: Union[str, "os.PathLike[str]"],
+        device: Optional[str] = None,
+    ) -> None: ...
+    def describe(self) -> Tuple[int, Optional[Float32Array]]:
+        """The training-set size and the run's seeded initial global prompt (the same on
+        every node); reads no image."""
+    def train(self, round: int, global_prompt: Optional[Float32Array] = None) -> NodeUpdate:
+        """Trains ``round`` from the server's ``global_prompt`` (None: the run's seeded initial
+        prompt) and saves the state; a round the state already holds is refused."""
+    def evaluate(self, global_prompt: Optional[Float32Array] = None) -> Optional[Evaluation]:
+        """The client's test split with ``global_prompt`` and its saved local prompt (None
+        without test samples)."""
+    @property
+    def partition(self) -> int: ...
+    @property
+    def state_path(self) -> "os.PathLike[str]": ...
+
+class RunRecord:
+    """The server's record of a federated run: a run directory in ``fedotp train``'s format
+    (config.toml, metrics.jsonl/.csv, summary.json, checkpoints of the global prompt)."""
+
+    def __init__(
+        self, plan: RunPlan, parent: Optional[Union[str, "os.PathLike[str]"]] = None
+    ) -> None: ...
+    @property
+    def path(self) -> "os.PathLike[str]": ...
+    def record_round(self, round: int, clients: Sequence[Dict[str, object]]) -> None:
+        """Appends a round: one ``{"client", "train", "eval"}`` dict per client."""
+    def save_global(self, round: int, global_prompt: Float32Array) -> "os.PathLike[str]":
+        """Saves the global prompt as round ``round``'s checkpoint."""
+    def finish(self) -> Optional[str]:
+        """Writes summary.json; returns the summary as ``fedotp train`` prints it."""

@@ -8,7 +8,7 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::{gemm_f32, MatMut, MatRef};
+use super::{gemm_f32, Grain, MatMut, MatRef};
 use crate::backend::checks::avg_pool2d_output;
 use crate::backend::{BackendResult, BatchNorm, Conv2d, MapShape};
 
@@ -26,6 +26,7 @@ pub(super) fn to_channels_last(out: &mut [f32], inp: &[f32], shape: MapShape) ->
     out[..shape.len()]
         .par_chunks_mut(channels.max(1))
         .enumerate()
+        .grain(channels)
         .for_each(|(row, o)| {
             let (b, i) = (row / positions, row % positions);
             let image = &inp[b * positions * channels..];
@@ -46,6 +47,7 @@ fn im2col(rows: &mut [f32], first: usize, inp: &[f32], shape: MapShape, conv: &C
     let k = conv.kernel;
     rows.par_chunks_mut(conv.patch_len())
         .enumerate()
+        .grain(conv.patch_len())
         .for_each(|(i, row)| {
             let r = first + i;
             let (b, oy, ox) = (r / (out_h * out_w), r / out_w % out_h, r % out_w);
@@ -162,6 +164,7 @@ pub(super) fn batch_norm(
     let rows_per_task = (ELEMENTWISE_CHUNK / c.max(1)).max(1);
     x[..rows * c]
         .par_chunks_mut(rows_per_task * c.max(1))
+        .grain(rows_per_task * c)
         .for_each(|chunk| {
             for row in chunk.chunks_mut(c) {
                 for ((v, a), b) in row.iter_mut().zip(&scale).zip(&shift) {
@@ -176,6 +179,7 @@ pub(super) fn batch_norm(
 pub(super) fn relu(x: &mut [f32], len: usize) -> BackendResult<()> {
     x[..len]
         .par_chunks_mut(ELEMENTWISE_CHUNK)
+        .grain(ELEMENTWISE_CHUNK)
         .for_each(|chunk| {
             for v in chunk {
                 *v = v.max(0.0);
@@ -199,6 +203,7 @@ pub(super) fn avg_pool2d(
     out[..out_len]
         .par_chunks_mut(c.max(1))
         .enumerate()
+        .grain(kernel * kernel * c)
         .for_each(|(r, o)| {
             let (b, oy, ox) = (r / (out_h * out_w), r / out_w % out_h, r % out_w);
             o.fill(0.0);
@@ -225,6 +230,7 @@ pub(super) fn attention_pool_tokens(
     out[..shape.batch * seq * c]
         .par_chunks_mut(seq * c)
         .zip(map[..shape.len()].par_chunks(n * c))
+        .grain(2 * seq * c)
         .for_each(|(tokens, positions)| {
             let (mean, rest) = tokens.split_at_mut(c);
             mean.fill(0.0);

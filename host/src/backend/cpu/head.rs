@@ -5,7 +5,7 @@ use fedotp_core::ot::{self, BatchLayout, BatchReport, OtParams};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::{gemm_f32, MatMut, MatRef};
+use super::{gemm_f32, Grain, MatMut, MatRef};
 use crate::backend::{BackendError, BackendResult, MatmulDims};
 
 pub(super) fn normalize_rows(
@@ -19,6 +19,7 @@ pub(super) fn normalize_rows(
         .par_chunks_mut(dim)
         .zip(norms[..rows].par_iter_mut())
         .zip(inp[..rows * dim].par_chunks(dim))
+        .grain(2 * dim)
         .for_each(|((out, norm), inp)| {
             *norm = inp.iter().map(|x| x * x).sum::<f32>().sqrt();
             let inv = 1.0 / *norm;
@@ -40,6 +41,7 @@ pub(super) fn normalize_rows_backward(
     d_inp[..rows * dim]
         .par_chunks_mut(dim)
         .enumerate()
+        .grain(3 * dim)
         .for_each(|(r, d_inp)| {
             let (d_out, out) = (&d_out[r * dim..][..dim], &out[r * dim..][..dim]);
             let along: f32 = out.iter().zip(d_out).map(|(y, d)| y * d).sum();
@@ -120,6 +122,7 @@ pub(super) fn ot_plans(
     plans[..len]
         .par_chunks_mut(per_image)
         .zip(sim[..len].par_chunks(per_image))
+        .grain(per_image * params.max_iter as usize)
         .map_init(
             || vec![0.0f32; work_len],
             |work, (plans, sim)| ot::solve_batch(sim, one_image, params, work, plans, None),
@@ -148,6 +151,7 @@ pub(super) fn ot_logits(
     logits[..images * classes]
         .par_iter_mut()
         .enumerate()
+        .grain(problem)
         .for_each(|(bc, logit)| {
             let (b, c) = (bc / classes, bc % classes);
             let plan = &plans[bc * problem..][..problem];
@@ -179,6 +183,7 @@ pub(super) fn ot_logits_backward(
     d_sim[..images * problem * classes]
         .par_chunks_mut(problem * classes)
         .enumerate()
+        .grain(problem * classes)
         .for_each(|(b, d_sim)| {
             for (mn, row) in d_sim.chunks_exact_mut(classes).enumerate() {
                 for (c, d) in row.iter_mut().enumerate() {

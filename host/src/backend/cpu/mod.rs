@@ -15,9 +15,11 @@ mod head;
 
 use fedotp_core::ot::{BatchLayout, BatchReport, OtParams};
 
+use crate::memory::try_zeroed;
+
 use super::{
-    AttentionShape, Backend, BackendResult, BatchNorm, Checked, Conv2d, LayerNorm, Linear,
-    MapShape, MatmulDims, PatchShape, PromptShape, SeqShape,
+    AttentionShape, Backend, BackendError, BackendResult, BatchNorm, Checked, Conv2d, LayerNorm,
+    Linear, MapShape, MatmulDims, PatchShape, PromptShape, SeqShape,
 };
 
 /// Runs every layer on the host CPU, using all threads of rayon's global pool.
@@ -163,6 +165,24 @@ fn times_weight(
     }
 }
 
+/// Floats an op must touch before it is split across threads. Below it, handing work to another
+/// thread (a wake-up, a steal, a join: microseconds) costs more than doing it (about a
+/// nanosecond a float), and the tiny model's ops — a few thousand floats each — would spend more
+/// time waking threads than computing.
+const MIN_PARALLEL_WORK: usize = 1 << 16;
+
+/// The grain of the CPU backend's parallel loops.
+pub(super) trait Grain: IndexedParallelIterator {
+    /// Splits into tasks of at least [`MIN_PARALLEL_WORK`] floats, each item carrying about
+    /// `item_work`: an op smaller than that stays one task, which the calling worker runs
+    /// without waking another thread ([`Cpu::run`] puts the caller on a worker).
+    fn grain(self, item_work: usize) -> rayon::iter::MinLen<Self> {
+        self.with_min_len((MIN_PARALLEL_WORK / item_work.max(1)).max(1))
+    }
+}
+
+impl<I: IndexedParallelIterator> Grain for I {}
+
 /// A raw pointer that rayon tasks may share because each task writes a disjoint region.
 #[derive(Clone, Copy)]
 struct SharedMut(*mut f32);
@@ -192,12 +212,32 @@ impl Backend for Cpu {
         "cpu"
     }
 
+    fn buffers_in_host_memory(&self) -> bool {
+        true
+    }
+
+    fn run<R: Send>(&self, work: impl FnOnce() -> R + Send) -> R {
+        // `scope` runs its closure on a worker of the global pool (at once when the caller is
+        // one): one hand-off for the whole sequence instead of one per operation.
+        rayon::scope(|_| work())
+    }
+
     fn alloc(&self, len: usize) -> BackendResult<Vec<f32>> {
-        Ok(vec![0.0; len])
+        try_zeroed("a buffer", len).map_err(|source| BackendError::OutOfMemory {
+            op: "alloc",
+            source,
+        })
     }
 
     fn upload(&self, data: &[f32]) -> BackendResult<Vec<f32>> {
-        Ok(data.to_vec())
+        let mut copy = try_zeroed("a copy of a buffer", data.len()).map_err(|source| {
+            BackendError::OutOfMemory {
+                op: "upload",
+                source,
+            }
+        })?;
+        copy.copy_from_slice(data);
+        Ok(copy)
     }
 
     fn upload_vec(&self, data: Vec<f32>) -> BackendResult<Vec<f32>> {
@@ -237,6 +277,7 @@ impl Backend for Cpu {
         out[..batch * seq * width]
             .par_chunks_mut(seq * width)
             .enumerate()
+            .grain(seq * width)
             .for_each(|(s, out_seq)| {
                 for (t, row) in out_seq.chunks_mut(width).enumerate() {
                     let src = if (1..=n_ctx).contains(&t) {
@@ -272,6 +313,7 @@ impl Backend for Cpu {
         d_ctx[..n_sets * ctx_len]
             .par_chunks_mut(ctx_len.max(1))
             .enumerate()
+            .grain(batch * ctx_len)
             .for_each(|(k, d_set)| {
                 d_set.fill(0.0);
                 for s in (0..batch).filter(|&s| set[s] as usize == k) {
@@ -297,6 +339,7 @@ impl Backend for Cpu {
         out[..out_shape.len()]
             .par_chunks_mut(seq * width)
             .enumerate()
+            .grain(seq * width)
             .for_each(|(s, out_seq)| {
                 let src = &tokens[s * in_seq * width..][..seq * width];
                 for ((o, x), p) in out_seq.iter_mut().zip(src).zip(&pos[..seq * width]) {
@@ -318,6 +361,7 @@ impl Backend for Cpu {
         d_tokens[..batch * in_seq * width]
             .par_chunks_mut(in_seq * width)
             .enumerate()
+            .grain(in_seq * width)
             .for_each(|(s, d_seq)| {
                 let (kept, padded) = d_seq.split_at_mut(seq * width);
                 kept.copy_from_slice(&d_out[s * seq * width..][..seq * width]);
@@ -344,6 +388,7 @@ impl Backend for Cpu {
         out[..batch * shape.patches() * patch_len]
             .par_chunks_mut(patch_len)
             .enumerate()
+            .grain(patch_len)
             .for_each(|(i, patch)| {
                 let (b, m) = (i / shape.patches(), i % shape.patches());
                 let (gy, gx) = (m / grid, m % grid);
@@ -373,6 +418,7 @@ impl Backend for Cpu {
         out[..shape.len()]
             .par_chunks_mut(width)
             .enumerate()
+            .grain(width)
             .for_each(|(row, o)| {
                 let (b, t) = (row / seq, row % seq);
                 let src = if t == 0 {
@@ -402,6 +448,7 @@ impl Backend for Cpu {
             .par_chunks_mut(width)
             .zip(inp[..rows * width].par_chunks(width))
             .zip(mean[..rows].par_iter_mut().zip(rstd[..rows].par_iter_mut()))
+            .grain(3 * width)
             .for_each(|((o, x), (m, r))| {
                 // Two passes in f32, like PyTorch's CPU kernel (mean, then centred variance).
                 let mu = x.iter().sum::<f32>() / width as f32;
@@ -431,6 +478,7 @@ impl Backend for Cpu {
         d_inp[..rows * width]
             .par_chunks_mut(width)
             .enumerate()
+            .grain(4 * width)
             .for_each(|(row, dx)| {
                 let x = &inp[row * width..][..width];
                 let dy = &d_out[row * width..][..width];
@@ -465,6 +513,7 @@ impl Backend for Cpu {
         if let Some(bias) = &layer.bias {
             out[..rows * n_out]
                 .par_chunks_mut(n_out)
+                .grain(n_out)
                 .for_each(|row| row.copy_from_slice(&bias[..n_out]));
         }
         times_weight(out, inp, layer, rows, Direction::Forward);
@@ -504,6 +553,7 @@ impl Backend for Cpu {
         probs[..shape.probs_len()]
             .par_chunks_mut(seq * seq)
             .enumerate()
+            .grain(2 * seq * seq * head_dim)
             .for_each(|(bh, p)| {
                 let (b, h) = (bh / heads, bh % heads);
                 let q = qkv[b * seq * 3 * width + h * head_dim..].as_ptr();
@@ -602,109 +652,112 @@ impl Backend for Cpu {
         let scale = 1.0 / (head_dim as f32).sqrt();
         let d_qkv_ptr = SharedMut(d_qkv.as_mut_ptr());
         let (row, seq_i) = (3 * width as isize, seq as isize);
-        (0..batch * heads).into_par_iter().for_each(|bh| {
-            let (b, h) = (bh / heads, bh % heads);
-            let p = &probs[bh * seq * seq..][..seq * seq];
-            let at = b * seq * 3 * width + h * head_dim;
-            let q = qkv[at..].as_ptr();
-            let (k, v) = (q.wrapping_add(width), q.wrapping_add(2 * width));
-            let d_o = d_out[b * seq * width + h * head_dim..].as_ptr();
-            let mut dp = vec![0.0f32; seq * seq];
-            // SAFETY: `checks::attention_backward` found `qkv` and `d_qkv` to hold
-            // `batch × seq × 3·width` values, `d_out` `batch × seq × width` and `probs`
-            // `batch × heads × seq × seq`, so every block addressed here — head `h` of sequence
-            // `b` — lies inside its buffer. This task writes only the dV block of that head in
-            // `d_qkv`, which no other task touches, and its own `dp`; the rest is only read.
-            unsafe {
-                let dv = d_qkv_ptr.get().add(at + 2 * width);
-                let p_t = MatRef {
-                    ptr: p.as_ptr(),
-                    rs: 1,
-                    cs: seq_i,
-                };
-                let d_o = MatRef {
-                    ptr: d_o,
-                    rs: width as isize,
-                    cs: 1,
-                };
-                let dims_pv = (seq, head_dim, seq);
-                // dV = Pᵀ dO
-                let dv_mat = MatMut { ptr: dv, rs: row };
-                gemm_f32(dv_mat, p_t, d_o, dims_pv, 1.0, false, Parallelism::None);
-                // dP = dO Vᵀ
-                let dp_mat = MatMut {
-                    ptr: dp.as_mut_ptr(),
-                    rs: seq_i,
-                };
-                let v_t = MatRef {
-                    ptr: v,
-                    rs: 1,
-                    cs: row,
-                };
-                gemm_f32(
-                    dp_mat,
-                    d_o,
-                    v_t,
-                    (seq, seq, head_dim),
-                    1.0,
-                    false,
-                    Parallelism::None,
-                );
-            }
-            // Softmax backward: dS = P ⊙ (dP - rowsum(dP ⊙ P)); masked entries have P = 0.
-            for (dp_row, p_row) in dp.chunks_mut(seq).zip(p.chunks(seq)) {
-                let dot: f32 = dp_row.iter().zip(p_row).map(|(a, b)| a * b).sum();
-                for (d, p) in dp_row.iter_mut().zip(p_row) {
-                    *d = p * (*d - dot);
+        (0..batch * heads)
+            .into_par_iter()
+            .grain(4 * seq * seq * head_dim)
+            .for_each(|bh| {
+                let (b, h) = (bh / heads, bh % heads);
+                let p = &probs[bh * seq * seq..][..seq * seq];
+                let at = b * seq * 3 * width + h * head_dim;
+                let q = qkv[at..].as_ptr();
+                let (k, v) = (q.wrapping_add(width), q.wrapping_add(2 * width));
+                let d_o = d_out[b * seq * width + h * head_dim..].as_ptr();
+                let mut dp = vec![0.0f32; seq * seq];
+                // SAFETY: `checks::attention_backward` found `qkv` and `d_qkv` to hold
+                // `batch × seq × 3·width` values, `d_out` `batch × seq × width` and `probs`
+                // `batch × heads × seq × seq`, so every block addressed here — head `h` of sequence
+                // `b` — lies inside its buffer. This task writes only the dV block of that head in
+                // `d_qkv`, which no other task touches, and its own `dp`; the rest is only read.
+                unsafe {
+                    let dv = d_qkv_ptr.get().add(at + 2 * width);
+                    let p_t = MatRef {
+                        ptr: p.as_ptr(),
+                        rs: 1,
+                        cs: seq_i,
+                    };
+                    let d_o = MatRef {
+                        ptr: d_o,
+                        rs: width as isize,
+                        cs: 1,
+                    };
+                    let dims_pv = (seq, head_dim, seq);
+                    // dV = Pᵀ dO
+                    let dv_mat = MatMut { ptr: dv, rs: row };
+                    gemm_f32(dv_mat, p_t, d_o, dims_pv, 1.0, false, Parallelism::None);
+                    // dP = dO Vᵀ
+                    let dp_mat = MatMut {
+                        ptr: dp.as_mut_ptr(),
+                        rs: seq_i,
+                    };
+                    let v_t = MatRef {
+                        ptr: v,
+                        rs: 1,
+                        cs: row,
+                    };
+                    gemm_f32(
+                        dp_mat,
+                        d_o,
+                        v_t,
+                        (seq, seq, head_dim),
+                        1.0,
+                        false,
+                        Parallelism::None,
+                    );
                 }
-            }
-            // SAFETY: as above; this task writes only the dQ and dK blocks of head `h` of
-            // sequence `b` in `d_qkv`, which no other task touches, and reads its own `dp`.
-            unsafe {
-                let dq = d_qkv_ptr.get().add(at);
-                let dk = dq.add(width);
-                let ds = MatRef {
-                    ptr: dp.as_ptr(),
-                    rs: seq_i,
-                    cs: 1,
-                };
-                let ds_t = MatRef {
-                    ptr: dp.as_ptr(),
-                    rs: 1,
-                    cs: seq_i,
-                };
-                let dims = (seq, head_dim, seq);
-                // scores = scale · Q Kᵀ ⇒ dQ = scale · dS K, dK = scale · dSᵀ Q
-                let k_ref = MatRef {
-                    ptr: k,
-                    rs: row,
-                    cs: 1,
-                };
-                let q_ref = MatRef {
-                    ptr: q,
-                    rs: row,
-                    cs: 1,
-                };
-                gemm_f32(
-                    MatMut { ptr: dq, rs: row },
-                    ds,
-                    k_ref,
-                    dims,
-                    scale,
-                    false,
-                    Parallelism::None,
-                );
-                gemm_f32(
-                    MatMut { ptr: dk, rs: row },
-                    ds_t,
-                    q_ref,
-                    dims,
-                    scale,
-                    false,
-                    Parallelism::None,
-                );
-            }
-        });
+                // Softmax backward: dS = P ⊙ (dP - rowsum(dP ⊙ P)); masked entries have P = 0.
+                for (dp_row, p_row) in dp.chunks_mut(seq).zip(p.chunks(seq)) {
+                    let dot: f32 = dp_row.iter().zip(p_row).map(|(a, b)| a * b).sum();
+                    for (d, p) in dp_row.iter_mut().zip(p_row) {
+                        *d = p * (*d - dot);
+                    }
+                }
+                // SAFETY: as above; this task writes only the dQ and dK blocks of head `h` of
+                // sequence `b` in `d_qkv`, which no other task touches, and reads its own `dp`.
+                unsafe {
+                    let dq = d_qkv_ptr.get().add(at);
+                    let dk = dq.add(width);
+                    let ds = MatRef {
+                        ptr: dp.as_ptr(),
+                        rs: seq_i,
+                        cs: 1,
+                    };
+                    let ds_t = MatRef {
+                        ptr: dp.as_ptr(),
+                        rs: 1,
+                        cs: seq_i,
+                    };
+                    let dims = (seq, head_dim, seq);
+                    // scores = scale · Q Kᵀ ⇒ dQ = scale · dS K, dK = scale · dSᵀ Q
+                    let k_ref = MatRef {
+                        ptr: k,
+                        rs: row,
+                        cs: 1,
+                    };
+                    let q_ref = MatRef {
+                        ptr: q,
+                        rs: row,
+                        cs: 1,
+                    };
+                    gemm_f32(
+                        MatMut { ptr: dq, rs: row },
+                        ds,
+                        k_ref,
+                        dims,
+                        scale,
+                        false,
+                        Parallelism::None,
+                    );
+                    gemm_f32(
+                        MatMut { ptr: dk, rs: row },
+                        ds_t,
+                        q_ref,
+                        dims,
+                        scale,
+                        false,
+                        Parallelism::None,
+                    );
+                }
+            });
         Ok(())
     }
 
@@ -718,6 +771,7 @@ impl Backend for Cpu {
         out[..len]
             .par_chunks_mut(4096)
             .zip(inp[..len].par_chunks(4096))
+            .grain(8 * 4096)
             .for_each(|(o, x)| {
                 for (o, &x) in o.iter_mut().zip(x) {
                     *o = x * sigmoid(QUICK_GELU_ALPHA * x);
@@ -736,6 +790,7 @@ impl Backend for Cpu {
         d[..len]
             .par_chunks_mut(4096)
             .zip(inp[..len].par_chunks(4096))
+            .grain(8 * 4096)
             .for_each(|(d, x)| {
                 for (d, &x) in d.iter_mut().zip(x) {
                     let s = sigmoid(QUICK_GELU_ALPHA * x);
@@ -755,6 +810,7 @@ impl Backend for Cpu {
         acc[..len]
             .par_chunks_mut(4096)
             .zip(x[..len].par_chunks(4096))
+            .grain(4096)
             .for_each(|(a, x)| a.iter_mut().zip(x).for_each(|(a, x)| *a += x));
         Ok(())
     }
@@ -786,6 +842,7 @@ impl Backend for Cpu {
         d_inp[..shape.len()]
             .par_chunks_mut(seq * width)
             .enumerate()
+            .grain(seq * width)
             .for_each(|(s, d_seq)| {
                 d_seq.fill(0.0);
                 let at = positions[s] as usize * width;

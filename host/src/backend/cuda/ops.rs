@@ -108,6 +108,10 @@ impl Backend for Cuda {
         "cuda"
     }
 
+    fn buffers_in_host_memory(&self) -> bool {
+        false
+    }
+
     fn take_turn(&self) -> BackendResult<Turn<'_>> {
         Turn::of(&self.turn)
     }

@@ -233,6 +233,17 @@ extern "C" __global__ void ot_plans(const float* __restrict__ sim,
             }
             __syncwarp();
             rebuild_kernel(kernel, bound, p, q, s, m, n, classes, inv_eps, saturated, bound_ceiling);
+            if (iteration == max_iter) {
+                // The kernel rebuilt from rounded potentials moves the prompt-side sums by that
+                // rounding; on the last iteration restore them (v = b / K̃ᵀ 1), as the core does.
+                for (int j = 0; j < n; ++j) {
+                    float partial = 0.0f;
+                    for (int i = lane(); i < m; i += WARP_SIZE) partial += kernel[j * m + i];
+                    const float updated = b / warp_sum(partial);
+                    if (lane() == 0) v[j] = updated;
+                }
+                __syncwarp();
+            }
         }
     }
 
