@@ -1,7 +1,7 @@
 //! The OT solver: one 196 × 2 unbalanced solve at 100 iterations (a ViT-B/16 image against one
 //! class's two prompts) and a batch of 32 × 100 such problems (one training step at CIFAR-100
-//! scale), each beside the released code's batched PyTorch solve timed in the same run
-//! (`benches/ot_reference.py`) and the arithmetic floor.
+//! scale), each beside the released code's batched PyTorch solve and POT's solver of the same
+//! problem timed in the same run (`benches/ot_reference.py`), and the arithmetic floor.
 //!
 //! `cargo bench -p fedotp-benches --bench ot` prints the criterion estimates, then the table.
 
@@ -101,14 +101,16 @@ fn print_table(inputs: &mut Inputs) {
         flops / 100
     );
     let reference = run_python("ot_reference.py", &[]);
-    let (ref_single, ref_batch) = match &reference {
+    let (ref_single, ref_batch, pot_single, pot_batch) = match &reference {
         Ok(json) => (
             json_number(json, "solve_196x2_100"),
             json_number(json, "batch_32x100_196x2_100"),
+            json_number(json, "pot_solve_196x2_100"),
+            json_number(json, "pot_batch_32x100_196x2_100"),
         ),
         Err(why) => {
-            println!("  PyTorch reference not run: {why}");
-            (None, None)
+            println!("  PyTorch and POT references not run: {why}");
+            (None, None, None, None)
         }
     };
     let threads = reference
@@ -116,25 +118,35 @@ fn print_table(inputs: &mut Inputs) {
         .ok()
         .and_then(|j| json_number(j, "threads"));
     println!(
-        "  {:<32} {:>14} {:>16} {:>10} {:>12}",
-        "work", "fedotp", "PyTorch", "speed-up", "GFLOP/s"
+        "  {:<32} {:>14} {:>16} {:>10} {:>16} {:>10} {:>10}",
+        "work", "fedotp", "PyTorch", "speed-up", "POT", "speed-up", "GFLOP/s"
     );
-    for (name, ours, theirs, problems) in [
-        ("one 196x2 solve", single, ref_single, 1),
-        ("32x100 batch of 196x2 solves", batch, ref_batch, 3200),
+    for (name, ours, torch, pot, problems) in [
+        ("one 196x2 solve", single, ref_single, pot_single, 1),
+        (
+            "32x100 batch of 196x2 solves",
+            batch,
+            ref_batch,
+            pot_batch,
+            3200,
+        ),
     ] {
         let us = ours.as_secs_f64() * 1e6;
+        let time = |t: Option<f64>| t.map_or("-".into(), |t| format!("{t:.1} us"));
+        let ratio = |t: Option<f64>| t.map_or("-".into(), |t| format!("{:.0}x", t / us));
         println!(
-            "  {:<32} {:>11.1} us {:>13} {:>10} {:>12.2}",
+            "  {:<32} {:>11.1} us {:>16} {:>10} {:>16} {:>10} {:>10.2}",
             name,
             us,
-            theirs.map_or("-".into(), |t| format!("{t:.1} us")),
-            theirs.map_or("-".into(), |t| format!("{:.0}x", t / us)),
+            time(torch),
+            ratio(torch),
+            time(pot),
+            ratio(pot),
             (flops * problems) as f64 / us / 1e3,
         );
     }
     if let Some(threads) = threads {
-        println!("  (PyTorch on {threads} threads, fedotp on one)");
+        println!("  (PyTorch on {threads} threads, POT and fedotp on one)");
     }
 }
 

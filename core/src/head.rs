@@ -120,7 +120,7 @@ pub fn forward(
     logits: &mut [f32],
     mut plans: Option<&mut [f32]>,
 ) -> Result<BatchReport, OtError> {
-    params.validate()?;
+    params.validate_for_cosines()?;
     if !scale.is_finite() {
         return Err(OtError::InvalidScale(scale));
     }

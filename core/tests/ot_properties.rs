@@ -1,6 +1,6 @@
 //! Properties every plan must have, on random problems across the useful range of parameters.
 
-use fedotp_core::ot::{self, OtError, OtMode, OtParams, OtReport, Similarity};
+use fedotp_core::ot::{self, OtError, OtMode, OtParams, OtReport, Similarity, EPS_RESOLUTION};
 use proptest::prelude::*;
 
 fn solve(sim: &[f32], m: usize, n: usize, params: &OtParams) -> (Vec<f32>, OtReport) {
@@ -185,6 +185,16 @@ fn parameters_out_of_range_are_refused_and_nothing_is_written() {
             OtError::InvalidMaxIter,
         ),
         (OtParams { tol: -1e-3, ..good }, OtError::InvalidTol(-1e-3)),
+        // Normal, but far below what f32 resolves against similarities of 0.3 (issue 14's
+        // case: the plan came back with rows carrying ~20× a patch's mass).
+        (
+            OtParams { eps: 1e-30, ..good },
+            OtError::EpsBelowResolution {
+                eps: 1e-30,
+                largest: 0.3,
+                min: EPS_RESOLUTION * 0.3,
+            },
+        ),
     ];
     for (params, expected) in cases {
         let mut work = [0.0f32; 32];
@@ -323,21 +333,103 @@ fn two_patches_one_prompt_balanced_by_hand() {
 }
 
 #[test]
-fn the_smallest_accepted_eps_and_gamma_give_a_finite_plan() {
+fn the_smallest_accepted_eps_and_gamma_give_a_feasible_plan() {
     let sim = [0.2f32, 0.1, 0.3, 0.25, -0.4, 0.9];
+    let smallest = EPS_RESOLUTION * 0.9;
     for mode in [OtMode::Unbalanced, OtMode::Balanced] {
         let params = OtParams {
-            eps: f32::MIN_POSITIVE,
+            eps: smallest,
             gamma: f32::MIN_POSITIVE,
             mode,
             ..OtParams::FEDOTP
         };
         let (plan, _) = solve(&sim, 3, 2, &params);
-        assert!(
-            plan.iter().all(|t| t.is_finite() && *t >= 0.0),
+        assert_eq!(
+            infeasibility(&plan, 3, 2, &params),
+            None,
             "{mode:?}: {plan:?}"
         );
+        let below = OtParams {
+            eps: smallest.next_down(),
+            ..params
+        };
+        let mut work = vec![0.0; ot::workspace_len(3, 2)];
+        let mut plan = [7.0f32; 6];
+        let err = ot::solve(
+            Similarity::new(&sim, 3, 2).unwrap(),
+            &below,
+            &mut work,
+            &mut plan,
+        );
+        assert!(
+            matches!(err, Err(OtError::EpsBelowResolution { largest: 0.9, .. })),
+            "{err:?}"
+        );
+        assert_eq!(plan, [7.0; 6]);
     }
+}
+
+/// Where `plan` breaks the constraints beyond f32 rounding (relative 1e-5): a negative or
+/// non-finite entry, a row above `a` (or off it when rows are saturated), a column off `b`.
+fn infeasibility(plan: &[f32], m: usize, n: usize, params: &OtParams) -> Option<String> {
+    let (a, b) = (1.0 / m as f64, params.gamma_or_one() as f64 / n as f64);
+    let saturated = params.mode == OtMode::Balanced || params.gamma >= 1.0;
+    if let Some(t) = plan.iter().find(|t| !(t.is_finite() && **t >= 0.0)) {
+        return Some(format!("entry {t}"));
+    }
+    for i in 0..m {
+        let row: f64 = plan[i * n..(i + 1) * n].iter().map(|&t| f64::from(t)).sum();
+        if (row - a) / a > 1e-5 || (saturated && ((row - a) / a).abs() > 1e-5) {
+            return Some(format!("row {i} sums to {row}, a = {a}"));
+        }
+    }
+    for j in 0..n {
+        let column: f64 = (0..m).map(|i| f64::from(plan[i * n + j])).sum();
+        if ((column - b) / b).abs() > 1e-5 {
+            return Some(format!("column {j} sums to {column}, b = {b}"));
+        }
+    }
+    None
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Whatever the iteration count and eps (down to the resolution floor), the plan handed back
+    /// meets the constraints: the rounding onto them makes up for an unfinished iteration.
+    #[test]
+    fn plans_meet_the_constraints_after_any_number_of_iterations(
+        (m, n, sim) in problem(),
+        log_eps in -5.0f32..0.0,
+        gamma in 0.05f32..=1.0,
+        max_iter in 1u32..60,
+        mode in mode(),
+    ) {
+        let p = OtParams { eps: 10f32.powf(log_eps), gamma, max_iter, tol: 0.0, mode };
+        let (plan, _) = solve(&sim, m, n, &p);
+        if let Some(why) = infeasibility(&plan, m, n, &p) {
+            prop_assert!(false, "{}", why);
+        }
+    }
+}
+
+/// The case of issue 14 within the accepted range: at eps 1e-3 and 100 iterations the unfinished
+/// scaling left patches sending up to 1.36 a; the plan handed back now meets the constraints.
+#[test]
+fn an_unfinished_solve_still_returns_a_feasible_plan() {
+    let (m, n) = (196, 2);
+    // CLIP-like cosines: 0.15–0.25, one in ten raised by 0.1.
+    let sim: Vec<f32> = extreme_similarities(m, n, 3)
+        .iter()
+        .map(|s| 0.2 + s / 2000.0 + if s.abs() < 10.0 { 0.1 } else { 0.0 })
+        .collect();
+    let p = OtParams {
+        eps: 1e-3,
+        ..OtParams::FEDOTP
+    };
+    let (plan, report) = solve(&sim, m, n, &p);
+    assert!(!report.converged);
+    assert_eq!(infeasibility(&plan, m, n, &p), None);
 }
 
 /// An `m × n` similarity matrix with seeded entries in [-100, 100].

@@ -11,7 +11,10 @@ use crate::status::{Failure, FEDOTP_ERR_INVALID_BALANCED};
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct FedotpOtParams {
-    /// Entropic regularisation, finite, > 0 and not subnormal (at least `FLT_MIN`): else
+    /// Entropic regularisation, finite, > 0 and not subnormal (at least `FLT_MIN`), and at
+    /// least 1e-5 times the largest |similarity| it is used on — `fedotp_ot_plan` checks the
+    /// values it is given, the OT head and the client take cosines as at most 2 in magnitude,
+    /// so at least 2e-5 — below which f32 cannot resolve the solve: else
     /// `FEDOTP_ERR_INVALID_EPS`.
     pub eps: f32,
     /// Mass moved in the unbalanced mode, in (0, 1] and not subnormal: else
@@ -67,6 +70,9 @@ impl FedotpOtParams {
 /// - `sim`: `m*n` cosine similarities, row-major (patch-major); the cost is `1 - sim`.
 /// - `params`: the solver's parameters (see `FedotpOtParams`).
 /// - `plan_out`: `m*n` floats, row-major; receives the transport plan. Must not overlap `sim`.
+///   A solve that met the tolerance hands back its iteration's plan; one that did not is
+///   rounded onto the constraints, which it then meets to f32 rounding (rows at most 1/m,
+///   exactly 1/m when balanced or gamma = 1; columns gamma/n or 1/n).
 /// - `report`: may be NULL; receives the iterations run and whether the tolerance was met.
 ///
 /// Returns `FEDOTP_OK`, or an error status with nothing written. Thread-safe.

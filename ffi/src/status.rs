@@ -276,7 +276,7 @@ impl Failure {
 impl From<OtError> for Failure {
     fn from(error: OtError) -> Self {
         let status = match error {
-            OtError::InvalidEps(_) => FEDOTP_ERR_INVALID_EPS,
+            OtError::InvalidEps(_) | OtError::EpsBelowResolution { .. } => FEDOTP_ERR_INVALID_EPS,
             OtError::InvalidGamma(_) => FEDOTP_ERR_INVALID_GAMMA,
             OtError::InvalidMaxIter => FEDOTP_ERR_INVALID_MAX_ITER,
             OtError::InvalidTol(_) => FEDOTP_ERR_INVALID_TOL,

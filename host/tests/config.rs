@@ -320,6 +320,8 @@ fn out_of_range_values_are_errors_naming_the_field() {
         ("prompt.init_std=1e-39", "prompt.init_std"),
         ("ot.eps=1e-39", "ot.eps"),
         ("ot.eps=1e39", "ot.eps"),
+        // Below what f32 resolves against cosines (2e-5).
+        ("ot.eps=1e-5", "ot.eps"),
         ("ot.gamma=1e-45", "ot.gamma"),
         ("ot.tol=1e39", "ot.tol"),
         ("ot.tol=1e-42", "ot.tol"),

@@ -994,6 +994,19 @@ fn ot_plans(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
             },
             1e-3,
         ),
+        // Stopped long before convergence: the plans are the rounding onto the constraints.
+        (
+            "unbalanced eps 0.001 wide costs, 5 it. (rounded)",
+            &wide,
+            fixed(0.001, 5, OtMode::Unbalanced, 0.8),
+            tol.ot * 10.0,
+        ),
+        (
+            "balanced eps 0.01, 3 it. (rounded)",
+            &clip,
+            fixed(0.01, 3, OtMode::Balanced, 0.8),
+            tol.ot * 10.0,
+        ),
     ];
     for (name, sim, params, tolerance) in cases {
         compare_plans((gpu, cpu), report, (name, sim, params, tolerance), layout);
@@ -1009,6 +1022,28 @@ fn ot_plans(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
                 source: OtError::InvalidEps(_),
                 ..
             })
+        ),
+    );
+    // Similarities up to 10 at eps 5e-5: below the f32 resolution floor (1e-4 for them).
+    let large: Vec<f32> = wide.iter().map(|s| s * 10.0).collect();
+    let sharp = OtParams { eps: 5e-5, ..base };
+    let want = cpu.ot_plans(&mut vec![0.0; len], &large, layout, &sharp);
+    let mut plans = poisoned(gpu, len);
+    let got = gpu.ot_plans(&mut plans, &gpu.upload(&large).unwrap(), layout, &sharp);
+    report.require(
+        &format!("ot_plans refuses an eps below the resolution floor as the core does: {got:?}"),
+        matches!(
+            (&got, &want),
+            (
+                Err(BackendError::Ot {
+                    source: OtError::EpsBelowResolution { .. },
+                    ..
+                }),
+                Err(BackendError::Ot {
+                    source: OtError::EpsBelowResolution { .. },
+                    ..
+                }),
+            )
         ),
     );
 }

@@ -131,6 +131,9 @@ pub fn solve_batch(
             index,
         });
     }
+    // Every problem is checked against the batch's largest similarity: one of them holds it,
+    // and that one alone would be refused.
+    params.check_resolution(sim.iter().fold(0.0, |largest: f32, s| largest.max(s.abs())))?;
 
     let plan_len = layout.patches * layout.prompts;
     let mut summary = BatchReport::default();

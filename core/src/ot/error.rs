@@ -9,6 +9,16 @@ use core::fmt;
 pub enum OtError {
     /// `eps` must be a positive normal `f32` (finite, `> 0`, not subnormal).
     InvalidEps(f32),
+    /// `eps` is below what `f32` resolves for similarities this large (see
+    /// [`EPS_RESOLUTION`](super::params::EPS_RESOLUTION)).
+    EpsBelowResolution {
+        /// The `eps` asked for.
+        eps: f32,
+        /// The largest similarity magnitude it was checked against.
+        largest: f32,
+        /// The smallest `eps` accepted for it.
+        min: f32,
+    },
     /// `gamma` must lie in `(0, 1]` and not be subnormal.
     InvalidGamma(f32),
     /// `max_iter` must be at least 1.
@@ -56,6 +66,12 @@ impl fmt::Display for OtError {
                 f,
                 "eps must be finite, > 0 and not subnormal (at least {:e}), got {eps:e}",
                 f32::MIN_POSITIVE
+            ),
+            OtError::EpsBelowResolution { eps, largest, min } => write!(
+                f,
+                "eps {eps:e} is below what f32 resolves for similarities of magnitude up to \
+                 {largest:e}: it must be at least {min:e} ({:e} × that magnitude)",
+                super::params::EPS_RESOLUTION
             ),
             OtError::InvalidGamma(g) => write!(
                 f,

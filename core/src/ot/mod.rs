@@ -46,6 +46,6 @@ pub mod solver;
 
 pub use batch::{solve_batch, BatchLayout, BatchReport};
 pub use error::OtError;
-pub use params::{OtMode, OtParams, OtReport};
+pub use params::{OtMode, OtParams, OtReport, COSINE_BOUND, EPS_RESOLUTION};
 pub use similarity::Similarity;
 pub use solver::{solve, workspace_len};

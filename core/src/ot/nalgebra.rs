@@ -98,6 +98,7 @@ where
             index,
         });
     }
+    params.check_resolution(sim.largest_magnitude())?;
     Ok(solve_checked_with(sim, params, workspace, |i, j, t| {
         plan[(i, j)] = t
     }))

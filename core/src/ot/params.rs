@@ -12,11 +12,28 @@ pub enum OtMode {
     Balanced,
 }
 
+/// Smallest `eps` the `f32` solver honours, per unit of the largest similarity magnitude.
+///
+/// The solver keeps the kernel as `exp((S − p − q)/eps)` with dual potentials `p`, `q` of the
+/// similarities' magnitude, held in `f32`: one rounding step of a potential (2⁻²⁴ of the
+/// largest |S|) moves the exponent by `2⁻²⁴·max|S|/eps`. At `eps = 1e-5·max|S|` that is 0.6 %
+/// of a kernel entry; a few orders of magnitude below it, the updates of the potentials vanish
+/// in rounding, the iteration stalls, and kernels overflow into NaN plans. (The plan the solver
+/// returns always meets the constraints; this floor is what keeps it meaningful.)
+pub const EPS_RESOLUTION: f32 = 1e-5;
+
+/// The largest similarity magnitude the OT head assumes when it checks `eps` before computing
+/// its cosines: they lie in `[-1, 1]` up to rounding, and the margin of 2 keeps a later check on
+/// the computed values from refusing what this one accepted.
+pub const COSINE_BOUND: f32 = 2.0;
+
 /// Parameters of one optimal-transport solve.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct OtParams {
     /// Entropic regularisation, a positive normal `f32` (not subnormal: the solver divides by
-    /// it, and `1/eps` overflows). Smaller is sharper and needs more iterations.
+    /// it, and `1/eps` overflows), and at least [`EPS_RESOLUTION`] times the largest magnitude
+    /// of the similarities it is used on ([`OtParams::check_resolution`]). Smaller is sharper
+    /// and needs more iterations.
     pub eps: f32,
     /// Total transported mass in the unbalanced mode, in `(0, 1]` and a normal `f32` (a
     /// subnormal mass per prompt underflows to zero and the plan is wrong).
@@ -57,6 +74,27 @@ impl OtParams {
             return Err(OtError::InvalidTol(self.tol));
         }
         Ok(())
+    }
+
+    /// Checks `eps` against the similarities it will be used on: at least [`EPS_RESOLUTION`]
+    /// times `largest`, their largest magnitude (the OT head passes [`COSINE_BOUND`]).
+    pub fn check_resolution(&self, largest: f32) -> Result<(), OtError> {
+        let min = EPS_RESOLUTION * largest;
+        if self.eps < min {
+            return Err(OtError::EpsBelowResolution {
+                eps: self.eps,
+                largest,
+                min,
+            });
+        }
+        Ok(())
+    }
+
+    /// [`OtParams::validate`], then `eps` against cosine similarities ([`COSINE_BOUND`]): the
+    /// check of every caller that solves on cosines (the OT head, training, the backends).
+    pub fn validate_for_cosines(&self) -> Result<(), OtError> {
+        self.validate()?;
+        self.check_resolution(COSINE_BOUND)
     }
 
     /// Mass every prompt receives: `gamma/N` (unbalanced) or `1/N` (balanced).

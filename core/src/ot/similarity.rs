@@ -103,6 +103,15 @@ pub(crate) trait SimilarityEntries {
             .find(|&(i, j)| !self.get(i, j).is_finite())
             .map(|(i, j)| i * self.cols() + j)
     }
+
+    /// The largest magnitude `max |S[i,j]|` (the elements known finite).
+    fn largest_magnitude(&self) -> f32 {
+        (0..self.rows())
+            .flat_map(|i| (0..self.cols()).map(move |j| (i, j)))
+            .fold(0.0, |largest: f32, (i, j)| {
+                largest.max(self.get(i, j).abs())
+            })
+    }
 }
 
 impl SimilarityEntries for Similarity<'_> {

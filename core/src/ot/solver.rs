@@ -33,6 +33,20 @@
 //! multiply-adds over `K̃` and one division per patch; only an absorption evaluates
 //! exponentials. The cost shift `1 − S` never appears: a constant added to the cost is absorbed
 //! by `q`, so we work with `S` itself and lose no precision to the subtraction.
+//!
+//! ## The plan handed back meets the constraints
+//!
+//! After the last iteration the prompt-side sums are exact but, unless the iteration converged,
+//! a patch may send more than `a`. A converged plan is handed back as it is (within the
+//! tolerance, as the paper's solver hands it back); an unfinished one is rounded onto the
+//! constraints (the rounding
+//! of Altschuler, Weed and Rigollet, NeurIPS 2017, with the patch side an inequality): rows
+//! above `a` are scaled down to `a`, then columns above `b` down to `b`, and each column's
+//! remaining deficit `d[j]` is spread over the patches in proportion to their slack
+//! `s[i] = a − Σⱼ T[i,j]`: `T += s dᵀ / Σ s`. Since `Σ d = gamma − Σ T ≤ 1 − Σ T = Σ s`, no
+//! row passes `a`; with saturated rows (`Σ d = Σ s`) every row ends at exactly `a`. The plan
+//! moves by at most twice the constraints' violation (in ℓ₁), and whatever `max_iter` allows,
+//! the plan is feasible.
 
 use super::similarity::SimilarityEntries;
 use super::{OtError, OtParams, OtReport, Similarity};
@@ -94,6 +108,7 @@ pub fn solve(
             index,
         });
     }
+    params.check_resolution(sim.largest_magnitude())?;
     Ok(solve_checked(sim, params, workspace, plan))
 }
 
@@ -118,7 +133,12 @@ pub(crate) fn solve_checked_with<S: SimilarityEntries>(
 ) -> OtReport {
     let mut state = State::new(workspace, sim.rows(), sim.cols());
     let report = state.iterate(sim, params);
-    state.write_plan(write_plan);
+    if report.converged {
+        state.write_plan(write_plan);
+    } else {
+        state.round_onto_constraints(1.0 / sim.rows() as f32, params.prompt_mass(sim.cols()));
+        state.write_rounded_plan(write_plan);
+    }
     report
 }
 
@@ -275,11 +295,70 @@ impl<'w> State<'w> {
         self.rebuild_kernel(sim, eps, saturated);
     }
 
+    /// Rounds `T = diag(u) K̃ diag(v)` onto the constraints (see the module documentation):
+    /// scales `u` and `v` down where rows pass `a` and columns pass `b`, and leaves in `q` each
+    /// column's deficit `d[j]` and in `p` each row's share of the slack `s[i] / Σ s`, so that
+    /// the plan is `T[i,j] = u[i] K̃[i,j] v[j] + p[i] q[j]`. The potentials are not needed
+    /// after the last iteration.
+    fn round_onto_constraints(&mut self, a: f32, b: f32) {
+        // A scaling that is not finite belongs to a row or column whose kernel entries all
+        // underflowed: it carries no mass the plan can use, and the deficit step restores the
+        // column's.
+        for x in self.u.iter_mut().chain(self.v.iter_mut()) {
+            if !x.is_finite() {
+                *x = 0.0;
+            }
+        }
+        for (i, u) in self.u.iter_mut().enumerate() {
+            let row = *u * row_dot(self.kernel, self.m, i, self.v);
+            if row > a {
+                *u *= a / row;
+            }
+        }
+        for ((column, v), deficit) in self
+            .kernel
+            .chunks_exact(self.m)
+            .zip(self.v.iter_mut())
+            .zip(self.q.iter_mut())
+        {
+            let sum = *v * dot(column, self.u);
+            let kept = if sum > b {
+                *v *= b / sum;
+                b
+            } else {
+                sum
+            };
+            *deficit = b - kept;
+        }
+        let mut slack_total = 0.0;
+        for (i, (share, &u)) in self.p.iter_mut().zip(self.u.iter()).enumerate() {
+            *share = (a - u * row_dot(self.kernel, self.m, i, self.v)).max(0.0);
+            slack_total += *share;
+        }
+        for share in self.p.iter_mut() {
+            *share = if slack_total > 0.0 {
+                *share / slack_total
+            } else {
+                0.0
+            };
+        }
+    }
+
     /// `T[i,j] = u[i] · K̃[i,j] · v[j]`, handed to `write` row by row.
     fn write_plan(&self, mut write: impl FnMut(usize, usize, f32)) {
         for (i, &u) in self.u.iter().enumerate() {
             for (j, &v) in self.v.iter().enumerate() {
                 write(i, j, u * self.kernel[j * self.m + i] * v);
+            }
+        }
+    }
+
+    /// `T[i,j] = u[i] · K̃[i,j] · v[j] + p[i] · q[j]`, the plan [`Self::round_onto_constraints`]
+    /// left, handed to `write` row by row.
+    fn write_rounded_plan(&self, mut write: impl FnMut(usize, usize, f32)) {
+        for (i, (&u, &share)) in self.u.iter().zip(self.p.iter()).enumerate() {
+            for (j, (&v, &deficit)) in self.v.iter().zip(self.q.iter()).enumerate() {
+                write(i, j, u * self.kernel[j * self.m + i] * v + share * deficit);
             }
         }
     }
@@ -353,6 +432,14 @@ fn dot(x: &[f32], y: &[f32]) -> f32 {
         }
     }
     partial.iter().sum::<f32>() + tail
+}
+
+/// `Σⱼ K̃[i,j] v[j]`: row `i` of the column-major `kernel` (`m` rows) against `v`.
+fn row_dot(kernel: &[f32], m: usize, i: usize, v: &[f32]) -> f32 {
+    v.iter()
+        .enumerate()
+        .map(|(j, &vj)| kernel[j * m + i] * vj)
+        .sum()
 }
 
 /// Whether scalings spanning `[low, high]` may stay unabsorbed (false for NaN too).

@@ -57,6 +57,8 @@ def test_nan_is_refused_by_the_library_with_its_message():
         ({"gamma": 1.5}, "FEDOTP_ERR_INVALID_GAMMA"),
         # Subnormal as f32: the plan would be NaN (eps) or wrong (gamma).
         ({"eps": 1e-39}, "FEDOTP_ERR_INVALID_EPS"),
+        # Normal, but far below what f32 resolves against these similarities.
+        ({"eps": 1e-30}, "FEDOTP_ERR_INVALID_EPS"),
         ({"gamma": 1e-45}, "FEDOTP_ERR_INVALID_GAMMA"),
         ({"max_iter": 0}, "FEDOTP_ERR_INVALID_MAX_ITER"),
         ({"tol": -1.0}, "FEDOTP_ERR_INVALID_TOL"),

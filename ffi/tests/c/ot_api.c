@@ -66,6 +66,11 @@ static void plan_errors_write_nothing(void) {
     p = PAPER; p.eps = 1e-39f;
     EXPECT_STATUS(fedotp_ot_plan(sim, 2, 2, &p, plan, &report), FEDOTP_ERR_INVALID_EPS);
     EXPECT_MESSAGE("subnormal");
+    /* Normal, but below what f32 resolves against these similarities (1e-5 x the largest):
+       the plan came back infeasible before. */
+    p = PAPER; p.eps = 1e-30f;
+    EXPECT_STATUS(fedotp_ot_plan(sim, 2, 2, &p, plan, &report), FEDOTP_ERR_INVALID_EPS);
+    EXPECT_MESSAGE("resolves");
     p = PAPER; p.gamma = 1e-45f;
     EXPECT_STATUS(fedotp_ot_plan(sim, 2, 2, &p, plan, &report), FEDOTP_ERR_INVALID_GAMMA);
     EXPECT_MESSAGE("subnormal");

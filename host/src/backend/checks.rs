@@ -456,7 +456,7 @@ pub(super) fn ot_plans<B: Backend + ?Sized>(
 ) -> BackendResult<Checked> {
     const OP: &str = "ot_plans";
     params
-        .validate()
+        .validate_for_cosines()
         .map_err(|source| BackendError::Ot { op: OP, source })?;
     check_layout(
         OP,

@@ -239,13 +239,14 @@ impl OtConfig {
 
     fn validate(&self) -> Result<(), ConfigError> {
         // Overflow and underflow in the conversion first, then the solver's own rules (a normal
-        // eps and gamma, gamma ≤ 1), so the key and the reason are named either way.
+        // eps and gamma, gamma ≤ 1, eps resolved against cosines), so the key and the reason
+        // are named either way.
         as_f32("ot.eps", self.eps, F32Range::Positive)?;
         as_f32("ot.gamma", self.gamma, F32Range::Positive)?;
         as_f32("ot.tol", self.tol, F32Range::NonNegative)?;
-        self.params().validate().map_err(|error| {
+        self.params().validate_for_cosines().map_err(|error| {
             let field = match error {
-                OtError::InvalidEps(_) => "ot.eps",
+                OtError::InvalidEps(_) | OtError::EpsBelowResolution { .. } => "ot.eps",
                 OtError::InvalidGamma(_) => "ot.gamma",
                 OtError::InvalidMaxIter => "ot.max_iter",
                 OtError::InvalidTol(_) => "ot.tol",

@@ -138,7 +138,9 @@ impl<B: Backend> PromptTrainer<B> {
             PromptLearner::new(clip.tokenizer(), class_names, setup.n_ctx, setup.sets, text)?;
         let head = match setup.head {
             HeadChoice::Ot(params) => {
-                params.validate().map_err(TrainError::OtParams)?;
+                params
+                    .validate_for_cosines()
+                    .map_err(TrainError::OtParams)?;
                 Head::Ot {
                     params,
                     patches: clip.patches(),

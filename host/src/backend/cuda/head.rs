@@ -9,7 +9,7 @@
 
 use cudarc::driver::LaunchConfig;
 use fedotp_core::ot::solver::{workspace_len, ABSORB, BOUND_CEILING};
-use fedotp_core::ot::{BatchLayout, BatchReport, OtError, OtParams, OtReport};
+use fedotp_core::ot::{BatchLayout, BatchReport, OtError, OtParams, OtReport, EPS_RESOLUTION};
 
 use super::error::device_error;
 use super::gemm::{GemmShape, Matrices};
@@ -31,6 +31,9 @@ const REPORT_WORDS: usize = 3;
 const REPORT_CONVERGED: u32 = 1;
 /// Report flag: the problem's similarities are not all finite (its plan is NaN).
 const REPORT_NON_FINITE: u32 = 2;
+/// Report flag: eps is below the resolution floor for the problem's largest |S|, whose bits are
+/// the report's third word.
+const REPORT_EPS_BELOW_RESOLUTION: u32 = 4;
 
 pub(super) fn normalize_rows(
     gpu: &Cuda,
@@ -175,19 +178,26 @@ pub(super) fn ot_plans(
         Arg::I32(i32::from(params.rows_saturated())),
         Arg::F32(ABSORB),
         Arg::F32(BOUND_CEILING),
+        Arg::F32(EPS_RESOLUTION),
     ];
     gpu.launch(OP, Kernel::OtPlans, config, &args)?;
     // The caller gets the report now, as from the CPU: this waits for the solve.
     let words = gpu.engine.download(OP, &reports, REPORT_WORDS * problems)?;
-    summarize(&words, layout).map_err(|source| BackendError::Ot { op: OP, source })
+    summarize(&words, layout, params.eps).map_err(|source| BackendError::Ot { op: OP, source })
 }
 
-/// The batch's report from the per-problem words, or the core's error for the first
-/// non-finite similarity (as an index into `sim`).
-fn summarize(words: &[u32], layout: BatchLayout) -> Result<BatchReport, OtError> {
+/// The batch's report from the per-problem words, or the core's error: for the first
+/// non-finite similarity (as an index into `sim`), else for an `eps` below the resolution floor
+/// of the batch's largest |S|.
+fn summarize(words: &[u32], layout: BatchLayout, eps: f32) -> Result<BatchReport, OtError> {
     let mut summary = BatchReport::default();
     let mut first_bad: Option<usize> = None;
+    let mut largest: Option<f32> = None;
     for (problem, report) in words.chunks_exact(REPORT_WORDS).enumerate() {
+        if report[1] & REPORT_EPS_BELOW_RESOLUTION != 0 {
+            let magnitude = f32::from_bits(report[2]);
+            largest = Some(largest.map_or(magnitude, |l| l.max(magnitude)));
+        }
         if report[1] & REPORT_NON_FINITE != 0 {
             let (b, c) = (problem / layout.classes, problem % layout.classes);
             let within = report[2] as usize; // i·N + j
@@ -199,12 +209,17 @@ fn summarize(words: &[u32], layout: BatchLayout) -> Result<BatchReport, OtError>
             converged: report[1] & REPORT_CONVERGED != 0,
         });
     }
-    match first_bad {
-        Some(index) => Err(OtError::NonFinite {
+    match (first_bad, largest) {
+        (Some(index), _) => Err(OtError::NonFinite {
             name: "similarity",
             index,
         }),
-        None => Ok(summary),
+        (None, Some(largest)) => Err(OtError::EpsBelowResolution {
+            eps,
+            largest,
+            min: EPS_RESOLUTION * largest,
+        }),
+        (None, None) => Ok(summary),
     }
 }
 

@@ -184,6 +184,12 @@ inline float __int_as_float(int bits) {
     return value;
 }
 
+inline unsigned __float_as_uint(float value) {
+    unsigned bits;
+    memcpy(&bits, &value, sizeof bits);
+    return bits;
+}
+
 inline float __shfl_xor_sync(unsigned mask, float value, int offset) {
     if (mask != 0xffffffffu) __builtin_trap();  // the kernels only use full warps
     emu::float_slots[emu::current] = value;

@@ -145,7 +145,7 @@ kernels! {
     /// Gradient through the row normalisation.
     NormalizeRowsBackward = "ot.cu": "normalize_rows_backward"(Ptr, Ptr, Ptr, Ptr, I32, I32);
     /// The batched OT solve: one plan and report per (image, class).
-    OtPlans = "ot.cu": "ot_plans"(Ptr, Ptr, Ptr, I32, I32, I32, I32, F32, F32, F32, F32, I32, F32, I32, F32, F32);
+    OtPlans = "ot.cu": "ot_plans"(Ptr, Ptr, Ptr, I32, I32, I32, I32, F32, F32, F32, F32, I32, F32, I32, F32, F32, F32);
     /// The similarity each plan transports, scaled.
     OtLogits = "ot.cu": "ot_logits"(Ptr, Ptr, Ptr, I32, I32, I32, I32, F32);
     /// Gradient of the logits with respect to the similarities.

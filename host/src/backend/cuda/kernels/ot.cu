@@ -12,7 +12,12 @@
 // - when u or v leave [1/absorb, absorb] (or are NaN) they are absorbed into p and q and K̃ is
 //   rebuilt from S; a scaling that is 0 or not finite re-centres its potential on its largest
 //   entry instead. `absorb` and the ceiling on the bound are the core's constants, passed in by
-//   the host so the two solvers cannot drift apart.
+//   the host so the two solvers cannot drift apart;
+// - a problem whose largest |S| makes eps smaller than the core's EPS_RESOLUTION allows is
+//   refused (flagged, plan NaN), as the core's batch solver refuses it;
+// - a plan that did not converge is rounded onto the constraints (rows above a scaled down,
+//   then columns above b, then each column's deficit spread over the rows in proportion to their
+//   slack), as the core's `round_onto_constraints` does: feasible whatever max_iter allowed.
 //
 // One warp per problem, several problems per block. A problem's K̃ (column-major, so a warp
 // reads consecutive words), u, the bound, p, v and q live in shared memory: M·N + 3M + 2N floats,
@@ -22,6 +27,7 @@
 // Bits of a problem's report flags.
 #define REPORT_CONVERGED 1u
 #define REPORT_NON_FINITE 2u
+#define REPORT_EPS_BELOW_RESOLUTION 4u
 
 // out[r] = inp[r] / ‖inp[r]‖ and norms[r] = ‖inp[r]‖, the norm scaled by the row's largest
 // magnitude so the squares neither overflow nor underflow (as the core takes it). A zero row has
@@ -83,12 +89,63 @@ __device__ void rebuild_kernel(float* kernel, float* bound, const float* p, cons
     __syncwarp();
 }
 
+// Rounds T = diag(u) K̃ diag(v) onto the constraints, as the core's `round_onto_constraints`:
+// rows above a scaled down (u), then columns above b (v); q[j] = column j's deficit and p[i] =
+// row i's share of the total slack, so that the plan is u K̃ v + p qᵀ.
+__device__ void round_onto_constraints(const float* kernel, float* u, float* v, float* p,
+                                       float* q, int m, int n, float a, float b) {
+    // A scaling that is not finite (its kernel row or column underflowed) carries no usable
+    // mass: 0, and the deficit step restores its column's.
+    for (int i = lane(); i < m; i += WARP_SIZE) {
+        if (!isfinite(u[i])) u[i] = 0.0f;
+    }
+    if (lane() == 0) {
+        for (int j = 0; j < n; ++j) {
+            if (!isfinite(v[j])) v[j] = 0.0f;
+        }
+    }
+    __syncwarp();
+    // Rows above a scaled down to a.
+    for (int i = lane(); i < m; i += WARP_SIZE) {
+        float row = 0.0f;
+        for (int j = 0; j < n; ++j) row += kernel[j * m + i] * v[j];
+        row = u[i] * row;
+        if (row > a) u[i] *= a / row;
+    }
+    __syncwarp();
+    // Columns above b scaled down to b; q[j] = the column's deficit b - Σ_i T[i,j].
+    for (int j = 0; j < n; ++j) {
+        float partial = 0.0f;
+        for (int i = lane(); i < m; i += WARP_SIZE) partial += kernel[j * m + i] * u[i];
+        const float sum = v[j] * warp_sum(partial);
+        __syncwarp();  // every lane has read v[j] before lane 0 replaces it
+        if (lane() == 0) {
+            if (sum > b) v[j] *= b / sum;
+            q[j] = b - (sum > b ? b : sum);
+        }
+    }
+    __syncwarp();
+    // p[i] = row i's share of the total slack a - Σ_j T[i,j].
+    float slack_total = 0.0f;
+    for (int i = lane(); i < m; i += WARP_SIZE) {
+        float row = 0.0f;
+        for (int j = 0; j < n; ++j) row += kernel[j * m + i] * v[j];
+        const float share = fmaxf(a - u[i] * row, 0.0f);
+        p[i] = share;
+        slack_total += share;
+    }
+    slack_total = warp_sum(slack_total);
+    for (int i = lane(); i < m; i += WARP_SIZE) p[i] = slack_total > 0.0f ? p[i] / slack_total : 0.0f;
+    __syncwarp();
+}
+
 // Solves the B·C problems of a batch (image b, class c): S is images × patches × prompts ×
 // classes (one GEMM of patch features with prompt features), so problem (b, c) reads
 // S[b, i, j, c]. Writes, per problem p = b·C + c:
 // - plans: T = diag(u) K̃ diag(v), row-major M × N at p·M·N (NaN if S is not all finite);
 // - reports[3p] = iterations run, reports[3p + 1] = REPORT_* flags, reports[3p + 2] = the
-//   first non-finite similarity's index i·N + j within the problem (when flagged).
+//   first non-finite similarity's index i·N + j within the problem (REPORT_NON_FINITE) or the
+//   bits of its largest |S| (REPORT_EPS_BELOW_RESOLUTION).
 // `a` = 1/M, `b` = the prompt mass (gamma/N or 1/N) and `inv_eps` = 1/eps are computed by the
 // host in f32 exactly as the core computes them; `saturated_flag` is the core's
 // `rows_saturated()` (balanced, or gamma = 1).
@@ -98,7 +155,7 @@ extern "C" __global__ void ot_plans(const float* __restrict__ sim,
                                     int images, int m, int n, int classes,
                                     float eps, float inv_eps, float a, float b,
                                     int max_iter, float tol, int saturated_flag,
-                                    float absorb, float bound_ceiling) {
+                                    float absorb, float bound_ceiling, float eps_resolution) {
     extern __shared__ float shared[];
     const int warp = threadIdx.x / WARP_SIZE;
     const int warps = blockDim.x / WARP_SIZE;
@@ -118,14 +175,17 @@ extern "C" __global__ void ot_plans(const float* __restrict__ sim,
     const float* s = sim + image * m * n * classes + cls;
 #define S(i, j) s[((long long)(i) * n + (j)) * classes]
 
-    // q[j] = max_i S[i,j], finding the first non-finite similarity on the way.
+    // q[j] = max_i S[i,j], finding the first non-finite similarity and the largest |S| on the
+    // way.
     int first_bad = m * n;
+    float magnitude = 0.0f;
     for (int j = 0; j < n; ++j) {
         float largest = -INFINITY;
         for (int i = lane(); i < m; i += WARP_SIZE) {
             const float sij = S(i, j);
             if (!isfinite(sij)) first_bad = min(first_bad, i * n + j);
             largest = fmaxf(largest, sij);
+            magnitude = fmaxf(magnitude, fabsf(sij));
         }
         largest = warp_max(largest);
         if (lane() == 0) {
@@ -142,6 +202,16 @@ extern "C" __global__ void ot_plans(const float* __restrict__ sim,
             report[0] = 0;
             report[1] = REPORT_NON_FINITE;
             report[2] = (unsigned)first_bad;
+        }
+        return;
+    }
+    magnitude = warp_max(magnitude);
+    if (eps < eps_resolution * magnitude) {
+        for (int e = lane(); e < m * n; e += WARP_SIZE) plan[e] = NAN;
+        if (lane() == 0) {
+            report[0] = 0;
+            report[1] = REPORT_EPS_BELOW_RESOLUTION;
+            report[2] = __float_as_uint(magnitude);
         }
         return;
     }
@@ -247,9 +317,15 @@ extern "C" __global__ void ot_plans(const float* __restrict__ sim,
         }
     }
 
-    // T = diag(u) K̃ diag(v).
+    // T = diag(u) K̃ diag(v); an unfinished plan is rounded onto the constraints first.
+    const bool rounded = !(flags & REPORT_CONVERGED);
+    if (rounded) round_onto_constraints(kernel, u, v, p, q, m, n, a, b);
     for (int i = lane(); i < m; i += WARP_SIZE) {
-        for (int j = 0; j < n; ++j) plan[(long long)i * n + j] = u[i] * kernel[j * m + i] * v[j];
+        for (int j = 0; j < n; ++j) {
+            float t = u[i] * kernel[j * m + i] * v[j];
+            if (rounded) t += p[i] * q[j];
+            plan[(long long)i * n + j] = t;
+        }
     }
     if (lane() == 0) {
         report[0] = iterations;
