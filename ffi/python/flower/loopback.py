@@ -205,6 +205,14 @@ class Deployment:
                 self.reap()
                 time.sleep(0.1)
             self.reap()
+        # The processes started here, once more through their own handles: one started while
+        # the others were being signalled (a SuperNode restarted by a test's thread) is not in
+        # the lists above, and `Popen` must see each exit to report it.
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                stopped.append(proc.pid)
+                proc.wait(timeout=10)
         return stopped
 
     @staticmethod
