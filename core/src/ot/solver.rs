@@ -133,12 +133,11 @@ pub(crate) fn solve_checked_with<S: SimilarityEntries>(
 ) -> OtReport {
     let mut state = State::new(workspace, sim.rows(), sim.cols());
     let report = state.iterate(sim, params);
-    if report.converged {
-        state.write_plan(write_plan);
-    } else {
+    let rounded = !report.converged;
+    if rounded {
         state.round_onto_constraints(1.0 / sim.rows() as f32, params.prompt_mass(sim.cols()));
-        state.write_rounded_plan(write_plan);
     }
+    state.write_plan(rounded, write_plan);
     report
 }
 
@@ -344,21 +343,13 @@ impl<'w> State<'w> {
         }
     }
 
-    /// `T[i,j] = u[i] · K̃[i,j] · v[j]`, handed to `write` row by row.
-    fn write_plan(&self, mut write: impl FnMut(usize, usize, f32)) {
-        for (i, &u) in self.u.iter().enumerate() {
-            for (j, &v) in self.v.iter().enumerate() {
-                write(i, j, u * self.kernel[j * self.m + i] * v);
-            }
-        }
-    }
-
-    /// `T[i,j] = u[i] · K̃[i,j] · v[j] + p[i] · q[j]`, the plan [`Self::round_onto_constraints`]
-    /// left, handed to `write` row by row.
-    fn write_rounded_plan(&self, mut write: impl FnMut(usize, usize, f32)) {
+    /// `T[i,j] = u[i] · K̃[i,j] · v[j]`, plus `p[i] · q[j]` when `rounded` (the plan
+    /// [`Self::round_onto_constraints`] left), handed to `write` row by row.
+    fn write_plan(&self, rounded: bool, mut write: impl FnMut(usize, usize, f32)) {
         for (i, (&u, &share)) in self.u.iter().zip(self.p.iter()).enumerate() {
             for (j, (&v, &deficit)) in self.v.iter().zip(self.q.iter()).enumerate() {
-                write(i, j, u * self.kernel[j * self.m + i] * v + share * deficit);
+                let t = u * self.kernel[j * self.m + i] * v;
+                write(i, j, if rounded { t + share * deficit } else { t });
             }
         }
     }
