@@ -110,6 +110,7 @@ pub fn workspace_len(shape: &HeadShape) -> Result<usize, OtError> {
 ///
 /// Problems are solved independently (see [`ot::solve_batch`]). On error nothing is written.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 pub fn forward(
     patches: &[f32],
     prompts: &[f32],

@@ -103,7 +103,8 @@ pub unsafe extern "C" fn fedotp_ot_plan(
             )
         };
         let mut work = zeroed::<f32>(ot::workspace_len(m, n), "workspace")?;
-        let result = ot::solve(Similarity::new(sim, m, n)?, &params, &mut work, plan_out)?;
+        let result =
+            fedotp_host::ot::solve(Similarity::new(sim, m, n)?, &params, &mut work, plan_out)?;
         // SAFETY: `as_mut` turns NULL into `None`; a non-NULL `report` points to an aligned,
         // writable `FedotpOtReport` (the header's contract), apart from `plan_out` (checked
         // above); a plain struct with nothing to drop, so assigning over it is sound.
@@ -187,7 +188,7 @@ pub unsafe extern "C" fn fedotp_ot_logits(
             classes,
         };
         let mut work = zeroed::<f32>(head::workspace_len(&shape)?, "workspace")?;
-        head::forward(
+        fedotp_host::ot::head_forward(
             patches,
             prompts,
             &shape,

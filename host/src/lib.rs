@@ -6,6 +6,7 @@ pub mod config;
 pub mod data;
 pub mod fed;
 pub mod memory;
+pub mod ot;
 pub mod prompt;
 pub mod run;
 pub mod train;

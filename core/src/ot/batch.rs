@@ -88,6 +88,7 @@ impl BatchReport {
 /// `workspace` needs [`workspace_len`]`(M, N)` floats, reused by every problem. When `reports`
 /// is given (one per problem, image-major), each problem's report is written there too. On
 /// error nothing is written.
+#[inline(always)]
 pub fn solve_batch(
     sim: &[f32],
     layout: BatchLayout,

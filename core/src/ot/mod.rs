@@ -38,6 +38,7 @@
 
 mod batch;
 mod error;
+mod exp;
 #[cfg(feature = "nalgebra")]
 pub mod nalgebra;
 mod params;

@@ -76,6 +76,12 @@ impl<'a> Similarity<'a> {
         self.cols
     }
 
+    /// The elements as one row-major slice, when the matrix is laid out that way.
+    fn contiguous(&self) -> Option<&'a [f32]> {
+        (self.col_stride == 1 && self.row_stride == self.cols)
+            .then(|| &self.data[..self.rows * self.cols])
+    }
+
     /// Similarity of patch `i` and prompt `j`.
     #[inline]
     pub fn get(&self, i: usize, j: usize) -> f32 {
@@ -98,20 +104,28 @@ pub(crate) trait SimilarityEntries {
 
     /// The first non-finite element, as a row-major index `i·cols + j`.
     fn first_non_finite(&self) -> Option<usize> {
-        (0..self.rows())
-            .flat_map(|i| (0..self.cols()).map(move |j| (i, j)))
-            .find(|&(i, j)| !self.get(i, j).is_finite())
-            .map(|(i, j)| i * self.cols() + j)
+        first_non_finite_entry(self)
     }
 
     /// The largest magnitude `max |S[i,j]|` (the elements known finite).
     fn largest_magnitude(&self) -> f32 {
-        (0..self.rows())
-            .flat_map(|i| (0..self.cols()).map(move |j| (i, j)))
-            .fold(0.0, |largest: f32, (i, j)| {
-                largest.max(self.get(i, j).abs())
-            })
+        largest_entry_magnitude(self)
     }
+}
+
+/// [`SimilarityEntries::first_non_finite`] entry by entry, for any layout.
+fn first_non_finite_entry<S: SimilarityEntries + ?Sized>(sim: &S) -> Option<usize> {
+    (0..sim.rows())
+        .flat_map(|i| (0..sim.cols()).map(move |j| (i, j)))
+        .find(|&(i, j)| !sim.get(i, j).is_finite())
+        .map(|(i, j)| i * sim.cols() + j)
+}
+
+/// [`SimilarityEntries::largest_magnitude`] entry by entry, for any layout.
+fn largest_entry_magnitude<S: SimilarityEntries + ?Sized>(sim: &S) -> f32 {
+    (0..sim.rows())
+        .flat_map(|i| (0..sim.cols()).map(move |j| (i, j)))
+        .fold(0.0, |largest: f32, (i, j)| largest.max(sim.get(i, j).abs()))
 }
 
 impl SimilarityEntries for Similarity<'_> {
@@ -126,6 +140,30 @@ impl SimilarityEntries for Similarity<'_> {
     #[inline]
     fn get(&self, i: usize, j: usize) -> f32 {
         Similarity::get(self, i, j)
+    }
+
+    #[inline]
+    fn first_non_finite(&self) -> Option<usize> {
+        match self.contiguous() {
+            Some(data) => data.iter().position(|x| !x.is_finite()),
+            None => first_non_finite_entry(self),
+        }
+    }
+
+    #[inline]
+    fn largest_magnitude(&self) -> f32 {
+        match self.contiguous() {
+            // The elements are known finite: plain comparisons suffice, and vectorise.
+            Some(data) => data.iter().fold(0.0, |largest, x| {
+                let x = x.abs();
+                if x > largest {
+                    x
+                } else {
+                    largest
+                }
+            }),
+            None => largest_entry_magnitude(self),
+        }
     }
 }
 

@@ -47,7 +47,16 @@
 //! row passes `a`; with saturated rows (`Σ d = Σ s`) every row ends at exactly `a`. The plan
 //! moves by at most twice the constraints' violation (in ℓ₁), and whatever `max_iter` allows,
 //! the plan is feasible.
+//!
+//! ## Compiled where it is called
+//!
+//! Every function of a solve is `#[inline(always)]`, down to the iteration's loops: a caller
+//! compiled with wider SIMD than the target's baseline (the host crate's AVX2 path) then gets the
+//! whole solve compiled that way, with the same arithmetic in the same order. The loops are
+//! plain unit-stride loops, which the compiler vectorises at whatever width the caller allows;
+//! the range test that decides an absorption is a fold without early exit, so it vectorises too.
 
+use super::exp::exp;
 use super::similarity::SimilarityEntries;
 use super::{OtError, OtParams, OtReport, Similarity};
 
@@ -57,8 +66,8 @@ use super::{OtError, OtParams, OtReport, Similarity};
 /// value.)
 pub const ABSORB: f32 = 1e4;
 
-/// Width of the chunks the iteration's loops walk: eight independent lanes the compiler maps
-/// onto SIMD registers.
+/// Partial sums a dot product keeps: eight independent lanes the compiler maps onto SIMD
+/// registers.
 const LANES: usize = 8;
 
 /// Ceiling on the patch-side bound `exp(p/eps)`: a patch whose bound overflows is unconstrained
@@ -79,6 +88,7 @@ pub const fn workspace_len(m: usize, n: usize) -> usize {
 /// [`workspace_len`]`(m, n)` floats, contents ignored).
 ///
 /// On error nothing is written to `plan`.
+#[inline(always)]
 pub fn solve(
     sim: Similarity<'_>,
     params: &OtParams,
@@ -113,6 +123,7 @@ pub fn solve(
 }
 
 /// [`solve`] once the parameters, the buffers' lengths and the similarities are known good.
+#[inline(always)]
 pub(crate) fn solve_checked(
     sim: Similarity<'_>,
     params: &OtParams,
@@ -125,6 +136,7 @@ pub(crate) fn solve_checked(
 
 /// The solve itself, on any kind of similarity matrix, once everything is known good: hands the
 /// plan's entries to `write_plan` as `(i, j, T[i,j])`, row by row.
+#[inline(always)]
 pub(crate) fn solve_checked_with<S: SimilarityEntries>(
     sim: &S,
     params: &OtParams,
@@ -160,6 +172,7 @@ struct State<'w> {
 }
 
 impl<'w> State<'w> {
+    #[inline(always)]
     fn new(workspace: &'w mut [f32], m: usize, n: usize) -> Self {
         let (kernel, rest) = workspace.split_at_mut(m * n);
         let (u, rest) = rest.split_at_mut(m);
@@ -179,22 +192,25 @@ impl<'w> State<'w> {
         }
     }
 
+    #[inline(always)]
     fn iterate<S: SimilarityEntries>(&mut self, sim: &S, params: &OtParams) -> OtReport {
         let saturated = params.rows_saturated();
         let a = 1.0 / self.m as f32;
         let b = params.prompt_mass(self.n);
-        self.init_potentials(sim, saturated);
+        self.gather(sim);
+        self.init_potentials(saturated);
         self.v.fill(1.0);
         self.u.fill(1.0);
-        self.rebuild_kernel(sim, params.eps, saturated);
+        self.kernel_from_gathered(params.eps, saturated);
 
         for iteration in 1..=params.max_iter {
-            let update = if saturated {
-                update_u::<true>
+            // Called, not taken as a function pointer: a pointer would name a copy compiled for
+            // the target's baseline, outside the caller's SIMD (see the module documentation).
+            let u_in_range = if saturated {
+                update_u::<true>(self.kernel, self.v, self.bound, a, self.u)
             } else {
-                update_u::<false>
+                update_u::<false>(self.kernel, self.v, self.bound, a, self.u)
             };
-            let u_range = update(self.kernel, self.v, self.bound, a, self.u);
             let change = self.update_v(b);
             if change < params.tol {
                 return OtReport {
@@ -202,7 +218,7 @@ impl<'w> State<'w> {
                     converged: true,
                 };
             }
-            if !(in_range(u_range) && self.v.iter().all(|&v| in_range((v, v)))) {
+            if !(u_in_range && in_range(self.v)) {
                 self.absorb(sim, params.eps, saturated);
                 if iteration == params.max_iter {
                     // The kernel rebuilt from potentials rounded to f32 moves the prompt-side
@@ -218,42 +234,58 @@ impl<'w> State<'w> {
         }
     }
 
-    /// `q[j] = max_i S[i,j]`; `p[i] = max_j (S[i,j] − q[j])` when rows are saturated, else 0
-    /// (so the initial bound is `u ≤ 1`, the paper's clamp).
-    fn init_potentials<S: SimilarityEntries>(&mut self, sim: &S, saturated: bool) {
-        for (j, q) in self.q.iter_mut().enumerate() {
-            *q = (0..self.m)
-                .map(|i| sim.get(i, j))
-                .fold(f32::NEG_INFINITY, f32::max);
-        }
-        for (i, p) in self.p.iter_mut().enumerate() {
-            *p = if saturated {
-                (0..self.n)
-                    .map(|j| sim.get(i, j) - self.q[j])
-                    .fold(f32::NEG_INFINITY, f32::max)
-            } else {
-                0.0
-            };
+    /// Copies `S` into the kernel's buffer, column-major: the similarities may be strided (a
+    /// problem inside a batch); everything after this reads them with unit stride.
+    #[inline(always)]
+    fn gather<S: SimilarityEntries>(&mut self, sim: &S) {
+        for (j, column) in self.kernel.chunks_exact_mut(self.m).enumerate() {
+            for (i, k) in column.iter_mut().enumerate() {
+                *k = sim.get(i, j);
+            }
         }
     }
 
-    /// Recomputes `K̃` (and the bound on `u`) from `S` and the potentials.
-    fn rebuild_kernel<S: SimilarityEntries>(&mut self, sim: &S, eps: f32, saturated: bool) {
+    /// From `S` gathered in the kernel's buffer: `q[j] = max_i S[i,j]`; `p[i] = max_j (S[i,j] −
+    /// q[j])` when rows are saturated, else 0 (so the initial bound is `u ≤ 1`, the paper's
+    /// clamp). The similarities are known finite, so plain comparisons take the maxima.
+    #[inline(always)]
+    fn init_potentials(&mut self, saturated: bool) {
+        for (column, q) in self.kernel.chunks_exact(self.m).zip(self.q.iter_mut()) {
+            *q = column
+                .iter()
+                .fold(f32::NEG_INFINITY, |max, &s| if s > max { s } else { max });
+        }
+        self.p.fill(if saturated { f32::NEG_INFINITY } else { 0.0 });
+        if saturated {
+            for (column, &q) in self.kernel.chunks_exact(self.m).zip(self.q.iter()) {
+                for (p, &s) in self.p.iter_mut().zip(column) {
+                    let shifted = s - q;
+                    *p = if shifted > *p { shifted } else { *p };
+                }
+            }
+        }
+    }
+
+    /// Turns `S`, gathered in the kernel's buffer, into `K̃ = exp((S − p − q) / eps)` in place,
+    /// and sets the bound on `u`. Each loop is unit-stride and branch-free, so the compiler runs
+    /// several exponentials per SIMD instruction.
+    #[inline(always)]
+    fn kernel_from_gathered(&mut self, eps: f32, saturated: bool) {
         let inv_eps = 1.0 / eps;
-        for (j, column) in self.kernel.chunks_exact_mut(self.m).enumerate() {
-            let q = self.q[j];
-            for (i, k) in column.iter_mut().enumerate() {
-                *k = libm::expf((sim.get(i, j) - self.p[i] - q) * inv_eps);
+        for (column, &q) in self.kernel.chunks_exact_mut(self.m).zip(self.q.iter()) {
+            for (k, &p) in column.iter_mut().zip(self.p.iter()) {
+                *k = exp((*k - p - q) * inv_eps);
             }
         }
         if !saturated {
             for (bound, &p) in self.bound.iter_mut().zip(self.p.iter()) {
-                *bound = libm::expf(p * inv_eps).min(BOUND_CEILING);
+                *bound = exp(p * inv_eps).min(BOUND_CEILING);
             }
         }
     }
 
     /// `v = b / (K̃ᵀ u)`; returns the mean relative change of `v`.
+    #[inline(always)]
     fn update_v(&mut self, b: f32) -> f32 {
         let mut change = 0.0;
         for (column, v) in self.kernel.chunks_exact(self.m).zip(self.v.iter_mut()) {
@@ -266,6 +298,7 @@ impl<'w> State<'w> {
 
     /// Moves the scalings into the potentials (`p −= eps·ln u`, `q −= eps·ln v`), resets them to
     /// 1 and rebuilds the kernel: the plan is unchanged, its representation re-centred.
+    #[inline(always)]
     fn absorb<S: SimilarityEntries>(&mut self, sim: &S, eps: f32, saturated: bool) {
         // A scaling of 0 or ∞ (a patch or prompt whose kernel entries all underflowed against
         // the others' potentials) cannot be absorbed; re-centre its potential on its largest
@@ -291,7 +324,8 @@ impl<'w> State<'w> {
             }
             *u = 1.0;
         }
-        self.rebuild_kernel(sim, eps, saturated);
+        self.gather(sim);
+        self.kernel_from_gathered(eps, saturated);
     }
 
     /// Rounds `T = diag(u) K̃ diag(v)` onto the constraints (see the module documentation):
@@ -299,17 +333,20 @@ impl<'w> State<'w> {
     /// column's deficit `d[j]` and in `p` each row's share of the slack `s[i] / Σ s`, so that
     /// the plan is `T[i,j] = u[i] K̃[i,j] v[j] + p[i] q[j]`. The potentials are not needed
     /// after the last iteration.
+    #[inline(always)]
     fn round_onto_constraints(&mut self, a: f32, b: f32) {
         // A scaling that is not finite belongs to a row or column whose kernel entries all
         // underflowed: it carries no mass the plan can use, and the deficit step restores the
         // column's.
-        for x in self.u.iter_mut().chain(self.v.iter_mut()) {
-            if !x.is_finite() {
-                *x = 0.0;
+        for scalings in [&mut *self.u, &mut *self.v] {
+            for x in scalings.iter_mut() {
+                *x = if x.is_finite() { *x } else { 0.0 };
             }
         }
-        for (i, u) in self.u.iter_mut().enumerate() {
-            let row = *u * row_dot(self.kernel, self.m, i, self.v);
+        // The bound on `u` is not needed after the last iteration: it holds the row sums.
+        kernel_times(self.kernel, self.v, self.bound);
+        for (u, &row_sum) in self.u.iter_mut().zip(self.bound.iter()) {
+            let row = *u * row_sum;
             if row > a {
                 *u *= a / row;
             }
@@ -329,9 +366,10 @@ impl<'w> State<'w> {
             };
             *deficit = b - kept;
         }
+        kernel_times(self.kernel, self.v, self.bound);
         let mut slack_total = 0.0;
-        for (i, (share, &u)) in self.p.iter_mut().zip(self.u.iter()).enumerate() {
-            *share = (a - u * row_dot(self.kernel, self.m, i, self.v)).max(0.0);
+        for ((share, &u), &row_sum) in self.p.iter_mut().zip(self.u.iter()).zip(self.bound.iter()) {
+            *share = (a - u * row_sum).max(0.0);
             slack_total += *share;
         }
         for share in self.p.iter_mut() {
@@ -345,6 +383,7 @@ impl<'w> State<'w> {
 
     /// `T[i,j] = u[i] · K̃[i,j] · v[j]`, plus `p[i] · q[j]` when `rounded` (the plan
     /// [`Self::round_onto_constraints`] left), handed to `write` row by row.
+    #[inline(always)]
     fn write_plan(&self, rounded: bool, mut write: impl FnMut(usize, usize, f32)) {
         for (i, (&u, &share)) in self.u.iter().zip(self.p.iter()).enumerate() {
             for (j, (&v, &deficit)) in self.v.iter().zip(self.q.iter()).enumerate() {
@@ -355,59 +394,37 @@ impl<'w> State<'w> {
     }
 }
 
-/// `u = a / (K̃ v)`, clamped to the bound unless `SATURATED`. Returns the smallest and largest
-/// `u`.
+/// `u = a / (K̃ v)`, clamped to the bound unless `SATURATED`. Returns whether every `u` may stay
+/// unabsorbed.
 ///
-/// A free function over slices, not a method, so the compiler knows the buffers do not alias,
-/// written as unit-stride loops over `LANES`-wide chunks that it keeps in SIMD registers;
-/// comparisons are spelled out (`if x < y`) rather than `f32::min`, whose NaN handling costs
-/// several instructions per lane.
+/// Two plain loops (the product; the division, clamp and range check), each of which the
+/// compiler turns into SIMD code on its own; the clamp is spelled out (`if x < y`) rather than
+/// `f32::min`, whose NaN handling costs several instructions per lane.
+#[inline(always)]
 fn update_u<const SATURATED: bool>(
     kernel: &[f32],
     v: &[f32],
     bound: &[f32],
     a: f32,
     u: &mut [f32],
-) -> (f32, f32) {
-    let m = u.len();
-    u.fill(0.0);
-    for (column, &vj) in kernel.chunks_exact(m).zip(v) {
-        for (x, k) in u.iter_mut().zip(column) {
-            *x += k * vj;
-        }
-    }
-    let scale = |x: f32, limit: f32| {
-        let ratio = a / x;
-        if SATURATED || ratio < limit {
+) -> bool {
+    kernel_times(kernel, v, u);
+    let mut all_in_range = true;
+    for (x, &limit) in u.iter_mut().zip(bound) {
+        let ratio = a / *x;
+        *x = if SATURATED || ratio < limit {
             ratio
         } else {
             limit
-        }
-    };
-    let mut low = [f32::INFINITY; LANES];
-    let mut high = [0.0f32; LANES];
-    let mut chunks = u.chunks_exact_mut(LANES);
-    let mut limits = bound.chunks_exact(LANES);
-    for (x, limit) in (&mut chunks).zip(&mut limits) {
-        for l in 0..LANES {
-            x[l] = scale(x[l], limit[l]);
-            low[l] = if x[l] < low[l] { x[l] } else { low[l] };
-            high[l] = if x[l] > high[l] { x[l] } else { high[l] };
-        }
+        };
+        all_in_range &= unabsorbed(*x);
     }
-    for (x, &limit) in chunks.into_remainder().iter_mut().zip(limits.remainder()) {
-        *x = scale(*x, limit);
-        low[0] = low[0].min(*x);
-        high[0] = high[0].max(*x);
-    }
-    (
-        low.iter().fold(f32::INFINITY, |acc, &x| acc.min(x)),
-        high.iter().fold(0.0, |acc, &x| acc.max(x)),
-    )
+    all_in_range
 }
 
 /// `Σ x·y` with `LANES` independent partial sums, so the compiler can keep them in SIMD lanes
 /// (a single running sum is a serial chain it may not reorder).
+#[inline(always)]
 fn dot(x: &[f32], y: &[f32]) -> f32 {
     let mut partial = [0.0f32; LANES];
     let (xs, ys) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
@@ -425,15 +442,26 @@ fn dot(x: &[f32], y: &[f32]) -> f32 {
     partial.iter().sum::<f32>() + tail
 }
 
-/// `Σⱼ K̃[i,j] v[j]`: row `i` of the column-major `kernel` (`m` rows) against `v`.
-fn row_dot(kernel: &[f32], m: usize, i: usize, v: &[f32]) -> f32 {
-    v.iter()
-        .enumerate()
-        .map(|(j, &vj)| kernel[j * m + i] * vj)
-        .sum()
+/// `out = K̃ v`, one unit-stride pass per column of the column-major `kernel`.
+#[inline(always)]
+fn kernel_times(kernel: &[f32], v: &[f32], out: &mut [f32]) {
+    out.fill(0.0);
+    for (column, &vj) in kernel.chunks_exact(out.len()).zip(v) {
+        for (x, k) in out.iter_mut().zip(column) {
+            *x += k * vj;
+        }
+    }
 }
 
-/// Whether scalings spanning `[low, high]` may stay unabsorbed (false for NaN too).
-fn in_range((low, high): (f32, f32)) -> bool {
-    low >= 1.0 / ABSORB && high <= ABSORB
+/// Whether every scaling lies in `[1/ABSORB, ABSORB]` and may stay unabsorbed (false for NaN
+/// too). A fold without early exit, so that it runs as SIMD comparisons.
+#[inline(always)]
+fn in_range(scalings: &[f32]) -> bool {
+    scalings.iter().fold(true, |all, &x| all & unabsorbed(x))
+}
+
+/// Whether a scaling lies in `[1/ABSORB, ABSORB]` (false for NaN).
+#[inline(always)]
+fn unabsorbed(x: f32) -> bool {
+    (1.0 / ABSORB..=ABSORB).contains(&x)
 }

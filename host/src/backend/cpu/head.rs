@@ -1,5 +1,6 @@
 //! The CPU backend's prompt-learning head: normalisation, similarity products, the batched OT
-//! solve (the core's solver, one image per rayon task) and the cross-entropy loss.
+//! solve (the core's solver on the CPU's widest SIMD, [`crate::ot`], one image per rayon task)
+//! and the cross-entropy loss.
 
 use fedotp_core::ot::{self, BatchLayout, BatchReport, OtParams};
 use gemm::Parallelism;
@@ -125,7 +126,7 @@ pub(super) fn ot_plans(
         .grain(per_image * params.max_iter as usize)
         .map_init(
             || vec![0.0f32; work_len],
-            |work, (plans, sim)| ot::solve_batch(sim, one_image, params, work, plans, None),
+            |work, (plans, sim)| crate::ot::solve_batch(sim, one_image, params, work, plans, None),
         )
         .try_reduce(BatchReport::default, |mut a, b| {
             a.merge(b);
