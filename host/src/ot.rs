@@ -87,7 +87,9 @@ mod avx2 {
     use super::*;
 
     /// Whether this CPU has AVX2 (the standard library caches the answer). The functions below
-    /// are the core's, inlined into a function compiled with AVX2.
+    /// are the core's, inlined into a function compiled with AVX2. One wrapper per entry point,
+    /// each naming the core's function: a single generic wrapper taking a closure compiles to a
+    /// call of the closure, outside the AVX2 function, and the solver stays baseline code.
     pub(super) fn available() -> bool {
         std::arch::is_x86_feature_detected!("avx2")
     }
