@@ -44,7 +44,7 @@ impl Inputs {
         Inputs {
             single: clip_like_similarities(M * N, 1),
             batch: clip_like_similarities(len, 2),
-            work: vec![0.0; ot::workspace_len(M, N)],
+            work: vec![0.0; ot::batch_workspace_len(M, N)],
             plan: vec![0.0; M * N],
             plans: vec![0.0; len],
         }
@@ -62,13 +62,28 @@ impl Inputs {
         fedotp_host::ot::solve(sim, params, &mut self.work, &mut self.plan).expect("valid problem")
     }
 
-    /// The batch on one thread, on this CPU's widest SIMD.
+    /// The batch on one thread, on this CPU's widest SIMD: eight problems at a time, one per
+    /// SIMD lane (the workspace of `ot::batch_workspace_len`).
     fn solve_batch(&mut self, params: &OtParams) -> ot::BatchReport {
         fedotp_host::ot::solve_batch(
             &self.batch,
             BATCH,
             params,
             &mut self.work,
+            &mut self.plans,
+            None,
+        )
+        .expect("valid batch")
+    }
+
+    /// The batch on one thread, one problem at a time with its patches across the SIMD lanes
+    /// (the smaller workspace of `ot::workspace_len`).
+    fn solve_batch_one_at_a_time(&mut self, params: &OtParams) -> ot::BatchReport {
+        fedotp_host::ot::solve_batch(
+            &self.batch,
+            BATCH,
+            params,
+            &mut self.work[..ot::workspace_len(M, N)],
             &mut self.plans,
             None,
         )
@@ -99,6 +114,9 @@ fn criterion_benches(c: &mut Criterion, inputs: &mut Inputs) {
     group.bench_function("batch_32x100_196x2_100_iterations", |b| {
         b.iter(|| black_box(inputs.solve_batch(black_box(&FIXED_100))))
     });
+    group.bench_function("batch_32x100_196x2_100_iterations_one_at_a_time", |b| {
+        b.iter(|| black_box(inputs.solve_batch_one_at_a_time(black_box(&FIXED_100))))
+    });
     group.bench_function("batch_32x100_196x2_100_iterations_all_cores", |b| {
         b.iter(|| black_box(inputs.solve_batch_all_cores(black_box(&FIXED_100))))
     });
@@ -121,6 +139,9 @@ fn print_table(inputs: &mut Inputs) {
     });
     let batch = median_time(11, || {
         black_box(inputs.solve_batch(&FIXED_100));
+    });
+    let batch_one_at_a_time = median_time(11, || {
+        black_box(inputs.solve_batch_one_at_a_time(&FIXED_100));
     });
     let batch_all_cores = median_time(11, || {
         black_box(inputs.solve_batch_all_cores(&FIXED_100));
@@ -171,7 +192,15 @@ fn print_table(inputs: &mut Inputs) {
         ),
         ("one 196x2 solve", single, 1, ref_single, pot_single, 1),
         (
-            "32x100 batch, one thread",
+            "32x100 batch, one thread, one at a time",
+            batch_one_at_a_time,
+            3200,
+            ref_batch,
+            pot_batch,
+            3200,
+        ),
+        (
+            "32x100 batch, one thread, 8 in lockstep",
             batch,
             3200,
             ref_batch,

@@ -1,6 +1,8 @@
 //! Properties every plan must have, on random problems across the useful range of parameters.
 
-use fedotp_core::ot::{self, OtError, OtMode, OtParams, OtReport, Similarity, EPS_RESOLUTION};
+use fedotp_core::ot::{
+    self, BatchLayout, OtError, OtMode, OtParams, OtReport, Similarity, EPS_RESOLUTION,
+};
 use proptest::prelude::*;
 
 fn solve(sim: &[f32], m: usize, n: usize, params: &OtParams) -> (Vec<f32>, OtReport) {
@@ -410,6 +412,51 @@ proptest! {
         if let Some(why) = infeasibility(&plan, m, n, &p) {
             prop_assert!(false, "{}", why);
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(150))]
+
+    /// A batch solved eight problems at a time in lockstep (the larger workspace) gives the same
+    /// bits and reports as one problem at a time: stops, absorptions (similarities across
+    /// [-100, 100] at small eps force them), cut-off solves rounded onto the constraints, and a
+    /// last group with fewer than eight problems.
+    #[test]
+    fn lockstep_batches_equal_one_problem_at_a_time(
+        images in 1usize..4,
+        m in 1usize..40,
+        n in 1usize..5,
+        classes in 1usize..20,
+        seed in any::<u64>(),
+        extreme in any::<bool>(),
+        log_eps in -2.3f32..0.0,
+        max_iter in 1u32..200,
+        tol in prop_oneof![Just(0.0f32), Just(1e-3), Just(1e-6)],
+        mode in mode(),
+    ) {
+        let layout = BatchLayout { images, patches: m, prompts: n, classes };
+        let len = layout.elements().unwrap();
+        let sim: Vec<f32> = extreme_similarities(len, 1, seed)
+            .iter()
+            .map(|s| if extreme { *s } else { s / 100.0 })
+            .collect();
+        let eps = 10f32.powf(log_eps) * if extreme { 100.0 } else { 1.0 };
+        let p = OtParams { eps, gamma: 0.8, max_iter, tol, mode };
+        let solve = |workspace_len: usize| {
+            let mut work = vec![0.0; workspace_len];
+            let mut plans = vec![0.0; len];
+            let mut reports = vec![OtReport::default(); images * classes];
+            let summary =
+                ot::solve_batch(&sim, layout, &p, &mut work, &mut plans, Some(&mut reports))
+                    .unwrap();
+            (plans.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), reports, summary)
+        };
+        let one_at_a_time = solve(ot::workspace_len(m, n));
+        let lockstep = solve(ot::batch_workspace_len(m, n));
+        prop_assert_eq!(&lockstep.1, &one_at_a_time.1);
+        prop_assert_eq!(lockstep.2, one_at_a_time.2);
+        prop_assert!(lockstep.0 == one_at_a_time.0, "plans differ");
     }
 }
 

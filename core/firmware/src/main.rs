@@ -9,7 +9,8 @@
 //!    updates and the next global prompt encoded, decoded and averaged ([`protocol_round`]);
 //!
 //! and exits with status 0 only if every check passed (a panic or a fault exits non-zero too).
-//! `run.sh` builds it and runs it under qemu.
+//! `run.sh` builds it and runs it under qemu. Started with the semihosting command line `trace`
+//! (by `cycles.sh`), it runs only the solves that script traces ([`ot_cost::trace`]).
 #![no_std]
 #![no_main]
 
@@ -57,6 +58,10 @@ fn main() -> ! {
     static mut PROTOCOL_BUFFERS: ProtocolBuffers = ProtocolBuffers::ZERO;
 
     let peripherals = cortex_m::Peripherals::take().expect("peripherals are taken once");
+    if trace_requested() {
+        let counter = instructions::InstructionCounter::calibrate(peripherals.SYST);
+        exit::exit(ot_cost::trace(OT_BUFFERS, counter));
+    }
     hprintln!("fedotp-core on an emulated Cortex-M4F (qemu mps2-an386)");
     let mut tally = Tally::default();
 
@@ -76,4 +81,17 @@ fn main() -> ! {
     ot_cost::run(OT_BUFFERS, counter, &mut tally);
     protocol_round::run(PROTOCOL_BUFFERS, &mut tally);
     tally.finish()
+}
+
+/// Whether qemu passed the semihosting command line `trace` (`-semihosting-config
+/// enable=on,arg=trace`, as `cycles.sh` does).
+fn trace_requested() -> bool {
+    let mut line = [0u8; 8];
+    // SYS_GET_CMDLINE takes a block (buffer, its length) and writes a NUL-terminated line, or
+    // fails when the line does not fit, as the ELF path that `cargo run` passes usually does not.
+    let block = [line.as_mut_ptr() as usize, line.len()];
+    // SAFETY: the host writes at most `line.len()` bytes into `line`, which outlives the call.
+    let status =
+        unsafe { cortex_m_semihosting::syscall(cortex_m_semihosting::nr::GET_CMDLINE, &block) };
+    status == 0 && line.starts_with(b"trace\0")
 }

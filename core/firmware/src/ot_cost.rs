@@ -1,6 +1,7 @@
 //! What FedOTP's own problem, 196 patches (ViT-B/16) × 2 prompts, unbalanced, costs on the
 //! Cortex-M4F: the RAM the solve needs (workspace, inputs, outputs, stack) and the instructions
-//! one iteration executes.
+//! one iteration executes; and the run that `cycles.sh` traces instruction by instruction for its
+//! cycle model ([`trace`]).
 
 use crate::instructions::{CountError, InstructionCounter};
 use crate::ot_reference::FIXTURE;
@@ -21,6 +22,10 @@ const RAM_BUDGET: usize = 16 * 1024;
 /// the kernel, hundreds of exponentials) would make the two windows' counts differ.
 const WINDOW_ENDS: [u32; 3] = [100, 150, 200];
 
+/// Iteration counts of the two solves [`trace`] runs: the first and last window ends, so that the
+/// trace's count per iteration is the one this program reports.
+const TRACED_ITERATIONS: [u32; 2] = [WINDOW_ENDS[0], WINDOW_ENDS[2]];
+
 /// Measures and reports; records the checks that the measurements are sound and within budget.
 pub fn run(
     buffers: &mut OtBuffers,
@@ -30,11 +35,6 @@ pub fn run(
     // The paper's constants (eps 0.1, gamma 0.8, tol 1e-3, at most 100 iterations), and the same
     // problem at eps 0.01, where the scalings leave their range and are absorbed on the way.
     let paper_params = OtParams::FEDOTP;
-    let find = |eps: f32| {
-        ot_cases::cases(FIXTURE).find(|c| {
-            (c.m, c.n) == (M, N) && !c.balanced && c.eps == eps && c.gamma == paper_params.gamma
-        })
-    };
     let (Some(paper), Some(sharp)) = (find(paper_params.eps), find(0.01)) else {
         let verdict = tally.record(false);
         hprintln!("\nthe fixture lacks the 196x2 unbalanced cases at eps 0.1 and 0.01  {verdict}");
@@ -100,13 +100,7 @@ pub fn run(
     );
     let mut counts = [0u64; WINDOW_ENDS.len()];
     for (count, &iterations) in counts.iter_mut().zip(&WINDOW_ENDS) {
-        let fixed = OtParams {
-            max_iter: iterations,
-            tol: 0.0,
-            ..paper_params
-        };
-        let run = counter.instructions(|| solve(&paper_sim, &fixed, work, plan));
-        match run {
+        match fixed_iterations(&mut counter, &paper_sim, iterations, work, plan) {
             (Ok(report), Ok(instructions)) if report.iterations == iterations => {
                 *count = instructions;
                 hprintln!("  eps 0.1, tol 0, {iterations} iterations: {instructions} instructions");
@@ -152,6 +146,89 @@ pub fn run(
             }
         }
     }
+}
+
+/// The run `cycles.sh` traces (the semihosting command line `trace`): only the 196×2 solve at
+/// the paper's constants and tol 0 for 100 and then 200 iterations, counted by SysTick as in
+/// [`run`], which the trace's own count must match. A trace of the whole program would take
+/// gigabytes (one reference case runs 100,000 iterations). Returns whether both solves ran.
+pub fn trace(buffers: &mut OtBuffers, counter: Result<InstructionCounter, CountError>) -> bool {
+    let mut counter = match (find(OtParams::FEDOTP.eps), counter) {
+        (Some(paper), Ok(counter)) => {
+            paper.sim_into(&mut buffers.sim[..M * N]);
+            counter
+        }
+        (None, _) => {
+            hprintln!("the fixture lacks the 196x2 unbalanced case at eps 0.1");
+            return false;
+        }
+        (_, Err(error)) => {
+            hprintln!("cannot count instructions: {error}");
+            return false;
+        }
+    };
+    hprintln!(
+        "calibration: {:.3} instructions per SysTick tick",
+        counter.instructions_per_tick()
+    );
+    let (sim, work, plan) = (
+        &buffers.sim[..M * N],
+        &mut buffers.work[..ot::workspace_len(M, N)],
+        &mut buffers.plan[..M * N],
+    );
+    for iterations in TRACED_ITERATIONS {
+        match fixed_iterations(&mut counter, sim, iterations, work, plan) {
+            (Ok(report), Ok(instructions)) if report.iterations == iterations => {
+                hprintln!("traced solve: {iterations} iterations, {instructions} instructions");
+            }
+            other => {
+                hprintln!("traced solve: {iterations} iterations: {other:?}");
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// The fixture's 196×2 unbalanced case at `eps` and the paper's gamma.
+fn find(eps: f32) -> Option<ot_cases::Case<'static>> {
+    ot_cases::cases(FIXTURE).find(|c| {
+        (c.m, c.n) == (M, N) && !c.balanced && c.eps == eps && c.gamma == OtParams::FEDOTP.gamma
+    })
+}
+
+/// The solve at the paper's constants and tol 0, which runs exactly `iterations` iterations,
+/// counted by SysTick. Between two calls of [`fedotp_trace_mark`], which is how the cycle model
+/// finds it in an instruction trace.
+fn fixed_iterations(
+    counter: &mut InstructionCounter,
+    sim: &[f32],
+    iterations: u32,
+    work: &mut [f32],
+    plan: &mut [f32],
+) -> (Result<OtReport, OtError>, Result<u64, CountError>) {
+    let params = OtParams {
+        max_iter: iterations,
+        tol: 0.0,
+        ..OtParams::FEDOTP
+    };
+    counter.instructions(|| {
+        fedotp_trace_mark();
+        let report = solve(sim, &params, work, plan);
+        fedotp_trace_mark();
+        report
+    })
+}
+
+/// Marks the start and the end of a solve in an instruction trace: `cycles.sh` counts from one
+/// entry of this function to the next, found by this unmangled name in the ELF's symbol table.
+/// One function for both ends, because identical empty functions may be merged into one address.
+#[inline(never)]
+#[no_mangle]
+fn fedotp_trace_mark() {
+    // An empty assembly statement is a side effect the optimiser must keep, so the call stays.
+    // SAFETY: it executes nothing.
+    unsafe { core::arch::asm!("", options(nomem, nostack, preserves_flags)) };
 }
 
 /// One 196×2 solve in the firmware's buffers.

@@ -1,5 +1,6 @@
 //! The independent problems of a batch: one per (image, class) pair.
 
+use super::lockstep::{lockstep_workspace_len, solve_lockstep, WIDTH};
 use super::similarity::checked_area;
 use super::solver::{solve_checked, workspace_len};
 use super::{OtError, OtParams, OtReport, Similarity};
@@ -42,9 +43,11 @@ impl BatchLayout {
             .ok_or(OtError::SizeOverflow)
     }
 
-    /// Problem `(b, c)`'s similarity matrix inside the batch's similarity tensor.
-    fn problem<'a>(&self, sim: &'a [f32], b: usize, c: usize) -> Result<Similarity<'a>, OtError> {
+    /// The similarity matrix of problem `index` (image-major: image `index / C`, class
+    /// `index % C`) inside the batch's similarity tensor.
+    fn problem_at<'a>(&self, sim: &'a [f32], index: usize) -> Result<Similarity<'a>, OtError> {
         let (m, n, classes) = (self.patches, self.prompts, self.classes);
+        let (b, c) = (index / classes, index % classes);
         let start = (b * m * n * classes + c).min(sim.len());
         Similarity::strided(&sim[start..], m, n, n * classes, classes)
     }
@@ -85,9 +88,11 @@ impl BatchReport {
 /// plan never depend on the others (the released code stops all problems on the batch's mean
 /// change; we do not).
 ///
-/// `workspace` needs [`workspace_len`]`(M, N)` floats, reused by every problem. When `reports`
-/// is given (one per problem, image-major), each problem's report is written there too. On
-/// error nothing is written.
+/// `workspace` needs [`workspace_len`]`(M, N)` floats, reused by every problem. Given
+/// [`batch_workspace_len`]`(M, N)` (nine times as much), it solves eight neighbouring problems at
+/// a time in lockstep, one per SIMD lane — faster where the CPU has wide SIMD
+/// (docs/PERFORMANCE.md), and bit for bit the same plans and reports. When `reports` is given (one per problem,
+/// image-major), each problem's report is written there too. On error nothing is written.
 #[inline(always)]
 pub fn solve_batch(
     sim: &[f32],
@@ -138,15 +143,43 @@ pub fn solve_batch(
 
     let plan_len = layout.patches * layout.prompts;
     let mut summary = BatchReport::default();
-    for (problem, plan) in plans.chunks_exact_mut(plan_len).enumerate() {
-        let (b, c) = (problem / layout.classes, problem % layout.classes);
-        // Cannot fail: the layout was checked against the similarity tensor's length above.
-        let sim = layout.problem(sim, b, c)?;
-        let report = solve_checked(sim, params, workspace, plan);
-        if let Some(reports) = reports.as_deref_mut() {
-            reports[problem] = report;
+    if workspace.len() < batch_workspace_len(layout.patches, layout.prompts) {
+        for (problem, plan) in plans.chunks_exact_mut(plan_len).enumerate() {
+            // Cannot fail: the layout was checked against the similarity tensor's length above.
+            let sim = layout.problem_at(sim, problem)?;
+            let report = solve_checked(sim, params, workspace, plan);
+            if let Some(reports) = reports.as_deref_mut() {
+                reports[problem] = report;
+            }
+            summary.record(report);
         }
-        summary.record(report);
+        return Ok(summary);
+    }
+
+    // Eight consecutive problems at a time (their plans are contiguous); the last group may
+    // hold fewer.
+    let mut group_reports = [OtReport::default(); WIDTH];
+    for (group, plans) in plans.chunks_mut(WIDTH * plan_len).enumerate() {
+        let first = group * WIDTH;
+        let count = plans.len() / plan_len;
+        // Cannot fail: as above.
+        let mut problems = [layout.problem_at(sim, first)?; WIDTH];
+        for (l, problem) in problems.iter_mut().enumerate().take(count).skip(1) {
+            *problem = layout.problem_at(sim, first + l)?;
+        }
+        let group_reports = &mut group_reports[..count];
+        solve_lockstep(&problems[..count], params, workspace, plans, group_reports);
+        for (l, &report) in group_reports.iter().enumerate() {
+            if let Some(reports) = reports.as_deref_mut() {
+                reports[first + l] = report;
+            }
+            summary.record(report);
+        }
     }
     Ok(summary)
+}
+
+/// Floats of workspace with which [`solve_batch`] solves eight problems at a time.
+pub const fn batch_workspace_len(m: usize, n: usize) -> usize {
+    lockstep_workspace_len(m, n)
 }

@@ -11,7 +11,8 @@
 //! ```
 //!
 //! [`solve`] runs the scaling iterations of the paper on one problem with memory the caller
-//! provides ([`workspace_len`] floats); [`solve_batch`] runs the independent problems of a batch.
+//! provides ([`workspace_len`] floats); [`solve_batch`] runs the independent problems of a batch,
+//! eight at a time in lockstep when given [`batch_workspace_len`] floats.
 //! Both are exact in `f32` across `eps` ∈ [0.005, 1]: see [`solver`] for how. With the
 //! `nalgebra` feature, `ot::nalgebra::solve` does what [`solve`] does on nalgebra matrices and
 //! views.
@@ -39,13 +40,14 @@
 mod batch;
 mod error;
 mod exp;
+mod lockstep;
 #[cfg(feature = "nalgebra")]
 pub mod nalgebra;
 mod params;
 mod similarity;
 pub mod solver;
 
-pub use batch::{solve_batch, BatchLayout, BatchReport};
+pub use batch::{batch_workspace_len, solve_batch, BatchLayout, BatchReport};
 pub use error::OtError;
 pub use params::{OtMode, OtParams, OtReport, COSINE_BOUND, EPS_RESOLUTION};
 pub use similarity::Similarity;

@@ -67,8 +67,8 @@ use super::{OtError, OtParams, OtReport, Similarity};
 pub const ABSORB: f32 = 1e4;
 
 /// Partial sums a dot product keeps: eight independent lanes the compiler maps onto SIMD
-/// registers.
-const LANES: usize = 8;
+/// registers. (The lockstep solver repeats this summation order, problem by problem.)
+pub(super) const PARTIAL_SUMS: usize = 8;
 
 /// Ceiling on the patch-side bound `exp(p/eps)`: a patch whose bound overflows is unconstrained
 /// in practice, and a finite ceiling keeps `0 · bound` from turning into NaN.
@@ -145,35 +145,32 @@ pub(crate) fn solve_checked_with<S: SimilarityEntries>(
 ) -> OtReport {
     let mut state = State::new(workspace, sim.rows(), sim.cols());
     let report = state.iterate(sim, params);
-    let rounded = !report.converged;
-    if rounded {
-        state.round_onto_constraints(1.0 / sim.rows() as f32, params.prompt_mass(sim.cols()));
-    }
-    state.write_plan(rounded, write_plan);
+    state.finish(report, params, write_plan);
     report
 }
 
-/// The solver's buffers, carved out of the caller's workspace.
-struct State<'w> {
+/// The solver's buffers, carved out of the caller's workspace. (The lockstep solver of
+/// [`super::lockstep`] keeps one to absorb and finish each of its problems exactly as here.)
+pub(super) struct State<'w> {
     m: usize,
     n: usize,
     /// `K̃`, column-major (prompt `j`'s column at `j·m..(j+1)·m`) so both passes are unit-stride.
-    kernel: &'w mut [f32],
+    pub(super) kernel: &'w mut [f32],
     /// Patch scaling `u` (holds `K̃ v` for a moment inside each iteration).
-    u: &'w mut [f32],
+    pub(super) u: &'w mut [f32],
     /// Patch-side bound on `u`, `exp(p/eps)` (unbalanced mode only).
-    bound: &'w mut [f32],
+    pub(super) bound: &'w mut [f32],
     /// Patch potential `p`.
-    p: &'w mut [f32],
+    pub(super) p: &'w mut [f32],
     /// Prompt scaling `v`.
-    v: &'w mut [f32],
+    pub(super) v: &'w mut [f32],
     /// Prompt potential `q`.
-    q: &'w mut [f32],
+    pub(super) q: &'w mut [f32],
 }
 
 impl<'w> State<'w> {
     #[inline(always)]
-    fn new(workspace: &'w mut [f32], m: usize, n: usize) -> Self {
+    pub(super) fn new(workspace: &'w mut [f32], m: usize, n: usize) -> Self {
         let (kernel, rest) = workspace.split_at_mut(m * n);
         let (u, rest) = rest.split_at_mut(m);
         let (bound, rest) = rest.split_at_mut(m);
@@ -286,7 +283,7 @@ impl<'w> State<'w> {
 
     /// `v = b / (K̃ᵀ u)`; returns the mean relative change of `v`.
     #[inline(always)]
-    fn update_v(&mut self, b: f32) -> f32 {
+    pub(super) fn update_v(&mut self, b: f32) -> f32 {
         let mut change = 0.0;
         for (column, v) in self.kernel.chunks_exact(self.m).zip(self.v.iter_mut()) {
             let updated = b / dot(column, self.u);
@@ -299,7 +296,7 @@ impl<'w> State<'w> {
     /// Moves the scalings into the potentials (`p −= eps·ln u`, `q −= eps·ln v`), resets them to
     /// 1 and rebuilds the kernel: the plan is unchanged, its representation re-centred.
     #[inline(always)]
-    fn absorb<S: SimilarityEntries>(&mut self, sim: &S, eps: f32, saturated: bool) {
+    pub(super) fn absorb<S: SimilarityEntries>(&mut self, sim: &S, eps: f32, saturated: bool) {
         // A scaling of 0 or ∞ (a patch or prompt whose kernel entries all underflowed against
         // the others' potentials) cannot be absorbed; re-centre its potential on its largest
         // entry instead. The next `u` update recomputes every patch scaling from `v`, so only
@@ -326,6 +323,21 @@ impl<'w> State<'w> {
         }
         self.gather(sim);
         self.kernel_from_gathered(eps, saturated);
+    }
+
+    /// Hands the plan to `write_plan`, rounded onto the constraints unless the solve converged.
+    #[inline(always)]
+    pub(super) fn finish(
+        &mut self,
+        report: OtReport,
+        params: &OtParams,
+        write_plan: impl FnMut(usize, usize, f32),
+    ) {
+        let rounded = !report.converged;
+        if rounded {
+            self.round_onto_constraints(1.0 / self.m as f32, params.prompt_mass(self.n));
+        }
+        self.write_plan(rounded, write_plan);
     }
 
     /// Rounds `T = diag(u) K̃ diag(v)` onto the constraints (see the module documentation):
@@ -422,12 +434,12 @@ fn update_u<const SATURATED: bool>(
     all_in_range
 }
 
-/// `Σ x·y` with `LANES` independent partial sums, so the compiler can keep them in SIMD lanes
-/// (a single running sum is a serial chain it may not reorder).
+/// `Σ x·y` with [`PARTIAL_SUMS`] independent partial sums, so the compiler can keep them in SIMD
+/// lanes (a single running sum is a serial chain it may not reorder).
 #[inline(always)]
 fn dot(x: &[f32], y: &[f32]) -> f32 {
-    let mut partial = [0.0f32; LANES];
-    let (xs, ys) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
+    let mut partial = [0.0f32; PARTIAL_SUMS];
+    let (xs, ys) = (x.chunks_exact(PARTIAL_SUMS), y.chunks_exact(PARTIAL_SUMS));
     let tail: f32 = xs
         .remainder()
         .iter()
@@ -435,7 +447,7 @@ fn dot(x: &[f32], y: &[f32]) -> f32 {
         .map(|(a, b)| a * b)
         .sum();
     for (xc, yc) in xs.zip(ys) {
-        for l in 0..LANES {
+        for l in 0..PARTIAL_SUMS {
             partial[l] += xc[l] * yc[l];
         }
     }
@@ -462,6 +474,6 @@ fn in_range(scalings: &[f32]) -> bool {
 
 /// Whether a scaling lies in `[1/ABSORB, ABSORB]` (false for NaN).
 #[inline(always)]
-fn unabsorbed(x: f32) -> bool {
+pub(super) fn unabsorbed(x: f32) -> bool {
     (1.0 / ABSORB..=ABSORB).contains(&x)
 }

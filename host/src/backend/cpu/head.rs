@@ -117,7 +117,8 @@ pub(super) fn ot_plans(
         images: 1,
         ..layout
     };
-    let work_len = ot::workspace_len(layout.patches, layout.prompts);
+    // The workspace with which the solver runs eight problems at a time, one per SIMD lane.
+    let work_len = ot::batch_workspace_len(layout.patches, layout.prompts);
     // Each image's problems are independent: one rayon task per image, each with its own
     // solver workspace.
     plans[..len]
