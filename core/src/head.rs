@@ -28,7 +28,9 @@
 //! assert!(logits[0] > logits[1]);
 //! ```
 
-use crate::ot::{self, solver::solve_checked, BatchReport, OtError, OtParams, Similarity};
+use crate::ot::batch::solve_group;
+use crate::ot::lockstep::WIDTH;
+use crate::ot::{self, BatchReport, OtError, OtParams, OtReport, Similarity};
 
 /// Dimensions of an OT-head evaluation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +65,15 @@ impl HeadShape {
         let prompt_vectors = mul(self.prompts, self.classes)?;
         let problem = mul(self.patches, self.prompts)?;
         let logits = mul(self.images, self.classes)?;
+        // The norm factors, `group` problems' similarities and plans, and the solver's workspace.
+        let workspace = |group: usize, solver: usize| {
+            patch_vectors
+                .checked_add(prompt_vectors)
+                .and_then(|x| x.checked_mul(NORM_FACTORS))
+                .and_then(|x| x.checked_add(problem.checked_mul(2 * group)?))
+                .and_then(|x| x.checked_add(solver))
+                .ok_or(OtError::SizeOverflow)
+        };
         Ok(Sizes {
             patch_vectors,
             prompt_vectors,
@@ -71,13 +82,11 @@ impl HeadShape {
             patch_values: mul(patch_vectors, self.dim)?,
             prompt_values: mul(prompt_vectors, self.dim)?,
             plans: mul(logits, problem)?,
-            workspace: patch_vectors
-                .checked_add(prompt_vectors)
-                .and_then(|x| x.checked_mul(NORM_FACTORS))
-                .and_then(|x| x.checked_add(problem))
-                .and_then(|x| x.checked_add(problem))
-                .and_then(|x| x.checked_add(ot::workspace_len(self.patches, self.prompts)))
-                .ok_or(OtError::SizeOverflow)?,
+            workspace: workspace(1, ot::workspace_len(self.patches, self.prompts))?,
+            lockstep_workspace: workspace(
+                WIDTH,
+                ot::batch_workspace_len(self.patches, self.prompts),
+            )?,
         })
     }
 }
@@ -92,12 +101,20 @@ struct Sizes {
     prompt_values: usize,
     plans: usize,
     workspace: usize,
+    lockstep_workspace: usize,
 }
 
 /// Floats of workspace [`forward`] needs: the norm factors of every feature vector, one
 /// problem's similarity matrix and plan, and the solver's workspace.
 pub fn workspace_len(shape: &HeadShape) -> Result<usize, OtError> {
     Ok(shape.checked()?.workspace)
+}
+
+/// Floats of workspace with which [`forward`] solves eight problems at a time in lockstep, one
+/// per SIMD lane (as [`ot::solve_batch`] given [`ot::batch_workspace_len`]): eight problems'
+/// similarities and plans, and the lockstep solver's workspace. The same logits and plans.
+pub fn batch_workspace_len(shape: &HeadShape) -> Result<usize, OtError> {
+    Ok(shape.checked()?.lockstep_workspace)
 }
 
 /// Evaluates the OT head.
@@ -140,33 +157,69 @@ pub fn forward(
         });
     }
 
+    let (m, n, d, classes) = (shape.patches, shape.prompts, shape.dim, shape.classes);
+    let problem = sizes.problem;
+    let group = if workspace.len() >= sizes.lockstep_workspace {
+        WIDTH
+    } else {
+        1
+    };
     let (patch_norms, rest) = workspace.split_at_mut(sizes.patch_vectors * NORM_FACTORS);
     let (prompt_norms, rest) = rest.split_at_mut(sizes.prompt_vectors * NORM_FACTORS);
-    let (sim, rest) = rest.split_at_mut(sizes.problem);
-    let (plan, ot_workspace) = rest.split_at_mut(sizes.problem);
+    let (sims, rest) = rest.split_at_mut(group * problem);
+    let (group_plans, rest) = rest.split_at_mut(group * problem);
+    // Exactly what the solver needs for that group size, which is how it picks its layout.
+    let ot_workspace = &mut rest[..if group == WIDTH {
+        ot::batch_workspace_len(m, n)
+    } else {
+        ot::workspace_len(m, n)
+    }];
     norm_factors("patches", patches, shape.dim, patch_norms)?;
     norm_factors("prompts", prompts, shape.dim, prompt_norms)?;
 
-    let (m, n, d, classes) = (shape.patches, shape.prompts, shape.dim, shape.classes);
     let mut report = BatchReport::default();
-    for (problem, logit) in logits.iter_mut().enumerate() {
-        let (b, c) = (problem / classes, problem % classes);
-        for (i, row) in sim.chunks_exact_mut(n).enumerate() {
-            let f = b * m + i;
-            let patch = &patches[f * d..(f + 1) * d];
-            for (j, s) in row.iter_mut().enumerate() {
-                let g = j * classes + c;
-                let prompt = &prompts[g * d..(g + 1) * d];
-                *s = cosine(patch, prompt, &patch_norms[f * 2..], &prompt_norms[g * 2..]);
+    let mut group_reports = [OtReport::default(); WIDTH];
+    // A group of consecutive problems at a time, image-major: their logits and plans are
+    // contiguous.
+    for (index, logits) in logits.chunks_mut(group).enumerate() {
+        let (first, count) = (index * group, logits.len());
+        for (k, sim) in sims.chunks_exact_mut(problem).take(count).enumerate() {
+            let (b, c) = ((first + k) / classes, (first + k) % classes);
+            for (i, row) in sim.chunks_exact_mut(n).enumerate() {
+                let f = b * m + i;
+                let patch = &patches[f * d..(f + 1) * d];
+                for (j, s) in row.iter_mut().enumerate() {
+                    let g = j * classes + c;
+                    let prompt = &prompts[g * d..(g + 1) * d];
+                    *s = cosine(patch, prompt, &patch_norms[f * 2..], &prompt_norms[g * 2..]);
+                }
             }
         }
-        let sim = Similarity::new(sim, m, n)?;
-        let plan_out = match plans.as_deref_mut() {
-            Some(plans) => &mut plans[problem * m * n..(problem + 1) * m * n],
-            None => &mut plan[..],
+        let mut problems = [Similarity::new(&sims[..problem], m, n)?; WIDTH];
+        for (k, sim) in problems.iter_mut().enumerate().take(count).skip(1) {
+            *sim = Similarity::new(&sims[k * problem..(k + 1) * problem], m, n)?;
+        }
+        let plans_out = match plans.as_deref_mut() {
+            Some(plans) => &mut plans[first * problem..(first + count) * problem],
+            None => &mut group_plans[..count * problem],
         };
-        report.record(solve_checked(sim, params, ot_workspace, plan_out));
-        *logit = scale * transported_similarity(&sim, plan_out);
+        let group_reports = &mut group_reports[..count];
+        solve_group(
+            &problems[..count],
+            params,
+            ot_workspace,
+            plans_out,
+            group_reports,
+        );
+        for (((logit, sim), plan), &problem_report) in logits
+            .iter_mut()
+            .zip(&problems)
+            .zip(plans_out.chunks_exact(problem))
+            .zip(group_reports.iter())
+        {
+            report.record(problem_report);
+            *logit = scale * transported_similarity(sim, plan);
+        }
     }
     Ok(report)
 }

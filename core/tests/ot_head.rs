@@ -76,8 +76,13 @@ fn head_cases() -> Vec<HeadCase> {
 }
 
 fn run_head(case: &HeadCase) -> (Vec<f32>, Vec<f32>, ot::BatchReport) {
+    run_head_with(case, head::workspace_len(&case.shape).unwrap())
+}
+
+/// The head on `case` with `workspace_len` floats of workspace.
+fn run_head_with(case: &HeadCase, workspace_len: usize) -> (Vec<f32>, Vec<f32>, ot::BatchReport) {
     let shape = &case.shape;
-    let mut work = vec![0.0; head::workspace_len(shape).unwrap()];
+    let mut work = vec![0.0; workspace_len];
     let mut logits = vec![0.0; shape.images * shape.classes];
     let mut plans = vec![0.0; case.plans.len()];
     let report = head::forward(
@@ -115,6 +120,37 @@ fn logits_and_plans_match_float64_references() {
 }
 
 /// Features need not be normalised: scaling any feature vector changes nothing.
+/// With the larger workspace the head solves eight problems at a time in lockstep: the same
+/// bits as one at a time, with and without the plans kept, on every reference case.
+#[test]
+fn lockstep_gives_the_same_logits_and_plans() {
+    let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    for (k, case) in head_cases().iter().enumerate() {
+        let lockstep_len = head::batch_workspace_len(&case.shape).unwrap();
+        assert!(lockstep_len > head::workspace_len(&case.shape).unwrap());
+        let (logits, plans, report) = run_head(case);
+        let (lockstep_logits, lockstep_plans, lockstep_report) = run_head_with(case, lockstep_len);
+        assert_eq!(bits(&lockstep_logits), bits(&logits), "case {k}");
+        assert_eq!(bits(&lockstep_plans), bits(&plans), "case {k}");
+        assert_eq!(lockstep_report, report, "case {k}");
+
+        let mut work = vec![0.0; lockstep_len];
+        let mut without_plans = vec![0.0; logits.len()];
+        head::forward(
+            &case.patches,
+            &case.prompts,
+            &case.shape,
+            &case.params,
+            case.scale,
+            &mut work,
+            &mut without_plans,
+            None,
+        )
+        .unwrap();
+        assert_eq!(bits(&without_plans), bits(&logits), "case {k}");
+    }
+}
+
 #[test]
 fn feature_scale_does_not_matter() {
     let case = &head_cases()[0];

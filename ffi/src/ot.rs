@@ -187,7 +187,7 @@ pub unsafe extern "C" fn fedotp_ot_logits(
             prompts: n,
             classes,
         };
-        let mut work = zeroed::<f32>(head::workspace_len(&shape)?, "workspace")?;
+        let mut work = zeroed::<f32>(head::batch_workspace_len(&shape)?, "workspace")?;
         fedotp_host::ot::head_forward(
             patches,
             prompts,

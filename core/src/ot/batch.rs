@@ -142,33 +142,21 @@ pub fn solve_batch(
     params.check_resolution(sim.iter().fold(0.0, |largest: f32, s| largest.max(s.abs())))?;
 
     let plan_len = layout.patches * layout.prompts;
+    let group = group_size(workspace.len(), layout.patches, layout.prompts);
     let mut summary = BatchReport::default();
-    if workspace.len() < batch_workspace_len(layout.patches, layout.prompts) {
-        for (problem, plan) in plans.chunks_exact_mut(plan_len).enumerate() {
-            // Cannot fail: the layout was checked against the similarity tensor's length above.
-            let sim = layout.problem_at(sim, problem)?;
-            let report = solve_checked(sim, params, workspace, plan);
-            if let Some(reports) = reports.as_deref_mut() {
-                reports[problem] = report;
-            }
-            summary.record(report);
-        }
-        return Ok(summary);
-    }
-
-    // Eight consecutive problems at a time (their plans are contiguous); the last group may
-    // hold fewer.
     let mut group_reports = [OtReport::default(); WIDTH];
-    for (group, plans) in plans.chunks_mut(WIDTH * plan_len).enumerate() {
-        let first = group * WIDTH;
+    // Consecutive problems, a group at a time: their plans are contiguous; the last group may
+    // hold fewer.
+    for (index, plans) in plans.chunks_mut(group * plan_len).enumerate() {
+        let first = index * group;
         let count = plans.len() / plan_len;
-        // Cannot fail: as above.
+        // Cannot fail: the layout was checked against the similarity tensor's length above.
         let mut problems = [layout.problem_at(sim, first)?; WIDTH];
         for (l, problem) in problems.iter_mut().enumerate().take(count).skip(1) {
             *problem = layout.problem_at(sim, first + l)?;
         }
         let group_reports = &mut group_reports[..count];
-        solve_lockstep(&problems[..count], params, workspace, plans, group_reports);
+        solve_group(&problems[..count], params, workspace, plans, group_reports);
         for (l, &report) in group_reports.iter().enumerate() {
             if let Some(reports) = reports.as_deref_mut() {
                 reports[first + l] = report;
@@ -177,6 +165,40 @@ pub fn solve_batch(
         }
     }
     Ok(summary)
+}
+
+/// How many problems [`solve_group`] solves at once with `workspace_floats` of workspace for
+/// `m × n` problems: eight in lockstep given [`batch_workspace_len`], else one.
+pub(crate) const fn group_size(workspace_floats: usize, m: usize, n: usize) -> usize {
+    if workspace_floats >= batch_workspace_len(m, n) {
+        WIDTH
+    } else {
+        1
+    }
+}
+
+/// Solves `problems` (at most [`group_size`], known good, all of one shape) into `plans` (their
+/// plans one after another) and `reports`: in lockstep or one at a time, as the workspace allows.
+#[inline(always)]
+pub(crate) fn solve_group(
+    problems: &[Similarity<'_>],
+    params: &OtParams,
+    workspace: &mut [f32],
+    plans: &mut [f32],
+    reports: &mut [OtReport],
+) {
+    let (m, n) = (problems[0].rows(), problems[0].cols());
+    if group_size(workspace.len(), m, n) == WIDTH {
+        solve_lockstep(problems, params, workspace, plans, reports);
+    } else {
+        for ((&sim, plan), report) in problems
+            .iter()
+            .zip(plans.chunks_exact_mut(m * n))
+            .zip(reports)
+        {
+            *report = solve_checked(sim, params, workspace, plan);
+        }
+    }
 }
 
 /// Floats of workspace with which [`solve_batch`] solves eight problems at a time.

@@ -22,7 +22,7 @@ use super::solver::{unabsorbed, workspace_len, State, BOUND_CEILING, PARTIAL_SUM
 use super::{OtParams, OtReport};
 
 /// Problems solved at once: eight `f32` fill an AVX2 register (two SSE or NEON registers).
-pub(super) const WIDTH: usize = 8;
+pub(crate) const WIDTH: usize = 8;
 
 /// One value of each of the [`WIDTH`] problems.
 type Lanes = [f32; WIDTH];

@@ -37,10 +37,10 @@
 //! assert!((plan[1] + plan[3] + plan[5] - 0.4).abs() < 1e-6);
 //! ```
 
-mod batch;
+pub(crate) mod batch;
 mod error;
 mod exp;
-mod lockstep;
+pub(crate) mod lockstep;
 #[cfg(feature = "nalgebra")]
 pub mod nalgebra;
 mod params;
