@@ -12,7 +12,7 @@ use fedotp_host::fed::SgdState;
 use fedotp_host::run::{start_run, Checkpoint, MetricsRow, RowScope};
 use fedotp_host::train::{
     train_run, CachePlace, FrozenClip, LocalSchedule, PromptSetup, PromptTrainer, Silent,
-    SplitFeatures,
+    Simulation, SplitFeatures,
 };
 use std::ops::ControlFlow;
 
@@ -347,4 +347,44 @@ fn clients_computed_at_once_give_the_results_of_one_at_a_time() {
         alone_checkpoint == together_checkpoint,
         "the final states differ"
     );
+}
+
+/// `prompt.local_init`: by default every client's local prompt at round 0 is its own draw;
+/// `common` starts them all from one (client 0's), as the released code does, and leaves the
+/// global prompt as it was. The resolved configuration names the option only when it is set, so
+/// a default configuration keeps the hash it had before the option existed.
+#[test]
+fn local_prompts_start_from_own_draws_or_one_common_draw() {
+    let start = |overrides: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        let run = start_run(config(dir.path(), overrides)).unwrap();
+        let sim = Simulation::of_run(&run, Cpu::new(), &mut Silent).unwrap();
+        let checkpoint = sim.checkpoint(0);
+        let locals: Vec<Vec<f32>> = checkpoint
+            .clients
+            .iter()
+            .map(|c| c.local_prompt.as_ref().unwrap().values.clone())
+            .collect();
+        (checkpoint.global_prompt.unwrap().values, locals, run.config)
+    };
+    let (own_global, own, own_config) = start(&[]);
+    let (common_global, common, common_config) = start(&["prompt.local_init=\"common\""]);
+
+    assert!(own.len() >= 2 && own[0].iter().any(|&x| x != 0.0));
+    for (c, local) in own.iter().enumerate().skip(1) {
+        assert_ne!(local, &own[0], "client {c} drew client 0's local prompt");
+    }
+    for (c, local) in common.iter().enumerate() {
+        assert_eq!(
+            local, &own[0],
+            "client {c} does not start from the common draw"
+        );
+    }
+    assert_eq!(common_global, own_global);
+    assert_ne!(common_global, own[0]);
+
+    assert!(!own_config.to_toml().contains("local_init"));
+    assert!(common_config.to_toml().contains("local_init = \"common\""));
+    let reread: RunConfig = toml::from_str(&common_config.to_toml()).unwrap();
+    assert_eq!(reread, common_config);
 }

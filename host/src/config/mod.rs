@@ -18,7 +18,7 @@
 //! partition = { kind = "dirichlet", clients = 100, beta = 0.5, min_size = 10 }
 //!
 //! [federation]                        # rounds, frac, local_epochs, batch_size, eval_*, seed
-//! [prompt]                            # n_ctx, n_prompts, init_std
+//! [prompt]                            # n_ctx, n_prompts, init_std, local_init
 //! [ot]                                # eps, gamma, max_iter, tol, balanced
 //! [optimizer]                         # lr, momentum, weight_decay
 //! [cache]                             # enabled, memory_budget_mib, disk_dir
@@ -64,7 +64,9 @@ pub use load::Override;
 pub use method::{Aggregation, Method, ZERO_SHOT_TEMPLATE};
 pub use model::{Backbone, ModelConfig, TinyModelConfig, TinyTextConfig, TinyVisionConfig};
 pub use system::{CacheConfig, OutputConfig};
-pub use training::{BatchSize, FederationConfig, OptimizerConfig, OtConfig, PromptConfig};
+pub use training::{
+    BatchSize, FederationConfig, LocalInit, OptimizerConfig, OtConfig, PromptConfig,
+};
 
 /// The quickstart preset (`configs/quickstart.toml`), embedded so `fedotp train` runs anywhere.
 pub const QUICKSTART_PRESET: &str = include_str!("../../../configs/quickstart.toml");

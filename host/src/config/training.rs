@@ -159,6 +159,30 @@ pub struct PromptConfig {
     pub n_prompts: Option<usize>,
     /// Standard deviation of the normal initialisation of the context.
     pub init_std: f64,
+    /// Each client's local prompt at round 0: its own draw (`"own"`, the default) or one draw
+    /// common to every client (`"common"`, as the released code starts them;
+    /// docs/ALGORITHM.md §7.4). Methods without a local prompt have nothing to draw. Written
+    /// into the resolved configuration only when it is not the default, so that the
+    /// configurations, and the run directories, of versions before it keep their hash.
+    #[serde(skip_serializing_if = "LocalInit::is_own")]
+    pub local_init: LocalInit,
+}
+
+/// How the clients' local prompts start ([`PromptConfig::local_init`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LocalInit {
+    /// Each client its own draw, on a stream of the seed reserved for it.
+    #[default]
+    Own,
+    /// Every client client 0's draw: all local prompts start identical.
+    Common,
+}
+
+impl LocalInit {
+    fn is_own(&self) -> bool {
+        *self == LocalInit::Own
+    }
 }
 
 impl Default for PromptConfig {
@@ -167,6 +191,7 @@ impl Default for PromptConfig {
             n_ctx: 16,
             n_prompts: None,
             init_std: 0.02,
+            local_init: LocalInit::Own,
         }
     }
 }

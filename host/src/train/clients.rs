@@ -28,7 +28,7 @@ use super::trainer::{prompt_class_names, LocalSchedule, PromptSetup};
 use super::{FrozenClip, PromptTrainer, SplitFeatures, TrainError};
 use crate::backend::Backend;
 use crate::clip::{ClipConfig, VisionConfig};
-use crate::config::{FederatedData, Method, ModelConfig, RunConfig};
+use crate::config::{FederatedData, LocalInit, Method, ModelConfig, RunConfig};
 use crate::data::{ClientSplit, Split};
 use crate::fed::SgdState;
 use crate::memory::{available_memory, f32_bytes, MemoryEstimate};
@@ -245,9 +245,14 @@ impl<'r, B: Backend> ClientRunner<'r, B> {
         self.trainers[0].init_context(self.global_len(), &mut self.stream(INIT_STREAM))
     }
 
-    /// Client `client`'s state before its first round.
+    /// Client `client`'s state before its first round: its local prompt drawn on its own stream,
+    /// or on client 0's for every client when `prompt.local_init` is `common`.
     pub fn initial_client(&self, client: usize) -> ClientPrompts {
-        let mut rng = self.stream(INIT_STREAM + 1 + client as u64);
+        let drawn_as = match self.config.prompt.local_init {
+            LocalInit::Own => client,
+            LocalInit::Common => 0,
+        };
+        let mut rng = self.stream(INIT_STREAM + 1 + drawn_as as u64);
         ClientPrompts {
             local: self.trainers[0].init_context(self.local_len(), &mut rng),
             optimizer: SgdState::default(),
