@@ -1,6 +1,6 @@
 //! The independent problems of a batch: one per (image, class) pair.
 
-use super::lockstep::{lockstep_workspace_len, solve_lockstep, WIDTH};
+use super::lockstep::{batch_workspace_len, solve_lockstep, WIDTH};
 use super::similarity::checked_area;
 use super::solver::{solve_checked, workspace_len};
 use super::{OtError, OtParams, OtReport, Similarity};
@@ -91,8 +91,9 @@ impl BatchReport {
 /// `workspace` needs [`workspace_len`]`(M, N)` floats, reused by every problem. Given
 /// [`batch_workspace_len`]`(M, N)` (nine times as much), it solves eight neighbouring problems at
 /// a time in lockstep, one per SIMD lane — faster where the CPU has wide SIMD
-/// (docs/PERFORMANCE.md), and bit for bit the same plans and reports. When `reports` is given (one per problem,
-/// image-major), each problem's report is written there too. On error nothing is written.
+/// (docs/PERFORMANCE.md), and bit for bit the same plans and reports. When `reports` is given
+/// (one per problem, image-major), each problem's report is written there too. On error nothing
+/// is written.
 #[inline(always)]
 pub fn solve_batch(
     sim: &[f32],
@@ -199,9 +200,4 @@ pub(crate) fn solve_group(
             *report = solve_checked(sim, params, workspace, plan);
         }
     }
-}
-
-/// Floats of workspace with which [`solve_batch`] solves eight problems at a time.
-pub const fn batch_workspace_len(m: usize, n: usize) -> usize {
-    lockstep_workspace_len(m, n)
 }

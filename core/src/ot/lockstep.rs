@@ -27,17 +27,18 @@ pub(crate) const WIDTH: usize = 8;
 /// One value of each of the [`WIDTH`] problems.
 type Lanes = [f32; WIDTH];
 
-/// Floats of workspace to solve [`WIDTH`] `m × n` problems in lockstep: each problem's
-/// [`workspace_len`] interleaved, and one problem's more to set up and finish them in.
+/// Floats of workspace with which [`solve_batch`](super::solve_batch) solves eight `m × n`
+/// problems at a time in lockstep: each problem's [`workspace_len`] interleaved, and one
+/// problem's more to absorb and finish them in (nine times `workspace_len`).
 ///
 /// Saturates instead of overflowing, so an impossible size fails the workspace length check.
-pub(super) const fn lockstep_workspace_len(m: usize, n: usize) -> usize {
+pub const fn batch_workspace_len(m: usize, n: usize) -> usize {
     workspace_len(m, n).saturating_mul(WIDTH + 1)
 }
 
 /// Solves `problems` (1 to [`WIDTH`], all `m × n`, already checked) in lockstep: problem `l`'s
 /// plan goes to `plans[l·m·n..(l+1)·m·n]` (row-major) and its report to `reports[l]`.
-/// `workspace` holds at least [`lockstep_workspace_len`]`(m, n)` floats.
+/// `workspace` holds at least [`batch_workspace_len`]`(m, n)` floats.
 #[inline(always)]
 pub(super) fn solve_lockstep<S: SimilarityEntries>(
     problems: &[S],

@@ -47,8 +47,9 @@ mod params;
 mod similarity;
 pub mod solver;
 
-pub use batch::{batch_workspace_len, solve_batch, BatchLayout, BatchReport};
+pub use batch::{solve_batch, BatchLayout, BatchReport};
 pub use error::OtError;
+pub use lockstep::batch_workspace_len;
 pub use params::{OtMode, OtParams, OtReport, COSINE_BOUND, EPS_RESOLUTION};
 pub use similarity::Similarity;
 pub use solver::{solve, workspace_len};
