@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use fedotp_host::backend::{BatchNorm, Conv2d, Linear};
+use fedotp_host::backend::{Activation, BatchNorm, Conv2d, Linear};
 use fedotp_host::clip::{
     ClipConfig, ClipError, ClipWeights, ConvNorm, VisionConfig, VisionWeights,
 };
@@ -354,11 +354,14 @@ fn config_errors_name_the_file_and_field() {
     let (tmp, _) = edited("hf", "model.safetensors", |_| {});
     let config = tmp.path().join("config.json");
     let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text.replacen("\"quick_gelu\"", "\"gelu\"", 1)).unwrap();
+    // The tanh approximation is another function: refused, not run as the exact GELU.
+    std::fs::write(&config, text.replacen("\"quick_gelu\"", "\"gelu_new\"", 1)).unwrap();
     let (err, message) = load_err(tmp.path());
     assert!(matches!(err, ClipError::Unsupported { .. }), "{err:?}");
     assert!(
-        message.contains("hidden_act") && message.contains("config.json"),
+        message.contains("hidden_act")
+            && message.contains("gelu_new")
+            && message.contains("config.json"),
         "{message}"
     );
 
@@ -369,19 +372,50 @@ fn config_errors_name_the_file_and_field() {
         message.contains("config.json") && message.contains("invalid type"),
         "{message}"
     );
+}
 
-    // open_clip builds nn.GELU unless quick_gelu is set.
+#[test]
+fn the_activation_is_read_from_either_config_file() {
+    // Hugging Face: each tower's own `hidden_act`.
+    let (tmp, _) = edited("hf", "model.safetensors", |_| {});
+    let config = tmp.path().join("config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert_eq!(
+        text.matches("\"quick_gelu\"").count(),
+        2,
+        "both towers name it"
+    );
+    std::fs::write(&config, text.replacen("\"quick_gelu\"", "\"gelu\"", 1)).unwrap();
+    let weights = ClipWeights::load(tmp.path()).unwrap();
+    let VisionConfig::Vit(vit) = &weights.config.vision else {
+        panic!("a ViT fixture")
+    };
+    let towers = (weights.config.text.activation, vit.activation);
+    assert!(
+        towers == (Activation::Gelu, Activation::QuickGelu)
+            || towers == (Activation::QuickGelu, Activation::Gelu),
+        "{towers:?}"
+    );
+
+    // open_clip: one flag for both towers; nn.GELU unless `quick_gelu` is set.
     let (tmp, _) = edited("openai", "open_clip_model.safetensors", |_| {});
     let config = tmp.path().join("open_clip_config.json");
+    let quick = ClipWeights::load(tmp.path()).unwrap().config;
+    assert_eq!(quick.text.activation, Activation::QuickGelu);
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
         &config,
         text.replace("\"quick_gelu\": true", "\"quick_gelu\": false"),
     )
     .unwrap();
-    let (err, message) = load_err(tmp.path());
-    assert!(matches!(err, ClipError::Unsupported { .. }), "{err:?}");
-    assert!(message.contains("quick_gelu"), "{message}");
+    let gelu = ClipWeights::load(tmp.path()).unwrap().config;
+    let VisionConfig::Vit(vit) = &gelu.vision else {
+        panic!("a ViT fixture")
+    };
+    assert_eq!(
+        (gelu.text.activation, vit.activation),
+        (Activation::Gelu, Activation::Gelu)
+    );
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! a ModifiedResNet image tower, small and random, recorded by `tests/scripts/clip_fixtures.py`.
 //! Run with `--nocapture` to see each layer's error.
 
-use fedotp_host::backend::{Backend, Cpu};
+use fedotp_host::backend::{Activation, Backend, Cpu};
 use fedotp_host::clip::{
     text_backward, text_forward, vision_forward_inspect, ClipWeights, PromptBatch, SpecialTokens,
     TextActivations, VisionStage,
@@ -246,6 +246,25 @@ fn hugging_face_vision_tower_matches_pytorch() {
 #[test]
 fn openai_vision_tower_matches_pytorch() {
     check_vision(&load("openai"), &reference("openai"), "openai");
+}
+
+/// open_clip's default nn.GELU (LAION's and DataComp's models), in another shape than the
+/// other fixtures: every text block, the features and the context gradient.
+#[test]
+fn gelu_text_tower_matches_pytorch() {
+    assert_eq!(load("gelu").config.text.activation, Activation::Gelu);
+    check_text("gelu");
+}
+
+#[test]
+fn gelu_plain_text_matches_encode_text() {
+    let r = reference("gelu");
+    check_plain_text(&load("gelu"), &r, "plain.features", "gelu encode_text");
+}
+
+#[test]
+fn gelu_vision_tower_matches_pytorch() {
+    check_vision(&load("gelu"), &reference("gelu"), "gelu");
 }
 
 /// A PyTorch `(n, c, h, w)` map as the tower's channels-last rows `(n, h·w, c)`.

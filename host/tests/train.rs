@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use fedotp_host::backend::Cpu;
-use fedotp_host::clip::ClipWeights;
+use fedotp_host::backend::{Activation, Cpu};
+use fedotp_host::clip::{ClipWeights, VisionConfig};
 use fedotp_host::config::{Override, RunConfig};
 use fedotp_host::data::Split;
 use fedotp_host::fed::SgdState;
@@ -387,4 +387,44 @@ fn local_prompts_start_from_own_draws_or_one_common_draw() {
     assert!(common_config.to_toml().contains("local_init = \"common\""));
     let reread: RunConfig = toml::from_str(&common_config.to_toml()).unwrap();
     assert_eq!(reread, common_config);
+}
+
+/// `model.activation` of the tiny model: QuickGELU by default (and then absent from the resolved
+/// configuration, whose hash stays what it was), GELU when asked — in both towers of the model a
+/// run builds — and a value that is neither is refused naming the key.
+#[test]
+fn the_tiny_model_runs_the_configured_activation() {
+    let dir = tempfile::tempdir().unwrap();
+    let towers = |config: &RunConfig| {
+        let clip = FrozenClip::from_config(Cpu::new(), &config.model).unwrap();
+        let c = &clip.weights().config;
+        let VisionConfig::Vit(vit) = &c.vision else {
+            panic!("the tiny model is a ViT")
+        };
+        (c.text.activation, vit.activation)
+    };
+    let default = config(dir.path(), &[]);
+    assert_eq!(
+        towers(&default),
+        (Activation::QuickGelu, Activation::QuickGelu)
+    );
+    assert!(!default.to_toml().contains("activation"));
+
+    let gelu = config(dir.path(), &["model.activation=\"gelu\""]);
+    assert_eq!(towers(&gelu), (Activation::Gelu, Activation::Gelu));
+    assert!(gelu.to_toml().contains("activation = \"gelu\""));
+    let reread: RunConfig = toml::from_str(&gelu.to_toml()).unwrap();
+    assert_eq!(reread, gelu);
+
+    let overrides: Vec<Override> = ["model.activation=\"relu\""]
+        .iter()
+        .map(|o| o.parse().unwrap())
+        .collect();
+    let message = RunConfig::quickstart_with(&overrides)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("model.activation") && message.contains("relu"),
+        "{message}"
+    );
 }

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Reference fixtures for the Rust CLIP (host/tests/clip_*.rs).
 
-Builds two small random CLIPs and records, with PyTorch autograd as the reference:
+Builds small random CLIPs and records, with PyTorch autograd as the reference:
   hf/      a Hugging Face `transformers` CLIPModel (model.safetensors + config.json), text width 64
            with 2 heads, vision width 96 with 3 heads;
   openai/  an open_clip CLIP in the OpenAI layout (open_clip_model.safetensors +
-           open_clip_config.json), widths 64 with 32-wide heads, also stored as f16 and bf16.
+           open_clip_config.json), widths 64 with 32-wide heads, also stored as f16 and bf16;
+  gelu/    an open_clip CLIP with nn.GELU (open_clip's default, LAION's and DataComp's models) in
+           another shape: 4-pixel patches, 16-wide vision heads, text width 48 in 3 layers;
 and, in each directory, reference.safetensors with the inputs and every intermediate:
   text.*    prompts "[SOT] ctx(4) class tokens [EOT]" for 2 context sets x 3 classes, CoOp-style
             (token embeddings with the context spliced in, run through the tower, EOT-pooled):
@@ -249,19 +251,30 @@ def hf_fixture(out):
     save(ref, os.path.join(out, "reference.safetensors"))
 
 
-def openai_fixture(out):
+# The OpenAI-layout fixture: OpenAI's QuickGELU, also stored in f16 and bf16.
+OPENAI_CFG = dict(
+    embed_dim=32,
+    quick_gelu=True,
+    vision_cfg=dict(image_size=40, layers=2, width=64, head_width=32, patch_size=8),
+    text_cfg=dict(context_length=CONTEXT, vocab_size=VOCAB, width=64, heads=2, layers=2),
+)
+# An open_clip model as LAION and DataComp train them: nn.GELU (no `quick_gelu`), in another
+# shape (4-pixel patches, three 16-wide vision heads, a 3-block text tower of width 48).
+GELU_CFG = dict(
+    embed_dim=24,
+    vision_cfg=dict(image_size=24, layers=2, width=48, head_width=16, patch_size=4),
+    text_cfg=dict(context_length=CONTEXT, vocab_size=VOCAB, width=48, heads=3, layers=3),
+)
+
+
+def open_clip_fixture(out, model_cfg, reduced_precision):
     os.makedirs(out, exist_ok=True)
-    model_cfg = dict(
-        embed_dim=32,
-        quick_gelu=True,
-        vision_cfg=dict(image_size=40, layers=2, width=64, head_width=32, patch_size=8),
-        text_cfg=dict(context_length=CONTEXT, vocab_size=VOCAB, width=64, heads=2, layers=2),
-    )
     model = open_clip.CLIP(**model_cfg).eval()
     perturb(model)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(state, os.path.join(out, "open_clip_model.safetensors"))
-    for name, dtype in [("f16", torch.float16), ("bf16", torch.bfloat16)]:
+    reduced = [("f16", torch.float16), ("bf16", torch.bfloat16)] if reduced_precision else []
+    for name, dtype in reduced:
         save_file({k: v.to(dtype) for k, v in state.items()}, os.path.join(out, f"weights_{name}.safetensors"))
     with open(os.path.join(out, "open_clip_config.json"), "w") as f:
         json.dump(dict(model_cfg=model_cfg), f, indent=2)
@@ -277,7 +290,8 @@ def openai_fixture(out):
 
     ref = {}
     names = dict(ln_1="ln_1", ln_2="ln_2", fc=lambda b: b.mlp.c_fc, qkv=qkv)
-    text_reference(ref, "text", run_tower, model.token_embedding, model.transformer.resblocks, 2, names)
+    heads = model_cfg["text_cfg"]["heads"]
+    text_reference(ref, "text", run_tower, model.token_embedding, model.transformer.resblocks, heads, names)
 
     plain_ids, plain_eot = prompt_ids([torch.randint(1, VOCAB - 2, (n,)) for n in PLAIN_LENGTHS], 0)
     with torch.no_grad():
@@ -295,11 +309,12 @@ def openai_fixture(out):
             rec.output(block, f"block{i}")
         rec.output(v.ln_post, "post_norm")
 
-    images = torch.randn(IMAGES, 3, 40, 40)
+    side = model_cfg["vision_cfg"]["image_size"]
+    images = torch.randn(IMAGES, 3, side, side)
     vision_reference(ref, images, hooks, model.encode_image, lambda rec: rec.values["post_norm"] @ v.proj)
 
     # The reduced-precision files, evaluated in f32 after rounding the weights as stored.
-    for name, dtype in [("f16", torch.float16), ("bf16", torch.bfloat16)]:
+    for name, dtype in reduced:
         rounded = open_clip.CLIP(**model_cfg).eval()
         rounded.load_state_dict({k: t.to(dtype).float() for k, t in state.items()})
         with torch.no_grad():
@@ -467,8 +482,10 @@ def resnet_fixture(out):
 def main():
     shutil.rmtree(OUT, ignore_errors=True)
     hf_fixture(os.path.join(OUT, "hf"))
-    openai_fixture(os.path.join(OUT, "openai"))
+    open_clip_fixture(os.path.join(OUT, "openai"), OPENAI_CFG, reduced_precision=True)
     resnet_fixture(os.path.join(OUT, "rn"))
+    # Last, so the fixtures above keep their random draws.
+    open_clip_fixture(os.path.join(OUT, "gelu"), GELU_CFG, reduced_precision=False)
     total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(OUT) for f in fs)
     print(f"wrote {OUT} ({total / 1e6:.2f} MB)")
 

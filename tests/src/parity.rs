@@ -15,12 +15,12 @@
 use fedotp_core::head::{self as core_head, HeadShape};
 use fedotp_core::ot::{BatchLayout, BatchReport, OtError, OtMode, OtParams};
 use fedotp_host::backend::{
-    AttentionShape, Backend, BackendError, BatchNorm, Conv2d, Cpu, Cuda, CudaBuf, LayerNorm,
-    Linear, MapShape, MathMode, MatmulDims, PatchShape, PromptShape, SeqShape,
+    Activation, AttentionShape, Backend, BackendError, BatchNorm, Conv2d, Cpu, Cuda, CudaBuf,
+    LayerNorm, Linear, MapShape, MathMode, MatmulDims, PatchShape, PromptShape, SeqShape,
 };
 use fedotp_host::clip::{
     text_backward, text_forward, vision_forward, ClipConfig, ClipWeights, PromptBatch,
-    SpecialTokens, TextActivations,
+    SpecialTokens, TextActivations, VisionConfig,
 };
 use fedotp_host::prompt::{encode_images, Head, PromptLearner, PromptModel};
 
@@ -492,18 +492,20 @@ fn elementwise(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
     let len = 1000;
     let x = uniform(len, 60, 4.0);
     let x_g = gpu.upload(&x).unwrap();
-    let mut want = vec![0.0; len];
-    cpu.quick_gelu(&mut want, &x, len).unwrap();
-    let mut got = poisoned(gpu, len);
-    gpu.quick_gelu(&mut got, &x_g, len).unwrap();
-    report.compare("quick_gelu", &down(gpu, &got), &want, tol.kernel);
+    for act in [Activation::QuickGelu, Activation::Gelu] {
+        let mut want = vec![0.0; len];
+        cpu.activation(act, &mut want, &x, len).unwrap();
+        let mut got = poisoned(gpu, len);
+        gpu.activation(act, &mut got, &x_g, len).unwrap();
+        report.compare(act.name(), &down(gpu, &got), &want, tol.kernel);
 
-    let d = uniform(len, 61, 1.0);
-    let mut want = d.clone();
-    cpu.quick_gelu_backward(&mut want, &x, len).unwrap();
-    let mut got = gpu.upload(&d).unwrap();
-    gpu.quick_gelu_backward(&mut got, &x_g, len).unwrap();
-    report.compare("quick_gelu_backward", &down(gpu, &got), &want, tol.kernel);
+        let d = uniform(len, 61, 1.0);
+        let mut want = d.clone();
+        cpu.activation_backward(act, &mut want, &x, len).unwrap();
+        let mut got = gpu.upload(&d).unwrap();
+        gpu.activation_backward(act, &mut got, &x_g, len).unwrap();
+        report.compare(act.backward_name(), &down(gpu, &got), &want, tol.kernel);
+    }
 
     let acc = uniform(len, 62, 1.0);
     let mut want = acc.clone();
@@ -786,10 +788,14 @@ fn errors_match_the_cpu(gpu: &Cuda, cpu: &Cpu, report: &mut Report) {
     drop((short_c, short_g));
 }
 
-/// The tiny CLIP of the tests, with 4 text heads (16-wide).
-fn tiny_weights(seed: u64) -> ClipWeights<Vec<f32>> {
+/// The tiny CLIP of the tests, with 4 text heads (16-wide) and `act` in both towers.
+fn tiny_weights(seed: u64, act: Activation) -> ClipWeights<Vec<f32>> {
     let mut config = ClipConfig::tiny();
     config.text.heads = 4;
+    config.text.activation = act;
+    if let VisionConfig::Vit(vit) = &mut config.vision {
+        vit.activation = act;
+    }
     ClipWeights::random(&config, seed).unwrap()
 }
 
@@ -802,7 +808,13 @@ fn tiny_classes() -> Vec<Vec<u32>> {
 }
 
 fn text_tower(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
-    let weights = tiny_weights(70);
+    for act in [Activation::QuickGelu, Activation::Gelu] {
+        text_tower_with(gpu, cpu, report, tol, act);
+    }
+}
+
+fn text_tower_with(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances, act: Activation) {
+    let weights = tiny_weights(70, act);
     let text_c = weights
         .text
         .clone()
@@ -836,13 +848,13 @@ fn text_tower(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
         let d_ctx_g = prompts.context_gradient(gpu, &text_g, &d_emb_g).unwrap();
         let run = if round == 0 { "" } else { ", buffers reused" };
         report.compare(
-            &format!("text tower features{run}"),
+            &format!("text tower ({act}) features{run}"),
             &down(gpu, &features_g),
             &features_c,
             tol.chain,
         );
         report.compare(
-            &format!("text tower context gradient{run}"),
+            &format!("text tower ({act}) context gradient{run}"),
             &down(gpu, &d_ctx_g),
             &d_ctx_c,
             tol.chain,
@@ -850,11 +862,16 @@ fn text_tower(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
     }
 }
 
-/// Both image towers end to end: the tiny ViT and the tiny ModifiedResNet (RN50's layers at
-/// 64 px, 2 × 2 positions).
+/// Both image towers end to end: the tiny ViT (with each activation) and the tiny
+/// ModifiedResNet (RN50's layers at 64 px, 2 × 2 positions).
 fn vision_tower(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
     let resnet = ClipWeights::random(&ClipConfig::tiny_resnet(), 82).unwrap();
-    for (name, weights) in [("ViT", tiny_weights(80)), ("ResNet", resnet)] {
+    let towers = [
+        ("ViT", tiny_weights(80, Activation::QuickGelu)),
+        ("ViT (gelu)", tiny_weights(80, Activation::Gelu)),
+        ("ResNet", resnet),
+    ];
+    for (name, weights) in towers {
         image_tower(gpu, cpu, report, tol, (name, &weights));
     }
 }
@@ -1334,7 +1351,7 @@ fn sgd_first_step(ctx: &[f32], grad: &[f32]) -> Vec<f32> {
 /// gradient and the SGD update of the context — the second step reusing the first one's
 /// workspace.
 fn local_steps(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
-    let weights = tiny_weights(120);
+    let weights = tiny_weights(120, Activation::QuickGelu);
     let clip_c = weights.clone().to_backend(cpu).unwrap();
     let clip_g = weights.clone().to_backend(gpu).unwrap();
     let config = &weights.config;

@@ -354,7 +354,7 @@ pub(super) fn attention_backward<B: Backend + ?Sized>(
 }
 
 /// Checks an element-wise op over `len` values of two buffers (`(name, buffer)` pairs):
-/// [`Backend::quick_gelu`], [`Backend::quick_gelu_backward`], [`Backend::add_assign`].
+/// [`Backend::activation`], [`Backend::activation_backward`], [`Backend::add_assign`].
 pub(super) fn elementwise<B: Backend + ?Sized>(
     b: &B,
     op: &'static str,

@@ -49,6 +49,7 @@
 //! feature [`Cuda`] is a stand-in that says so when opened. Threads that share a backend take
 //! turns on it ([`Backend::take_turn`]): a GPU serves one caller at a time.
 
+mod activation;
 mod checks;
 mod cpu;
 #[cfg(feature = "cuda")]
@@ -65,6 +66,7 @@ use fedotp_core::ot::{BatchLayout, BatchReport, OtParams};
 
 use crate::memory::MemoryError;
 
+pub use activation::Activation;
 pub use checks::Checked;
 pub use cpu::Cpu;
 pub use cuda::{Cuda, CudaBuf, CudaError};
@@ -805,34 +807,43 @@ pub trait Backend: Send + Sync {
         probs: &Self::Buf,
         shape: AttentionShape,
     ) -> BackendResult<()>;
-    /// QuickGELU, `out = x · σ(1.702 x)`, over `len` values.
-    fn quick_gelu(&self, out: &mut Self::Buf, inp: &Self::Buf, len: usize) -> BackendResult<()> {
-        let checked = checks::elementwise(self, "quick_gelu", [("out", out), ("inp", inp)], len)?;
-        self.quick_gelu_unchecked(checked, out, inp, len)
+    /// The MLP activation `act` over `len` values: `out[i] = act(inp[i])`.
+    fn activation(
+        &self,
+        act: Activation,
+        out: &mut Self::Buf,
+        inp: &Self::Buf,
+        len: usize,
+    ) -> BackendResult<()> {
+        let checked = checks::elementwise(self, act.name(), [("out", out), ("inp", inp)], len)?;
+        self.activation_unchecked(checked, act, out, inp, len)
     }
-    /// [`Backend::quick_gelu`] behind its checks.
-    fn quick_gelu_unchecked(
+    /// [`Backend::activation`] behind its checks.
+    fn activation_unchecked(
         &self,
         checked: Checked,
+        act: Activation,
         out: &mut Self::Buf,
         inp: &Self::Buf,
         len: usize,
     ) -> BackendResult<()>;
-    /// Gradient of [`Backend::quick_gelu`], in place: `d[i] *= QuickGELU'(inp[i])`.
-    fn quick_gelu_backward(
+    /// Gradient of [`Backend::activation`], in place: `d[i] *= act'(inp[i])`.
+    fn activation_backward(
         &self,
+        act: Activation,
         d: &mut Self::Buf,
         inp: &Self::Buf,
         len: usize,
     ) -> BackendResult<()> {
         let checked =
-            checks::elementwise(self, "quick_gelu_backward", [("d", d), ("inp", inp)], len)?;
-        self.quick_gelu_backward_unchecked(checked, d, inp, len)
+            checks::elementwise(self, act.backward_name(), [("d", d), ("inp", inp)], len)?;
+        self.activation_backward_unchecked(checked, act, d, inp, len)
     }
-    /// [`Backend::quick_gelu_backward`] behind its checks.
-    fn quick_gelu_backward_unchecked(
+    /// [`Backend::activation_backward`] behind its checks.
+    fn activation_backward_unchecked(
         &self,
         checked: Checked,
+        act: Activation,
         d: &mut Self::Buf,
         inp: &Self::Buf,
         len: usize,

@@ -13,8 +13,8 @@ use fedotp_core::ot::{BatchLayout, BatchReport, OtParams};
 
 pub use super::MathMode;
 use super::{
-    AttentionShape, Backend, BackendResult, BatchNorm, Checked, Conv2d, LayerNorm, Linear,
-    MapShape, MatmulDims, PatchShape, PromptShape, SeqShape,
+    Activation, AttentionShape, Backend, BackendResult, BatchNorm, Checked, Conv2d, LayerNorm,
+    Linear, MapShape, MatmulDims, PatchShape, PromptShape, SeqShape,
 };
 
 /// Why there is no CUDA backend.
@@ -257,9 +257,10 @@ impl Backend for Cuda {
         match *self {}
     }
 
-    fn quick_gelu_unchecked(
+    fn activation_unchecked(
         &self,
         _: Checked,
+        _: Activation,
         _: &mut Self::Buf,
         _: &Self::Buf,
         _: usize,
@@ -267,9 +268,10 @@ impl Backend for Cuda {
         match *self {}
     }
 
-    fn quick_gelu_backward_unchecked(
+    fn activation_backward_unchecked(
         &self,
         _: Checked,
+        _: Activation,
         _: &mut Self::Buf,
         _: &Self::Buf,
         _: usize,

@@ -2,11 +2,13 @@
 //!
 //! ```text
 //! mid = x + out_proj(attention(qkv(ln_1(x))))
-//! out = mid + c_proj(quick_gelu(c_fc(ln_2(mid))))
+//! out = mid + c_proj(act(c_fc(ln_2(mid))))
 //! ```
+//!
+//! with `act` the model's MLP activation (QuickGELU for OpenAI's CLIP, GELU for most others).
 
 use super::{ClipError, ResidualBlock};
-use crate::backend::{AttentionShape, Backend, BackendResult};
+use crate::backend::{Activation, AttentionShape, Backend, BackendResult};
 
 /// Grows `buf` to hold at least `len` values (keeping it when it already does).
 pub(super) fn fit<B: Backend>(backend: &B, buf: &mut B::Buf, len: usize) -> BackendResult<()> {
@@ -95,6 +97,7 @@ pub(super) fn block_forward<B: Backend>(
     a: &mut BlockActivations<B::Buf>,
     s: &mut Scratch<B::Buf>,
     attention: AttentionShape,
+    act: Activation,
     out: &mut B::Buf,
 ) -> Result<(), ClipError> {
     let rows = attention.batch * attention.seq;
@@ -119,7 +122,7 @@ pub(super) fn block_forward<B: Backend>(
     let ln_2_stats = (&mut a.ln_2_stats.0, &mut a.ln_2_stats.1);
     backend.layer_norm(&mut s.normed, ln_2_stats, &a.mid, &w.ln_2, rows)?;
     backend.linear(&mut a.fc, &s.normed, &w.mlp_fc, rows)?;
-    backend.quick_gelu(&mut s.hidden, &a.fc, hidden)?;
+    backend.activation(act, &mut s.hidden, &a.fc, hidden)?;
     backend.linear(out, &s.hidden, &w.mlp_proj, rows)?;
     backend.add_assign(out, &a.mid, rows * width)?;
     Ok(())
@@ -135,13 +138,14 @@ pub(super) fn block_backward<B: Backend>(
     a: &BlockActivations<B::Buf>,
     s: &mut Scratch<B::Buf>,
     attention: AttentionShape,
+    act: Activation,
     d_x: &mut B::Buf,
 ) -> Result<(), ClipError> {
     let rows = attention.batch * attention.seq;
     let hidden = rows * w.mlp_fc.out_features;
     let ln_2_stats = (&a.ln_2_stats.0, &a.ln_2_stats.1);
     backend.linear_backward(&mut s.hidden, d_x, &w.mlp_proj, rows)?;
-    backend.quick_gelu_backward(&mut s.hidden, &a.fc, hidden)?;
+    backend.activation_backward(act, &mut s.hidden, &a.fc, hidden)?;
     backend.linear_backward(&mut s.normed, &s.hidden, &w.mlp_fc, rows)?;
     backend.layer_norm_backward(d_x, &s.normed, &a.mid, ln_2_stats, &w.ln_2, rows)?;
 

@@ -2,6 +2,7 @@
 //! embedding width.
 
 use super::ClipError;
+use crate::backend::Activation;
 use crate::memory::{f32_bytes, MemoryEstimate};
 
 /// The layer-norm epsilon of every CLIP release.
@@ -27,6 +28,8 @@ pub struct TextConfig {
     pub mlp_width: usize,
     /// Layer-norm epsilon.
     pub layer_norm_eps: f32,
+    /// The MLP's activation.
+    pub activation: Activation,
 }
 
 /// A vision transformer (ViT) image tower.
@@ -46,6 +49,8 @@ pub struct VitConfig {
     pub mlp_width: usize,
     /// Layer-norm epsilon.
     pub layer_norm_eps: f32,
+    /// The MLP's activation.
+    pub activation: Activation,
 }
 
 impl VitConfig {
@@ -214,6 +219,7 @@ impl TextConfig {
             heads: 8,
             mlp_width: 2048,
             layer_norm_eps: CLIP_LAYER_NORM_EPS,
+            activation: Activation::QuickGelu,
         }
     }
 }
@@ -241,6 +247,7 @@ impl ClipConfig {
                 heads: 12,
                 mlp_width: 3072,
                 layer_norm_eps: CLIP_LAYER_NORM_EPS,
+                activation: Activation::QuickGelu,
             }),
         }
     }
@@ -312,6 +319,7 @@ impl ClipConfig {
                 heads: 2,
                 mlp_width: 256,
                 layer_norm_eps: CLIP_LAYER_NORM_EPS,
+                activation: Activation::QuickGelu,
             },
             vision: VisionConfig::Vit(VitConfig {
                 image_size: 32,
@@ -321,6 +329,7 @@ impl ClipConfig {
                 heads: 2,
                 mlp_width: 256,
                 layer_norm_eps: CLIP_LAYER_NORM_EPS,
+                activation: Activation::QuickGelu,
             }),
         }
     }

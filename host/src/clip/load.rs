@@ -25,7 +25,7 @@ use super::{
     ResNetWeights, ResidualBlock, TextConfig, TextWeights, VisionConfig, VisionWeights, VitConfig,
     VitWeights, CLIP_BATCH_NORM_EPS, CLIP_HEAD_WIDTH, CLIP_LAYER_NORM_EPS,
 };
-use crate::backend::{BatchNorm, Conv2d, LayerNorm, Linear};
+use crate::backend::{Activation, BatchNorm, Conv2d, LayerNorm, Linear};
 
 /// Weight file names tried, in order, when [`ClipWeights::load`] is given a directory.
 pub const WEIGHT_FILE_NAMES: [&str; 2] = ["model.safetensors", "open_clip_model.safetensors"];
@@ -781,6 +781,8 @@ fn infer_config(names: &Names, file: &TensorFile) -> Result<ClipConfig, ClipErro
         heads: default_heads(text_width),
         mlp_width: dim(file, &text_fc, 2, 0)?,
         layer_norm_eps: CLIP_LAYER_NORM_EPS,
+        // OpenAI's; a configuration file next to the weights may say otherwise.
+        activation: Activation::QuickGelu,
     };
     let embed_dim = dim(
         file,
@@ -809,6 +811,8 @@ fn infer_config(names: &Names, file: &TensorFile) -> Result<ClipConfig, ClipErro
         heads: default_heads(width),
         mlp_width: dim(file, &vision_fc, 2, 0)?,
         layer_norm_eps: CLIP_LAYER_NORM_EPS,
+        // OpenAI's; a configuration file next to the weights may say otherwise.
+        activation: Activation::QuickGelu,
     };
     Ok(ClipConfig {
         embed_dim,
@@ -851,13 +855,16 @@ struct HfTower {
 }
 
 impl HfTower {
-    fn check_activation(&self, path: &Path, tower: &str) -> Result<(), ClipError> {
+    /// The tower's `hidden_act`: CLIP's `quick_gelu` when absent (`CLIPTextConfig`'s default).
+    fn activation(&self, path: &Path, tower: &str) -> Result<Activation, ClipError> {
         match self.hidden_act.as_deref() {
-            None | Some("quick_gelu") => Ok(()),
+            None | Some("quick_gelu") => Ok(Activation::QuickGelu),
+            Some("gelu") => Ok(Activation::Gelu),
             Some(other) => Err(ClipError::Unsupported {
                 path: path.to_path_buf(),
                 what: format!(
-                    "{tower}.hidden_act is \"{other}\": only \"quick_gelu\" (CLIP's) is supported"
+                    "{tower}.hidden_act is \"{other}\": only \"quick_gelu\" (OpenAI CLIP's) and \
+                     \"gelu\" (the exact GELU) are supported"
                 ),
             }),
         }
@@ -900,8 +907,8 @@ fn apply_hf_config(config: &mut ClipConfig, path: &Path) -> Result<(), ClipError
         config.embed_dim = d;
     }
     if let Some(t) = hf.text_config {
-        t.check_activation(path, "text_config")?;
         let c = &mut config.text;
+        c.activation = t.activation(path, "text_config")?;
         c.width = t.hidden_size.unwrap_or(c.width);
         c.mlp_width = t.intermediate_size.unwrap_or(c.mlp_width);
         if let Some(heads) = t.num_attention_heads {
@@ -913,7 +920,7 @@ fn apply_hf_config(config: &mut ClipConfig, path: &Path) -> Result<(), ClipError
         c.layer_norm_eps = t.layer_norm_eps.map_or(c.layer_norm_eps, |e| e as f32);
     }
     if let (Some(v), VisionConfig::Vit(c)) = (hf.vision_config, &mut config.vision) {
-        v.check_activation(path, "vision_config")?;
+        c.activation = v.activation(path, "vision_config")?;
         c.width = v.hidden_size.unwrap_or(c.width);
         c.mlp_width = v.intermediate_size.unwrap_or(c.mlp_width);
         if let Some(heads) = v.num_attention_heads {
@@ -952,12 +959,15 @@ struct OpenClipTower {
 
 fn apply_open_clip_config(config: &mut ClipConfig, path: &Path) -> Result<(), ClipError> {
     let cfg: OpenClipFile = read_json(path)?;
-    // open_clip builds nn.GELU unless `quick_gelu` is set; OpenAI's weights need QuickGELU.
-    if cfg.model_cfg.quick_gelu != Some(true) {
-        return Err(ClipError::Unsupported {
-            path: path.to_path_buf(),
-            what: "model_cfg.quick_gelu is not true: this model uses GELU, only QuickGELU (OpenAI CLIP) is supported".into(),
-        });
+    // open_clip builds nn.GELU unless `quick_gelu` is set (OpenAI's weights set it).
+    let activation = if cfg.model_cfg.quick_gelu == Some(true) {
+        Activation::QuickGelu
+    } else {
+        Activation::Gelu
+    };
+    config.text.activation = activation;
+    if let VisionConfig::Vit(c) = &mut config.vision {
+        c.activation = activation;
     }
     if let Some(t) = cfg.model_cfg.text_cfg {
         let heads = t.heads.unwrap_or(OPEN_CLIP_TEXT_HEADS);

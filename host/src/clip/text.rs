@@ -206,7 +206,15 @@ pub fn text_forward<B: Backend>(
             std::mem::swap(&mut block.input, &mut acts.output);
         }
         fit(backend, &mut acts.output, shape.len())?;
-        block_forward(backend, w, block, scratch, attention, &mut acts.output)?;
+        block_forward(
+            backend,
+            w,
+            block,
+            scratch,
+            attention,
+            weights.config.activation,
+            &mut acts.output,
+        )?;
     }
     if acts.blocks.is_empty() {
         fit(backend, &mut acts.output, shape.len())?;
@@ -290,7 +298,15 @@ pub fn text_backward<B: Backend>(
     };
     fit(backend, &mut s.d_qkv, rows * 3 * width)?;
     for (w, a) in weights.blocks.iter().zip(&acts.blocks).rev() {
-        block_backward(backend, w, a, s, attention, &mut d_x)?;
+        block_backward(
+            backend,
+            w,
+            a,
+            s,
+            attention,
+            weights.config.activation,
+            &mut d_x,
+        )?;
     }
     // x₀ = embeddings + positions (truncated): identity on the kept rows, zero on the rest.
     let mut d_embeddings = backend.alloc(batch * acts.in_seq * width)?;

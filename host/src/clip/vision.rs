@@ -193,7 +193,15 @@ fn vit_forward<B: Backend>(
         causal: false,
     };
     for (i, block) in w.blocks.iter().enumerate() {
-        block_forward(backend, block, &mut a, &mut scratch, attention, &mut x)?;
+        block_forward(
+            backend,
+            block,
+            &mut a,
+            &mut scratch,
+            attention,
+            c.activation,
+            &mut x,
+        )?;
         // The output becomes the next block's input.
         std::mem::swap(&mut a.input, &mut x);
         inspect(VisionStage::Block(i), &a.input, shape)?;

@@ -24,7 +24,7 @@ pub struct ResidualBlock<Buf> {
     pub attn_out: Linear<Buf>,
     /// Layer norm before the MLP.
     pub ln_2: LayerNorm<Buf>,
-    /// MLP expansion, `mlp_width × width` (QuickGELU follows).
+    /// MLP expansion, `mlp_width × width` (the model's activation follows).
     pub mlp_fc: Linear<Buf>,
     /// MLP contraction, `width × mlp_width`.
     pub mlp_proj: Linear<Buf>,

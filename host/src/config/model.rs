@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
+use crate::backend::Activation;
 use crate::clip::{ClipConfig, TextConfig, VisionConfig, VitConfig, CLIP_LAYER_NORM_EPS};
 
 /// The frozen model.
@@ -71,6 +72,15 @@ pub struct TinyModelConfig {
     pub text: TinyTextConfig,
     /// The ViT image tower.
     pub vision: TinyVisionConfig,
+    /// Both towers' MLP activation: `"quick_gelu"` (OpenAI CLIP's, the default) or `"gelu"`
+    /// (open_clip's). Written into the resolved configuration only when not the default, so
+    /// earlier runs keep their configuration hash.
+    #[serde(default, skip_serializing_if = "is_default_activation")]
+    pub activation: Activation,
+}
+
+fn is_default_activation(act: &Activation) -> bool {
+    *act == Activation::default()
 }
 
 /// The tiny model's text transformer.
@@ -129,6 +139,7 @@ impl Default for TinyModelConfig {
                 heads: 2,
                 mlp_width: 256,
             },
+            activation: Activation::QuickGelu,
         }
     }
 }
@@ -180,6 +191,7 @@ impl TinyModelConfig {
                 heads: text.heads,
                 mlp_width: text.mlp_width,
                 layer_norm_eps: CLIP_LAYER_NORM_EPS,
+                activation: self.activation,
             },
             vision: VisionConfig::Vit(VitConfig {
                 image_size: vision.image_size,
@@ -189,6 +201,7 @@ impl TinyModelConfig {
                 heads: vision.heads,
                 mlp_width: vision.mlp_width,
                 layer_norm_eps: CLIP_LAYER_NORM_EPS,
+                activation: self.activation,
             }),
         }
     }

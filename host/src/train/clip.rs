@@ -141,7 +141,12 @@ fn describe(vision: &VisionConfig) -> String {
 
 /// Refuses weights whose image tower is not `backbone`'s.
 fn check_backbone(path: &Path, backbone: Backbone, found: &ClipConfig) -> Result<(), TrainError> {
-    let expected = backbone_config(backbone);
+    let mut expected = backbone_config(backbone);
+    // A backbone names a shape: OpenAI's ViT-B/16 (QuickGELU) and a LAION one (GELU) are both
+    // ViT-B/16, and the weights' own configuration says which activation they run.
+    if let (VisionConfig::Vit(e), VisionConfig::Vit(f)) = (&mut expected.vision, &found.vision) {
+        e.activation = f.activation;
+    }
     if expected.vision == found.vision {
         return Ok(());
     }

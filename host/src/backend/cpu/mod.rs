@@ -18,8 +18,8 @@ use fedotp_core::ot::{BatchLayout, BatchReport, OtParams};
 use crate::memory::try_zeroed;
 
 use super::{
-    AttentionShape, Backend, BackendError, BackendResult, BatchNorm, Checked, Conv2d, LayerNorm,
-    Linear, MapShape, MatmulDims, PatchShape, PromptShape, SeqShape,
+    Activation, AttentionShape, Backend, BackendError, BackendResult, BatchNorm, Checked, Conv2d,
+    LayerNorm, Linear, MapShape, MatmulDims, PatchShape, PromptShape, SeqShape,
 };
 
 /// Runs every layer on the host CPU, using all threads of rayon's global pool.
@@ -196,13 +196,6 @@ impl SharedMut {
     fn get(self) -> *mut f32 {
         self.0
     }
-}
-
-/// QuickGELU's slope, `x · σ(1.702 x)`.
-const QUICK_GELU_ALPHA: f32 = 1.702;
-
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
 }
 
 impl Backend for Cpu {
@@ -761,9 +754,10 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn quick_gelu_unchecked(
+    fn activation_unchecked(
         &self,
         _: Checked,
+        act: Activation,
         out: &mut Vec<f32>,
         inp: &Vec<f32>,
         len: usize,
@@ -774,15 +768,16 @@ impl Backend for Cpu {
             .grain(8 * 4096)
             .for_each(|(o, x)| {
                 for (o, &x) in o.iter_mut().zip(x) {
-                    *o = x * sigmoid(QUICK_GELU_ALPHA * x);
+                    *o = act.forward(x);
                 }
             });
         Ok(())
     }
 
-    fn quick_gelu_backward_unchecked(
+    fn activation_backward_unchecked(
         &self,
         _: Checked,
+        act: Activation,
         d: &mut Vec<f32>,
         inp: &Vec<f32>,
         len: usize,
@@ -793,8 +788,7 @@ impl Backend for Cpu {
             .grain(8 * 4096)
             .for_each(|(d, x)| {
                 for (d, &x) in d.iter_mut().zip(x) {
-                    let s = sigmoid(QUICK_GELU_ALPHA * x);
-                    *d *= s + QUICK_GELU_ALPHA * x * s * (1.0 - s);
+                    *d *= act.derivative(x);
                 }
             });
         Ok(())

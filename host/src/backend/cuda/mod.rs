@@ -24,13 +24,13 @@
 //!   GPU too; its similarity products are always full `f32` (see [`MathMode`]).
 //!
 //! ```no_run
-//! use fedotp_host::backend::{Backend, Cuda, MathMode};
+//! use fedotp_host::backend::{Activation, Backend, Cuda, MathMode};
 //!
 //! let gpu = Cuda::with_math(0, MathMode::F32)?;
 //! println!("{}", gpu.info());
 //! let x = gpu.upload(&[1.0, 2.0, 3.0])?;
 //! let mut y = gpu.alloc(3)?;
-//! gpu.quick_gelu(&mut y, &x, 3)?;
+//! gpu.activation(Activation::Gelu, &mut y, &x, 3)?;
 //! assert_eq!(gpu.download(&y, 3)?.len(), 3);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

@@ -9,8 +9,8 @@ use super::kernels::{elementwise, warp_per_row, Arg, Kernel};
 use super::{conv, head};
 use super::{Cuda, CudaBuf};
 use crate::backend::{
-    AttentionShape, Backend, BackendResult, BatchNorm, Checked, Conv2d, LayerNorm, Linear,
-    MapShape, MatmulDims, PatchShape, PromptShape, SeqShape, Turn,
+    Activation, AttentionShape, Backend, BackendResult, BatchNorm, Checked, Conv2d, LayerNorm,
+    Linear, MapShape, MatmulDims, PatchShape, PromptShape, SeqShape, Turn,
 };
 
 /// A dimension as a kernel's `int`, refusing values that do not fit.
@@ -602,34 +602,42 @@ impl Backend for Cuda {
         Ok(())
     }
 
-    fn quick_gelu_unchecked(
+    fn activation_unchecked(
         &self,
         _: Checked,
+        act: Activation,
         out: &mut CudaBuf,
         inp: &CudaBuf,
         len: usize,
     ) -> BackendResult<()> {
-        const OP: &str = "quick_gelu";
         if len == 0 {
             return Ok(());
         }
+        let kernel = match act {
+            Activation::QuickGelu => Kernel::QuickGeluForward,
+            Activation::Gelu => Kernel::GeluForward,
+        };
         let args = [self.ptr(out), self.ptr(inp), long(len)];
-        self.launch(OP, Kernel::QuickGeluForward, elementwise(len), &args)
+        self.launch(act.name(), kernel, elementwise(len), &args)
     }
 
-    fn quick_gelu_backward_unchecked(
+    fn activation_backward_unchecked(
         &self,
         _: Checked,
+        act: Activation,
         d: &mut CudaBuf,
         inp: &CudaBuf,
         len: usize,
     ) -> BackendResult<()> {
-        const OP: &str = "quick_gelu_backward";
         if len == 0 {
             return Ok(());
         }
+        let kernel = match act {
+            Activation::QuickGelu => Kernel::QuickGeluBackward,
+            Activation::Gelu => Kernel::GeluBackward,
+        };
         let args = [self.ptr(d), self.ptr(inp), long(len)];
-        self.launch(OP, Kernel::QuickGeluBackward, elementwise(len), &args)
+        self.launch(act.backward_name(), kernel, elementwise(len), &args)
     }
 
     fn add_assign_unchecked(

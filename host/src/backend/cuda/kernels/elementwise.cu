@@ -1,6 +1,8 @@
-// Element-wise layers: QuickGELU, the residual add and ReLU.
+// Element-wise layers: QuickGELU, GELU, the residual add and ReLU.
 
 #define QUICK_GELU_ALPHA 1.702f
+#define M_SQRT1_2_F 0.70710678f   // 1 / √2
+#define INV_SQRT_2PI_F 0.39894228f  // 1 / √(2π)
 
 __device__ __forceinline__ float sigmoid(float x) {
     return 1.0f / (1.0f + expf(-x));
@@ -22,6 +24,25 @@ extern "C" __global__ void quick_gelu_backward(float* __restrict__ d,
         const float x = inp[e];
         const float s = sigmoid(QUICK_GELU_ALPHA * x);
         d[e] *= s + QUICK_GELU_ALPHA * x * s * (1.0f - s);
+    }
+}
+
+// out = x · Φ(x) = ½ x (1 + erf(x / √2)), the exact GELU (PyTorch's nn.GELU()).
+extern "C" __global__ void gelu_forward(float* __restrict__ out, const float* __restrict__ inp,
+                                        long long len) {
+    for (long long e = grid_start(); e < len; e += grid_stride()) {
+        const float x = inp[e];
+        out[e] = 0.5f * x * (1.0f + erff(x * M_SQRT1_2_F));
+    }
+}
+
+// In place: d *= Φ(x) + x φ(x), φ the standard normal density.
+extern "C" __global__ void gelu_backward(float* __restrict__ d, const float* __restrict__ inp,
+                                         long long len) {
+    for (long long e = grid_start(); e < len; e += grid_stride()) {
+        const float x = inp[e];
+        const float cdf = 0.5f * (1.0f + erff(x * M_SQRT1_2_F));
+        d[e] *= cdf + x * INV_SQRT_2PI_F * expf(-0.5f * x * x);
     }
 }
 

@@ -126,6 +126,10 @@ kernels! {
     QuickGeluForward = "elementwise.cu": "quick_gelu_forward"(Ptr, Ptr, I64);
     /// QuickGELU gradient, in place.
     QuickGeluBackward = "elementwise.cu": "quick_gelu_backward"(Ptr, Ptr, I64);
+    /// GELU with the exact normal CDF.
+    GeluForward = "elementwise.cu": "gelu_forward"(Ptr, Ptr, I64);
+    /// GELU gradient, in place.
+    GeluBackward = "elementwise.cu": "gelu_backward"(Ptr, Ptr, I64);
     /// `acc += x`.
     AddAssign = "elementwise.cu": "add_assign"(Ptr, Ptr, I64);
     /// ReLU, in place.
