@@ -40,7 +40,8 @@ use fedotp_host::clip::{ClipConfig, ClipWeights};
 use fedotp_host::data::{Dataset, ImageSource, Normalize, RgbImage, Sample, Split, Transform};
 use fedotp_host::fed::{Sgd, SgdState};
 use fedotp_host::train::{
-    CachePlace, FrozenClip, HeadChoice, LocalSchedule, PromptSetup, PromptTrainer, SplitFeatures,
+    CachePlace, ContextInit, FrozenClip, HeadChoice, LocalSchedule, PromptSetup, PromptTrainer,
+    SplitFeatures,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -93,7 +94,7 @@ fn fedotp_setup() -> PromptSetup {
         n_ctx: N_CTX,
         sets: N_PROMPTS,
         shared_sets: 1,
-        init_std: 0.02,
+        init: ContextInit::Normal { std: 0.02 },
         head: HeadChoice::Ot(OtParams::FEDOTP),
         sgd: Sgd {
             lr: 0.001,

@@ -14,6 +14,7 @@ use fedotp_host::train::{
     train_run, CachePlace, FrozenClip, LocalSchedule, PromptSetup, PromptTrainer, Silent,
     Simulation, SplitFeatures,
 };
+use fedotp_tests::fixtures::fixture;
 use std::ops::ControlFlow;
 
 use rand::SeedableRng;
@@ -349,26 +350,38 @@ fn clients_computed_at_once_give_the_results_of_one_at_a_time() {
     );
 }
 
+/// The prompts a run of the quickstart with `overrides` starts round 0 from: the global one,
+/// every client's local one, and the resolved configuration.
+fn round_zero_prompts(overrides: &[&str]) -> (Vec<f32>, Vec<Vec<f32>>, RunConfig) {
+    let dir = tempfile::tempdir().unwrap();
+    let run = start_run(config(dir.path(), overrides)).unwrap();
+    let sim = Simulation::of_run(&run, Cpu::new(), &mut Silent).unwrap();
+    let checkpoint = sim.checkpoint(0);
+    let locals: Vec<Vec<f32>> = checkpoint
+        .clients
+        .iter()
+        .map(|c| c.local_prompt.as_ref().unwrap().values.clone())
+        .collect();
+    (checkpoint.global_prompt.unwrap().values, locals, run.config)
+}
+
+/// The message of the error the quickstart with `overrides` is refused with.
+fn config_error(overrides: &[&str]) -> String {
+    let overrides: Vec<Override> = overrides.iter().map(|o| o.parse().unwrap()).collect();
+    RunConfig::quickstart_with(&overrides)
+        .unwrap_err()
+        .to_string()
+}
+
 /// `prompt.local_init`: by default every client's local prompt at round 0 is its own draw;
 /// `common` starts them all from one (client 0's), as the released code does, and leaves the
 /// global prompt as it was. The resolved configuration names the option only when it is set, so
 /// a default configuration keeps the hash it had before the option existed.
 #[test]
 fn local_prompts_start_from_own_draws_or_one_common_draw() {
-    let start = |overrides: &[&str]| {
-        let dir = tempfile::tempdir().unwrap();
-        let run = start_run(config(dir.path(), overrides)).unwrap();
-        let sim = Simulation::of_run(&run, Cpu::new(), &mut Silent).unwrap();
-        let checkpoint = sim.checkpoint(0);
-        let locals: Vec<Vec<f32>> = checkpoint
-            .clients
-            .iter()
-            .map(|c| c.local_prompt.as_ref().unwrap().values.clone())
-            .collect();
-        (checkpoint.global_prompt.unwrap().values, locals, run.config)
-    };
-    let (own_global, own, own_config) = start(&[]);
-    let (common_global, common, common_config) = start(&["prompt.local_init=\"common\""]);
+    let (own_global, own, own_config) = round_zero_prompts(&[]);
+    let (common_global, common, common_config) =
+        round_zero_prompts(&["prompt.local_init=\"common\""]);
 
     assert!(own.len() >= 2 && own[0].iter().any(|&x| x != 0.0));
     for (c, local) in own.iter().enumerate().skip(1) {
@@ -416,15 +429,67 @@ fn the_tiny_model_runs_the_configured_activation() {
     let reread: RunConfig = toml::from_str(&gelu.to_toml()).unwrap();
     assert_eq!(reread, gelu);
 
-    let overrides: Vec<Override> = ["model.activation=\"relu\""]
-        .iter()
-        .map(|o| o.parse().unwrap())
-        .collect();
-    let message = RunConfig::quickstart_with(&overrides)
-        .unwrap_err()
-        .to_string();
+    let message = config_error(&["model.activation=\"relu\""]);
     assert!(
         message.contains("model.activation") && message.contains("relu"),
+        "{message}"
+    );
+}
+
+/// The ids open_clip's tokenizer gives `text` (tests/scripts/tokenizer_reference.py).
+fn reference_ids(text: &str) -> Vec<u32> {
+    let path = fixture("tokenizer").join("reference.json");
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let case = reference["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|case| case["text"] == text)
+        .unwrap_or_else(|| panic!("no reference case {text:?}"));
+    serde_json::from_value(case["ids"].clone()).unwrap()
+}
+
+/// `prompt.ctx_init` (CoOp's context from words): the global prompt and every client's local
+/// prompt start as the token embeddings of the words' tokens — the ids open_clip's tokenizer
+/// gives, the rows of the model's embedding table — with `_` read as a space; a context length
+/// other than the words' token count is refused naming the key and the count.
+#[test]
+fn contexts_start_from_words_as_coop_does() {
+    let start = |overrides: &[&str]| {
+        let (global, locals, config) = round_zero_prompts(overrides);
+        ([vec![global], locals].concat(), config)
+    };
+    let words = "a centered satellite photo of";
+    let ids = reference_ids(words);
+    let n_ctx = format!("prompt.n_ctx={}", ids.len());
+    let (sets, config) = start(&[&format!("prompt.ctx_init={words:?}"), &n_ctx]);
+
+    let clip = FrozenClip::from_config(Cpu::new(), &config.model).unwrap();
+    let text = &clip.weights().text;
+    let width = text.config.width;
+    let want: Vec<f32> = ids
+        .iter()
+        .flat_map(|&id| &text.token_embedding[id as usize * width..][..width])
+        .copied()
+        .collect();
+    assert!(sets.len() >= 3);
+    for (i, set) in sets.iter().enumerate() {
+        assert_eq!(
+            set, &want,
+            "prompt {i} (0: global) is not the words' embeddings"
+        );
+    }
+    assert!(config.to_toml().contains(&format!("ctx_init = {words:?}")));
+
+    let (underscored, _) = start(&["prompt.ctx_init=\"a_centered_satellite_photo_of\"", &n_ctx]);
+    assert_eq!(underscored, sets);
+
+    let message = config_error(&["prompt.ctx_init=\"a photo of a\"", "prompt.n_ctx=16"]);
+    assert!(
+        message.contains("prompt.ctx_init")
+            && message.contains("is 4 tokens")
+            && message.contains("prompt.n_ctx = 4"),
         "{message}"
     );
 }

@@ -94,6 +94,13 @@ AWKWARD = [
     "e-mail: someone@example.org; tel: +1 (555) 010-9999",
 ]
 
+# Words that start a context (CoOp's `ctx_init`; host/tests/train.rs reads their ids).
+CONTEXT_WORDS = [
+    "a photo of a",
+    "a centered satellite photo of",
+    "an X-ray image of the chest, showing",
+]
+
 # Strings with the special tokens written out. open_clip spells its special tokens
 # <start_of_text> / <end_of_text>, while OpenAI's tokenizer and Hugging Face's (and the Rust one)
 # use <|startoftext|> / <|endoftext|>, so these ids come from Hugging Face's tokenizer.
@@ -210,11 +217,11 @@ def main():
     randoms = random_strings(600, seed=20241105)
 
     texts = []
-    for text in class_texts + prompt_texts + AWKWARD + randoms:
+    for text in class_texts + prompt_texts + AWKWARD + CONTEXT_WORDS + randoms:
         if text not in texts:
             texts.append(text)
     reached = [t for t in texts if not outside_mojibake_repair(t)]
-    fixed_texts = [t for t in texts if t in class_texts + prompt_texts + AWKWARD]
+    fixed_texts = [t for t in texts if t in class_texts + prompt_texts + AWKWARD + CONTEXT_WORDS]
     bad = [t for t in reached if t in fixed_texts]
     if bad:
         sys.exit(f"ftfy's mojibake repair changes these strings; the Rust port does not reproduce it: {bad!r}")

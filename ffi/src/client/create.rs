@@ -6,7 +6,7 @@ use std::ffi::c_char;
 use fedotp_host::backend::Device;
 use fedotp_host::clip::classnames::prompt_name;
 use fedotp_host::fed::{Sgd, SgdState};
-use fedotp_host::train::{HeadChoice, PromptSetup};
+use fedotp_host::train::{ContextInit, HeadChoice, PromptSetup};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -234,7 +234,7 @@ pub unsafe extern "C" fn fedotp_client_new(
             n_ctx,
             sets: PROMPTS,
             shared_sets: 1,
-            init_std: 0.02,
+            init: ContextInit::Normal { std: 0.02 },
             head: HeadChoice::Ot(ot),
             sgd,
             proximal_mu: None,

@@ -18,7 +18,7 @@
 //! partition = { kind = "dirichlet", clients = 100, beta = 0.5, min_size = 10 }
 //!
 //! [federation]                        # rounds, frac, local_epochs, batch_size, eval_*, seed
-//! [prompt]                            # n_ctx, n_prompts, init_std, local_init
+//! [prompt]                            # n_ctx, n_prompts, init_std, ctx_init, local_init
 //! [ot]                                # eps, gamma, max_iter, tol, balanced
 //! [optimizer]                         # lr, momentum, weight_decay
 //! [cache]                             # enabled, memory_budget_mib, disk_dir

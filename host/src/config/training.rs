@@ -7,6 +7,8 @@ use fedotp_core::ot::{OtError, OtMode, OtParams};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::ConfigError;
+use crate::clip::classnames::prompt_name;
+use crate::clip::tokenizer::Tokenizer;
 use crate::fed::Sgd;
 
 /// The federated schedule.
@@ -159,6 +161,12 @@ pub struct PromptConfig {
     pub n_prompts: Option<usize>,
     /// Standard deviation of the normal initialisation of the context.
     pub init_std: f64,
+    /// Words to start every prompt's context from instead of a normal draw (CoOp's `ctx_init`,
+    /// e.g. `"a photo of a"`): the token embeddings of their tokens, one context vector per
+    /// token, so `n_ctx` must equal their token count; `_` reads as a space, as in CoOp
+    /// (docs/ALGORITHM.md, "Context from words"). Written into the resolved configuration only when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ctx_init: Option<String>,
     /// Each client's local prompt at round 0: its own draw (`"own"`, the default) or one draw
     /// common to every client (`"common"`, as the released code starts them;
     /// docs/ALGORITHM.md §7.4). Methods without a local prompt have nothing to draw. Written
@@ -191,6 +199,7 @@ impl Default for PromptConfig {
             n_ctx: 16,
             n_prompts: None,
             init_std: 0.02,
+            ctx_init: None,
             local_init: LocalInit::Own,
         }
     }
@@ -213,7 +222,32 @@ impl PromptConfig {
             return Err(ConfigError::invalid("prompt.n_prompts", "must be positive"));
         }
         as_f32("prompt.init_std", self.init_std, F32Range::Positive)?;
+        if let Some(words) = &self.ctx_init {
+            let tokens = context_words_tokens(words)?;
+            if tokens != self.n_ctx {
+                return Err(ConfigError::invalid(
+                    "prompt.ctx_init",
+                    format!(
+                        "{words:?} is {tokens} tokens, one context vector each, but prompt.n_ctx is {}: set prompt.n_ctx = {tokens}",
+                        self.n_ctx
+                    ),
+                ));
+            }
+        }
         Ok(())
+    }
+}
+
+/// Tokens of `prompt.ctx_init`, as CLIP's tokenizer reads the words.
+fn context_words_tokens(words: &str) -> Result<usize, ConfigError> {
+    let tokenizer = Tokenizer::openai()
+        .map_err(|e| ConfigError::invalid("prompt.ctx_init", format!("tokenizer: {e}")))?;
+    match tokenizer.encode(&prompt_name(words)).len() {
+        0 => Err(ConfigError::invalid(
+            "prompt.ctx_init",
+            format!("{words:?} has no tokens: give words, or leave it out for a random context"),
+        )),
+        tokens => Ok(tokens),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Class prompts with learned context: `[SOT] ctx_1 … ctx_n {class name}. [EOT]`, one set of
 //! context vectors per prompt (FedOTP: set 0 global, set 1 local), shared by every class.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, SeqShape};
 use crate::clip::classnames::prompt_name;
 use crate::clip::tokenizer::Tokenizer;
 use crate::clip::{
@@ -19,6 +19,37 @@ pub struct PromptLearner {
     classes: usize,
     width: usize,
     embed_dim: usize,
+}
+
+/// One set of context vectors started from words, as CoOp's `ctx_init` does: the token
+/// embeddings of the words' tokens (`_` read as a space), `tokens × width` values. With
+/// `"a photo of a"` the prompts begin as the text "a photo of a {class name}." itself.
+pub fn context_from_words<B: Backend>(
+    backend: &B,
+    tokenizer: &Tokenizer,
+    text: &TextWeights<B::Buf>,
+    words: &str,
+) -> Result<Vec<f32>, ClipError> {
+    let ids = tokenizer.encode(&prompt_name(words));
+    if ids.is_empty() {
+        return Err(ClipError::InvalidInput(format!(
+            "context words {words:?} have no tokens"
+        )));
+    }
+    let width = text.config.width;
+    // The embedding table as one sequence of `vocab_size` rows, of which each call picks one.
+    let table = SeqShape {
+        batch: 1,
+        seq: text.config.vocab_size,
+        width,
+    };
+    let mut row = backend.alloc(width)?;
+    let mut context = Vec::with_capacity(ids.len() * width);
+    for id in ids {
+        backend.gather_rows(&mut row, &text.token_embedding, &[id], table)?;
+        context.extend(backend.download(&row, width)?);
+    }
+    Ok(context)
 }
 
 /// What the text side keeps between its forward and backward pass (reused across steps).

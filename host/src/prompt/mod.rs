@@ -13,5 +13,5 @@ mod step;
 
 pub use features::{encode_images, unit_features, ImageBatchFeatures};
 pub use head::{Head, HeadDims, HeadState};
-pub use learner::{PromptLearner, TextState};
+pub use learner::{context_from_words, PromptLearner, TextState};
 pub use step::{PromptModel, StepOutcome, Workspace};

@@ -29,6 +29,6 @@ pub use features::{CachePlace, FeatureKind, SplitFeatures};
 pub use participant::Participant;
 pub use simulation::{mean_row, train_run, Observer, Silent, Simulation};
 pub use trainer::{
-    argmax_rows, prompt_class_names, Evaluation, HeadChoice, LocalSchedule, PromptSetup,
-    PromptTrainer,
+    argmax_rows, prompt_class_names, ContextInit, Evaluation, HeadChoice, LocalSchedule,
+    PromptSetup, PromptTrainer,
 };

@@ -21,7 +21,7 @@ use crate::data::Dataset;
 use crate::fed::{
     accuracy, add_proximal_gradient, macro_f1, proximal_term, F1Classes, Sgd, SgdState,
 };
-use crate::prompt::{Head, PromptLearner, PromptModel, Workspace};
+use crate::prompt::{context_from_words, Head, PromptLearner, PromptModel, Workspace};
 use crate::run::{EvalStats, TrainStats};
 
 /// The head a client's prompts are read through.
@@ -33,6 +33,33 @@ pub enum HeadChoice {
     Cosine,
 }
 
+/// How a client's context starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ContextInit {
+    /// Every value drawn from a normal distribution of this standard deviation (CoOp's generic
+    /// context, 0.02).
+    Normal {
+        /// The standard deviation.
+        std: f32,
+    },
+    /// Every set from the token embeddings of these words (CoOp's `ctx_init`, e.g. `"a photo of
+    /// a"`; [`context_from_words`]): one context vector per token, so `n_ctx` must equal the
+    /// words' token count.
+    Words(String),
+}
+
+impl ContextInit {
+    /// The initialisation `config.prompt` asks for.
+    pub fn of(config: &RunConfig) -> ContextInit {
+        match &config.prompt.ctx_init {
+            Some(words) => ContextInit::Words(words.clone()),
+            None => ContextInit::Normal {
+                std: config.prompt.init_std as f32,
+            },
+        }
+    }
+}
+
 /// How a client's prompts are shaped, initialised and trained.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PromptSetup {
@@ -42,8 +69,8 @@ pub struct PromptSetup {
     pub sets: usize,
     /// Leading sets the server averages (0: nothing is shared).
     pub shared_sets: usize,
-    /// Standard deviation of the context's normal initialisation.
-    pub init_std: f32,
+    /// How every context starts.
+    pub init: ContextInit,
     /// The head.
     pub head: HeadChoice,
     /// The optimiser.
@@ -74,7 +101,7 @@ impl PromptSetup {
             n_ctx: config.prompt.n_ctx,
             sets,
             shared_sets,
-            init_std: config.prompt.init_std as f32,
+            init: ContextInit::of(config),
             head,
             sgd: config.optimizer.sgd(),
             proximal_mu,
@@ -117,6 +144,8 @@ pub struct PromptTrainer<B: Backend> {
     model: PromptModel,
     workspace: Workspace<B::Buf>,
     setup: Option<PromptSetup>,
+    /// One set's starting values when the setup starts from words.
+    word_set: Option<Vec<f32>>,
     width: usize,
 }
 
@@ -148,7 +177,21 @@ impl<B: Backend> PromptTrainer<B> {
             }
             HeadChoice::Cosine => Head::Cosine,
         };
-        Self::with_model(clip, learner, head, Some(setup))
+        let mut trainer = Self::with_model(clip, learner, head, None)?;
+        if let ContextInit::Words(words) = &setup.init {
+            let text = &clip.weights().text;
+            let set = context_from_words(clip.backend(), clip.tokenizer(), text, words)?;
+            if set.len() != trainer.set_len() {
+                return Err(TrainError::Invalid(format!(
+                    "prompt.ctx_init {words:?} is {} tokens, one context vector each, but n_ctx is {}",
+                    set.len() / trainer.width,
+                    setup.n_ctx
+                )));
+            }
+            trainer.word_set = Some(set);
+        }
+        trainer.setup = Some(setup);
+        Ok(trainer)
     }
 
     /// Zero-shot CLIP: the hand-written prompt `template` (`{}` is the class name) through the
@@ -185,6 +228,7 @@ impl<B: Backend> PromptTrainer<B> {
             model,
             workspace,
             setup,
+            word_set: None,
             width: clip.weights().text.config.width,
         })
     }
@@ -196,6 +240,7 @@ impl<B: Backend> PromptTrainer<B> {
             model: self.model.clone(),
             workspace: self.model.workspace(clip.backend())?,
             setup: self.setup.clone(),
+            word_set: self.word_set.clone(),
             width: self.width,
         })
     }
@@ -244,9 +289,16 @@ impl<B: Backend> PromptTrainer<B> {
         self.width
     }
 
-    /// `len` context values drawn from the setup's normal initialisation.
+    /// `len` context values (whole sets) as the setup starts them: drawn from its normal
+    /// distribution with `rng`, or every set the words' embeddings (drawing nothing).
     pub fn init_context<R: Rng + ?Sized>(&self, len: usize, rng: &mut R) -> Vec<f32> {
-        let std = self.setup.as_ref().map_or(0.02, |s| s.init_std);
+        if let Some(set) = &self.word_set {
+            return set.iter().copied().cycle().take(len).collect();
+        }
+        let std = match self.setup.as_ref().map(|s| &s.init) {
+            Some(ContextInit::Normal { std }) => *std,
+            _ => 0.02,
+        };
         let normal = Normal::new(0.0f32, std).expect("a validated, positive standard deviation");
         (0..len).map(|_| normal.sample(rng)).collect()
     }
