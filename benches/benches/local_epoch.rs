@@ -39,6 +39,7 @@ use fedotp_host::clip::classnames::classnames;
 use fedotp_host::clip::{ClipConfig, ClipWeights};
 use fedotp_host::data::{Dataset, ImageSource, Normalize, RgbImage, Sample, Split, Transform};
 use fedotp_host::fed::{Sgd, SgdState};
+use fedotp_host::prompt::OtStopping;
 use fedotp_host::train::{
     CachePlace, ContextInit, FrozenClip, HeadChoice, LocalSchedule, PromptSetup, PromptTrainer,
     SplitFeatures,
@@ -95,7 +96,10 @@ fn fedotp_setup() -> PromptSetup {
         sets: N_PROMPTS,
         shared_sets: 1,
         init: ContextInit::Normal { std: 0.02 },
-        head: HeadChoice::Ot(OtParams::FEDOTP),
+        head: HeadChoice::Ot {
+            params: OtParams::FEDOTP,
+            stopping: OtStopping::PerProblem,
+        },
         sgd: Sgd {
             lr: 0.001,
             momentum: 0.9,

@@ -6,7 +6,9 @@ use fedotp_core::ot::{OtMode, OtParams};
 use fedotp_host::backend::{Backend, Cpu};
 use fedotp_host::clip::ClipWeights;
 use fedotp_host::fed::{Sgd, SgdState};
-use fedotp_host::prompt::{encode_images, Head, PromptLearner, PromptModel};
+use fedotp_host::prompt::{
+    encode_images, Head, OtStopping, PromptLearner, PromptModel, StepOutcome,
+};
 use fedotp_tests::compare::assert_close;
 use fedotp_tests::fixtures::{fixture, Reference};
 
@@ -87,6 +89,37 @@ const CONVERGED: OtParams = OtParams {
     mode: OtMode::Unbalanced,
 };
 
+/// One step of `model` from `ctx` against the reference's `<method>.logits`, `.loss` and
+/// `.d_ctx`, then two SGD steps ([`check_two_sgd_steps`]); the step's outcome.
+fn check_step(
+    s: &Setup,
+    model: &PromptModel,
+    features: &Vec<f32>,
+    ctx: &[f32],
+    method: &str,
+) -> StepOutcome {
+    let mut ws = model.workspace(&s.cpu).unwrap();
+    let out = model
+        .loss_and_gradient(&s.cpu, &s.weights.text, ctx, features, &s.labels, &mut ws)
+        .unwrap();
+    let want = |what: &str| s.reference.values(&format!("{method}.{what}"));
+    assert_close(
+        &format!("{method} logits"),
+        &out.logits,
+        &want("logits"),
+        1e-5,
+    );
+    assert_close(&format!("{method} loss"), &[out.loss], &want("loss"), 1e-5);
+    assert_close(
+        &format!("{method} context gradient"),
+        &out.d_ctx,
+        &want("d_ctx"),
+        1e-4,
+    );
+    check_two_sgd_steps(s, model, features, ctx, method);
+    out
+}
+
 #[test]
 fn fedotp_step_matches_pytorch() {
     let s = setup();
@@ -104,37 +137,51 @@ fn fedotp_step_matches_pytorch() {
         learner,
         head: Head::Ot {
             params: CONVERGED,
+            stopping: OtStopping::PerProblem,
             patches: features.patches_per_image,
         },
         scale: s.scale,
     };
-    let mut ws = model.workspace(&s.cpu).unwrap();
     let patches = s.cpu.upload(&features.patches).unwrap();
     let ctx = s.reference.values("fedotp.ctx0");
-    let out = model
-        .loss_and_gradient(&s.cpu, &s.weights.text, &ctx, &patches, &s.labels, &mut ws)
-        .unwrap();
-    assert_eq!(out.report.problems, 4 * 3);
-    assert_eq!(out.report.converged, 4 * 3);
-    assert_close(
-        "FedOTP logits",
-        &out.logits,
-        &s.reference.values("fedotp.logits"),
-        1e-5,
+    let report = check_step(&s, &model, &patches, &ctx, "fedotp").report;
+    assert_eq!(report.problems, 4 * 3);
+    assert_eq!(report.converged, 4 * 3);
+}
+
+/// `ot.stopping = "released"`: the batch solved as the released code does (one stopping
+/// iteration for the whole batch, on the unshifted kernel), against the reference's float64 run
+/// of that loop — logits, loss, context gradient and two SGD steps.
+#[test]
+fn released_rule_step_matches_pytorch() {
+    let s = setup();
+    let images = s.cpu.upload(&s.reference.values("images")).unwrap();
+    let features = encode_images(&s.cpu, &s.weights.vision, &images, 4).unwrap();
+    let learner = PromptLearner::from_tokens(&s.class_ids, 4, 2, &s.weights.text).unwrap();
+    let model = PromptModel {
+        learner,
+        head: Head::Ot {
+            // The reference script's tolerance (see RELEASED_TOL there).
+            params: OtParams {
+                max_iter: 100,
+                tol: 0.6,
+                ..CONVERGED
+            },
+            stopping: OtStopping::Released,
+            patches: features.patches_per_image,
+        },
+        scale: s.scale,
+    };
+    let patches = s.cpu.upload(&features.patches).unwrap();
+    let ctx = s.reference.values("fedotp.ctx0");
+    let report = check_step(&s, &model, &patches, &ctx, "released").report;
+    // One stopping iteration for the whole batch, met by every problem at once.
+    assert_eq!((report.problems, report.converged), (4 * 3, 4 * 3));
+    assert_eq!(
+        report.total_iterations,
+        u64::from(report.max_iterations) * 12
     );
-    assert_close(
-        "FedOTP loss",
-        &[out.loss],
-        &s.reference.values("fedotp.loss"),
-        1e-5,
-    );
-    assert_close(
-        "FedOTP context gradient",
-        &out.d_ctx,
-        &s.reference.values("fedotp.d_ctx"),
-        1e-4,
-    );
-    check_two_sgd_steps(&s, &model, &patches, &ctx, "fedotp");
+    assert!(report.max_iterations > 1 && report.max_iterations < 100);
 }
 
 #[test]
@@ -155,32 +202,11 @@ fn promptfl_step_matches_pytorch() {
         head: Head::Cosine,
         scale: s.scale,
     };
-    let mut ws = model.workspace(&s.cpu).unwrap();
     let pooled = s.cpu.upload(&features.pooled).unwrap();
     let ctx = s.reference.values("promptfl.ctx0");
-    let out = model
-        .loss_and_gradient(&s.cpu, &s.weights.text, &ctx, &pooled, &s.labels, &mut ws)
-        .unwrap();
-    assert_close(
-        "PromptFL logits",
-        &out.logits,
-        &s.reference.values("promptfl.logits"),
-        1e-5,
-    );
-    assert_close(
-        "PromptFL loss",
-        &[out.loss],
-        &s.reference.values("promptfl.loss"),
-        1e-5,
-    );
-    assert_close(
-        "PromptFL context gradient",
-        &out.d_ctx,
-        &s.reference.values("promptfl.d_ctx"),
-        1e-4,
-    );
-    check_two_sgd_steps(&s, &model, &pooled, &ctx, "promptfl");
+    let out = check_step(&s, &model, &pooled, &ctx, "promptfl");
 
+    let mut ws = model.workspace(&s.cpu).unwrap();
     // Evaluation reuses the prompt features: same logits.
     model
         .prepare(&s.cpu, &s.weights.text, &ctx, &mut ws)

@@ -9,10 +9,11 @@ use fedotp_host::clip::{ClipWeights, VisionConfig};
 use fedotp_host::config::{Override, RunConfig};
 use fedotp_host::data::Split;
 use fedotp_host::fed::SgdState;
+use fedotp_host::prompt::OtStopping;
 use fedotp_host::run::{start_run, Checkpoint, MetricsRow, RowScope};
 use fedotp_host::train::{
-    train_run, CachePlace, FrozenClip, LocalSchedule, PromptSetup, PromptTrainer, Silent,
-    Simulation, SplitFeatures,
+    train_run, CachePlace, FrozenClip, HeadChoice, LocalSchedule, PromptSetup, PromptTrainer,
+    Silent, Simulation, SplitFeatures,
 };
 use fedotp_tests::fixtures::fixture;
 use std::ops::ControlFlow;
@@ -490,6 +491,40 @@ fn contexts_start_from_words_as_coop_does() {
         message.contains("prompt.ctx_init")
             && message.contains("is 4 tokens")
             && message.contains("prompt.n_ctx = 4"),
+        "{message}"
+    );
+}
+
+/// `ot.stopping`: the per-problem rule by default (absent from the resolved configuration), the
+/// released code's batch rule when asked — reaching the OT head of the prompts trained — and
+/// anything else refused naming the key.
+#[test]
+fn the_ot_stopping_rule_is_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = |config: &RunConfig| PromptSetup::of(config).unwrap().head;
+    let default = config(dir.path(), &[]);
+    assert!(!default.to_toml().contains("stopping"));
+    assert!(matches!(
+        head(&default),
+        HeadChoice::Ot {
+            stopping: OtStopping::PerProblem,
+            ..
+        }
+    ));
+    let released = config(dir.path(), &["ot.stopping=\"released\""]);
+    assert!(released.to_toml().contains("stopping = \"released\""));
+    assert!(matches!(
+        head(&released),
+        HeadChoice::Ot {
+            stopping: OtStopping::Released,
+            ..
+        }
+    ));
+    let reread: RunConfig = toml::from_str(&released.to_toml()).unwrap();
+    assert_eq!(reread, released);
+    let message = config_error(&["ot.stopping=\"batch\""]);
+    assert!(
+        message.contains("ot.stopping") && message.contains("batch"),
         "{message}"
     );
 }

@@ -16,6 +16,14 @@ core/tests/fixtures/ot_head.bin — OT-head evaluations (features -> logits):
   a case:  u32 images, patches, dim, prompts, classes, f32 eps, f32 gamma, u32 balanced, f32 scale,
            f32 patches[images*patches*dim], f32 prompts[prompts*classes*dim],
            f64 logits[images*classes], f64 plans[images*classes*patches*prompts]
+core/tests/fixtures/ot_released.bin — batches through the released code's solver (its batch-wide
+  stopping rule on the unshifted kernel, from u = v = 1), in float64 NumPy written from the
+  released loop; each case's stopping iteration is kept only when the batch's mean change is at
+  least 5 % away from the tolerance at every iteration, so f32 rounding cannot move it:
+  header:  b"OTRL", u32 version (1), u32 case count
+  a case:  u32 images, patches, prompts, classes, f32 eps, f32 gamma, u32 max_iter, f32 tol,
+           u32 balanced, u32 iterations, u32 converged,
+           f32 similarity[images*patches*prompts*classes], f64 plans[images*classes*patches*prompts]
 
 Run: python3 tests/scripts/ot_fixtures.py   (numpy, scipy and POT: tests/scripts/requirements.txt)
 """
@@ -200,6 +208,7 @@ def main():
     out.write_bytes(bytes(blob))
     print(f"{len(cases)} cases, {len(blob)} bytes -> {out}; {checked} cross-checked with POT, worst gap {worst:.2e}")
     head_cases(rng)
+    released_cases()
 
 
 def head_cases(rng):
@@ -229,6 +238,65 @@ def head_cases(rng):
     out = FIXTURES / "ot_head.bin"
     out.write_bytes(bytes(blob))
     print(f"{len(shapes)} head cases, {len(blob)} bytes -> {out}")
+
+
+def released_reference(sim, eps, gamma, max_iter, tol, balanced):
+    """The released code's loop over a whole batch (`sim`: images x patches x prompts x classes):
+    plans (images x classes x patches x prompts), the iteration it stopped at, whether it met
+    the tolerance, and the batch's mean change at every iteration run."""
+    images, m, n, classes = sim.shape
+    s = sim.transpose(0, 3, 1, 2)  # images x classes x patches x prompts
+    k = np.exp(-(1.0 - s) / eps)
+    a, b = 1.0 / m, (1.0 if balanced else gamma) / n
+    u, v = np.ones((images, classes, m)), np.ones((images, classes, n))
+    changes = []
+    for iteration in range(1, max_iter + 1):
+        u_old, v_old = u, v
+        u = a / np.einsum("bcij,bcj->bci", k, v)
+        if not balanced:
+            u = np.minimum(u, 1.0)
+        v = b / np.einsum("bcij,bci->bcj", k, u)
+        changes.append(np.abs(u - u_old).mean() if balanced else np.abs(v - v_old).mean())
+        if changes[-1] < tol:
+            break
+    plans = u[..., :, None] * k * v[..., None, :]
+    watched = u if balanced else v
+    return plans, iteration, changes[-1] < tol, changes, np.abs(watched).max()
+
+
+def released_cases():
+    """Batches of CLIP-like similarities at the paper's constants and around them."""
+    rng = np.random.default_rng(20261204)
+    settings = [  # images, patches, prompts, classes, eps, gamma, max_iter, tol, balanced
+        (2, 16, 2, 3, 0.1, 0.8, 100, 1e-3, False),
+        (3, 9, 2, 4, 0.1, 0.5, 100, 1e-3, False),
+        (2, 12, 4, 2, 0.1, 0.8, 100, 1e-3, False),
+        (2, 16, 2, 3, 0.1, 1.0, 100, 1e-3, False),
+        (2, 16, 2, 3, 0.1, 0.8, 100, 1e-3, True),
+        (2, 16, 2, 3, 0.1, 0.8, 12, 1e-7, False),
+    ]
+    blob = bytearray(b"OTRL" + struct.pack("<II", 1, len(settings)))
+    for images, m, n, classes, eps, gamma, max_iter, tol, balanced in settings:
+        while True:
+            sim = np.stack([clip_like(rng, m, n * classes, 0.25, 0.08) for _ in range(images)])
+            sim = sim.reshape(images, m, n, classes).astype(np.float32)
+            plans, iterations, converged, changes, largest = released_reference(
+                sim.astype(np.float64), eps, gamma, max_iter, tol, balanced)
+            # f32 holds the watched scaling to 2^-24 of its size, so its mean change carries
+            # rounding of that order: every change must clear the tolerance by 5 % and by far
+            # more than that rounding for f32 to stop where f64 does.
+            noise = 20 * largest * 2.0**-24
+            if all(c > 1.05 * tol + noise or c < tol / 1.05 - noise for c in changes):
+                break
+            print("  redrawn: a change too close to the tolerance")
+        blob += struct.pack("<IIIIffIfIII", images, m, n, classes, eps, gamma, max_iter, tol,
+                            int(balanced), iterations, int(converged))
+        blob += sim.astype("<f4").tobytes() + plans.astype("<f8").tobytes()
+        print(f"released: {images}x{m}x{n}x{classes} eps {eps} balanced {balanced}: "
+              f"{iterations} iterations, converged {converged}")
+    out = FIXTURES / "ot_released.bin"
+    out.write_bytes(bytes(blob))
+    print(f"{len(settings)} released-code batches, {len(blob)} bytes -> {out}")
 
 
 if __name__ == "__main__":

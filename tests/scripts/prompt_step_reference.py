@@ -7,7 +7,9 @@ FedOTP (docs/ALGORITHM.md §1-§3) in PyTorch, float64 for the transport plans:
             unit-length text features and patch features (CLS dropped), per (image, class) the
             unbalanced OT plan of cost 1 - S (eps 0.1, gamma 0.8; solved to convergence, no
             gradient), logits = scale * sum(T * S), cross-entropy, gradient into the context;
-            then two steps of SGD (lr 0.5, momentum 0.9, weight decay 5e-4, PyTorch semantics).
+            then two steps of SGD (lr 0.5, momentum 0.9, weight decay 5e-4, PyTorch semantics);
+            the same again with the released code's batch-wide stopping rule (ot.stopping =
+            "released": u = v = 1 on the unshifted kernel, stop when the batch's mean |dv| < 0.6);
   PromptFL: one context set, CLIP's cosine logits on the pooled image embedding.
 Writes host/tests/fixtures/prompt_step/reference.safetensors.
 
@@ -29,6 +31,10 @@ OUT = os.path.join(ROOT, "prompt_step", "reference.safetensors")
 N_CTX, N_SETS, IMAGES = 4, 2, 4
 CLASS_LENGTHS = [2, 1, 4]
 EPS, GAMMA = 0.1, 0.8
+# The random model's cosines sit near 0, so at eps 0.1 the released scalings v reach ~4000, and
+# a mean change of 1e-3 (the paper's tolerance) is at f32's rounding of them: the tolerance here
+# keeps every stopping decision far from rounding (checked in `released_plans`).
+RELEASED_MAX_ITER, RELEASED_TOL = 100, 0.6
 LR, MOMENTUM, WEIGHT_DECAY = 0.5, 0.9, 5e-4
 
 torch.manual_seed(7)
@@ -91,14 +97,41 @@ def unbalanced_plan(sim, eps, gamma):
     return (u[:, None] * k * v[None, :]).float()
 
 
-def fedotp_logits(model, ctx, class_ids, vocab, patches, scale):
+def released_plans(sim, eps, gamma, max_iter=RELEASED_MAX_ITER, tol=RELEASED_TOL):
+    """The released code's solver on a whole batch ([B, M, N, C] similarities), float64: from
+    u = v = 1 on the kernel exp(-(1 - S)/eps), every problem iterated until the mean |v - v_old|
+    over the batch falls below tol. Fails when a mean lands within 1 % of tol (plus f32's rounding
+    of v), where f32 might stop one iteration elsewhere. Returns [B, C, M, N] plans and the
+    number of iterations run."""
+    s = sim.double().permute(0, 3, 1, 2)  # [B, C, M, N]
+    k = torch.exp(-(1.0 - s) / eps)
+    m, n = s.shape[2], s.shape[3]
+    u = torch.ones(s.shape[:3], dtype=torch.float64)
+    v = torch.ones(s.shape[0], s.shape[1], n, dtype=torch.float64)
+    for iteration in range(1, max_iter + 1):
+        v_old = v
+        u = torch.clamp(1.0 / m / torch.einsum("bcij,bcj->bci", k, v), max=1.0)
+        v = gamma / n / torch.einsum("bcij,bci->bcj", k, u)
+        change = float((v - v_old).abs().mean())
+        noise = 20 * float(v.abs().max()) * 2.0**-24
+        assert abs(change - tol) > 0.01 * tol + noise, (iteration, change, tol)
+        if change < tol:
+            break
+    return (u[..., :, None] * k * v[..., None, :]).float(), iteration
+
+
+def fedotp_logits(model, ctx, class_ids, vocab, patches, scale, released=False):
     text = text_features(model, ctx, class_ids, vocab).view(N_SETS, len(class_ids), -1)
     sim = torch.einsum("bmd,ncd->bmnc", patches, text)  # [B, M, N, C]
     plans = torch.zeros(sim.shape[0], sim.shape[3], sim.shape[1], sim.shape[2])  # [B, C, M, N]
     with torch.no_grad():
-        for b in range(sim.shape[0]):
-            for c in range(sim.shape[3]):
-                plans[b, c] = unbalanced_plan(sim[b, :, :, c], EPS, GAMMA)
+        if released:
+            plans, iterations = released_plans(sim, EPS, GAMMA)
+            print(f"released rule: {iterations} iterations")
+        else:
+            for b in range(sim.shape[0]):
+                for c in range(sim.shape[3]):
+                    plans[b, c] = unbalanced_plan(sim[b, :, :, c], EPS, GAMMA)
     logits = scale * torch.einsum("bcmn,bmnc->bc", plans, sim)
     return logits, sim, plans, text
 
@@ -147,6 +180,24 @@ def main():
         "fedotp.ctx0": ctx0, "fedotp.patches": patches, "fedotp.sim": sim.detach(),
         "fedotp.plans": plans, "fedotp.logits": logits.detach(), "fedotp.loss": loss.detach()[None],
         "fedotp.d_ctx": ctx.grad, "fedotp.ctx1": steps[0], "fedotp.ctx2": steps[1],
+    })
+
+    # FedOTP with the released code's batch stopping rule (`ot.stopping = "released"`), from the
+    # same context.
+    ctx = ctx0.clone().requires_grad_(True)
+    logits = fedotp_logits(model, ctx, class_ids, vocab, patches, scale, released=True)[0]
+    loss = F.cross_entropy(logits, labels)
+    loss.backward()
+    steps = sgd_steps(
+        ctx0,
+        lambda c: F.cross_entropy(
+            fedotp_logits(model, c, class_ids, vocab, patches, scale, released=True)[0], labels),
+        2,
+    )
+    ref.update({
+        "released.logits": logits.detach(),
+        "released.loss": loss.detach()[None], "released.d_ctx": ctx.grad,
+        "released.ctx1": steps[0], "released.ctx2": steps[1],
     })
 
     # PromptFL: one context set, cosine logits on the pooled embedding.

@@ -22,7 +22,7 @@ use fedotp_host::clip::{
     text_backward, text_forward, vision_forward, ClipConfig, ClipWeights, PromptBatch,
     SpecialTokens, TextActivations, VisionConfig,
 };
-use fedotp_host::prompt::{encode_images, Head, PromptLearner, PromptModel};
+use fedotp_host::prompt::{encode_images, Head, OtStopping, PromptLearner, PromptModel};
 
 use crate::compare::relative_error;
 use crate::inputs::{clip_like_similarities, indices, uniform};
@@ -1349,8 +1349,20 @@ fn sgd_first_step(ctx: &[f32], grad: &[f32]) -> Vec<f32> {
 /// Two FedOTP local steps through the training code (`fedotp_host::prompt`) on each backend: image
 /// features from the frozen tower, prompt features, the OT head, the loss, the context
 /// gradient and the SGD update of the context — the second step reusing the first one's
-/// workspace.
+/// workspace. With each stopping rule: the released one solves on the CPU behind either backend.
 fn local_steps(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
+    for stopping in [OtStopping::PerProblem, OtStopping::Released] {
+        local_steps_with(gpu, cpu, report, tol, stopping);
+    }
+}
+
+fn local_steps_with(
+    gpu: &Cuda,
+    cpu: &Cpu,
+    report: &mut Report,
+    tol: Tolerances,
+    stopping: OtStopping,
+) {
     let weights = tiny_weights(120, Activation::QuickGelu);
     let clip_c = weights.clone().to_backend(cpu).unwrap();
     let clip_g = weights.clone().to_backend(gpu).unwrap();
@@ -1373,6 +1385,7 @@ fn local_steps(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
         learner: PromptLearner::from_tokens(&tiny_classes(), n_ctx, n_sets, &weights.text).unwrap(),
         head: Head::Ot {
             params: OtParams::FEDOTP,
+            stopping,
             patches: features_c.patches_per_image,
         },
         scale: weights.logit_scale.exp(),
@@ -1382,7 +1395,12 @@ fn local_steps(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
     let (mut ws_c, mut ws_g) = (model.workspace(cpu).unwrap(), model.workspace(gpu).unwrap());
     let mut ctx_c = uniform(n_sets * n_ctx * config.text.width, 122, 0.02);
     let mut ctx_g = ctx_c.clone();
+    let rule = match stopping {
+        OtStopping::PerProblem => "",
+        OtStopping::Released => ", released rule",
+    };
     for step in 1..=2 {
+        let step = format!("{step}{rule}");
         let c = model
             .loss_and_gradient(cpu, &clip_c.text, &ctx_c, &image_c, &labels, &mut ws_c)
             .unwrap();

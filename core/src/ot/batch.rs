@@ -103,18 +103,7 @@ pub fn solve_batch(
     plans: &mut [f32],
     mut reports: Option<&mut [OtReport]>,
 ) -> Result<BatchReport, OtError> {
-    params.validate()?;
-    let len = layout.elements()?;
-    let problems = layout.problems()?;
-    for (name, found) in [("similarity", sim.len()), ("plans", plans.len())] {
-        if found != len {
-            return Err(OtError::BufferLength {
-                name,
-                expected: len,
-                found,
-            });
-        }
-    }
+    check_batch(sim, layout, params, plans, reports.as_deref())?;
     let needed = workspace_len(layout.patches, layout.prompts);
     if workspace.len() < needed {
         return Err(OtError::BufferLength {
@@ -123,24 +112,6 @@ pub fn solve_batch(
             found: workspace.len(),
         });
     }
-    if let Some(found) = reports.as_ref().map(|r| r.len()) {
-        if found != problems {
-            return Err(OtError::BufferLength {
-                name: "reports",
-                expected: problems,
-                found,
-            });
-        }
-    }
-    if let Some(index) = sim.iter().position(|x| !x.is_finite()) {
-        return Err(OtError::NonFinite {
-            name: "similarity",
-            index,
-        });
-    }
-    // Every problem is checked against the batch's largest similarity: one of them holds it,
-    // and that one alone would be refused.
-    params.check_resolution(sim.iter().fold(0.0, |largest: f32, s| largest.max(s.abs())))?;
 
     let plan_len = layout.patches * layout.prompts;
     let group = group_size(workspace.len(), layout.patches, layout.prompts);
@@ -166,6 +137,49 @@ pub fn solve_batch(
         }
     }
     Ok(summary)
+}
+
+/// The checks of a batch solve before it touches anything: the parameters, the similarities'
+/// and plans' lengths against `layout`, the reports' count, finite similarities and `eps`
+/// against their largest magnitude. Returns the number of problems.
+pub(crate) fn check_batch(
+    sim: &[f32],
+    layout: BatchLayout,
+    params: &OtParams,
+    plans: &[f32],
+    reports: Option<&[OtReport]>,
+) -> Result<usize, OtError> {
+    params.validate()?;
+    let len = layout.elements()?;
+    let problems = layout.problems()?;
+    for (name, found) in [("similarity", sim.len()), ("plans", plans.len())] {
+        if found != len {
+            return Err(OtError::BufferLength {
+                name,
+                expected: len,
+                found,
+            });
+        }
+    }
+    if let Some(found) = reports.map(|r| r.len()) {
+        if found != problems {
+            return Err(OtError::BufferLength {
+                name: "reports",
+                expected: problems,
+                found,
+            });
+        }
+    }
+    if let Some(index) = sim.iter().position(|x| !x.is_finite()) {
+        return Err(OtError::NonFinite {
+            name: "similarity",
+            index,
+        });
+    }
+    // Every problem is checked against the batch's largest similarity: one of them holds it,
+    // and that one alone would be refused.
+    params.check_resolution(sim.iter().fold(0.0, |largest: f32, s| largest.max(s.abs())))?;
+    Ok(problems)
 }
 
 /// How many problems [`solve_group`] solves at once with `workspace_floats` of workspace for

@@ -13,7 +13,9 @@
 //! [`solve`] runs the scaling iterations of the paper on one problem with memory the caller
 //! provides ([`workspace_len`] floats); [`solve_batch`] runs the independent problems of a batch,
 //! eight at a time in lockstep when given [`batch_workspace_len`] floats.
-//! Both are exact in `f32` across `eps` ∈ [0.005, 1]: see [`solver`] for how. With the
+//! Both are exact in `f32` across `eps` ∈ [0.005, 1]: see [`solver`] for how.
+//! [`solve_batch_released`] is the released code's solver instead, batch-wide stopping and all,
+//! to reproduce its results. With the
 //! `nalgebra` feature, `ot::nalgebra::solve` does what [`solve`] does on nalgebra matrices and
 //! views.
 //!
@@ -44,6 +46,7 @@ pub(crate) mod lockstep;
 #[cfg(feature = "nalgebra")]
 pub mod nalgebra;
 mod params;
+mod released;
 mod similarity;
 pub mod solver;
 
@@ -51,5 +54,6 @@ pub use batch::{solve_batch, BatchLayout, BatchReport};
 pub use error::OtError;
 pub use lockstep::batch_workspace_len;
 pub use params::{OtMode, OtParams, OtReport, COSINE_BOUND, EPS_RESOLUTION};
+pub use released::{released_workspace_len, solve_batch_released};
 pub use similarity::Similarity;
 pub use solver::{solve, workspace_len};

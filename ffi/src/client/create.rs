@@ -6,6 +6,7 @@ use std::ffi::c_char;
 use fedotp_host::backend::Device;
 use fedotp_host::clip::classnames::prompt_name;
 use fedotp_host::fed::{Sgd, SgdState};
+use fedotp_host::prompt::OtStopping;
 use fedotp_host::train::{ContextInit, HeadChoice, PromptSetup};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -235,7 +236,10 @@ pub unsafe extern "C" fn fedotp_client_new(
             sets: PROMPTS,
             shared_sets: 1,
             init: ContextInit::Normal { std: 0.02 },
-            head: HeadChoice::Ot(ot),
+            head: HeadChoice::Ot {
+                params: ot,
+                stopping: OtStopping::PerProblem,
+            },
             sgd,
             proximal_mu: None,
         };

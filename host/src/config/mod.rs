@@ -19,7 +19,7 @@
 //!
 //! [federation]                        # rounds, frac, local_epochs, batch_size, eval_*, seed
 //! [prompt]                            # n_ctx, n_prompts, init_std, ctx_init, local_init
-//! [ot]                                # eps, gamma, max_iter, tol, balanced
+//! [ot]                                # eps, gamma, max_iter, tol, balanced, stopping
 //! [optimizer]                         # lr, momentum, weight_decay
 //! [cache]                             # enabled, memory_budget_mib, disk_dir
 //! [output]                            # dir, checkpoint_interval, keep_checkpoints

@@ -10,6 +10,7 @@ use super::ConfigError;
 use crate::clip::classnames::prompt_name;
 use crate::clip::tokenizer::Tokenizer;
 use crate::fed::Sgd;
+use crate::prompt::OtStopping;
 
 /// The federated schedule.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -265,6 +266,12 @@ pub struct OtConfig {
     pub tol: f64,
     /// Balanced Sinkhorn (the ablation) instead of the unbalanced solver.
     pub balanced: bool,
+    /// When a problem stops: on its own relative change (`"per_problem"`, the default), or as
+    /// the released code stops a whole batch (`"released"`: mean absolute change over the
+    /// batch, unshifted kernel, scalings from 1; docs/ALGORITHM.md §7.2). Written into the
+    /// resolved configuration only when not the default.
+    #[serde(skip_serializing_if = "OtStopping::is_per_problem")]
+    pub stopping: OtStopping,
 }
 
 impl Default for OtConfig {
@@ -276,6 +283,7 @@ impl Default for OtConfig {
             max_iter: p.max_iter,
             tol: f64::from(p.tol),
             balanced: p.mode == OtMode::Balanced,
+            stopping: OtStopping::PerProblem,
         }
     }
 }

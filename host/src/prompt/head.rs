@@ -8,10 +8,33 @@
 //! - [`Head::Cosine`]: CLIP's own (zero-shot, CoOp, PromptFL): one pooled unit-length feature per
 //!   image against one prompt feature per class, `logit = scale · cos`.
 
-use fedotp_core::ot::{BatchLayout, BatchReport, OtParams};
+use fedotp_core::ot::{self, BatchLayout, BatchReport, OtParams};
+use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, MatmulDims};
+use crate::backend::{Backend, BackendError, BackendResult, MatmulDims};
 use crate::clip::ClipError;
+
+/// When the OT head's iterations stop.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OtStopping {
+    /// Each problem on its own, when its prompt-side scaling's mean relative change falls below
+    /// `tol` (the backend's solver: [`Backend::ot_plans`]).
+    #[default]
+    PerProblem,
+    /// The released code's rule, to reproduce its results: all problems of a batch together,
+    /// when the batch's mean absolute change falls below `tol`, on the unshifted kernel
+    /// ([`fedotp_core::ot::solve_batch_released`], on the CPU whatever the backend: the
+    /// similarities come down and the plans go back up).
+    Released,
+}
+
+impl OtStopping {
+    /// Whether this is the default.
+    pub fn is_per_problem(&self) -> bool {
+        *self == OtStopping::PerProblem
+    }
+}
 
 /// How class logits are formed.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -20,6 +43,8 @@ pub enum Head {
     Ot {
         /// The solver's parameters.
         params: OtParams,
+        /// When its iterations stop.
+        stopping: OtStopping,
         /// Patch features per image, M.
         patches: usize,
     },
@@ -105,7 +130,9 @@ impl Head {
                 backend.matmul_nt(&mut logits, image, text, mm, scale)?;
                 state.report = BatchReport::default();
             }
-            Head::Ot { params, .. } => {
+            Head::Ot {
+                params, stopping, ..
+            } => {
                 let layout = self.layout(dims);
                 let len = dims.images * layout.patches * dims.prompts * dims.classes;
                 let mut sim = backend.alloc(len)?;
@@ -116,7 +143,14 @@ impl Head {
                 };
                 backend.matmul_nt(&mut sim, image, text, mm, 1.0)?;
                 let mut plans = backend.alloc(len)?;
-                state.report = backend.ot_plans(&mut plans, &sim, layout, &params)?;
+                state.report = match stopping {
+                    OtStopping::PerProblem => {
+                        backend.ot_plans(&mut plans, &sim, layout, &params)?
+                    }
+                    OtStopping::Released => {
+                        released_plans(backend, &mut plans, &sim, layout, &params)?
+                    }
+                };
                 backend.ot_logits(&mut logits, &sim, &plans, layout, scale)?;
                 state.sim = Some(sim);
                 state.plans = Some(plans);
@@ -169,4 +203,29 @@ impl Head {
         }
         Ok(d_text)
     }
+}
+
+/// The plans of [`OtStopping::Released`]: the similarities downloaded, solved on the CPU, the
+/// plans uploaded into `plans`. The solver's refusals are the backend's own ([`BackendError::Ot`]),
+/// so a batch of non-finite similarities is handled as with [`Backend::ot_plans`].
+fn released_plans<B: Backend>(
+    backend: &B,
+    plans: &mut B::Buf,
+    sim: &B::Buf,
+    layout: BatchLayout,
+    params: &OtParams,
+) -> BackendResult<BatchReport> {
+    let refused = |source| BackendError::Ot {
+        op: "ot_plans (released rule)",
+        source,
+    };
+    let len = layout.elements().map_err(refused)?;
+    let sim = backend.download(sim, len)?;
+    let mut host_plans = vec![0.0; len];
+    let mut workspace = vec![0.0; ot::released_workspace_len(&layout)];
+    let report =
+        ot::solve_batch_released(&sim, layout, params, &mut workspace, &mut host_plans, None)
+            .map_err(refused)?;
+    *plans = backend.upload_vec(host_plans)?;
+    Ok(report)
 }

@@ -12,6 +12,6 @@ mod learner;
 mod step;
 
 pub use features::{encode_images, unit_features, ImageBatchFeatures};
-pub use head::{Head, HeadDims, HeadState};
+pub use head::{Head, HeadDims, HeadState, OtStopping};
 pub use learner::{context_from_words, PromptLearner, TextState};
 pub use step::{PromptModel, StepOutcome, Workspace};

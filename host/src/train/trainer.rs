@@ -21,14 +21,19 @@ use crate::data::Dataset;
 use crate::fed::{
     accuracy, add_proximal_gradient, macro_f1, proximal_term, F1Classes, Sgd, SgdState,
 };
-use crate::prompt::{context_from_words, Head, PromptLearner, PromptModel, Workspace};
+use crate::prompt::{context_from_words, Head, OtStopping, PromptLearner, PromptModel, Workspace};
 use crate::run::{EvalStats, TrainStats};
 
 /// The head a client's prompts are read through.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum HeadChoice {
     /// FedOTP's optimal-transport head over the image patches.
-    Ot(OtParams),
+    Ot {
+        /// The solver's parameters.
+        params: OtParams,
+        /// When its iterations stop.
+        stopping: OtStopping,
+    },
     /// CLIP's cosine head over the pooled image embedding.
     Cosine,
 }
@@ -91,7 +96,11 @@ impl PromptSetup {
                     Aggregation::All => sets,
                     Aggregation::None => 0,
                 };
-                (shared, HeadChoice::Ot(config.ot.params()), None)
+                let head = HeadChoice::Ot {
+                    params: config.ot.params(),
+                    stopping: config.ot.stopping,
+                };
+                (shared, head, None)
             }
             Method::CoopLocal => (0, HeadChoice::Cosine, None),
             Method::PromptFl => (sets, HeadChoice::Cosine, None),
@@ -166,12 +175,13 @@ impl<B: Backend> PromptTrainer<B> {
         let learner =
             PromptLearner::new(clip.tokenizer(), class_names, setup.n_ctx, setup.sets, text)?;
         let head = match setup.head {
-            HeadChoice::Ot(params) => {
+            HeadChoice::Ot { params, stopping } => {
                 params
                     .validate_for_cosines()
                     .map_err(TrainError::OtParams)?;
                 Head::Ot {
                     params,
+                    stopping,
                     patches: clip.patches(),
                 }
             }
