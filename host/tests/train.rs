@@ -6,7 +6,7 @@ use std::path::Path;
 
 use fedotp_host::backend::{Activation, Cpu};
 use fedotp_host::clip::{ClipWeights, VisionConfig};
-use fedotp_host::config::{Override, RunConfig};
+use fedotp_host::config::{ModelConfig, Override, RunConfig};
 use fedotp_host::data::Split;
 use fedotp_host::fed::SgdState;
 use fedotp_host::prompt::OtStopping;
@@ -525,6 +525,34 @@ fn the_ot_stopping_rule_is_configured() {
     let message = config_error(&["ot.stopping=\"batch\""]);
     assert!(
         message.contains("ot.stopping") && message.contains("batch"),
+        "{message}"
+    );
+}
+
+/// `model.backbone` is a check the user may give, not a gate: without it any CLIP the files
+/// describe loads (here open_clip's GELU fixture: 4-pixel patches at 24 pixels, 36 patches);
+/// with one its weights must have that shape, whatever their activation, or the error names the
+/// file and both shapes.
+#[test]
+fn the_backbone_is_an_optional_check() {
+    let path = fixture("clip").join("gelu");
+    let model = |backbone: &str| -> ModelConfig {
+        toml::from_str(&format!("kind = \"clip\"\npath = {path:?}\n{backbone}")).unwrap()
+    };
+    let any = model("");
+    assert!(!toml::to_string(&any).unwrap().contains("backbone"));
+    let clip = FrozenClip::from_config(Cpu::new(), &any).unwrap();
+    assert_eq!(clip.patches(), 36);
+    assert_eq!(clip.image_size(), 24);
+
+    let err = FrozenClip::from_config(Cpu::new(), &model("backbone = \"ViT-B/16\""))
+        .err()
+        .expect("a ViT-B/16 check on a small ViT");
+    let message = err.to_string();
+    assert!(
+        message.contains("gelu")
+            && message.contains("ViT-B/16")
+            && message.contains("4-pixel patches at 24 pixels"),
         "{message}"
     );
 }

@@ -338,7 +338,10 @@ fn describe(run: &PreparedRun) {
         "method: {}   model: {}   device: {}",
         config.method_label(),
         match &config.model {
-            ModelConfig::Clip { backbone, path } => format!("{backbone} from {}", path.display()),
+            ModelConfig::Clip { backbone, path } => match backbone {
+                Some(backbone) => format!("{backbone} from {}", path.display()),
+                None => format!("CLIP from {}", path.display()),
+            },
             ModelConfig::Tiny(_) => "tiny CLIP (seeded, not pretrained)".into(),
         },
         config.device

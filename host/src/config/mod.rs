@@ -11,7 +11,7 @@
 //! [model]                             # pretrained CLIP, or kind = "tiny" with its architecture
 //! kind = "clip"
 //! path = "weights/ViT-B-16"
-//! backbone = "ViT-B/16"
+//! backbone = "ViT-B/16"                # optional: a check of the weights' shape
 //!
 //! [dataset]
 //! source = { kind = "cifar10", root = "data/cifar-10-batches-bin" }

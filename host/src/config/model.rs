@@ -17,7 +17,7 @@ use crate::clip::{ClipConfig, TextConfig, VisionConfig, VitConfig, CLIP_LAYER_NO
 /// path = "weights/ViT-B-16"
 /// backbone = "ViT-B/16""#).unwrap();
 /// assert_eq!(model.image_size(), 224);
-/// assert!(matches!(model, ModelConfig::Clip { backbone: Backbone::VitB16, .. }));
+/// assert!(matches!(model, ModelConfig::Clip { backbone: Some(Backbone::VitB16), .. }));
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -27,8 +27,11 @@ pub enum ModelConfig {
     Clip {
         /// The weights file or directory.
         path: PathBuf,
-        /// The architecture the weights must have (checked when they are loaded).
-        backbone: Backbone,
+        /// The architecture the weights must have, checked when they are loaded; without it, any
+        /// CLIP the weights and their configuration file describe (any ViT or ModifiedResNet
+        /// shape, either activation).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        backbone: Option<Backbone>,
     },
     /// A tiny CLIP-architecture model with random weights drawn from `seed`: not pretrained,
     /// for the quickstart, examples and tests.

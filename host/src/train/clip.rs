@@ -32,12 +32,14 @@ impl<B: Backend> FrozenClip<B> {
     }
 
     /// The model a run configures: pretrained weights from a file (checked to be the
-    /// configured backbone) or the tiny model drawn from its seed.
+    /// configured backbone, when one is named) or the tiny model drawn from its seed.
     pub fn from_config(backend: B, model: &ModelConfig) -> Result<Self, TrainError> {
         let weights = match model {
             ModelConfig::Clip { path, backbone } => {
                 let weights = ClipWeights::load(path)?;
-                check_backbone(path, *backbone, &weights.config)?;
+                if let Some(backbone) = backbone {
+                    check_backbone(path, *backbone, &weights.config)?;
+                }
                 weights
             }
             ModelConfig::Tiny(tiny) => ClipWeights::random(&tiny.clip_config(), tiny.seed)?,
