@@ -8,6 +8,7 @@ use fedotp_host::backend::{Activation, BatchNorm, Conv2d, Linear};
 use fedotp_host::clip::{
     ClipConfig, ClipError, ClipWeights, ConvNorm, VisionConfig, VisionWeights,
 };
+use fedotp_host::data::Normalize;
 use fedotp_tests::fixtures::fixture;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
@@ -479,4 +480,65 @@ fn architecture_is_inferred_from_shapes_without_config() {
     };
     assert_eq!((v.width, v.heads, weights.config.text.heads), (96, 3, 2));
     assert!((weights.logit_scale - 2.6592).abs() < 1e-4);
+}
+
+/// The image normalisation the weights were trained with: CLIP's unless the configuration says
+/// otherwise — open_clip's `preprocess_cfg` in `open_clip_config.json`, Hugging Face's
+/// `preprocessor_config.json` — and the transforms built for the model use it. Values that cannot
+/// be statistics are refused naming the file and key.
+#[test]
+fn image_statistics_are_read_from_either_config_file() {
+    let (mean, std) = ([0.5, 0.25, 0.125], [0.5, 2.0, 0.75]);
+    let want = Normalize {
+        mean: mean.map(|v: f64| v as f32),
+        std: std.map(|v: f64| v as f32),
+    };
+
+    // open_clip.
+    let (tmp, _) = edited("openai", "open_clip_model.safetensors", |_| {});
+    assert_eq!(
+        ClipWeights::load(tmp.path()).unwrap().config.image_stats,
+        Normalize::CLIP
+    );
+    let config = tmp.path().join("open_clip_config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    json["preprocess_cfg"] =
+        serde_json::json!({ "mean": mean, "std": std, "interpolation": "bicubic" });
+    std::fs::write(&config, json.to_string()).unwrap();
+    let loaded = ClipWeights::load(tmp.path()).unwrap().config;
+    assert_eq!(loaded.image_stats, want);
+    assert_eq!(loaded.eval_transform().normalize, want);
+    assert_eq!(loaded.train_transform().normalize, want);
+
+    json["preprocess_cfg"]["std"] = serde_json::json!([0.5, 0.0, 0.5]);
+    std::fs::write(&config, json.to_string()).unwrap();
+    let (_, message) = load_err(tmp.path());
+    assert!(
+        message.contains("open_clip_config.json")
+            && message.contains("preprocess_cfg.std")
+            && message.contains("positive"),
+        "{message}"
+    );
+
+    // Hugging Face.
+    let (tmp, _) = edited("hf", "model.safetensors", |_| {});
+    let preprocessor = tmp.path().join("preprocessor_config.json");
+    std::fs::write(
+        &preprocessor,
+        serde_json::json!({ "image_mean": mean, "image_std": std, "crop_size": 32 }).to_string(),
+    )
+    .unwrap();
+    assert_eq!(
+        ClipWeights::load(tmp.path()).unwrap().config.image_stats,
+        want
+    );
+    std::fs::write(&preprocessor, r#"{"image_mean": [0.5, 0.5]}"#).unwrap();
+    let (_, message) = load_err(tmp.path());
+    assert!(
+        message.contains("preprocessor_config.json")
+            && message.contains("image_mean")
+            && message.contains("has 2 values"),
+        "{message}"
+    );
 }

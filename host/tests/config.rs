@@ -7,7 +7,7 @@ use fedotp_host::config::{
     Aggregation, BatchSize, ConfigError, DatasetSource, Device, Method, ModelConfig, Override,
     RunConfig, QUICKSTART_PRESET,
 };
-use fedotp_host::data::PartitionSpec;
+use fedotp_host::data::{Normalize, PartitionSpec};
 
 fn configs_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs")
@@ -111,7 +111,7 @@ fn the_table_rows_have_the_papers_settings() {
         assert!(!c
             .dataset
             .train_transform
-            .transform(224, c.dataset.normalize)
+            .transform(224, c.dataset.normalize.statistics(Normalize::CLIP))
             .is_random());
     }
     assert_eq!(
@@ -483,10 +483,10 @@ fn the_quickstart_data_loads_as_configured() {
         .unwrap();
     assert_eq!(data.partition.clients.len(), 8);
     assert_eq!(data.dataset.domain_names.len(), 8); // one style per client
-    let transform = config
-        .dataset
-        .test_transform
-        .transform(config.model.image_size(), config.dataset.normalize);
+    let transform = config.dataset.test_transform.transform(
+        config.model.image_size(),
+        config.dataset.normalize.statistics(Normalize::CLIP),
+    );
     let image = data
         .dataset
         .load_image(

@@ -7,7 +7,7 @@ use std::path::Path;
 use fedotp_host::backend::{Activation, Cpu};
 use fedotp_host::clip::{ClipWeights, VisionConfig};
 use fedotp_host::config::{ModelConfig, Override, RunConfig};
-use fedotp_host::data::Split;
+use fedotp_host::data::{Normalize, Split};
 use fedotp_host::fed::SgdState;
 use fedotp_host::prompt::OtStopping;
 use fedotp_host::run::{start_run, Checkpoint, MetricsRow, RowScope};
@@ -105,7 +105,7 @@ fn precomputed_image_tokens_train_exactly_like_the_images() {
     let transform = config
         .dataset
         .train_transform
-        .transform(32, config.dataset.normalize);
+        .transform(32, config.dataset.normalize.statistics(Normalize::CLIP));
     assert!(
         !transform.is_random(),
         "the quickstart's digits are not augmented"
@@ -245,7 +245,7 @@ fn batches_with_non_finite_features_are_skipped_and_counted() {
         config
             .dataset
             .train_transform
-            .transform(32, config.dataset.normalize),
+            .transform(32, config.dataset.normalize.statistics(Normalize::CLIP)),
         trainer.feature_kind(),
     );
     let ctx0 = vec![0.01f32; trainer.context_len()];

@@ -162,7 +162,7 @@ impl<B: Backend> OnDevice<B> {
             ));
         }
         // Fixed features: no augmentation, whatever the client's setting.
-        let eval = Transform::eval(clip.image_size() as u32);
+        let eval = clip.weights().config.eval_transform();
         let mut features = SplitFeatures::new(dataset, Split::Train, eval, kind);
         let place = CachePlace {
             memory_budget: u64::MAX,
@@ -215,7 +215,7 @@ impl<B: Backend + 'static> Engine for OnDevice<B> {
         batch: usize,
     ) -> Result<Vec<f32>, Failure> {
         let _turn = self.clip.backend().take_turn()?;
-        let eval = Transform::eval(self.clip.image_size() as u32);
+        let eval = self.clip.weights().config.eval_transform();
         let features = self.features(dataset, tokens, eval, batch)?;
         let classes = dataset.class_names.len();
         let mut probabilities = Vec::with_capacity(dataset.train.len() * classes);

@@ -166,11 +166,11 @@ fn check_labels(samples: &[Sample], classes: usize) -> Result<(), Failure> {
 impl Client {
     /// The transform of training images.
     fn train_transform(&self) -> Transform {
-        let size = self.engine.config().vision.image_size() as u32;
+        let config = self.engine.config();
         if self.augment {
-            Transform::train(size)
+            config.train_transform()
         } else {
-            Transform::eval(size)
+            config.eval_transform()
         }
     }
 

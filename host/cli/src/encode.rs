@@ -17,7 +17,7 @@ use fedotp_host::backend::{Backend, Device, OnBackend};
 use fedotp_host::clip::{
     text_forward, vision_forward, ClipWeights, PromptBatch, SpecialTokens, TextActivations,
 };
-use fedotp_host::data::{list_images, RgbImage, Transform};
+use fedotp_host::data::{list_images, RgbImage};
 use fedotp_host::run::write_atomic;
 use fedotp_host::train::{FrozenClip, TrainError};
 
@@ -221,7 +221,7 @@ impl EncodeJob<'_> {
         let clip = FrozenClip::new(backend, self.weights)?;
         let backend = clip.backend();
         let weights = clip.weights();
-        let transform = Transform::eval(clip.image_size() as u32);
+        let transform = clip.weights().config.eval_transform();
         // The evaluation transform draws nothing.
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let bar = if self.quiet {

@@ -3,6 +3,7 @@
 
 use super::ClipError;
 use crate::backend::Activation;
+use crate::data::{Normalize, Transform};
 use crate::memory::{f32_bytes, MemoryEstimate};
 
 /// The layer-norm epsilon of every CLIP release.
@@ -206,6 +207,10 @@ pub struct ClipConfig {
     pub text: TextConfig,
     /// The image tower.
     pub vision: VisionConfig,
+    /// The per-channel statistics the model's images were normalised with in training: its
+    /// configuration file's (open_clip's `preprocess_cfg`, Hugging Face's
+    /// `preprocessor_config.json`), else CLIP's.
+    pub image_stats: Normalize,
 }
 
 impl TextConfig {
@@ -225,6 +230,24 @@ impl TextConfig {
 }
 
 impl ClipConfig {
+    /// The evaluation transform of this model's images: its size and its normalisation
+    /// ([`Transform::eval`] otherwise).
+    pub fn eval_transform(&self) -> Transform {
+        Transform {
+            normalize: self.image_stats,
+            ..Transform::eval(self.vision.image_size() as u32)
+        }
+    }
+
+    /// The training augmentation of this model's images ([`Transform::train`] at its size, with
+    /// its normalisation).
+    pub fn train_transform(&self) -> Transform {
+        Transform {
+            normalize: self.image_stats,
+            ..Transform::train(self.vision.image_size() as u32)
+        }
+    }
+
     /// OpenAI's ViT-B/16 at 224 px (embed 512): the backbone of FedOTP's CIFAR and DomainNet runs.
     pub fn vit_b_16() -> Self {
         Self::vit_b(16)
@@ -249,6 +272,7 @@ impl ClipConfig {
                 layer_norm_eps: CLIP_LAYER_NORM_EPS,
                 activation: Activation::QuickGelu,
             }),
+            image_stats: Normalize::CLIP,
         }
     }
 
@@ -274,6 +298,7 @@ impl ClipConfig {
                 heads: 32 * width / CLIP_HEAD_WIDTH,
                 batch_norm_eps: CLIP_BATCH_NORM_EPS,
             }),
+            image_stats: Normalize::CLIP,
         }
     }
 
@@ -331,6 +356,7 @@ impl ClipConfig {
                 layer_norm_eps: CLIP_LAYER_NORM_EPS,
                 activation: Activation::QuickGelu,
             }),
+            image_stats: Normalize::CLIP,
         }
     }
 

@@ -26,6 +26,7 @@ use super::{
     VitWeights, CLIP_BATCH_NORM_EPS, CLIP_HEAD_WIDTH, CLIP_LAYER_NORM_EPS,
 };
 use crate::backend::{Activation, BatchNorm, Conv2d, LayerNorm, Linear};
+use crate::data::Normalize;
 
 /// Weight file names tried, in order, when [`ClipWeights::load`] is given a directory.
 pub const WEIGHT_FILE_NAMES: [&str; 2] = ["model.safetensors", "open_clip_model.safetensors"];
@@ -442,6 +443,10 @@ impl Layout {
                 if config_file_exists(&path)? {
                     apply_hf_config(&mut config, &path)?;
                 }
+                let path = dir.join("preprocessor_config.json");
+                if config_file_exists(&path)? {
+                    apply_hf_preprocessor(&mut config, &path)?;
+                }
             }
             Layout::OpenAi => {
                 let path = dir.join("open_clip_config.json");
@@ -796,6 +801,7 @@ fn infer_config(names: &Names, file: &TensorFile) -> Result<ClipConfig, ClipErro
             embed_dim,
             text,
             vision: VisionConfig::ResNet(infer_resnet(file)?),
+            image_stats: Normalize::CLIP,
         });
     }
     let width = dim(file, names.class_embedding, 1, 0)?;
@@ -818,6 +824,8 @@ fn infer_config(names: &Names, file: &TensorFile) -> Result<ClipConfig, ClipErro
         embed_dim,
         text,
         vision: VisionConfig::Vit(vit),
+        // OpenAI's; a configuration file next to the weights may say otherwise.
+        image_stats: Normalize::CLIP,
     })
 }
 
@@ -938,6 +946,69 @@ fn apply_hf_config(config: &mut ClipConfig, path: &Path) -> Result<(), ClipError
 #[derive(Deserialize)]
 struct OpenClipFile {
     model_cfg: OpenClipModel,
+    preprocess_cfg: Option<OpenClipPreprocess>,
+}
+
+/// open_clip's image preprocessing; only the normalisation is read (its resize is CLIP's:
+/// bicubic short side and centre crop, which fedotp's transforms do).
+#[derive(Deserialize)]
+struct OpenClipPreprocess {
+    mean: Option<Vec<f64>>,
+    std: Option<Vec<f64>>,
+}
+
+/// The fields of a Hugging Face `preprocessor_config.json` (`CLIPImageProcessor`) we use.
+#[derive(Deserialize)]
+struct HfPreprocessor {
+    image_mean: Option<Vec<f64>>,
+    image_std: Option<Vec<f64>>,
+}
+
+fn apply_hf_preprocessor(config: &mut ClipConfig, path: &Path) -> Result<(), ClipError> {
+    let file: HfPreprocessor = read_json(path)?;
+    apply_image_stats(
+        config,
+        path,
+        ("image_mean", file.image_mean),
+        ("image_std", file.image_std),
+    )
+}
+
+/// Sets `config.image_stats` from a file's per-channel mean and standard deviation (each
+/// `(key, values)`; an absent one keeps CLIP's): three finite values, deviations positive.
+fn apply_image_stats(
+    config: &mut ClipConfig,
+    path: &Path,
+    (mean_key, mean): (&str, Option<Vec<f64>>),
+    (std_key, std): (&str, Option<Vec<f64>>),
+) -> Result<(), ClipError> {
+    let channels = |key: &str, values: Vec<f64>, positive: bool| -> Result<[f32; 3], ClipError> {
+        let fits = |v: &f64| v.is_finite() && (!positive || *v > 0.0) && v.abs() <= 1e6;
+        match <[f64; 3]>::try_from(values) {
+            Ok(values) if values.iter().all(fits) => Ok(values.map(|v| v as f32)),
+            Ok(values) => Err(ClipError::Config {
+                path: path.to_path_buf(),
+                message: format!(
+                    "`{key}` is {values:?}: each channel's value must be finite{}",
+                    if positive { " and positive" } else { "" }
+                ),
+            }),
+            Err(values) => Err(ClipError::Config {
+                path: path.to_path_buf(),
+                message: format!(
+                    "`{key}` has {} values, the three channels need 3",
+                    values.len()
+                ),
+            }),
+        }
+    };
+    if let Some(mean) = mean {
+        config.image_stats.mean = channels(mean_key, mean, false)?;
+    }
+    if let Some(std) = std {
+        config.image_stats.std = channels(std_key, std, true)?;
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -959,6 +1030,10 @@ struct OpenClipTower {
 
 fn apply_open_clip_config(config: &mut ClipConfig, path: &Path) -> Result<(), ClipError> {
     let cfg: OpenClipFile = read_json(path)?;
+    if let Some(preprocess) = cfg.preprocess_cfg {
+        let mean = ("preprocess_cfg.mean", preprocess.mean);
+        apply_image_stats(config, path, mean, ("preprocess_cfg.std", preprocess.std))?;
+    }
     // open_clip builds nn.GELU unless `quick_gelu` is set (OpenAI's weights set it).
     let activation = if cfg.model_cfg.quick_gelu == Some(true) {
         Activation::QuickGelu

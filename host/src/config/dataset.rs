@@ -115,7 +115,8 @@ pub struct TransformConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Normalization {
-    /// CLIP's own statistics, what the model was trained with.
+    /// The model's own statistics, what it was trained with: its configuration file's, CLIP's
+    /// when it names none ([`crate::clip::ClipConfig::image_stats`]).
     #[default]
     Clip,
     /// The CIFAR-10 statistics the reference code uses for its CIFAR-10 runs.
@@ -125,10 +126,10 @@ pub enum Normalization {
 }
 
 impl Normalization {
-    /// The statistics.
-    pub fn statistics(self) -> Normalize {
+    /// The statistics, for a model trained with `model`'s.
+    pub fn statistics(self, model: Normalize) -> Normalize {
         match self {
-            Normalization::Clip => Normalize::CLIP,
+            Normalization::Clip => model,
             Normalization::Cifar10Reference => Normalize::CIFAR10_REFERENCE,
             Normalization::Cifar100Reference => Normalize::CIFAR100_REFERENCE,
         }
@@ -155,12 +156,12 @@ impl TransformConfig {
     }
 
     /// The data module's transform at `size` pixels with `normalize`.
-    pub fn transform(&self, size: u32, normalize: Normalization) -> Transform {
+    pub fn transform(&self, size: u32, normalize: Normalize) -> Transform {
         Transform {
             size,
             geometry: self.geometry,
             horizontal_flip: self.horizontal_flip,
-            normalize: normalize.statistics(),
+            normalize,
         }
     }
 }
@@ -263,7 +264,7 @@ impl DatasetConfig {
             ("dataset.test_transform", &self.test_transform),
         ] {
             transform
-                .transform(1, self.normalize)
+                .transform(1, self.normalize.statistics(Normalize::CLIP))
                 .validate()
                 .map_err(|e| ConfigError::invalid(field, e))?;
         }

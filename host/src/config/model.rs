@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::ConfigError;
 use crate::backend::Activation;
 use crate::clip::{ClipConfig, TextConfig, VisionConfig, VitConfig, CLIP_LAYER_NORM_EPS};
+use crate::data::Normalize;
 
 /// The frozen model.
 ///
@@ -206,6 +207,7 @@ impl TinyModelConfig {
                 layer_norm_eps: CLIP_LAYER_NORM_EPS,
                 activation: self.activation,
             }),
+            image_stats: Normalize::CLIP,
         }
     }
 

@@ -176,7 +176,10 @@ impl<'r, B: Backend> ClientRunner<'r, B> {
         )
         .check("this run")?;
         let size = clip.image_size() as u32;
-        let normalize = config.dataset.normalize;
+        let normalize = config
+            .dataset
+            .normalize
+            .statistics(clip.weights().config.image_stats);
         let kind = trainer.feature_kind();
         let dataset = &data.dataset;
         let train_transform = config.dataset.train_transform.transform(size, normalize);
@@ -577,7 +580,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// path, and hashing them would cost more than a node's start-up may).
 fn cache_key(config: &RunConfig, split: &str, samples: &[usize]) -> Result<[u8; 32], TrainError> {
     let mut hash = Sha256::new();
-    hash.update(b"fedotp feature cache 1\0");
+    // Version 2: the normalisation may come from the weights' configuration file.
+    hash.update(b"fedotp feature cache 2\0");
     let described =
         serde_json::to_vec(&(&config.model, &config.dataset, config.federation.seed))
             .map_err(|e| TrainError::Invalid(format!("the configuration cannot be hashed: {e}")))?;
