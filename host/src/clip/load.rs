@@ -975,40 +975,38 @@ fn apply_hf_preprocessor(config: &mut ClipConfig, path: &Path) -> Result<(), Cli
 }
 
 /// Sets `config.image_stats` from a file's per-channel mean and standard deviation (each
-/// `(key, values)`; an absent one keeps CLIP's): three finite values, deviations positive.
+/// `(key, values)`; an absent one keeps CLIP's): three values each, which must make valid
+/// statistics ([`Normalize::validate`]).
 fn apply_image_stats(
     config: &mut ClipConfig,
     path: &Path,
     (mean_key, mean): (&str, Option<Vec<f64>>),
     (std_key, std): (&str, Option<Vec<f64>>),
 ) -> Result<(), ClipError> {
-    let channels = |key: &str, values: Vec<f64>, positive: bool| -> Result<[f32; 3], ClipError> {
-        let fits = |v: &f64| v.is_finite() && (!positive || *v > 0.0) && v.abs() <= 1e6;
-        match <[f64; 3]>::try_from(values) {
-            Ok(values) if values.iter().all(fits) => Ok(values.map(|v| v as f32)),
-            Ok(values) => Err(ClipError::Config {
-                path: path.to_path_buf(),
-                message: format!(
-                    "`{key}` is {values:?}: each channel's value must be finite{}",
-                    if positive { " and positive" } else { "" }
-                ),
-            }),
-            Err(values) => Err(ClipError::Config {
-                path: path.to_path_buf(),
-                message: format!(
+    let refused = |message: String| ClipError::Config {
+        path: path.to_path_buf(),
+        message,
+    };
+    let channels = |key: &str, values: Vec<f64>| {
+        <[f64; 3]>::try_from(values)
+            .map(|values| values.map(|v| v as f32))
+            .map_err(|values| {
+                refused(format!(
                     "`{key}` has {} values, the three channels need 3",
                     values.len()
-                ),
-            }),
-        }
+                ))
+            })
     };
     if let Some(mean) = mean {
-        config.image_stats.mean = channels(mean_key, mean, false)?;
+        config.image_stats.mean = channels(mean_key, mean)?;
     }
     if let Some(std) = std {
-        config.image_stats.std = channels(std_key, std, true)?;
+        config.image_stats.std = channels(std_key, std)?;
     }
-    Ok(())
+    config
+        .image_stats
+        .validate()
+        .map_err(|e| refused(format!("`{mean_key}` / `{std_key}`: {e}")))
 }
 
 #[derive(Deserialize)]

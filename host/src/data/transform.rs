@@ -53,6 +53,19 @@ impl Normalize {
         ],
     };
 
+    /// Checks every channel: a finite mean and a finite, positive standard deviation.
+    pub fn validate(&self) -> Result<()> {
+        for c in 0..3 {
+            let (mean, std) = (self.mean[c], self.std[c]);
+            if !mean.is_finite() || !std.is_finite() || std <= 0.0 {
+                return Err(DataError::Invalid(format!(
+                    "normalisation of channel {c} needs a finite mean and a positive std, got {mean} and {std}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The statistics the reference code uses for CIFAR-10.
     pub const CIFAR10_REFERENCE: Normalize = Normalize {
         mean: [0.4914_f64 as f32, 0.4822_f64 as f32, 0.4465_f64 as f32],
@@ -180,15 +193,7 @@ impl Transform {
         if let Geometry::RandomResizedCrop { scale, ratio } = self.geometry {
             validate_crop_ranges(scale, ratio)?;
         }
-        for c in 0..3 {
-            let (mean, std) = (self.normalize.mean[c], self.normalize.std[c]);
-            if !mean.is_finite() || !std.is_finite() || std <= 0.0 {
-                return invalid(format!(
-                    "normalisation of channel {c} needs a finite mean and a positive std, got {mean} and {std}"
-                ));
-            }
-        }
-        Ok(())
+        self.normalize.validate()
     }
 
     /// The `size × size` RGB image before normalisation (resized, cropped, maybe flipped).

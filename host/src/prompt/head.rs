@@ -142,15 +142,15 @@ impl Head {
                     k: dims.dim,
                 };
                 backend.matmul_nt(&mut sim, image, text, mm, 1.0)?;
-                let mut plans = backend.alloc(len)?;
-                state.report = match stopping {
+                let (plans, report) = match stopping {
                     OtStopping::PerProblem => {
-                        backend.ot_plans(&mut plans, &sim, layout, &params)?
+                        let mut plans = backend.alloc(len)?;
+                        let report = backend.ot_plans(&mut plans, &sim, layout, &params)?;
+                        (plans, report)
                     }
-                    OtStopping::Released => {
-                        released_plans(backend, &mut plans, &sim, layout, &params)?
-                    }
+                    OtStopping::Released => released_plans(backend, &sim, layout, &params)?,
                 };
+                state.report = report;
                 backend.ot_logits(&mut logits, &sim, &plans, layout, scale)?;
                 state.sim = Some(sim);
                 state.plans = Some(plans);
@@ -205,16 +205,16 @@ impl Head {
     }
 }
 
-/// The plans of [`OtStopping::Released`]: the similarities downloaded, solved on the CPU, the
-/// plans uploaded into `plans`. The solver's refusals are the backend's own ([`BackendError::Ot`]),
-/// so a batch of non-finite similarities is handled as with [`Backend::ot_plans`].
+/// The plans of [`OtStopping::Released`] and the solve's report: the similarities downloaded,
+/// solved on the CPU, the plans uploaded. The solver's refusals are the backend's own
+/// ([`BackendError::Ot`]), so a batch of non-finite similarities is handled as with
+/// [`Backend::ot_plans`].
 fn released_plans<B: Backend>(
     backend: &B,
-    plans: &mut B::Buf,
     sim: &B::Buf,
     layout: BatchLayout,
     params: &OtParams,
-) -> BackendResult<BatchReport> {
+) -> BackendResult<(B::Buf, BatchReport)> {
     let refused = |source| BackendError::Ot {
         op: "ot_plans (released rule)",
         source,
@@ -226,6 +226,5 @@ fn released_plans<B: Backend>(
     let report =
         ot::solve_batch_released(&sim, layout, params, &mut workspace, &mut host_plans, None)
             .map_err(refused)?;
-    *plans = backend.upload_vec(host_plans)?;
-    Ok(report)
+    Ok((backend.upload_vec(host_plans)?, report))
 }
