@@ -1363,6 +1363,18 @@ fn local_steps_with(
     tol: Tolerances,
     stopping: OtStopping,
 ) {
+    // The released rule stops when the batch's mean change of the scalings falls below `tol`;
+    // on this random model they reach thousands, so at the paper's 1e-3 the stop is decided by
+    // f32 rounding and two correct summation orders (cuBLAS's, the CPU's) stop iterations apart
+    // (an H200 run: 318 against 324). As the PyTorch reference of the rule does
+    // (tests/scripts/prompt_step_reference.py), that case runs at 0.6.
+    let params = match stopping {
+        OtStopping::PerProblem => OtParams::FEDOTP,
+        OtStopping::Released => OtParams {
+            tol: 0.6,
+            ..OtParams::FEDOTP
+        },
+    };
     let weights = tiny_weights(120, Activation::QuickGelu);
     let clip_c = weights.clone().to_backend(cpu).unwrap();
     let clip_g = weights.clone().to_backend(gpu).unwrap();
@@ -1384,7 +1396,7 @@ fn local_steps_with(
     let model = PromptModel {
         learner: PromptLearner::from_tokens(&tiny_classes(), n_ctx, n_sets, &weights.text).unwrap(),
         head: Head::Ot {
-            params: OtParams::FEDOTP,
+            params,
             stopping,
             patches: features_c.patches_per_image,
         },
