@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use fedotp_host::backend::{Activation, BatchNorm, Conv2d, Linear};
 use fedotp_host::clip::{
-    ClipConfig, ClipError, ClipWeights, ConvNorm, VisionConfig, VisionWeights,
+    ClipConfig, ClipError, ClipWeights, ConvNorm, ImageResize, VisionConfig, VisionWeights,
 };
-use fedotp_host::data::Normalize;
+use fedotp_host::data::{Geometry, Interpolation, Normalize};
 use fedotp_tests::fixtures::fixture;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
@@ -539,6 +539,88 @@ fn image_statistics_are_read_from_either_config_file() {
         message.contains("preprocessor_config.json")
             && message.contains("image_mean")
             && message.contains("has 2 values"),
+        "{message}"
+    );
+}
+
+/// The evaluation resize is read from open_clip's `preprocess_cfg` (`resize_mode`,
+/// `interpolation`, `fill_color`, `size` checked against the tower) or Hugging Face's `resample`;
+/// the model's evaluation transform follows it, its training crop stays bicubic. Values fedotp
+/// cannot honour are refused naming the file and key.
+#[test]
+fn image_resize_is_read_from_either_config_file() {
+    // open_clip.
+    let (tmp, _) = edited("openai", "open_clip_model.safetensors", |_| {});
+    let loaded = ClipWeights::load(tmp.path()).unwrap().config;
+    assert_eq!(loaded.image_resize, ImageResize::CLIP);
+    let side = loaded.vision.image_size();
+    let config = tmp.path().join("open_clip_config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    json["preprocess_cfg"] = serde_json::json!({
+        "size": [side, side], "resize_mode": "longest", "interpolation": "bilinear",
+        "fill_color": 128
+    });
+    std::fs::write(&config, json.to_string()).unwrap();
+    let loaded = ClipWeights::load(tmp.path()).unwrap().config;
+    let want = ImageResize {
+        geometry: Geometry::ResizeLongestPad { fill: 128 },
+        interpolation: Interpolation::Bilinear,
+    };
+    assert_eq!(loaded.image_resize, want);
+    let eval = loaded.eval_transform();
+    assert_eq!(
+        (eval.geometry, eval.interpolation),
+        (want.geometry, want.interpolation)
+    );
+    assert!(matches!(
+        loaded.train_transform().geometry,
+        Geometry::RandomResizedCrop { .. }
+    ));
+    json["preprocess_cfg"] = serde_json::json!({ "resize_mode": "squash" });
+    std::fs::write(&config, json.to_string()).unwrap();
+    let loaded = ClipWeights::load(tmp.path()).unwrap().config;
+    assert_eq!(loaded.image_resize.geometry, Geometry::Stretch);
+    assert_eq!(loaded.image_resize.interpolation, Interpolation::Bicubic);
+
+    for (cfg, key) in [
+        (
+            serde_json::json!({ "resize_mode": "crop" }),
+            "preprocess_cfg.resize_mode",
+        ),
+        (
+            serde_json::json!({ "interpolation": "nearest" }),
+            "preprocess_cfg.interpolation",
+        ),
+        (
+            serde_json::json!({ "fill_color": 300 }),
+            "preprocess_cfg.fill_color",
+        ),
+        (
+            serde_json::json!({ "size": side + 1 }),
+            "preprocess_cfg.size",
+        ),
+    ] {
+        json["preprocess_cfg"] = cfg;
+        std::fs::write(&config, json.to_string()).unwrap();
+        let (_, message) = load_err(tmp.path());
+        assert!(
+            message.contains("open_clip_config.json") && message.contains(key),
+            "{message}"
+        );
+    }
+
+    // Hugging Face.
+    let (tmp, _) = edited("hf", "model.safetensors", |_| {});
+    let preprocessor = tmp.path().join("preprocessor_config.json");
+    std::fs::write(&preprocessor, r#"{"resample": 2}"#).unwrap();
+    let loaded = ClipWeights::load(tmp.path()).unwrap().config;
+    assert_eq!(loaded.image_resize.interpolation, Interpolation::Bilinear);
+    assert_eq!(loaded.image_resize.geometry, Geometry::ResizeCenterCrop);
+    std::fs::write(&preprocessor, r#"{"resample": 1}"#).unwrap();
+    let (_, message) = load_err(tmp.path());
+    assert!(
+        message.contains("preprocessor_config.json") && message.contains("`resample` is 1"),
         "{message}"
     );
 }

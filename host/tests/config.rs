@@ -7,7 +7,7 @@ use fedotp_host::config::{
     Aggregation, BatchSize, ConfigError, DatasetSource, Device, Method, ModelConfig, Override,
     RunConfig, QUICKSTART_PRESET,
 };
-use fedotp_host::data::{Normalize, PartitionSpec};
+use fedotp_host::data::{Geometry, Interpolation, Normalize, PartitionSpec};
 
 fn configs_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs")
@@ -502,4 +502,30 @@ fn the_quickstart_data_loads_as_configured() {
     assert_eq!(again.partition, data.partition);
     let other = config.dataset.load(32, config.federation.seed + 1).unwrap();
     assert_ne!(other.partition, data.partition);
+}
+
+/// A test transform with open_clip's `longest` resize and a bilinear filter is set from the
+/// command line, round-trips through the resolved TOML, and the default transforms keep their
+/// form (no `interpolation` key), so earlier runs keep their configuration hash.
+#[test]
+fn test_transforms_take_a_resize_mode_and_filter() {
+    let config = RunConfig::quickstart_with(&sets(&[
+        r#"dataset.test_transform={ geometry = { kind = "resize_longest_pad", fill = 7 }, interpolation = "bilinear" }"#,
+    ]))
+    .unwrap();
+    let transform = config.dataset.test_transform;
+    assert_eq!(transform.geometry, Geometry::ResizeLongestPad { fill: 7 });
+    assert_eq!(transform.interpolation, Interpolation::Bilinear);
+    let resolved = config.to_toml();
+    assert!(
+        resolved.contains("interpolation = \"bilinear\""),
+        "{resolved}"
+    );
+    let back = RunConfig::from_toml(&resolved, "resolved", &[]).unwrap();
+    assert_eq!(back, config);
+
+    let default = RunConfig::quickstart().to_toml();
+    assert!(!default.contains("interpolation"), "{default}");
+    let error = quickstart_error(&[r#"dataset.test_transform.interpolation="nearest""#]);
+    assert!(error.contains("nearest"), "{error}");
 }

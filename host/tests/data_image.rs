@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use fedotp_host::data::{
-    resize_bicubic, sample_random_resized_crop, DataError, Geometry, Normalize, RgbImage, Transform,
+    resize, sample_random_resized_crop, DataError, Geometry, Interpolation, Normalize, RgbImage,
+    Transform,
 };
 use fedotp_tests::fixtures::fixture;
 use rand::SeedableRng;
@@ -51,7 +52,7 @@ fn bicubic_resize_is_pillow_bit_for_bit() {
     for case in cases {
         let source = RgbImage::open(&data_fixture(case["source"].as_str().unwrap())).unwrap();
         let (width, height) = (u32_of(&case, "width"), u32_of(&case, "height"));
-        let ours = resize_bicubic(&source, width, height).unwrap();
+        let ours = resize(&source, width, height, Interpolation::Bicubic).unwrap();
         let expected = std::fs::read(data_fixture(case["expected"].as_str().unwrap())).unwrap();
         assert_eq!((ours.width(), ours.height()), (width, height));
         let differing = ours
@@ -68,7 +69,7 @@ fn bicubic_resize_is_pillow_bit_for_bit() {
 fn resize_to_zero_is_an_error() {
     let image = RgbImage::new(2, 2, vec![0; 12]).unwrap();
     assert!(matches!(
-        resize_bicubic(&image, 0, 3),
+        resize(&image, 0, 3, Interpolation::Bicubic),
         Err(DataError::Invalid(_))
     ));
 }
@@ -103,6 +104,60 @@ fn eval_and_stretch_transforms_match_torchvision_exactly() {
     }
 }
 
+/// open_clip's evaluation transform for every `resize_mode` and `interpolation` (fixtures by
+/// `tests/scripts/open_clip_preprocess_reference.py`), bit for bit.
+#[test]
+fn open_clip_resize_modes_and_filters_match_open_clip_exactly() {
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(data_fixture("open_clip_eval/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let channels = |key: &str| -> [f32; 3] {
+        let values: Vec<f32> = manifest[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        values.try_into().unwrap()
+    };
+    let normalize = Normalize {
+        mean: channels("mean"),
+        std: channels("std"),
+    };
+    let cases = manifest["cases"].as_array().unwrap();
+    assert!(cases.len() >= 48);
+    for case in cases {
+        let source = RgbImage::open(&data_fixture(case["source"].as_str().unwrap())).unwrap();
+        let fill = u32_of(case, "fill_color") as u8;
+        let geometry = match case["resize_mode"].as_str().unwrap() {
+            "shortest" => Geometry::ResizeCenterCrop,
+            "longest" => Geometry::ResizeLongestPad { fill },
+            "squash" => Geometry::Stretch,
+            other => panic!("unknown resize mode {other}"),
+        };
+        let interpolation = match case["interpolation"].as_str().unwrap() {
+            "bicubic" => Interpolation::Bicubic,
+            "bilinear" => Interpolation::Bilinear,
+            other => panic!("unknown interpolation {other}"),
+        };
+        let transform = Transform {
+            geometry,
+            interpolation,
+            normalize,
+            ..Transform::eval(u32_of(case, "size"))
+        };
+        let ours = transform.apply(&source, &mut rng()).unwrap();
+        let expected = read_f32(&data_fixture(case["expected"].as_str().unwrap()));
+        assert_eq!(ours.len(), expected.len());
+        let differing = ours.iter().zip(&expected).filter(|(a, b)| a != b).count();
+        assert_eq!(
+            differing, 0,
+            "{case}: {differing} values differ from open_clip"
+        );
+    }
+}
+
 #[test]
 fn resized_crop_and_flip_match_torchvision_pixels() {
     for case in manifest()["crop_pixels"].as_array().unwrap() {
@@ -120,7 +175,7 @@ fn resized_crop_and_flip_match_torchvision_pixels() {
             }
         }
         let region = RgbImage::new(width, height, region).unwrap();
-        let resized = resize_bicubic(&region, size, size).unwrap();
+        let resized = resize(&region, size, size, Interpolation::Bicubic).unwrap();
         let mut expected = std::fs::read(data_fixture(case["expected"].as_str().unwrap())).unwrap();
         if case["flip"].as_bool().unwrap() {
             // Un-flip torchvision's output so the comparison checks the resize; the flip itself
@@ -154,8 +209,9 @@ fn training_transform_is_deterministic_per_seed_and_flips_half_the_time() {
         },
         horizontal_flip: true,
         normalize: Normalize::CLIP,
+        interpolation: Interpolation::Bicubic,
     };
-    let plain = resize_bicubic(&source, 16, 16).unwrap();
+    let plain = resize(&source, 16, 16, Interpolation::Bicubic).unwrap();
     let flipped = mirrored(plain.pixels(), 16);
     let mut rng = ChaCha8Rng::seed_from_u64(9);
     let mut flips = 0;

@@ -3,7 +3,7 @@
 
 use super::ClipError;
 use crate::backend::Activation;
-use crate::data::{Normalize, Transform};
+use crate::data::{Geometry, Interpolation, Normalize, Transform};
 use crate::memory::{f32_bytes, MemoryEstimate};
 
 /// The layer-norm epsilon of every CLIP release.
@@ -211,6 +211,27 @@ pub struct ClipConfig {
     /// configuration file's (open_clip's `preprocess_cfg`, Hugging Face's
     /// `preprocessor_config.json`), else CLIP's.
     pub image_stats: Normalize,
+    /// How its evaluation images are brought to its input size: its configuration file's
+    /// (open_clip's `resize_mode` and `interpolation`, Hugging Face's `resample`), else CLIP's.
+    pub image_resize: ImageResize,
+}
+
+/// How a model's images are brought to its input size for evaluation: a deterministic
+/// [`Geometry`] and the resampling filter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ImageResize {
+    /// [`Geometry::ResizeCenterCrop`], [`Geometry::Stretch`] or [`Geometry::ResizeLongestPad`].
+    pub geometry: Geometry,
+    /// The filter of the resize.
+    pub interpolation: Interpolation,
+}
+
+impl ImageResize {
+    /// CLIP's: the short side bicubically to the input size, then the centred crop.
+    pub const CLIP: ImageResize = ImageResize {
+        geometry: Geometry::ResizeCenterCrop,
+        interpolation: Interpolation::Bicubic,
+    };
 }
 
 impl TextConfig {
@@ -230,17 +251,19 @@ impl TextConfig {
 }
 
 impl ClipConfig {
-    /// The evaluation transform of this model's images: its size and its normalisation
-    /// ([`Transform::eval`] otherwise).
+    /// The evaluation transform of this model's images: its size, its resize and its
+    /// normalisation.
     pub fn eval_transform(&self) -> Transform {
         Transform {
+            geometry: self.image_resize.geometry,
+            interpolation: self.image_resize.interpolation,
             normalize: self.image_stats,
             ..Transform::eval(self.vision.image_size() as u32)
         }
     }
 
     /// The training augmentation of this model's images ([`Transform::train`] at its size, with
-    /// its normalisation).
+    /// its normalisation; the random crop is bicubic, as open_clip's training transform is).
     pub fn train_transform(&self) -> Transform {
         Transform {
             normalize: self.image_stats,
@@ -273,6 +296,7 @@ impl ClipConfig {
                 activation: Activation::QuickGelu,
             }),
             image_stats: Normalize::CLIP,
+            image_resize: ImageResize::CLIP,
         }
     }
 
@@ -299,6 +323,7 @@ impl ClipConfig {
                 batch_norm_eps: CLIP_BATCH_NORM_EPS,
             }),
             image_stats: Normalize::CLIP,
+            image_resize: ImageResize::CLIP,
         }
     }
 
@@ -357,6 +382,7 @@ impl ClipConfig {
                 activation: Activation::QuickGelu,
             }),
             image_stats: Normalize::CLIP,
+            image_resize: ImageResize::CLIP,
         }
     }
 

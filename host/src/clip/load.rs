@@ -21,12 +21,13 @@ use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
 
 use super::{
-    AttentionPool, Bottleneck, ClipConfig, ClipError, ClipWeights, ConvNorm, ResNetConfig,
-    ResNetWeights, ResidualBlock, TextConfig, TextWeights, VisionConfig, VisionWeights, VitConfig,
-    VitWeights, CLIP_BATCH_NORM_EPS, CLIP_HEAD_WIDTH, CLIP_LAYER_NORM_EPS,
+    AttentionPool, Bottleneck, ClipConfig, ClipError, ClipWeights, ConvNorm, ImageResize,
+    ResNetConfig, ResNetWeights, ResidualBlock, TextConfig, TextWeights, VisionConfig,
+    VisionWeights, VitConfig, VitWeights, CLIP_BATCH_NORM_EPS, CLIP_HEAD_WIDTH,
+    CLIP_LAYER_NORM_EPS,
 };
 use crate::backend::{Activation, BatchNorm, Conv2d, LayerNorm, Linear};
-use crate::data::Normalize;
+use crate::data::{Geometry, Interpolation, Normalize};
 
 /// Weight file names tried, in order, when [`ClipWeights::load`] is given a directory.
 pub const WEIGHT_FILE_NAMES: [&str; 2] = ["model.safetensors", "open_clip_model.safetensors"];
@@ -802,6 +803,7 @@ fn infer_config(names: &Names, file: &TensorFile) -> Result<ClipConfig, ClipErro
             text,
             vision: VisionConfig::ResNet(infer_resnet(file)?),
             image_stats: Normalize::CLIP,
+            image_resize: ImageResize::CLIP,
         });
     }
     let width = dim(file, names.class_embedding, 1, 0)?;
@@ -826,6 +828,7 @@ fn infer_config(names: &Names, file: &TensorFile) -> Result<ClipConfig, ClipErro
         vision: VisionConfig::Vit(vit),
         // OpenAI's; a configuration file next to the weights may say otherwise.
         image_stats: Normalize::CLIP,
+        image_resize: ImageResize::CLIP,
     })
 }
 
@@ -949,12 +952,16 @@ struct OpenClipFile {
     preprocess_cfg: Option<OpenClipPreprocess>,
 }
 
-/// open_clip's image preprocessing; only the normalisation is read (its resize is CLIP's:
-/// bicubic short side and centre crop, which fedotp's transforms do).
+/// open_clip's image preprocessing (`PreprocessCfg`): the evaluation transform is the resize
+/// (`resize_mode`, `interpolation`, `fill_color`) to `size`, then the normalisation.
 #[derive(Deserialize)]
 struct OpenClipPreprocess {
+    size: Option<serde_json::Value>,
     mean: Option<Vec<f64>>,
     std: Option<Vec<f64>>,
+    resize_mode: Option<String>,
+    interpolation: Option<String>,
+    fill_color: Option<serde_json::Value>,
 }
 
 /// The fields of a Hugging Face `preprocessor_config.json` (`CLIPImageProcessor`) we use.
@@ -962,16 +969,99 @@ struct OpenClipPreprocess {
 struct HfPreprocessor {
     image_mean: Option<Vec<f64>>,
     image_std: Option<Vec<f64>>,
+    resample: Option<serde_json::Value>,
 }
 
 fn apply_hf_preprocessor(config: &mut ClipConfig, path: &Path) -> Result<(), ClipError> {
     let file: HfPreprocessor = read_json(path)?;
+    // Pillow's filter numbers, as `CLIPImageProcessor` stores them.
+    match file.resample.as_ref().map(|v| (v.as_u64(), v)) {
+        None => {}
+        Some((Some(3), _)) => config.image_resize.interpolation = Interpolation::Bicubic,
+        Some((Some(2), _)) => config.image_resize.interpolation = Interpolation::Bilinear,
+        Some((_, value)) => {
+            return Err(ClipError::Config {
+                path: path.to_path_buf(),
+                message: format!(
+                    "`resample` is {value}: fedotp resizes with Pillow's BICUBIC (3) or \
+                     BILINEAR (2) only"
+                ),
+            })
+        }
+    }
     apply_image_stats(
         config,
         path,
         ("image_mean", file.image_mean),
         ("image_std", file.image_std),
     )
+}
+
+/// Sets `config.image_resize` (and checks `size`) from open_clip's `preprocess_cfg`; an absent
+/// key keeps CLIP's choice, as open_clip's defaults are CLIP's.
+fn apply_open_clip_resize(
+    config: &mut ClipConfig,
+    path: &Path,
+    preprocess: &OpenClipPreprocess,
+) -> Result<(), ClipError> {
+    let refused = |message: String| ClipError::Config {
+        path: path.to_path_buf(),
+        message,
+    };
+    if let Some(size) = &preprocess.size {
+        // An int, or `[height, width]`; fedotp's towers take square images.
+        let side = match size {
+            serde_json::Value::Array(sides) if sides.len() == 2 && sides[0] == sides[1] => {
+                sides[0].as_u64()
+            }
+            other => other.as_u64(),
+        };
+        let model = config.vision.image_size() as u64;
+        if side != Some(model) {
+            return Err(refused(format!(
+                "`preprocess_cfg.size` is {size}, but the weights' image tower takes \
+                 {model} × {model} images"
+            )));
+        }
+    }
+    let fill = match &preprocess.fill_color {
+        None => 0,
+        Some(value) => value
+            .as_u64()
+            .and_then(|v| u8::try_from(v).ok())
+            .ok_or_else(|| {
+                refused(format!(
+                    "`preprocess_cfg.fill_color` is {value}: one value 0–255 is expected"
+                ))
+            })?,
+    };
+    if let Some(mode) = &preprocess.resize_mode {
+        config.image_resize.geometry = match mode.as_str() {
+            "shortest" => Geometry::ResizeCenterCrop,
+            "longest" => Geometry::ResizeLongestPad { fill },
+            "squash" => Geometry::Stretch,
+            other => {
+                return Err(refused(format!(
+                    "`preprocess_cfg.resize_mode` is \"{other}\": expected \"shortest\", \
+                     \"longest\" or \"squash\""
+                )))
+            }
+        };
+    }
+    if let Some(interpolation) = &preprocess.interpolation {
+        config.image_resize.interpolation = match interpolation.as_str() {
+            // open_clip evaluates a model trained with random filters bicubically.
+            "bicubic" | "random" => Interpolation::Bicubic,
+            "bilinear" => Interpolation::Bilinear,
+            other => {
+                return Err(refused(format!(
+                    "`preprocess_cfg.interpolation` is \"{other}\": expected \"bicubic\", \
+                     \"bilinear\" or \"random\""
+                )))
+            }
+        };
+    }
+    Ok(())
 }
 
 /// Sets `config.image_stats` from a file's per-channel mean and standard deviation (each
@@ -1029,6 +1119,7 @@ struct OpenClipTower {
 fn apply_open_clip_config(config: &mut ClipConfig, path: &Path) -> Result<(), ClipError> {
     let cfg: OpenClipFile = read_json(path)?;
     if let Some(preprocess) = cfg.preprocess_cfg {
+        apply_open_clip_resize(config, path, &preprocess)?;
         let mean = ("preprocess_cfg.mean", preprocess.mean);
         apply_image_stats(config, path, mean, ("preprocess_cfg.std", preprocess.std))?;
     }

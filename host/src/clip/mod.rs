@@ -17,8 +17,8 @@ mod vision;
 mod weights;
 
 pub use config::{
-    BlockSpec, ClipConfig, ResNetConfig, TextConfig, VisionConfig, VitConfig, CLIP_BATCH_NORM_EPS,
-    CLIP_HEAD_WIDTH, CLIP_LAYER_NORM_EPS,
+    BlockSpec, ClipConfig, ImageResize, ResNetConfig, TextConfig, VisionConfig, VitConfig,
+    CLIP_BATCH_NORM_EPS, CLIP_HEAD_WIDTH, CLIP_LAYER_NORM_EPS,
 };
 pub use error::ClipError;
 pub use load::WEIGHT_FILE_NAMES;

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::ConfigError;
 use crate::data::{
     cifar10, cifar100, coop, digits, domain_tree, federated_digits, image_folder, CoopDataset,
-    DataError, Dataset, DigitsFederation, DomainSet, Geometry, Normalize, Partition, PartitionSpec,
-    Transform, TreeSplit,
+    DataError, Dataset, DigitsFederation, DomainSet, Geometry, Interpolation, Normalize, Partition,
+    PartitionSpec, Transform, TreeSplit,
 };
 
 /// The data of a run.
@@ -99,8 +99,10 @@ pub enum DatasetSource {
     },
 }
 
-/// One split's image transform: geometry and flip (the size is the model's, the normalisation
-/// [`DatasetConfig::normalize`]).
+/// One split's image transform: geometry, filter and flip (the size is the model's, the
+/// normalisation [`DatasetConfig::normalize`]). `fedotp train` applies these as configured (the
+/// paper's protocol), not the model's own evaluation resize
+/// ([`crate::clip::ClipConfig::image_resize`], which libfedotp and `fedotp encode` follow).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransformConfig {
@@ -109,6 +111,10 @@ pub struct TransformConfig {
     /// Mirror left-right with probability ½.
     #[serde(default)]
     pub horizontal_flip: bool,
+    /// The filter of the deterministic geometries (the random crop is bicubic); written into
+    /// the resolved configuration only when not bicubic.
+    #[serde(default, skip_serializing_if = "Interpolation::is_default")]
+    pub interpolation: Interpolation,
 }
 
 /// Normalisation statistics.
@@ -144,6 +150,7 @@ impl TransformConfig {
         TransformConfig {
             geometry: train.geometry,
             horizontal_flip: train.horizontal_flip,
+            interpolation: train.interpolation,
         }
     }
 
@@ -152,6 +159,7 @@ impl TransformConfig {
         TransformConfig {
             geometry: Geometry::ResizeCenterCrop,
             horizontal_flip: false,
+            interpolation: Interpolation::Bicubic,
         }
     }
 
@@ -162,6 +170,7 @@ impl TransformConfig {
             geometry: self.geometry,
             horizontal_flip: self.horizontal_flip,
             normalize,
+            interpolation: self.interpolation,
         }
     }
 }

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
 use crate::backend::Activation;
-use crate::clip::{ClipConfig, TextConfig, VisionConfig, VitConfig, CLIP_LAYER_NORM_EPS};
+use crate::clip::{
+    ClipConfig, ImageResize, TextConfig, VisionConfig, VitConfig, CLIP_LAYER_NORM_EPS,
+};
 use crate::data::Normalize;
 
 /// The frozen model.
@@ -208,6 +210,7 @@ impl TinyModelConfig {
                 activation: self.activation,
             }),
             image_stats: Normalize::CLIP,
+            image_resize: ImageResize::CLIP,
         }
     }
 

@@ -14,8 +14,8 @@
 //!    model's input — `3 × size × size` CHW `f32` — with a [`Transform`]: the evaluation
 //!    transform (bicubic short-side resize, centre crop, CLIP normalisation), the training
 //!    transform (torchvision's `RandomResizedCrop` and a horizontal flip, drawn from the caller's
-//!    seeded generator) or a plain resize. Resizing reproduces Pillow's bicubic filter exactly
-//!    ([`resize_bicubic`]).
+//!    seeded generator) or a plain resize. Resizing reproduces Pillow's bicubic and bilinear
+//!    filters exactly ([`resize`]).
 //!
 //! Images that are already in memory — a program's own pixel buffers, 8-bit RGB or gray or
 //! 16-bit gray with a [`GrayWindow`] — become [`RgbImage`]s through [`RgbImage::from_rgb8`],
@@ -64,6 +64,6 @@ pub use partition::{
     symmetric_dirichlet, ClientSplit, CountTable, Partition, PartitionSpec, MAX_DIRICHLET_DRAWS,
 };
 pub use pixels::{GrayWindow, PixelError, RowLayout};
-pub use resample::resize_bicubic;
+pub use resample::{resize, Interpolation};
 pub use rgb::RgbImage;
 pub use transform::{sample_random_resized_crop, CropBox, Geometry, Normalize, Transform};

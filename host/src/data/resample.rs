@@ -1,11 +1,13 @@
-//! Bicubic resizing that reproduces Pillow's `Image.resize(size, Image.BICUBIC)` bit for bit.
+//! Resizing that reproduces Pillow's `Image.resize(size, BICUBIC | BILINEAR)` bit for bit.
 //!
 //! CLIP's preprocessing and torchvision's `Resize`/`RandomResizedCrop` on PIL images call
 //! Pillow's resampler, so this is the reference every image must match. It is a separable
-//! convolution with Keys' cubic kernel (a = −0.5, support 2) whose support is widened by the scale
-//! factor when shrinking (an antialiasing filter); the `image` crate's `CatmullRom` uses the same
-//! kernel but rounds its window differently, keeps the intermediate image in `f32` and filters
-//! vertically first, which puts it up to a few levels away from Pillow. Pillow, like this module:
+//! convolution with Keys' cubic kernel (a = −0.5, support 2) or the triangle kernel (support 1,
+//! for models preprocessed with bilinear interpolation, [`Interpolation`]) whose support is widened
+//! by the scale factor when shrinking (an antialiasing filter); the `image` crate's `CatmullRom`
+//! uses the same cubic kernel but rounds its window differently, keeps the intermediate image in
+//! `f32` and filters vertically first, which puts it up to a few levels away from Pillow. Pillow,
+//! like this module:
 //! - computes the weights in `f64` and normalises them to sum to one per output pixel;
 //! - converts them to 22-bit fixed point (`PRECISION_BITS = 32 − 8 − 2`), rounding half away from
 //!   zero;
@@ -17,7 +19,9 @@
 //! shapes it differs from this module by a few levels (the intermediate image is rounded after the
 //! other pass). Aspect-preserving resizes — the evaluation transform — and enlargements are the
 //! same in every version. The tests compare with Pillow bit for bit (see
-//! `tests/scripts/make_data_fixtures.py`).
+//! `tests/scripts/make_data_fixtures.py` and `tests/scripts/open_clip_preprocess_reference.py`).
+
+use serde::{Deserialize, Serialize};
 
 use super::error::{DataError, Result};
 use super::rgb::RgbImage;
@@ -25,8 +29,39 @@ use super::rgb::RgbImage;
 /// Fixed-point precision of the weights (Pillow's `PRECISION_BITS`).
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
-/// Support of Keys' cubic kernel at scale 1.
-const BICUBIC_SUPPORT: f64 = 2.0;
+/// The resampling filter, as Pillow names them (open_clip's `preprocess_cfg.interpolation`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Interpolation {
+    /// Keys' cubic kernel (`Image.BICUBIC`): CLIP's and most models' preprocessing.
+    #[default]
+    Bicubic,
+    /// The triangle kernel (`Image.BILINEAR`).
+    Bilinear,
+}
+
+impl Interpolation {
+    /// The kernel's support at scale 1, in input samples either side of the centre.
+    fn support(self) -> f64 {
+        match self {
+            Interpolation::Bicubic => 2.0,
+            Interpolation::Bilinear => 1.0,
+        }
+    }
+
+    /// The kernel's weight at distance `x` (Pillow's `bicubic_filter` / `bilinear_filter`).
+    fn weight(self, x: f64) -> f64 {
+        match self {
+            Interpolation::Bicubic => bicubic(x),
+            Interpolation::Bilinear => (1.0 - x.abs()).max(0.0),
+        }
+    }
+
+    /// Whether this is the default (bicubic), for `skip_serializing_if`.
+    pub fn is_default(&self) -> bool {
+        *self == Interpolation::default()
+    }
+}
 
 /// Keys' cubic convolution kernel with a = −0.5 (Pillow's `bicubic_filter`).
 fn bicubic(x: f64) -> f64 {
@@ -49,10 +84,10 @@ struct AxisWeights {
 }
 
 /// Pillow's `precompute_coeffs` followed by `normalize_coeffs_8bpc`, for the full input range.
-fn axis_weights(in_size: usize, out_size: usize) -> AxisWeights {
+fn axis_weights(in_size: usize, out_size: usize, filter: Interpolation) -> AxisWeights {
     let scale = in_size as f64 / out_size as f64;
     let filter_scale = scale.max(1.0);
-    let support = BICUBIC_SUPPORT * filter_scale;
+    let support = filter.support() * filter_scale;
     let inverse_filter_scale = 1.0 / filter_scale;
     let one = f64::from(1u32 << PRECISION_BITS);
 
@@ -65,7 +100,7 @@ fn axis_weights(in_size: usize, out_size: usize) -> AxisWeights {
         let hi = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
         let hi = hi.max(lo);
         let raw: Vec<f64> = (lo..hi)
-            .map(|x| bicubic((x as f64 - center + 0.5) * inverse_filter_scale))
+            .map(|x| filter.weight((x as f64 - center + 0.5) * inverse_filter_scale))
             .collect();
         let total: f64 = raw.iter().sum();
         let fixed = raw
@@ -93,9 +128,9 @@ fn clip8(accumulator: i64) -> u8 {
 /// Accumulator start value: one half in fixed point, so the final shift rounds.
 const HALF: i64 = 1 << (PRECISION_BITS - 1);
 
-fn resize_horizontal(src: &RgbImage, out_width: u32) -> RgbImage {
+fn resize_horizontal(src: &RgbImage, out_width: u32, filter: Interpolation) -> RgbImage {
     let (in_width, height) = (src.width() as usize, src.height() as usize);
-    let axis = axis_weights(in_width, out_width as usize);
+    let axis = axis_weights(in_width, out_width as usize, filter);
     let mut pixels = Vec::with_capacity(3 * out_width as usize * height);
     for row in src.pixels().chunks_exact(3 * in_width) {
         for (first, weights) in axis.first.iter().zip(&axis.weights) {
@@ -112,9 +147,9 @@ fn resize_horizontal(src: &RgbImage, out_width: u32) -> RgbImage {
     RgbImage::new(out_width, height as u32, pixels).expect("sizes are consistent")
 }
 
-fn resize_vertical(src: &RgbImage, out_height: u32) -> RgbImage {
+fn resize_vertical(src: &RgbImage, out_height: u32, filter: Interpolation) -> RgbImage {
     let row_bytes = 3 * src.width() as usize;
-    let axis = axis_weights(src.height() as usize, out_height as usize);
+    let axis = axis_weights(src.height() as usize, out_height as usize, filter);
     let input = src.pixels();
     let mut pixels = Vec::with_capacity(row_bytes * out_height as usize);
     let mut sums = vec![0i64; row_bytes];
@@ -131,29 +166,29 @@ fn resize_vertical(src: &RgbImage, out_height: u32) -> RgbImage {
     RgbImage::new(src.width(), out_height, pixels).expect("sizes are consistent")
 }
 
-/// Resizes `src` to `width × height` exactly as Pillow's `resize((width, height), BICUBIC)`.
+/// Resizes `src` to `width × height` exactly as Pillow's `resize((width, height), filter)`.
 /// A zero size is an error.
 ///
 /// ```
-/// use fedotp_host::data::{resize_bicubic, RgbImage};
+/// use fedotp_host::data::{resize, Interpolation, RgbImage};
 /// let gray = RgbImage::new(4, 4, vec![128; 48]).unwrap();
-/// let small = resize_bicubic(&gray, 2, 3).unwrap();
+/// let small = resize(&gray, 2, 3, Interpolation::Bicubic).unwrap();
 /// assert_eq!((small.width(), small.height()), (2, 3));
 /// assert!(small.pixels().iter().all(|&v| v == 128)); // weights sum to one
 /// ```
-pub fn resize_bicubic(src: &RgbImage, width: u32, height: u32) -> Result<RgbImage> {
+pub fn resize(src: &RgbImage, width: u32, height: u32, filter: Interpolation) -> Result<RgbImage> {
     if width == 0 || height == 0 {
         return Err(DataError::Invalid(format!(
             "cannot resize an image to {width}x{height}"
         )));
     }
     let horizontal = if width != src.width() {
-        resize_horizontal(src, width)
+        resize_horizontal(src, width, filter)
     } else {
         src.clone()
     };
     Ok(if height != src.height() {
-        resize_vertical(&horizontal, height)
+        resize_vertical(&horizontal, height, filter)
     } else {
         horizontal
     })

@@ -1,19 +1,25 @@
 //! From an [`RgbImage`] to the model's input: a `3 × size × size` CHW `f32` tensor, resized the
 //! way the reference (PIL + torchvision) resizes and normalised with CLIP's statistics.
 //!
-//! Three geometries cover the reference's pipelines:
-//! - [`Geometry::ResizeCenterCrop`] — evaluation (CLIP's `preprocess`, Dassl's test transform):
-//!   bicubic resize of the short side to `size`, long side `⌊size · long / short⌋`, then the
-//!   centred `size × size` crop (offset `round((extent − size) / 2)`, halves to even as Python's
-//!   `round`).
+//! Four geometries cover the reference's pipelines and open_clip's `resize_mode`s:
+//! - [`Geometry::ResizeCenterCrop`] — evaluation (CLIP's `preprocess`, Dassl's test transform,
+//!   open_clip's `shortest`): resize of the short side to `size`, long side
+//!   `⌊size · long / short⌋`, then the centred `size × size` crop (offset
+//!   `round((extent − size) / 2)`, halves to even as Python's `round`).
+//! - [`Geometry::ResizeLongestPad`] — open_clip's `longest`: the long side to `size`, the short
+//!   side `round(short · size / long)`, then padded with a fill colour to `size × size`, centred
+//!   (`⌊pad / 2⌋` before, the rest after).
 //! - [`Geometry::RandomResizedCrop`] — training: torchvision's `RandomResizedCrop` sampling
 //!   (10 tries of area fraction ~ U(scale) and log-aspect ~ U(log ratio), side lengths rounded half
 //!   to even, then the centre-crop fallback), crop, bicubic resize to `size × size`.
-//! - [`Geometry::Stretch`] — both sides to `size` (the reference's CIFAR 32 → 224 resize).
+//! - [`Geometry::Stretch`] — both sides to `size` (the reference's CIFAR 32 → 224 resize,
+//!   open_clip's `squash`).
 //!
 //! then an optional horizontal flip with probability ½ (drawn after the crop, as torchvision's
 //! `RandomHorizontalFlip` follows `RandomResizedCrop`), then `(v / 255 − mean) / std` in `f32`.
-//! All resizing is [`resize_bicubic`], Pillow's bicubic bit for bit.
+//! All resizing is [`resize`], Pillow's bit for bit: bicubic, or bilinear for the evaluation
+//! geometries of a model preprocessed that way ([`Transform::interpolation`]; the random crop is
+//! always bicubic, as torchvision's and open_clip's training transforms are).
 //!
 //! Randomness comes from the caller's generator; use a seeded `rand_chacha::ChaCha8Rng` (its
 //! seed, stream and word position are its whole state, so it can be checkpointed) and the same
@@ -23,7 +29,7 @@ use rand::{Rng, RngExt};
 use serde::{Deserialize, Serialize};
 
 use super::error::{DataError, Result};
-use super::resample::resize_bicubic;
+use super::resample::{resize, Interpolation};
 use super::rgb::RgbImage;
 
 /// Per-channel normalisation `(v / 255 − mean) / std` (RGB order).
@@ -83,10 +89,17 @@ impl Normalize {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Geometry {
-    /// Short side to `size` (bicubic), then the centred square crop.
+    /// Short side to `size`, then the centred square crop.
     ResizeCenterCrop,
-    /// Both sides to `size` (bicubic); the aspect ratio is not kept.
+    /// Both sides to `size`; the aspect ratio is not kept.
     Stretch,
+    /// Long side to `size`, aspect ratio kept, then padded to the centred square with `fill` in
+    /// every channel (open_clip's `resize_mode = "longest"`, `fill_color`).
+    ResizeLongestPad {
+        /// The padding's value, 0–255, in all three channels.
+        #[serde(default)]
+        fill: u8,
+    },
     /// torchvision's `RandomResizedCrop(size, scale, ratio, BICUBIC)`.
     RandomResizedCrop {
         /// Range of the crop's area as a fraction of the image's (torchvision: (0.08, 1)).
@@ -132,6 +145,11 @@ pub struct Transform {
     pub horizontal_flip: bool,
     /// Normalisation applied after scaling to [0, 1].
     pub normalize: Normalize,
+    /// The resampling filter of the deterministic geometries (the model's preprocessing); the
+    /// random crop is bicubic whatever this says. Serialised only when not bicubic, so the
+    /// transforms of earlier runs (and the feature caches keyed by them) keep their form.
+    #[serde(default, skip_serializing_if = "Interpolation::is_default")]
+    pub interpolation: Interpolation,
 }
 
 impl Transform {
@@ -142,6 +160,7 @@ impl Transform {
             geometry: Geometry::ResizeCenterCrop,
             horizontal_flip: false,
             normalize: Normalize::CLIP,
+            interpolation: Interpolation::Bicubic,
         }
     }
 
@@ -156,6 +175,7 @@ impl Transform {
             },
             horizontal_flip: true,
             normalize: Normalize::CLIP,
+            interpolation: Interpolation::Bicubic,
         }
     }
 
@@ -166,6 +186,7 @@ impl Transform {
             geometry: Geometry::Stretch,
             horizontal_flip: false,
             normalize: Normalize::CLIP,
+            interpolation: Interpolation::Bicubic,
         }
     }
 
@@ -203,16 +224,21 @@ impl Transform {
         rng: &mut R,
     ) -> Result<RgbImage> {
         self.validate()?;
-        let size = self.size;
+        let (size, filter) = (self.size, self.interpolation);
         let mut out = match self.geometry {
             Geometry::ResizeCenterCrop => {
                 let (width, height) = short_side_size(image.width(), image.height(), size);
-                let resized = resize_bicubic(image, width, height)?;
+                let resized = resize(image, width, height, filter)?;
                 let top = centered_offset(height, size);
                 let left = centered_offset(width, size);
                 resized.crop(left, top, size, size)
             }
-            Geometry::Stretch => resize_bicubic(image, size, size)?,
+            Geometry::ResizeLongestPad { fill } => {
+                let (width, height) = long_side_size(image.width(), image.height(), size);
+                let resized = resize(image, width, height, filter)?;
+                pad_centered(&resized, size, fill)
+            }
+            Geometry::Stretch => resize(image, size, size, filter)?,
             Geometry::RandomResizedCrop { scale, ratio } => {
                 let crop = sample_crop_box(
                     image.width(),
@@ -222,7 +248,7 @@ impl Transform {
                     &mut RngDraws(rng),
                 );
                 let region = image.crop(crop.left, crop.top, crop.width, crop.height);
-                resize_bicubic(&region, size, size)?
+                resize(&region, size, size, Interpolation::Bicubic)?
             }
         };
         if self.horizontal_flip && rng.random::<f64>() < 0.5 {
@@ -292,6 +318,34 @@ fn short_side_size(width: u32, height: u32, size: u32) -> (u32, u32) {
     } else {
         (scaled(width, height), size)
     }
+}
+
+/// open_clip's `ResizeKeepRatio(size, longest=1)` output for a `width × height` image: the long
+/// side becomes `size`, the short side `round(short / (long / size))` (halves to even, Python's
+/// `round`), at least one pixel.
+fn long_side_size(width: u32, height: u32, size: u32) -> (u32, u32) {
+    let ratio = f64::from(width.max(height)) / f64::from(size);
+    let scaled = |side: u32| ((f64::from(side) / ratio).round_ties_even() as u32).max(1);
+    (scaled(width), scaled(height))
+}
+
+/// open_clip's `center_crop_or_pad` for an image no larger than `size` on either side (what
+/// [`long_side_size`] gives): `fill` around it, `⌊(size − extent) / 2⌋` before and the rest after.
+fn pad_centered(image: &RgbImage, size: u32, fill: u8) -> RgbImage {
+    let (width, height) = (image.width().min(size), image.height().min(size));
+    let (left, top) = ((size - width) / 2, (size - height) / 2);
+    let mut pixels = vec![fill; 3 * size as usize * size as usize];
+    let row_bytes = 3 * width as usize;
+    for (y, row) in image
+        .pixels()
+        .chunks_exact(3 * image.width() as usize)
+        .take(height as usize)
+        .enumerate()
+    {
+        let at = 3 * ((top as usize + y) * size as usize + left as usize);
+        pixels[at..at + row_bytes].copy_from_slice(&row[..row_bytes]);
+    }
+    RgbImage::new(size, size, pixels).expect("sizes are consistent")
 }
 
 /// torchvision's centre-crop offset `int(round((extent − size) / 2))`: halves round to even.
