@@ -1,5 +1,6 @@
 //! The CUDA backend against the CPU backend and `fedotp_core`: every operation forward and
-//! backward, the two towers end to end, the OT head, the loss and a whole FedOTP local step.
+//! backward, the two towers and the BERT text tower end to end, the OT head, the loss and a
+//! whole FedOTP local step.
 //!
 //! Run on a GPU by `tests/tests/cuda_parity.rs` and on the kernel emulator (the CUDA backend's
 //! own code and kernels executed on the CPU, as CI does) by `tests/tests/cuda_emulated.rs`.
@@ -19,7 +20,8 @@ use fedotp_host::backend::{
     LayerNorm, Linear, MapShape, MathMode, MatmulDims, PatchShape, PromptShape, SeqShape,
 };
 use fedotp_host::clip::{
-    text_backward, text_forward, vision_forward, ClipConfig, ClipWeights, PromptBatch,
+    bert_text_backward, bert_text_forward, text_backward, text_forward, vision_forward,
+    BertActivations, BertConfig, BertLayer, BertTextWeights, ClipConfig, ClipWeights, PromptBatch,
     SpecialTokens, TextActivations, VisionConfig,
 };
 use fedotp_host::prompt::{encode_images, Head, OtStopping, PromptLearner, PromptModel};
@@ -155,6 +157,7 @@ pub fn run_all(gpu: &Cuda, label: &str) {
     resnet_errors_match_the_cpu(gpu, &cpu, &mut report);
     errors_match_the_cpu(gpu, &cpu, &mut report);
     text_tower(gpu, &cpu, &mut report, tol);
+    bert_tower(gpu, &cpu, &mut report, tol);
     vision_tower(gpu, &cpu, &mut report, tol);
     ot_plans(gpu, &cpu, &mut report, tol);
     head_ops(gpu, &cpu, &mut report, tol);
@@ -857,6 +860,107 @@ fn text_tower_with(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances, 
             &format!("text tower ({act}) context gradient{run}"),
             &down(gpu, &d_ctx_g),
             &d_ctx_c,
+            tol.chain,
+        );
+    }
+}
+
+/// A small random BERT text tower (BiomedCLIP's shape, shrunk): width 32 in 4 heads, 2 layers,
+/// MLP 64, 16 positions, projection 32 → 24 → 16, eps 1e-12.
+fn tiny_bert(seed: u64) -> BertTextWeights<Vec<f32>> {
+    let config = BertConfig {
+        width: 32,
+        heads: 4,
+        layers: 2,
+        mlp_width: 64,
+        max_positions: 16,
+        vocab_size: 50,
+        layer_norm_eps: 1e-12,
+        embed_dim: 16,
+        proj_width: 24,
+    };
+    let mut next = seed;
+    let mut draw = |len: usize, scale: f32| {
+        next += 1;
+        uniform(len, next, scale)
+    };
+    let mut linear = |n_in: usize, n_out: usize, bias: bool| {
+        let weight = draw(n_in * n_out, (3.0 / n_in as f32).sqrt());
+        Linear {
+            weight,
+            bias: bias.then(|| draw(n_out, 0.1)),
+            in_features: n_in,
+            out_features: n_out,
+        }
+    };
+    let (w, m) = (config.width, config.mlp_width);
+    let layers = (0..config.layers)
+        .map(|_| BertLayer {
+            attn_qkv: linear(w, 3 * w, true),
+            attn_out: linear(w, w, true),
+            attn_ln: ln_like(w, seed + 2),
+            mlp_fc: linear(w, m, true),
+            mlp_out: linear(m, w, true),
+            mlp_ln: ln_like(w, seed + 3),
+        })
+        .collect();
+    let proj_fc = linear(w, config.proj_width, false);
+    let proj_out = linear(config.proj_width, config.embed_dim, false);
+    BertTextWeights {
+        word_embedding: uniform(config.vocab_size * w, seed + 4, 0.05),
+        position_embedding: uniform(config.max_positions * w, seed + 5, 0.05),
+        embedding_ln: ln_like(w, seed + 6),
+        layers,
+        proj_fc,
+        proj_out,
+        config,
+    }
+}
+
+/// A host LayerNorm with BERT's eps and non-trivial scale and shift.
+fn ln_like(width: usize, seed: u64) -> LayerNorm<Vec<f32>> {
+    LayerNorm {
+        weight: uniform(width, seed, 0.5).iter().map(|x| 1.0 + x).collect(),
+        bias: uniform(width, seed + 1, 0.2),
+        width,
+        eps: 1e-12,
+    }
+}
+
+/// The BERT tower on two groups of prompts of different lengths (the second run reuses the
+/// first one's buffers): features and the gradient with respect to the embeddings.
+fn bert_tower(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
+    let weights = tiny_bert(90);
+    let embed = weights.config.embed_dim;
+    let bert_c = weights.clone().try_map(&mut |v| cpu.upload_vec(v)).unwrap();
+    let bert_g = weights.try_map(&mut |v| gpu.upload(&v)).unwrap();
+    let mut acts_c = BertActivations::new(cpu).unwrap();
+    let mut acts_g = BertActivations::new(gpu).unwrap();
+    for (batch, seq, seed) in [(5, 9, 91u64), (3, 13, 92)] {
+        let shape = SeqShape {
+            batch,
+            seq,
+            width: bert_c.config.width,
+        };
+        let emb = uniform(shape.len(), seed, 0.05);
+        let d_features = uniform(batch * embed, seed + 10, 1.0);
+        let features_c = bert_text_forward(cpu, &bert_c, &emb, shape, &mut acts_c).unwrap();
+        let d_emb_c = bert_text_backward(cpu, &bert_c, &mut acts_c, &d_features).unwrap();
+        let emb_g = gpu.upload(&emb).unwrap();
+        let features_g = bert_text_forward(gpu, &bert_g, &emb_g, shape, &mut acts_g).unwrap();
+        let d_features_g = gpu.upload(&d_features).unwrap();
+        let d_emb_g = bert_text_backward(gpu, &bert_g, &mut acts_g, &d_features_g).unwrap();
+        let run = format!("{batch} x {seq} tokens");
+        report.compare(
+            &format!("BERT tower features, {run}"),
+            &down(gpu, &features_g),
+            &features_c,
+            tol.chain,
+        );
+        report.compare(
+            &format!("BERT tower embedding gradient, {run}"),
+            &down(gpu, &d_emb_g),
+            &d_emb_c,
             tol.chain,
         );
     }

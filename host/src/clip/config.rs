@@ -602,7 +602,7 @@ fn resnet_parameters(resnet: &ResNetConfig, embed: u64) -> Option<u64> {
 }
 
 /// Fails naming the first dimension that is zero.
-fn require_positive(dims: &[(&str, usize)]) -> Result<(), ClipError> {
+pub(super) fn require_positive(dims: &[(&str, usize)]) -> Result<(), ClipError> {
     match dims.iter().find(|(_, v)| *v == 0) {
         Some((name, _)) => Err(ClipError::InvalidConfig(format!("{name} must be positive"))),
         None => Ok(()),

@@ -32,6 +32,9 @@ use crate::data::{Geometry, Interpolation, Normalize};
 /// Weight file names tried, in order, when [`ClipWeights::load`] is given a directory.
 pub const WEIGHT_FILE_NAMES: [&str; 2] = ["model.safetensors", "open_clip_model.safetensors"];
 
+/// The query, key and value projections' names in CLIP's Hugging Face layout and attention pool.
+const CLIP_QKV: [&str; 3] = ["q_proj", "k_proj", "v_proj"];
+
 /// Buffers some exporters save that are not parameters.
 const IGNORED_TENSORS: [&str; 6] = [
     "text_model.embeddings.position_ids",
@@ -51,36 +54,44 @@ impl ClipWeights<Vec<f32>> {
     /// open_clip layout only: Hugging Face's `CLIPModel` has no ResNet tower, and a
     /// Hugging Face-layout file with ResNet tensors gives [`ClipError::Unsupported`]).
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ClipError> {
-        let path = path.as_ref();
-        let file_path = resolve_weights(path)?;
+        let file_path = resolve_weights(path.as_ref())?;
         let dir = file_path.parent().unwrap_or(Path::new("."));
-        let io = |source| ClipError::Io {
-            path: file_path.clone(),
-            source,
-        };
-        let file = File::open(&file_path).map_err(io)?;
-        // SAFETY: `Mmap::map` is unsafe because the bytes behind the returned `&[u8]` change if
-        // another process writes the file while it is mapped (and reads fault if it truncates
-        // it). A weights file is an input that nothing writes while it is loaded; the map is
-        // read-only, lives only during this call, and every tensor is copied out of it into
-        // `f32` vectors, for which any bytes are valid values.
-        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        let tensors = SafeTensors::deserialize(&mmap).map_err(|source| ClipError::Safetensors {
-            path: file_path.clone(),
-            source,
-        })?;
-        let mut file = TensorFile {
-            path: &file_path,
-            tensors,
-            used: HashSet::new(),
-        };
-        let layout = Layout::detect(&file)?;
-        let config = layout.config(&file, dir)?;
-        config.validate()?;
-        let weights = layout.read(&mut file, config)?;
-        file.finish()?;
-        Ok(weights)
+        with_tensor_file(&file_path, |file| {
+            let layout = Layout::detect(file)?;
+            let config = layout.config(file, dir)?;
+            config.validate()?;
+            let weights = layout.read(file, config)?;
+            file.finish()?;
+            Ok(weights)
+        })
     }
+}
+
+/// Maps the safetensors file at `file_path` and runs `read` on it (the map lives for the call).
+pub(super) fn with_tensor_file<T>(
+    file_path: &Path,
+    read: impl FnOnce(&mut TensorFile<'_>) -> Result<T, ClipError>,
+) -> Result<T, ClipError> {
+    let io = |source| ClipError::Io {
+        path: file_path.to_path_buf(),
+        source,
+    };
+    let file = File::open(file_path).map_err(io)?;
+    // SAFETY: `Mmap::map` is unsafe because the bytes behind the returned `&[u8]` change if
+    // another process writes the file while it is mapped (and reads fault if it truncates
+    // it). A weights file is an input that nothing writes while it is loaded; the map is
+    // read-only, lives only during this call, and every tensor is copied out of it into
+    // `f32` vectors, for which any bytes are valid values.
+    let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+    let tensors = SafeTensors::deserialize(&mmap).map_err(|source| ClipError::Safetensors {
+        path: file_path.to_path_buf(),
+        source,
+    })?;
+    read(&mut TensorFile {
+        path: file_path,
+        tensors,
+        used: HashSet::new(),
+    })
 }
 
 /// The weights file for `path`: the file itself, or a known name inside a directory.
@@ -99,31 +110,31 @@ fn resolve_weights(path: &Path) -> Result<PathBuf, ClipError> {
 }
 
 /// A parsed safetensors file and the names read from it so far.
-struct TensorFile<'a> {
-    path: &'a Path,
+pub(super) struct TensorFile<'a> {
+    pub(super) path: &'a Path,
     tensors: SafeTensors<'a>,
     used: HashSet<String>,
 }
 
 impl TensorFile<'_> {
-    fn has(&self, name: &str) -> bool {
+    pub(super) fn has(&self, name: &str) -> bool {
         self.tensors.tensor(name).is_ok()
     }
 
-    fn missing(&self, name: &str) -> ClipError {
+    pub(super) fn missing(&self, name: &str) -> ClipError {
         ClipError::MissingTensor {
             path: self.path.to_path_buf(),
             name: name.to_string(),
         }
     }
 
-    fn shape(&self, name: &str) -> Result<Vec<usize>, ClipError> {
+    pub(super) fn shape(&self, name: &str) -> Result<Vec<usize>, ClipError> {
         let view = self.tensors.tensor(name).map_err(|_| self.missing(name))?;
         Ok(view.shape().to_vec())
     }
 
     /// The tensor `name` as f32, after checking its shape is `expected`.
-    fn read(&mut self, name: &str, expected: &[usize]) -> Result<Vec<f32>, ClipError> {
+    pub(super) fn read(&mut self, name: &str, expected: &[usize]) -> Result<Vec<f32>, ClipError> {
         let view = self.tensors.tensor(name).map_err(|_| self.missing(name))?;
         let same_scalar = expected.iter().product::<usize>() == 1
             && view.shape().iter().product::<usize>() == 1
@@ -180,7 +191,7 @@ impl TensorFile<'_> {
         Ok(out)
     }
 
-    fn layer_norm(
+    pub(super) fn layer_norm(
         &mut self,
         prefix: &str,
         width: usize,
@@ -194,7 +205,7 @@ impl TensorFile<'_> {
         })
     }
 
-    fn linear(
+    pub(super) fn linear(
         &mut self,
         prefix: &str,
         n_in: usize,
@@ -208,12 +219,17 @@ impl TensorFile<'_> {
         })
     }
 
-    /// Separate `{prefix}.q_proj`, `k_proj` and `v_proj` linear layers (`width × width`, with
+    /// Separate query, key and value linear layers `{prefix}.{parts[i]}` (`width × width`, with
     /// biases) stacked into one fused layer, rows `[q; k; v]`.
-    fn fused_qkv(&mut self, prefix: &str, width: usize) -> Result<Linear<Vec<f32>>, ClipError> {
+    pub(super) fn fused_qkv(
+        &mut self,
+        prefix: &str,
+        parts: [&str; 3],
+        width: usize,
+    ) -> Result<Linear<Vec<f32>>, ClipError> {
         let mut weight = Vec::with_capacity(3 * width * width);
         let mut bias = Vec::with_capacity(3 * width);
-        for part in ["q_proj", "k_proj", "v_proj"] {
+        for part in parts {
             let layer = self.linear(&format!("{prefix}.{part}"), width, width)?;
             weight.extend(layer.weight);
             bias.extend(layer.bias.into_iter().flatten());
@@ -289,7 +305,7 @@ impl TensorFile<'_> {
     }
 
     /// Number of blocks `{prefix}.0`, `{prefix}.1`, … that have `{prefix}.{i}.{probe}`.
-    fn count_blocks(&self, prefix: &str, probe: &str) -> usize {
+    pub(super) fn count_blocks(&self, prefix: &str, probe: &str) -> usize {
         (0..)
             .take_while(|i| self.has(&format!("{prefix}.{i}.{probe}")))
             .count()
@@ -297,10 +313,15 @@ impl TensorFile<'_> {
 
     /// Every tensor must have been read (or be a known non-parameter buffer).
     fn finish(&self) -> Result<(), ClipError> {
+        self.finish_where(|name| !IGNORED_TENSORS.contains(&name))
+    }
+
+    /// Every tensor whose name satisfies `needed` must have been read.
+    pub(super) fn finish_where(&self, needed: impl Fn(&str) -> bool) -> Result<(), ClipError> {
         let mut names = self.tensors.names();
         names.sort();
         for name in names {
-            if !self.used.contains(name) && !IGNORED_TENSORS.contains(&name) {
+            if !self.used.contains(name) && needed(name) {
                 return Err(ClipError::UnexpectedTensor {
                     path: self.path.to_path_buf(),
                     name: name.to_string(),
@@ -584,7 +605,7 @@ fn read_block(
             out_features: 3 * width,
         }
     } else {
-        file.fused_qkv(&attn, width)?
+        file.fused_qkv(&attn, CLIP_QKV, width)?
     };
     Ok(ResidualBlock {
         ln_1: file.layer_norm(&format!("{prefix}.{}", names.ln_1), width, eps)?,
@@ -678,7 +699,7 @@ fn read_resnet(
     let pool = resnet_names::POOL;
     let attention_pool = AttentionPool {
         position_embedding: file.read(resnet_names::POOL_POSITIONS, &[config.tokens(), width])?,
-        qkv: file.fused_qkv(pool, width)?,
+        qkv: file.fused_qkv(pool, CLIP_QKV, width)?,
         c_proj: file.linear(&format!("{pool}.c_proj"), width, embed_dim)?,
     };
     Ok(ResNetWeights {
@@ -734,7 +755,12 @@ fn square_grid(
 }
 
 /// Reads the `index`-th dimension of a tensor that must have `rank` dimensions.
-fn dim(file: &TensorFile, name: &str, rank: usize, index: usize) -> Result<usize, ClipError> {
+pub(super) fn dim(
+    file: &TensorFile,
+    name: &str,
+    rank: usize,
+    index: usize,
+) -> Result<usize, ClipError> {
     let shape = file.shape(name)?;
     if shape.len() != rank {
         return Err(ClipError::Unsupported {

@@ -1,9 +1,11 @@
 //! CLIP, the frozen model FedOTP trains prompts through: weights (loaded from safetensors in the
 //! Hugging Face or OpenAI / open_clip layout, or random), the text tower on token embeddings with
-//! its backward pass to those embeddings, and the image tower returning every token.
+//! its backward pass to those embeddings, and the image tower returning every token; and a BERT
+//! text tower (BiomedCLIP's) on token embeddings, forward and backward.
 //!
 //! All computation goes through a [`crate::backend::Backend`].
 
+mod bert;
 mod block;
 pub mod classnames;
 mod config;
@@ -16,6 +18,9 @@ pub mod tokenizer;
 mod vision;
 mod weights;
 
+pub use bert::{
+    bert_text_backward, bert_text_forward, BertActivations, BertConfig, BertLayer, BertTextWeights,
+};
 pub use config::{
     BlockSpec, ClipConfig, ImageResize, ResNetConfig, TextConfig, VisionConfig, VitConfig,
     CLIP_BATCH_NORM_EPS, CLIP_HEAD_WIDTH, CLIP_LAYER_NORM_EPS,
