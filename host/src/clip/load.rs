@@ -11,6 +11,9 @@
 //! The image tower is a ViT, or a ModifiedResNet (RN50, RN101, RN50x4, …) when the file has
 //! `visual.attnpool.*` tensors; the ResNet exists only in the OpenAI / open_clip layout, as
 //! Hugging Face's `CLIPModel` has no ResNet tower.
+//!
+//! open_clip's timm image tower (BiomedCLIP's) is read on its own, with this module's
+//! [`TensorFile`], by [`VitWeights::load_open_clip_timm`] (`timm.rs`).
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -53,26 +56,8 @@ impl ClipWeights<Vec<f32>> {
         let path = path.as_ref();
         let file_path = resolve_weights(path)?;
         let dir = file_path.parent().unwrap_or(Path::new("."));
-        let io = |source| ClipError::Io {
-            path: file_path.clone(),
-            source,
-        };
-        let file = File::open(&file_path).map_err(io)?;
-        // SAFETY: `Mmap::map` is unsafe because the bytes behind the returned `&[u8]` change if
-        // another process writes the file while it is mapped (and reads fault if it truncates
-        // it). A weights file is an input that nothing writes while it is loaded; the map is
-        // read-only, lives only during this call, and every tensor is copied out of it into
-        // `f32` vectors, for which any bytes are valid values.
-        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        let tensors = SafeTensors::deserialize(&mmap).map_err(|source| ClipError::Safetensors {
-            path: file_path.clone(),
-            source,
-        })?;
-        let mut file = TensorFile {
-            path: &file_path,
-            tensors,
-            used: HashSet::new(),
-        };
+        let mmap = map_file(&file_path)?;
+        let mut file = TensorFile::parse(&file_path, &mmap)?;
         let layout = Layout::detect(&file)?;
         let config = layout.config(&file, dir)?;
         config.validate()?;
@@ -82,8 +67,23 @@ impl ClipWeights<Vec<f32>> {
     }
 }
 
+/// Memory-maps the weights file `path`, for [`TensorFile::parse`].
+pub(super) fn map_file(path: &Path) -> Result<memmap2::Mmap, ClipError> {
+    let io = |source| ClipError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(io)?;
+    // SAFETY: `Mmap::map` is unsafe because the bytes behind the returned `&[u8]` change if
+    // another process writes the file while it is mapped (and reads fault if it truncates it).
+    // A weights file is an input that nothing writes while it is loaded; the map is read-only,
+    // lives only while one loader runs, and every tensor is copied out of it into `f32`
+    // vectors, for which any bytes are valid values.
+    unsafe { memmap2::Mmap::map(&file) }.map_err(io)
+}
+
 /// The weights file for `path`: the file itself, or a known name inside a directory.
-fn resolve_weights(path: &Path) -> Result<PathBuf, ClipError> {
+pub(super) fn resolve_weights(path: &Path) -> Result<PathBuf, ClipError> {
     if !path.is_dir() {
         return Ok(path.to_path_buf());
     }
@@ -98,31 +98,46 @@ fn resolve_weights(path: &Path) -> Result<PathBuf, ClipError> {
 }
 
 /// A parsed safetensors file and the names read from it so far.
-struct TensorFile<'a> {
-    path: &'a Path,
+pub(super) struct TensorFile<'a> {
+    pub(super) path: &'a Path,
     tensors: SafeTensors<'a>,
     used: HashSet<String>,
 }
 
+impl<'a> TensorFile<'a> {
+    /// The safetensors file `path`, whose bytes (see [`map_file`]) are `bytes`.
+    pub(super) fn parse(path: &'a Path, bytes: &'a [u8]) -> Result<Self, ClipError> {
+        let tensors = SafeTensors::deserialize(bytes).map_err(|source| ClipError::Safetensors {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(TensorFile {
+            path,
+            tensors,
+            used: HashSet::new(),
+        })
+    }
+}
+
 impl TensorFile<'_> {
-    fn has(&self, name: &str) -> bool {
+    pub(super) fn has(&self, name: &str) -> bool {
         self.tensors.tensor(name).is_ok()
     }
 
-    fn missing(&self, name: &str) -> ClipError {
+    pub(super) fn missing(&self, name: &str) -> ClipError {
         ClipError::MissingTensor {
             path: self.path.to_path_buf(),
             name: name.to_string(),
         }
     }
 
-    fn shape(&self, name: &str) -> Result<Vec<usize>, ClipError> {
+    pub(super) fn shape(&self, name: &str) -> Result<Vec<usize>, ClipError> {
         let view = self.tensors.tensor(name).map_err(|_| self.missing(name))?;
         Ok(view.shape().to_vec())
     }
 
     /// The tensor `name` as f32, after checking its shape is `expected`.
-    fn read(&mut self, name: &str, expected: &[usize]) -> Result<Vec<f32>, ClipError> {
+    pub(super) fn read(&mut self, name: &str, expected: &[usize]) -> Result<Vec<f32>, ClipError> {
         let view = self.tensors.tensor(name).map_err(|_| self.missing(name))?;
         let same_scalar = expected.iter().product::<usize>() == 1
             && view.shape().iter().product::<usize>() == 1
@@ -179,7 +194,7 @@ impl TensorFile<'_> {
         Ok(out)
     }
 
-    fn layer_norm(
+    pub(super) fn layer_norm(
         &mut self,
         prefix: &str,
         width: usize,
@@ -193,7 +208,7 @@ impl TensorFile<'_> {
         })
     }
 
-    fn linear(
+    pub(super) fn linear(
         &mut self,
         prefix: &str,
         n_in: usize,
@@ -288,7 +303,7 @@ impl TensorFile<'_> {
     }
 
     /// Number of blocks `{prefix}.0`, `{prefix}.1`, … that have `{prefix}.{i}.{probe}`.
-    fn count_blocks(&self, prefix: &str, probe: &str) -> usize {
+    pub(super) fn count_blocks(&self, prefix: &str, probe: &str) -> usize {
         (0..)
             .take_while(|i| self.has(&format!("{prefix}.{i}.{probe}")))
             .count()
@@ -296,10 +311,17 @@ impl TensorFile<'_> {
 
     /// Every tensor must have been read (or be a known non-parameter buffer).
     fn finish(&self) -> Result<(), ClipError> {
+        self.finish_under("")
+    }
+
+    /// Every tensor whose name starts with `prefix` must have been read (or be a known
+    /// non-parameter buffer); the others belong to parts of the model not read here.
+    pub(super) fn finish_under(&self, prefix: &str) -> Result<(), ClipError> {
         let mut names = self.tensors.names();
         names.sort();
         for name in names {
-            if !self.used.contains(name) && !IGNORED_TENSORS.contains(&name) {
+            let ours = name.starts_with(prefix);
+            if ours && !self.used.contains(name) && !IGNORED_TENSORS.contains(&name) {
                 return Err(ClipError::UnexpectedTensor {
                     path: self.path.to_path_buf(),
                     name: name.to_string(),
@@ -524,7 +546,7 @@ impl Layout {
                     },
                     class_embedding: file.read(names.class_embedding, &[v.width])?,
                     position_embedding: file.read(names.vision_position, &[v.tokens(), v.width])?,
-                    ln_pre: file.layer_norm(names.ln_pre, v.width, v.layer_norm_eps)?,
+                    ln_pre: Some(file.layer_norm(names.ln_pre, v.width, v.layer_norm_eps)?),
                     blocks: read_blocks(
                         file,
                         &names.block,
@@ -714,7 +736,7 @@ fn infer_resnet(file: &TensorFile) -> Result<ResNetConfig, ClipError> {
 }
 
 /// The side of the grid of `tokens − 1` positions, which must be a positive square.
-fn square_grid(
+pub(super) fn square_grid(
     file: &TensorFile,
     name: &str,
     tokens: usize,
@@ -733,7 +755,12 @@ fn square_grid(
 }
 
 /// Reads the `index`-th dimension of a tensor that must have `rank` dimensions.
-fn dim(file: &TensorFile, name: &str, rank: usize, index: usize) -> Result<usize, ClipError> {
+pub(super) fn dim(
+    file: &TensorFile,
+    name: &str,
+    rank: usize,
+    index: usize,
+) -> Result<usize, ClipError> {
     let shape = file.shape(name)?;
     if shape.len() != rank {
         return Err(ClipError::Unsupported {

@@ -1,6 +1,8 @@
 //! CLIP, the frozen model FedOTP trains prompts through: weights (loaded from safetensors in the
 //! Hugging Face or OpenAI / open_clip layout, or random), the text tower on token embeddings with
-//! its backward pass to those embeddings, and the image tower returning every token.
+//! its backward pass to those embeddings, and the image tower returning every token. The image
+//! tower may also be open_clip's timm ViT (BiomedCLIP's), loaded on its own with
+//! [`VitWeights::load_open_clip_timm`].
 //!
 //! All computation goes through a [`crate::backend::Backend`].
 
@@ -12,6 +14,7 @@ mod load;
 mod prompt;
 mod resnet;
 mod text;
+mod timm;
 pub mod tokenizer;
 mod vision;
 mod weights;
@@ -24,6 +27,7 @@ pub use error::ClipError;
 pub use load::WEIGHT_FILE_NAMES;
 pub use prompt::{PromptBatch, SpecialTokens, EOT_TOKEN, SOT_TOKEN};
 pub use text::{text_backward, text_forward, TextActivations};
+pub use timm::{timm_vit_heads, TIMM_LAYER_NORM_EPS};
 pub use vision::{vision_forward, vision_forward_inspect, ImageFeatures, VisionStage};
 pub use weights::{
     AttentionPool, Bottleneck, ClipWeights, ConvNorm, ResNetWeights, ResidualBlock, TextWeights,
