@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use fedotp_host::backend::{Activation, BatchNorm, Conv2d, Linear};
 use fedotp_host::clip::{
     ClipConfig, ClipError, ClipWeights, ConvNorm, ImageResize, VisionConfig, VisionWeights,
+    VitWeights,
 };
 use fedotp_host::data::{Geometry, Interpolation, Normalize};
 use fedotp_tests::fixtures::fixture;
@@ -623,4 +624,79 @@ fn image_resize_is_read_from_either_config_file() {
         message.contains("preprocessor_config.json") && message.contains("`resample` is 1"),
         "{message}"
     );
+}
+
+/// The error of loading the timm fixture's image tower (4 heads) after `edit`.
+fn timm_err(edit: impl FnOnce(&mut Tensors)) -> (ClipError, String) {
+    let (_tmp, path) = edited("timm", "open_clip_model.safetensors", edit);
+    let err = VitWeights::load_open_clip_timm(&path, 4).expect_err("loading must fail");
+    let message = err.to_string();
+    assert!(message.contains("open_clip_model.safetensors"), "{message}");
+    (err, message)
+}
+
+#[test]
+fn timm_tower_errors_name_the_tensor() {
+    let qkv_bias = "visual.trunk.blocks.1.attn.qkv.bias";
+    let (err, message) = timm_err(|t| {
+        t.remove(qkv_bias);
+    });
+    assert!(matches!(err, ClipError::MissingTensor { .. }), "{err:?}");
+    assert!(message.contains(qkv_bias), "{message}");
+
+    // A pre-norm ViT (timm's CLIP variants) is not this tower.
+    let norm_pre = "visual.trunk.norm_pre.weight";
+    let (err, message) = timm_err(|t| {
+        let norm = t["visual.trunk.norm.weight"].clone();
+        t.insert(norm_pre.into(), norm);
+    });
+    assert!(matches!(err, ClipError::UnexpectedTensor { .. }), "{err:?}");
+    assert!(
+        message.contains(norm_pre) && message.contains("[32]"),
+        "{message}"
+    );
+
+    let fc2 = "visual.trunk.blocks.0.mlp.fc2.weight";
+    let (err, message) = timm_err(|t| {
+        t.get_mut(fc2).unwrap().1 = vec![128, 32];
+    });
+    assert!(matches!(err, ClipError::ShapeMismatch { .. }), "{err:?}");
+    assert!(message.contains(fc2), "{message}");
+    assert!(
+        message.contains("[128, 32]") && message.contains("[32, 128]"),
+        "{message}"
+    );
+
+    let (err, message) = timm_err(|t| {
+        t.remove("visual.head.proj.weight");
+    });
+    assert!(matches!(err, ClipError::MissingTensor { .. }), "{err:?}");
+    assert!(message.contains("visual.head.proj.weight"), "{message}");
+}
+
+#[test]
+fn timm_tower_takes_its_heads_from_the_caller_and_a_head_bias_from_the_file() {
+    let dir = fixture("clip/timm");
+    let err = VitWeights::load_open_clip_timm(&dir, 5).expect_err("5 heads do not divide 32");
+    let message = err.to_string();
+    assert!(
+        message.contains("5 heads") && message.contains("width 32"),
+        "{message}"
+    );
+    assert!(VitWeights::load_open_clip_timm(&dir, 0).is_err());
+    assert_eq!(
+        VitWeights::load_open_clip_timm(&dir, 8)
+            .unwrap()
+            .config
+            .heads,
+        8
+    );
+
+    // open_clip's `timm_proj_bias`: a bias on the head's projection is read.
+    let (_tmp, path) = edited("timm", "open_clip_model.safetensors", |t| {
+        let bias = (0..16u32).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        t.insert("visual.head.proj.bias".into(), (Dtype::F32, vec![16], bias));
+    });
+    let w = VitWeights::load_open_clip_timm(&path, 4).unwrap();
+    assert_eq!(w.projection.bias.unwrap()[15], 15.0);
 }

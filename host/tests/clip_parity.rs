@@ -1,14 +1,16 @@
 //! Every layer of both towers, and the text tower's input gradient, against PyTorch: a
 //! Hugging Face `CLIPModel`, an open_clip (OpenAI layout) ViT CLIP and an OpenAI-layout CLIP with
-//! a ModifiedResNet image tower, small and random, recorded by `tests/scripts/clip_fixtures.py`.
+//! a ModifiedResNet image tower, small and random, recorded by `tests/scripts/clip_fixtures.py`;
+//! and open_clip's timm image tower (BiomedCLIP's) against timm and open_clip.
 //! Run with `--nocapture` to see each layer's error.
 
-use fedotp_host::backend::{Activation, Backend, Cpu};
+use fedotp_host::backend::{Activation, Backend, Cpu, LayerNorm};
 use fedotp_host::clip::{
-    text_backward, text_forward, vision_forward_inspect, ClipWeights, PromptBatch, SpecialTokens,
-    TextActivations, VisionStage,
+    text_backward, text_forward, vision_forward, vision_forward_inspect, ClipWeights, PromptBatch,
+    SpecialTokens, TextActivations, VisionStage, VisionWeights, VitConfig, VitWeights,
+    CLIP_LAYER_NORM_EPS, TIMM_LAYER_NORM_EPS,
 };
-use fedotp_tests::compare::assert_close;
+use fedotp_tests::compare::{assert_close, max_relative_error};
 use fedotp_tests::fixtures::{fixture, Reference};
 
 /// Forward tolerance (max-norm relative, f32).
@@ -180,10 +182,15 @@ fn check_plain_text(w: &Weights, r: &Reference, want_key: &str, tag: &str) {
 }
 
 fn check_vision(w: &Weights, r: &Reference, dir: &str) {
+    check_vit(&w.vision, r, dir);
+}
+
+/// Every stage of a ViT image tower, its projected tokens and its pooled embedding.
+fn check_vit(vision: &VisionWeights<Vec<f32>>, r: &Reference, dir: &str) {
     let cpu = Cpu::new();
     let (images, shape) = r.f32("vision.images");
     let batch = shape[0];
-    let out = vision_forward_inspect(&cpu, &w.vision, &images, batch, |stage, values, s| {
+    let out = vision_forward_inspect(&cpu, vision, &images, batch, |stage, values, s| {
         let name = match stage {
             VisionStage::PatchEmbeddings => "vision.patch_embeds".to_string(),
             VisionStage::Embeddings => "vision.embeddings".to_string(),
@@ -265,6 +272,78 @@ fn gelu_plain_text_matches_encode_text() {
 #[test]
 fn gelu_vision_tower_matches_pytorch() {
     check_vision(&load("gelu"), &reference("gelu"), "gelu");
+}
+
+/// open_clip's timm tower as BiomedCLIP has it (timm's `vit_base_patch16_224` in open_clip's
+/// `TimmModel`, pool "", linear head), shrunk: 16 px images, 4-pixel patches, width 32 in 4 heads,
+/// 2 blocks, embed 16. The patch embeddings (with the convolution's bias), the embeddings (no
+/// pre-norm: the first block's input is the embeddings), each block's output, timm's final
+/// `norm`, `head.proj` on every token, and the class token's row against open_clip's
+/// `encode_image`.
+#[test]
+fn timm_vision_tower_matches_open_clip() {
+    let w = VitWeights::load_open_clip_timm(fixture("clip/timm"), 4).expect("fixture loads");
+    let expected = VitConfig {
+        image_size: 16,
+        patch_size: 4,
+        width: 32,
+        layers: 2,
+        heads: 4,
+        mlp_width: 128,
+        layer_norm_eps: TIMM_LAYER_NORM_EPS,
+        activation: Activation::Gelu,
+    };
+    assert_eq!(w.config, expected);
+    assert!(w.ln_pre.is_none());
+    assert!(w.patch_embedding.bias.is_some() && w.projection.bias.is_none());
+    let norms = w.blocks.iter().flat_map(|b| [&b.ln_1, &b.ln_2]);
+    assert!(norms.chain([&w.ln_post]).all(|ln| ln.eps == 1e-6));
+    check_vit(&VisionWeights::Vit(w), &reference("timm"), "timm");
+}
+
+/// The timm fixture tells timm's ViT from CLIP's: each of CLIP's settings in its place (LayerNorm
+/// eps 1e-5, a pre-norm, no patch bias, QuickGELU) moves the projected tokens by far more than
+/// the tolerance (by 2.7e-3 to 0.8 when this was written).
+#[test]
+fn timm_fixture_tells_timm_settings_from_clips() {
+    let cpu = Cpu::new();
+    let r = reference("timm");
+    let (images, shape) = r.f32("vision.images");
+    let want = r.values("vision.tokens");
+    let load = || VitWeights::load_open_clip_timm(fixture("clip/timm"), 4).unwrap();
+    let width = load().config.width;
+    let mut eps = load();
+    for ln in eps
+        .blocks
+        .iter_mut()
+        .flat_map(|b| [&mut b.ln_1, &mut b.ln_2])
+    {
+        ln.eps = CLIP_LAYER_NORM_EPS;
+    }
+    eps.ln_post.eps = CLIP_LAYER_NORM_EPS;
+    let mut pre_norm = load();
+    pre_norm.ln_pre = Some(LayerNorm {
+        weight: vec![1.0; width],
+        bias: vec![0.0; width],
+        width,
+        eps: TIMM_LAYER_NORM_EPS,
+    });
+    let mut no_bias = load();
+    no_bias.patch_embedding.bias = None;
+    let mut quick_gelu = load();
+    quick_gelu.config.activation = Activation::QuickGelu;
+    let variants = [
+        ("eps 1e-5", eps),
+        ("ln_pre", pre_norm),
+        ("no patch bias", no_bias),
+        ("QuickGELU", quick_gelu),
+    ];
+    for (what, w) in variants {
+        let out = vision_forward(&cpu, &VisionWeights::Vit(w), &images, shape[0]).unwrap();
+        let err = max_relative_error(&out.tokens, &want);
+        println!("timm tokens with {what:<28} max rel error {err:.2e}");
+        assert!(err > 100.0 * FORWARD_TOL, "{what}: {err:.2e}");
+    }
 }
 
 /// A PyTorch `(n, c, h, w)` map as the tower's channels-last rows `(n, h·w, c)`.

@@ -27,6 +27,16 @@ and, in each directory, reference.safetensors with the inputs and every intermed
             bottleneck's output (all NCHW), the attention pool's tokens and attention output and
             the c_proj output at every position, and open_clip's own `encode_image` — which the
             all-positions token 0 must equal (checked here and in the Rust test).
+  timm/     open_clip's timm image tower (BiomedCLIP's: `TimmModel` around timm's
+            `vit_base_patch16_224`, `timm_pool: ""`, `timm_proj: "linear"`) with the sizes shrunk
+            (16 px images, 4-pixel patches, width 32 in 4 heads, 2 blocks, embed 16) and every
+            other setting timm's: patch convolution with bias, no pre-norm, LayerNorm eps 1e-6,
+            exact GELU, the class token's row after the final norm as open_clip's feature. Its
+            open_clip_model.safetensors is a whole open_clip CLIP (a 1-block text tower besides
+            `visual.trunk.*` and `visual.head.*`); its reference records the vision.* values above
+            (pre_norm being timm's Identity `norm_pre`, i.e. the embeddings; post_norm timm's
+            `norm`), `head.proj` on every token, and open_clip's own `encode_image`, which the
+            class token's row must equal (checked here and in the Rust test).
 
 Run from the repository root:  python3 tests/scripts/clip_fixtures.py
 (torch, transformers, open_clip_torch and safetensors; CPU, deterministic, a few seconds).
@@ -37,10 +47,12 @@ import os
 import shutil
 
 import open_clip
+import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
 from safetensors.torch import save_file
+from timm.models import register_model
 from transformers import CLIPConfig, CLIPModel
 
 # This script lives in tests/scripts/; the fixtures in host/tests/fixtures/.
@@ -479,6 +491,79 @@ def resnet_fixture(out):
     save(ref, os.path.join(out, "reference.safetensors"))
 
 
+# The timm fixture: vit_base_patch16_224 with only its sizes changed, registered under its own name
+# so that open_clip's TimmModel (which takes a timm model name) builds it with its own head.
+TIMM_SIZES = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=4)
+TIMM_EMBED = 16
+TIMM_NAME = "fedotp_fixture_vit_base_patch16_224"
+
+
+@register_model
+def fedotp_fixture_vit_base_patch16_224(pretrained=False, **kwargs):
+    """timm's vit_base_patch16_224, every setting but the sizes in TIMM_SIZES unchanged."""
+    return timm.create_model("vit_base_patch16_224", pretrained=pretrained, **{**TIMM_SIZES, **kwargs})
+
+
+def randomise_timm(trunk):
+    """Random weights of the scales a trained ViT's first layers have: a small patch embedding
+    and positions (so the first LayerNorms see small variances, where their eps of 1e-6 and not
+    1e-5 matters), LayerNorm scales in [0.5, 1.5], and non-zero biases everywhere."""
+    with torch.no_grad():
+        for name, p in trunk.named_parameters():
+            if name.endswith("norm1.weight") or name.endswith("norm2.weight") or name == "norm.weight":
+                p.uniform_(0.5, 1.5)
+            elif name.endswith(".bias"):
+                p.normal_(0, 0.02 if name.startswith("patch_embed") else 0.1)
+            elif name in ("cls_token", "pos_embed"):
+                p.normal_(0, 0.02)
+            elif name == "patch_embed.proj.weight":
+                p.normal_(0, 0.01)
+            else:
+                p.normal_(0, p.shape[-1] ** -0.5)
+
+
+def timm_fixture(out):
+    os.makedirs(out, exist_ok=True)
+    torch.manual_seed(4)
+    model_cfg = dict(
+        embed_dim=TIMM_EMBED,
+        vision_cfg=dict(timm_model_name=TIMM_NAME, timm_model_pretrained=False, timm_pool="",
+                        timm_proj="linear", image_size=TIMM_SIZES["img_size"]),
+        text_cfg=dict(context_length=8, vocab_size=64, width=16, heads=2, layers=1),
+    )
+    model = open_clip.CLIP(**model_cfg).eval()
+    v, trunk = model.visual, model.visual.trunk
+    # BiomedCLIP's settings, as vit_base_patch16_224 and TimmModel(pool="") give them.
+    assert isinstance(v, open_clip.timm_model.TimmModel)
+    assert trunk.global_pool == "token" and trunk.has_class_token and trunk.num_prefix_tokens == 1
+    assert not trunk.no_embed_class and not trunk.dynamic_img_size
+    for identity in (trunk.norm_pre, trunk.fc_norm, trunk.head, trunk.blocks[0].ls1, trunk.blocks[0].ls2):
+        assert isinstance(identity, nn.Identity), identity
+    assert trunk.patch_embed.proj.bias is not None and v.head.proj.bias is None
+    assert trunk.norm.eps == 1e-6 and all(b.norm1.eps == b.norm2.eps == 1e-6 for b in trunk.blocks)
+    assert all(isinstance(b.mlp.act, nn.GELU) and b.mlp.act.approximate == "none" for b in trunk.blocks)
+    perturb(model)
+    randomise_timm(trunk)
+    state = {k: t.detach().contiguous() for k, t in model.state_dict().items()}
+    save_file(state, os.path.join(out, "open_clip_model.safetensors"))
+
+    def hooks(rec):
+        rec.output(trunk.patch_embed, "patch_embeds")
+        rec.input(trunk.norm_pre, "embeddings")
+        rec.output(trunk.norm_pre, "pre_norm")
+        for i, block in enumerate(trunk.blocks):
+            rec.output(block, f"block{i}")
+        rec.output(trunk.norm, "post_norm")
+
+    side = TIMM_SIZES["img_size"]
+    images = torch.randn(IMAGES, 3, side, side)
+    ref = {}
+    vision_reference(ref, images, hooks, model.encode_image, lambda rec: v.head.proj(rec.values["post_norm"]))
+    err = (ref["vision.tokens"][:, 0] - ref["vision.pooled"]).abs().max() / ref["vision.pooled"].abs().max()
+    assert err < 1e-6, f"the class token's projected row differs from encode_image by {err:.2e}"
+    save(ref, os.path.join(out, "reference.safetensors"))
+
+
 def main():
     shutil.rmtree(OUT, ignore_errors=True)
     hf_fixture(os.path.join(OUT, "hf"))
@@ -486,6 +571,7 @@ def main():
     resnet_fixture(os.path.join(OUT, "rn"))
     # Last, so the fixtures above keep their random draws.
     open_clip_fixture(os.path.join(OUT, "gelu"), GELU_CFG, reduced_precision=False)
+    timm_fixture(os.path.join(OUT, "timm"))
     total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(OUT) for f in fs)
     print(f"wrote {OUT} ({total / 1e6:.2f} MB)")
 

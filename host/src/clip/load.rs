@@ -11,6 +11,9 @@
 //! The image tower is a ViT, or a ModifiedResNet (RN50, RN101, RN50x4, …) when the file has
 //! `visual.attnpool.*` tensors; the ResNet exists only in the OpenAI / open_clip layout, as
 //! Hugging Face's `CLIPModel` has no ResNet tower.
+//!
+//! open_clip's timm image tower (BiomedCLIP's) is read on its own, with this module's
+//! [`TensorFile`], by [`VitWeights::load_open_clip_timm`] (`timm.rs`).
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -95,7 +98,7 @@ pub(super) fn with_tensor_file<T>(
 }
 
 /// The weights file for `path`: the file itself, or a known name inside a directory.
-fn resolve_weights(path: &Path) -> Result<PathBuf, ClipError> {
+pub(super) fn resolve_weights(path: &Path) -> Result<PathBuf, ClipError> {
     if !path.is_dir() {
         return Ok(path.to_path_buf());
     }
@@ -114,6 +117,21 @@ pub(super) struct TensorFile<'a> {
     pub(super) path: &'a Path,
     tensors: SafeTensors<'a>,
     used: HashSet<String>,
+}
+
+impl<'a> TensorFile<'a> {
+    /// The safetensors file `path`, whose bytes (see [`map_file`]) are `bytes`.
+    pub(super) fn parse(path: &'a Path, bytes: &'a [u8]) -> Result<Self, ClipError> {
+        let tensors = SafeTensors::deserialize(bytes).map_err(|source| ClipError::Safetensors {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(TensorFile {
+            path,
+            tensors,
+            used: HashSet::new(),
+        })
+    }
 }
 
 impl TensorFile<'_> {
@@ -546,7 +564,7 @@ impl Layout {
                     },
                     class_embedding: file.read(names.class_embedding, &[v.width])?,
                     position_embedding: file.read(names.vision_position, &[v.tokens(), v.width])?,
-                    ln_pre: file.layer_norm(names.ln_pre, v.width, v.layer_norm_eps)?,
+                    ln_pre: Some(file.layer_norm(names.ln_pre, v.width, v.layer_norm_eps)?),
                     blocks: read_blocks(
                         file,
                         &names.block,
@@ -736,7 +754,7 @@ fn infer_resnet(file: &TensorFile) -> Result<ResNetConfig, ClipError> {
 }
 
 /// The side of the grid of `tokens − 1` positions, which must be a positive square.
-fn square_grid(
+pub(super) fn square_grid(
     file: &TensorFile,
     name: &str,
     tokens: usize,

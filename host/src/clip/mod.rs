@@ -1,7 +1,8 @@
 //! CLIP, the frozen model FedOTP trains prompts through: weights (loaded from safetensors in the
 //! Hugging Face or OpenAI / open_clip layout, or random), the text tower on token embeddings with
-//! its backward pass to those embeddings, and the image tower returning every token; and a BERT
-//! text tower (BiomedCLIP's) on token embeddings, forward and backward.
+//! its backward pass to those embeddings, and the image tower returning every token; and
+//! BiomedCLIP's towers: a BERT text tower on token embeddings, forward and backward, and
+//! open_clip's timm ViT, loaded on its own with [`VitWeights::load_open_clip_timm`].
 //!
 //! All computation goes through a [`crate::backend::Backend`].
 
@@ -14,6 +15,7 @@ mod load;
 mod prompt;
 mod resnet;
 mod text;
+mod timm;
 pub mod tokenizer;
 mod vision;
 mod weights;
@@ -29,6 +31,7 @@ pub use error::ClipError;
 pub use load::WEIGHT_FILE_NAMES;
 pub use prompt::{PromptBatch, SpecialTokens, EOT_TOKEN, SOT_TOKEN};
 pub use text::{text_backward, text_forward, TextActivations};
+pub use timm::{timm_vit_heads, TIMM_LAYER_NORM_EPS};
 pub use vision::{vision_forward, vision_forward_inspect, ImageFeatures, VisionStage};
 pub use weights::{
     AttentionPool, Bottleneck, ClipWeights, ConvNorm, ResNetWeights, ResidualBlock, TextWeights,

@@ -3,13 +3,18 @@
 //! ViT forward (CLIP's `VisionTransformer` without the CLS-only pooling):
 //!
 //! ```text
-//! patches = conv(images)                      = flattened patches · W_convᵀ
-//! x = ln_pre([class; patches] + positions)
+//! patches = conv(images)                      = flattened patches · W_convᵀ (+ b_conv)
+//! x = ln_pre([class; patches] + positions)    (no ln_pre in timm's ViTs)
 //! x = block_l(x)                              for each block, full (non-causal) attention
 //! tokens = ln_post(x) · projectionᵀ           every token: CLS first, then the M patches
 //! ```
 //!
-//! The CLS row of `tokens` is exactly CLIP's image embedding (`ln_post(x[:, 0]) @ proj`).
+//! The CLS row of `tokens` is exactly CLIP's image embedding (`ln_post(x[:, 0]) @ proj`). The
+//! same forward serves open_clip's timm tower (BiomedCLIP's `vit_base_patch16_224`, see
+//! [`VitWeights::load_open_clip_timm`](super::VitWeights::load_open_clip_timm)), whose patch
+//! convolution has a bias, whose blocks take the embeddings without a pre-norm, and whose
+//! `trunk.norm` and `head.proj` are `ln_post` and the projection here; there the CLS row is
+//! open_clip's `encode_image`.
 //!
 //! ModifiedResNet forward: see [`super::resnet`]; its tokens are the attention pool's outputs
 //! queried at every position, the mean-query token first (exactly CLIP's RN image embedding).
@@ -46,11 +51,12 @@ pub enum VisionStage {
     PatchEmbeddings,
     /// ViT: class token and patches plus position embeddings, `batch × (1+M) × width`.
     Embeddings,
-    /// ViT: after `ln_pre`, the first block's input.
+    /// ViT: after `ln_pre`, the first block's input (the embeddings themselves in a tower
+    /// without `ln_pre`, as timm's).
     PreNorm,
     /// ViT: the output of block `i`.
     Block(usize),
-    /// ViT: after `ln_post`, every token, before the projection.
+    /// ViT: after `ln_post` (timm's `norm`), every token, before the projection.
     PostNorm,
     /// ResNet: after stem convolution `i` (0–2), its batch-norm and ReLU.
     Stem(usize),
@@ -143,7 +149,8 @@ fn vit_forward<B: Backend>(
     };
     let rows = shape.rows();
 
-    // Patch embedding: flatten non-overlapping patches, then one GEMM with the conv weight.
+    // Patch embedding: flatten non-overlapping patches, then one GEMM with the conv weight (and
+    // its bias, broadcast over the patches by `linear`, where the tower has one).
     let mut flat = backend.alloc(batch * patches * patch_shape.patch_len())?;
     backend.extract_patches(&mut flat, images, patch_shape)?;
     let mut patch_embeds = backend.alloc(batch * patches * c.width)?;
@@ -176,13 +183,14 @@ fn vit_forward<B: Backend>(
     scratch.fit(backend, rows, c.width, c.mlp_width)?;
     let mut stats = (backend.alloc(rows)?, backend.alloc(rows)?);
     fit(backend, &mut a.input, shape.len())?;
-    backend.layer_norm(
-        &mut a.input,
-        (&mut stats.0, &mut stats.1),
-        &x,
-        &w.ln_pre,
-        rows,
-    )?;
+    match &w.ln_pre {
+        Some(ln_pre) => {
+            backend.layer_norm(&mut a.input, (&mut stats.0, &mut stats.1), &x, ln_pre, rows)?;
+        }
+        // The embeddings are the first block's input; `x` takes over the buffer fitted above
+        // (of the same size) for the block's output.
+        None => std::mem::swap(&mut a.input, &mut x),
+    }
     inspect(VisionStage::PreNorm, &a.input, shape)?;
 
     let attention = AttentionShape {

@@ -52,19 +52,21 @@ pub struct TextWeights<Buf> {
 pub struct VitWeights<Buf> {
     /// Its architecture.
     pub config: VitConfig,
-    /// The patch convolution as a linear layer over flattened patches, `width × 3·patch²`, no bias.
+    /// The patch convolution as a linear layer over flattened patches (channel, row, column),
+    /// `width × 3·patch²`; without bias in CLIP, with one in timm's ViTs.
     pub patch_embedding: Linear<Buf>,
     /// The class token's embedding, `width`.
     pub class_embedding: Buf,
-    /// Position embeddings, `(1 + patches) × width`.
+    /// Position embeddings, `(1 + patches) × width`, the class token's first.
     pub position_embedding: Buf,
-    /// Layer norm before the blocks.
-    pub ln_pre: LayerNorm<Buf>,
+    /// Layer norm before the blocks; `None` for timm's ViTs (their `norm_pre` is the identity).
+    pub ln_pre: Option<LayerNorm<Buf>>,
     /// The transformer blocks, in order.
     pub blocks: Vec<ResidualBlock<Buf>>,
-    /// Layer norm after the blocks, applied to every token.
+    /// Layer norm after the blocks, applied to every token (timm's `norm`).
     pub ln_post: LayerNorm<Buf>,
-    /// Projection into the joint space, `embed_dim × width`, no bias.
+    /// Projection into the joint space, `embed_dim × width`, applied to every token; no bias in
+    /// CLIP (open_clip's timm head has one only with `timm_proj_bias`).
     pub projection: Linear<Buf>,
 }
 
@@ -250,7 +252,7 @@ impl<Buf> VisionWeights<Buf> {
                 patch_embedding: vit.patch_embedding.try_map(f)?,
                 class_embedding: f(vit.class_embedding)?,
                 position_embedding: f(vit.position_embedding)?,
-                ln_pre: vit.ln_pre.try_map(f)?,
+                ln_pre: vit.ln_pre.map(|ln| ln.try_map(f)).transpose()?,
                 blocks: map_blocks(vit.blocks, f)?,
                 ln_post: vit.ln_post.try_map(f)?,
                 projection: vit.projection.try_map(f)?,
@@ -369,7 +371,7 @@ impl ClipWeights<Vec<f32>> {
                     ),
                     class_embedding: init.normal(vit.width, scale),
                     position_embedding: init.normal(vit.tokens() * vit.width, scale),
-                    ln_pre: RandomInit::layer_norm(vit.width, vit.layer_norm_eps),
+                    ln_pre: Some(RandomInit::layer_norm(vit.width, vit.layer_norm_eps)),
                     blocks: (0..vit.layers)
                         .map(|_| {
                             init.block(vit.width, vit.mlp_width, vit.layers, vit.layer_norm_eps)
