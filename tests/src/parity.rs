@@ -22,7 +22,7 @@ use fedotp_host::backend::{
 use fedotp_host::clip::{
     bert_text_backward, bert_text_forward, text_backward, text_forward, vision_forward,
     BertActivations, BertConfig, BertLayer, BertTextWeights, ClipConfig, ClipWeights, PromptBatch,
-    SpecialTokens, TextActivations, VisionConfig,
+    SpecialTokens, TextActivations, VisionConfig, VisionWeights,
 };
 use fedotp_host::prompt::{encode_images, Head, OtStopping, PromptLearner, PromptModel};
 
@@ -966,18 +966,38 @@ fn bert_tower(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
     }
 }
 
-/// Both image towers end to end: the tiny ViT (with each activation) and the tiny
-/// ModifiedResNet (RN50's layers at 64 px, 2 × 2 positions).
+/// Both image towers end to end: the tiny ViT (with each activation, and in timm's form) and
+/// the tiny ModifiedResNet (RN50's layers at 64 px, 2 × 2 positions).
 fn vision_tower(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
     let resnet = ClipWeights::random(&ClipConfig::tiny_resnet(), 82).unwrap();
     let towers = [
         ("ViT", tiny_weights(80, Activation::QuickGelu)),
         ("ViT (gelu)", tiny_weights(80, Activation::Gelu)),
+        ("ViT (timm)", timm_like(tiny_weights(83, Activation::Gelu))),
         ("ResNet", resnet),
     ];
     for (name, weights) in towers {
         image_tower(gpu, cpu, report, tol, (name, &weights));
     }
+}
+
+/// `weights` with its ViT in the form of open_clip's timm tower (BiomedCLIP's): no `ln_pre`, a
+/// patch-embedding bias, LayerNorm eps 1e-6.
+fn timm_like(mut weights: ClipWeights<Vec<f32>>) -> ClipWeights<Vec<f32>> {
+    let VisionWeights::Vit(vit) = &mut weights.vision else {
+        unreachable!("the tiny model's image tower is a ViT")
+    };
+    vit.ln_pre = None;
+    vit.patch_embedding.bias = Some(uniform(vit.config.width, 84, 0.1));
+    vit.config.layer_norm_eps = 1e-6;
+    let norms = vit
+        .blocks
+        .iter_mut()
+        .flat_map(|b| [&mut b.ln_1, &mut b.ln_2]);
+    for norm in norms.chain([&mut vit.ln_post]) {
+        norm.eps = 1e-6;
+    }
+    weights
 }
 
 /// One image tower on both backends: every token and the pooled embedding.
