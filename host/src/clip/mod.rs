@@ -15,6 +15,7 @@ mod text;
 pub mod tokenizer;
 mod vision;
 mod weights;
+pub mod wordpiece;
 
 pub use config::{
     BlockSpec, ClipConfig, ResNetConfig, TextConfig, VisionConfig, VitConfig, CLIP_BATCH_NORM_EPS,
