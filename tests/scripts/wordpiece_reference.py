@@ -21,14 +21,19 @@ This script
     return, trailing spaces, a repeated token, a blank line) with BertTokenizer's ids for a few
     texts, to pin down how vocab.txt is read.
 
+It also records the reference's character classes on every code point (unicode_classes.json:
+dropped characters, punctuation, a digest of accent stripping), which the Rust module's own
+tests check exhaustively.
+
 Checks made here, which fail the script: HFTokenizer's output equals BertTokenizer's on the
 cleaned text; every fixed text is outside the reach of ftfy's mojibake repair (which the Rust
 clean-up does not reproduce; random strings it reaches are left out); the corpus exercises [UNK], ## pieces, truncation and the special tokens.
 
 Usage: python3 tests/scripts/wordpiece_reference.py
-(writes host/tests/fixtures/wordpiece/{vocab.txt,edge_vocab.txt,reference.json})
+(writes host/tests/fixtures/wordpiece/{vocab.txt,edge_vocab.txt,reference.json,unicode_classes.json})
 """
 
+import hashlib
 import json
 import random
 import sys
@@ -162,6 +167,8 @@ AWKWARD = [
     "猫" * 300,
     "!" * 260,
     "unassigned\u0378code point and private\ue000use",
+    # Characters whose Unicode class is newer than the reference's tables (see the Rust module).
+    "a\u2e4fb c\u2e42d e\u166df g\u0890h i\u1ac0j k\u08e1l \U000113c5x m\u1734n \U0001171eo",
     "Tom &amp; Jerry &lt;3 caf&eacute; &#233;",
 ]
 
@@ -214,6 +221,52 @@ def build_vocab():
     tokens = list(dict.fromkeys(tokens))  # first occurrence of each
     tokens += [t for t in APPENDED if t not in tokens]
     return tokens
+
+
+def ranges(code_points):
+    """Sorted code points as inclusive [first, last] runs."""
+    runs = []
+    for code in code_points:
+        if runs and runs[-1][1] == code - 1:
+            runs[-1][1] = code
+        else:
+            runs.append([code, code])
+    return runs
+
+
+def unicode_classes():
+    """The reference's character classes on every code point (surrogates aside), from the
+    `tokenizers` normalizer and pre-tokenizer that BertTokenizer runs: which characters the
+    clean-up drops, which are split off as punctuation, and the accent stripping of each
+    character (as a SHA-256 over the lines "HEX:result" of the characters it changes)."""
+    clean = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=False, strip_accents=False, lowercase=False
+    )
+    strip = normalizers.BertNormalizer(
+        clean_text=False, handle_chinese_chars=False, strip_accents=True, lowercase=False
+    )
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    dropped, punctuation, digest, changed = [], [], hashlib.sha256(), 0
+    for code in range(0x110000):
+        if 0xD800 <= code <= 0xDFFF:
+            continue
+        c = chr(code)
+        if clean.normalize_str("a" + c + "b") == "ab":
+            dropped.append(code)
+        elif len(pre_tokenizer.pre_tokenize_str("a" + c + "b")) == 3:
+            punctuation.append(code)
+        stripped = strip.normalize_str(c)
+        if stripped != c:
+            digest.update(f"{code:X}:{stripped}\n".encode("utf-8"))
+            changed += 1
+    return {
+        "generator": "tests/scripts/wordpiece_reference.py",
+        "tokenizers": tokenizers.__version__,
+        "dropped": ranges(dropped),
+        "punctuation": ranges(punctuation),
+        "stripped_count": changed,
+        "stripped_sha256": digest.hexdigest(),
+    }
 
 
 def load_bert(directory):
@@ -312,6 +365,8 @@ def main():
         "edge_cases": edge,
     }
     write_json(fixture, OUTPUT_DIR / "reference.json")
+    classes = unicode_classes()
+    (OUTPUT_DIR / "unicode_classes.json").write_text(json.dumps(classes) + "\n", encoding="utf-8")
     agree = sum(c["legacy_agrees"] for c in cases)
     print(
         f"{len(tokens)} vocabulary tokens, {len(cases)} texts ({len(randoms) - len(reached)} of "

@@ -37,11 +37,13 @@
 //! read as the reference reads them: split at `\n` (a `\r` before it is dropped), trailing
 //! whitespace trimmed, and a token listed twice takes the id of its last line.
 //!
-//! Unicode character classes come from the `regex` crate's tables, which are newer than the
-//! `tokenizers` library's: on the few characters given a punctuation, format or non-spacing-mark
-//! category in Unicode 11 and later (such as U+2E4F, a punctuation mark this tokenizer splits off
-//! and the reference keeps inside the word), the two may differ. Text in the scripts of everyday
-//! use (Latin, Greek, Cyrillic, CJK, Arabic, …, and emoji) is unaffected.
+//! The Unicode character classes (Cc/Cf/Co, P*, Mn) come from the `regex` crate's tables, which
+//! follow current Unicode, while the reference's come from older tables. Five small tables of
+//! exceptions (632 code points, in scripts and symbols added from Unicode 11 on, such as
+//! the punctuation mark U+2E4F, which the reference keeps inside a word) bring the classes back
+//! to the reference's. A test checks every code point against the reference's classes
+//! (`tokenizers` 0.23.3, recorded by `tests/scripts/wordpiece_reference.py`), so a `regex` release
+//! with newer Unicode tables that needs more exceptions fails it.
 //!
 //! ```
 //! use fedotp_host::clip::wordpiece::WordPieceTokenizer;
@@ -92,21 +94,195 @@ const CONTINUATION_PREFIX: &str = "##";
 /// prefix of another, so the first that matches at a position is the only one that can.
 const SPECIAL_TOKENS: [&str; 5] = [PAD_TOKEN, UNK_TOKEN, CLS_TOKEN, SEP_TOKEN, MASK_TOKEN];
 
-/// The characters the clean-up drops: NUL, U+FFFD, and the control (Cc), format (Cf) and
-/// private-use (Co) characters other than tab, line feed and carriage return, which are
-/// whitespace. Unassigned code points (Cn) are kept, as the reference keeps them.
-static DROPPED: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"[\x{0}\x{FFFD}[[\p{Cc}\p{Cf}\p{Co}]--[\t\n\r]]]").expect("valid drop pattern")
-});
+/// The control (Cc), format (Cf) and private-use (Co) characters of current Unicode. Unassigned
+/// code points (Cn) are not among them: the reference keeps those.
+static CONTROL: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"[\p{Cc}\p{Cf}\p{Co}]").expect("valid control pattern"));
 
-/// The non-spacing marks that accent stripping drops after the canonical decomposition.
+/// The non-spacing marks of current Unicode, which accent stripping drops after the canonical
+/// decomposition.
 static NON_SPACING_MARK: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\p{Mn}").expect("valid mark pattern"));
 
-/// One punctuation character by BERT's definition: the ASCII symbols that are neither letters,
-/// digits nor whitespace, or any Unicode punctuation.
-static PUNCTUATION: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"[!-/:-@\[-`{-~\p{P}]").expect("valid punctuation pattern"));
+/// The punctuation (P*) of current Unicode.
+static UNICODE_PUNCTUATION: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\p{P}").expect("valid punctuation pattern"));
+
+/// Format characters (Cf) the reference keeps: assigned or given their category after its tables.
+const KEPT_BY_REFERENCE: &[(u32, u32)] = &[
+    (0x0890, 0x0891),
+    (0x08E2, 0x08E2),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x1343F),
+];
+
+/// Punctuation (P*) the reference does not split off: assigned after its tables.
+const NOT_PUNCTUATION_IN_REFERENCE: &[(u32, u32)] = &[
+    (0x061D, 0x061D),
+    (0x09FD, 0x09FD),
+    (0x0A76, 0x0A76),
+    (0x0C77, 0x0C77),
+    (0x0C84, 0x0C84),
+    (0x1B4E, 0x1B4F),
+    (0x1B7D, 0x1B7F),
+    (0x2E43, 0x2E4F),
+    (0x2E52, 0x2E5D),
+    (0x10D6E, 0x10D6E),
+    (0x10EAD, 0x10EAD),
+    (0x10F55, 0x10F59),
+    (0x10F86, 0x10F89),
+    (0x113D4, 0x113D5),
+    (0x113D7, 0x113D8),
+    (0x1144B, 0x1144F),
+    (0x1145A, 0x1145B),
+    (0x1145D, 0x1145D),
+    (0x11660, 0x1166C),
+    (0x116B9, 0x116B9),
+    (0x1183B, 0x1183B),
+    (0x11944, 0x11946),
+    (0x119E2, 0x119E2),
+    (0x11A3F, 0x11A46),
+    (0x11A9A, 0x11A9C),
+    (0x11A9E, 0x11AA2),
+    (0x11B00, 0x11B09),
+    (0x11BE1, 0x11BE1),
+    (0x11C41, 0x11C45),
+    (0x11C70, 0x11C71),
+    (0x11EF7, 0x11EF8),
+    (0x11F43, 0x11F4F),
+    (0x11FFF, 0x11FFF),
+    (0x12FF1, 0x12FF2),
+    (0x16D6D, 0x16D6F),
+    (0x16E97, 0x16E9A),
+    (0x16FE2, 0x16FE2),
+    (0x1E5FF, 0x1E5FF),
+    (0x1E95E, 0x1E95F),
+];
+
+/// Characters the reference splits off as punctuation that Unicode has since moved out of P*.
+const PUNCTUATION_IN_REFERENCE_ONLY: &[(u32, u32)] = &[(0x166D, 0x166D), (0x111C9, 0x111C9)];
+
+/// Characters the reference drops as non-spacing marks, which Unicode has since made spacing
+/// marks (Mc).
+const NON_SPACING_IN_REFERENCE_ONLY: &[(u32, u32)] = &[(0x1734, 0x1734), (0x1171E, 0x1171E)];
+
+/// Characters accent stripping leaves as they are in the reference, where current Unicode
+/// decomposes them or calls them non-spacing marks (Mn): assigned, or given a decomposition or
+/// that category, after its tables. The reference treats them as starters: nothing in them is
+/// dropped and no mark is reordered across them.
+const UNSTRIPPED_BY_REFERENCE: &[(u32, u32)] = &[
+    (0x07FD, 0x07FD),
+    (0x0897, 0x089F),
+    (0x08CA, 0x08E1),
+    (0x09FE, 0x09FE),
+    (0x0AFA, 0x0AFF),
+    (0x0B55, 0x0B55),
+    (0x0C04, 0x0C04),
+    (0x0C3C, 0x0C3C),
+    (0x0D00, 0x0D00),
+    (0x0D3B, 0x0D3C),
+    (0x0D81, 0x0D81),
+    (0x0EBA, 0x0EBA),
+    (0x0ECE, 0x0ECE),
+    (0x180F, 0x180F),
+    (0x1885, 0x1886),
+    (0x1ABF, 0x1ACE),
+    (0x1DF6, 0x1DFB),
+    (0xA82C, 0xA82C),
+    (0xA8C5, 0xA8C5),
+    (0xA8FF, 0xA8FF),
+    (0xA9BD, 0xA9BD),
+    (0x105C9, 0x105C9),
+    (0x105E4, 0x105E4),
+    (0x10D24, 0x10D27),
+    (0x10D69, 0x10D6D),
+    (0x10EAB, 0x10EAC),
+    (0x10EFC, 0x10EFF),
+    (0x10F46, 0x10F50),
+    (0x10F82, 0x10F85),
+    (0x11070, 0x11070),
+    (0x11073, 0x11074),
+    (0x110C2, 0x110C2),
+    (0x111C9, 0x111C9),
+    (0x111CF, 0x111CF),
+    (0x1123E, 0x1123E),
+    (0x11241, 0x11241),
+    (0x1133B, 0x1133B),
+    (0x11383, 0x11383),
+    (0x11385, 0x11385),
+    (0x1138E, 0x1138E),
+    (0x11391, 0x11391),
+    (0x113BB, 0x113C0),
+    (0x113C5, 0x113C5),
+    (0x113C7, 0x113C8),
+    (0x113CE, 0x113CE),
+    (0x113D0, 0x113D0),
+    (0x113D2, 0x113D2),
+    (0x113E1, 0x113E2),
+    (0x11438, 0x1143F),
+    (0x11442, 0x11444),
+    (0x11446, 0x11446),
+    (0x1145E, 0x1145E),
+    (0x1182F, 0x11837),
+    (0x11839, 0x1183A),
+    (0x11938, 0x11938),
+    (0x1193B, 0x1193C),
+    (0x1193E, 0x1193E),
+    (0x11943, 0x11943),
+    (0x119D4, 0x119D7),
+    (0x119DA, 0x119DB),
+    (0x119E0, 0x119E0),
+    (0x11A01, 0x11A0A),
+    (0x11A33, 0x11A38),
+    (0x11A3B, 0x11A3E),
+    (0x11A47, 0x11A47),
+    (0x11A51, 0x11A56),
+    (0x11A59, 0x11A5B),
+    (0x11A8A, 0x11A96),
+    (0x11A98, 0x11A99),
+    (0x11C30, 0x11C36),
+    (0x11C38, 0x11C3D),
+    (0x11C3F, 0x11C3F),
+    (0x11C92, 0x11CA7),
+    (0x11CAA, 0x11CB0),
+    (0x11CB2, 0x11CB3),
+    (0x11CB5, 0x11CB6),
+    (0x11D31, 0x11D36),
+    (0x11D3A, 0x11D3A),
+    (0x11D3C, 0x11D3D),
+    (0x11D3F, 0x11D45),
+    (0x11D47, 0x11D47),
+    (0x11D90, 0x11D91),
+    (0x11D95, 0x11D95),
+    (0x11D97, 0x11D97),
+    (0x11EF3, 0x11EF4),
+    (0x11F00, 0x11F01),
+    (0x11F36, 0x11F3A),
+    (0x11F40, 0x11F40),
+    (0x11F42, 0x11F42),
+    (0x11F5A, 0x11F5A),
+    (0x13440, 0x13440),
+    (0x13447, 0x13455),
+    (0x1611E, 0x16129),
+    (0x1612D, 0x1612F),
+    (0x16D68, 0x16D6A),
+    (0x16F4F, 0x16F4F),
+    (0x16FE4, 0x16FE4),
+    (0x1CF00, 0x1CF2D),
+    (0x1CF30, 0x1CF46),
+    (0x1E000, 0x1E006),
+    (0x1E008, 0x1E018),
+    (0x1E01B, 0x1E021),
+    (0x1E023, 0x1E024),
+    (0x1E026, 0x1E02A),
+    (0x1E08F, 0x1E08F),
+    (0x1E130, 0x1E136),
+    (0x1E2AE, 0x1E2AE),
+    (0x1E2EC, 0x1E2EF),
+    (0x1E4EC, 0x1E4EF),
+    (0x1E5EE, 0x1E5EF),
+    (0x1E944, 0x1E94A),
+];
 
 /// Why a vocabulary could not be loaded, or a request could not be served.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -415,10 +591,13 @@ impl WordPieceTokenizer {
         let normalized = normalize(text);
         for chunk in normalized.split(char::is_whitespace) {
             let mut start = 0;
-            for punctuation in PUNCTUATION.find_iter(chunk) {
-                self.extend_with_word(&chunk[start..punctuation.start()], ids);
-                self.extend_with_word(punctuation.as_str(), ids);
-                start = punctuation.end();
+            for (offset, c) in chunk.char_indices() {
+                if is_punctuation(c) {
+                    let end = offset + c.len_utf8();
+                    self.extend_with_word(&chunk[start..offset], ids);
+                    self.extend_with_word(&chunk[offset..end], ids);
+                    start = end;
+                }
             }
             self.extend_with_word(&chunk[start..], ids);
         }
@@ -518,9 +697,8 @@ impl WordPieceTokenizer {
 /// Steps 2 to 5 of the module docs: clean-up, spaces around CJK ideographs, accents stripped,
 /// lower-cased. In the reference's order (its normalizer strips accents before lower-casing).
 fn normalize(text: &str) -> String {
-    let kept = DROPPED.replace_all(text, "");
-    let mut spaced = String::with_capacity(kept.len());
-    for c in kept.chars() {
+    let mut spaced = String::with_capacity(text.len());
+    for c in text.chars().filter(|&c| !is_dropped(c)) {
         if c.is_whitespace() {
             // Tab, line feed and carriage return are whitespace here, not controls.
             spaced.push(' ');
@@ -532,9 +710,73 @@ fn normalize(text: &str) -> String {
             spaced.push(c);
         }
     }
-    let decomposed: String = spaced.nfd().collect();
-    let unaccented = NON_SPACING_MARK.replace_all(&decomposed, "");
-    unaccented.chars().flat_map(char::to_lowercase).collect()
+    strip_accents(&spaced)
+        .chars()
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// Canonical decomposition (NFD) with the non-spacing marks dropped, except that the characters
+/// of [`UNSTRIPPED_BY_REFERENCE`] stay as they are and, like any character the reference's
+/// tables do not know, act as starters: the text between them is decomposed on its own.
+fn strip_accents(text: &str) -> String {
+    fn push_stripped(segment: &str, out: &mut String) {
+        out.extend(segment.nfd().filter(|&c| {
+            !has_class(&NON_SPACING_MARK, c) && !in_ranges(c, NON_SPACING_IN_REFERENCE_ONLY)
+        }));
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut start = 0;
+    for (offset, c) in text.char_indices() {
+        if in_ranges(c, UNSTRIPPED_BY_REFERENCE) {
+            push_stripped(&text[start..offset], &mut out);
+            out.push(c);
+            start = offset + c.len_utf8();
+        }
+    }
+    push_stripped(&text[start..], &mut out);
+    out
+}
+
+/// Whether the clean-up drops `c`: NUL, U+FFFD, and the control, format and private-use
+/// characters other than tab, line feed and carriage return (which are whitespace), as the
+/// reference's tables have them.
+fn is_dropped(c: char) -> bool {
+    match c {
+        '\t' | '\n' | '\r' => false,
+        '\0' | '\u{FFFD}' => true,
+        _ => has_class(&CONTROL, c) && !in_ranges(c, KEPT_BY_REFERENCE),
+    }
+}
+
+/// Whether `c` is punctuation by BERT's definition: the ASCII symbols that are neither letters,
+/// digits nor whitespace, or Unicode punctuation as the reference's tables have it.
+fn is_punctuation(c: char) -> bool {
+    c.is_ascii_punctuation()
+        || (has_class(&UNICODE_PUNCTUATION, c) && !in_ranges(c, NOT_PUNCTUATION_IN_REFERENCE))
+        || in_ranges(c, PUNCTUATION_IN_REFERENCE_ONLY)
+}
+
+/// Whether the one-character string `c` matches `class`.
+fn has_class(class: &Regex, c: char) -> bool {
+    let mut buffer = [0; 4];
+    class.is_match(c.encode_utf8(&mut buffer))
+}
+
+/// Whether `c` lies in one of the sorted, disjoint inclusive `ranges`.
+fn in_ranges(c: char, ranges: &[(u32, u32)]) -> bool {
+    let code = u32::from(c);
+    ranges
+        .binary_search_by(|&(first, last)| {
+            if last < code {
+                std::cmp::Ordering::Less
+            } else if first > code {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        })
+        .is_ok()
 }
 
 /// BERT's CJK ideograph ranges as the `tokenizers` library writes them (its fifth range starts
@@ -582,6 +824,71 @@ mod tests {
         assert_eq!(normalize("ab猫cd"), "ab 猫 cd");
         assert_eq!(normalize("x\u{2B820}y"), "x\u{2B820}y");
         assert_eq!(normalize("\u{E000}\u{378}"), "\u{378}");
+        // Classes the reference's older tables do not have yet.
+        assert_eq!(normalize("a\u{890}b \u{1AC0}x"), "a\u{890}b \u{1AC0}x");
+        assert!(!is_punctuation('\u{2E4F}') && is_punctuation('\u{2E42}'));
+        assert!(is_punctuation('\u{166D}'));
+    }
+
+    /// The character classes on every code point against the reference's, recorded from the
+    /// `tokenizers` library by `tests/scripts/wordpiece_reference.py`: dropped characters and
+    /// punctuation as runs, accent stripping as a digest of every character it changes.
+    #[test]
+    fn character_classes_match_the_reference_on_every_code_point() {
+        use sha2::{Digest, Sha256};
+
+        let fixture: serde_json::Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/wordpiece/unicode_classes.json"
+        ))
+        .expect("the fixture is valid JSON");
+        let runs = |key: &str| -> Vec<(u32, u32)> {
+            let code = |value: &serde_json::Value| {
+                value
+                    .as_u64()
+                    .and_then(|code| u32::try_from(code).ok())
+                    .expect("code points are u32")
+            };
+            fixture[key]
+                .as_array()
+                .unwrap_or_else(|| panic!("{key} is an array"))
+                .iter()
+                .map(|run| (code(&run[0]), code(&run[1])))
+                .collect()
+        };
+        let (dropped, punctuation) = (runs("dropped"), runs("punctuation"));
+
+        let mut wrong_dropped = Vec::new();
+        let mut wrong_punctuation = Vec::new();
+        let mut digest = Sha256::new();
+        let mut changed = 0u64;
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            if is_dropped(c) != in_ranges(c, &dropped) {
+                wrong_dropped.push(c);
+            } else if !is_dropped(c)
+                && !c.is_whitespace()
+                && is_punctuation(c) != in_ranges(c, &punctuation)
+            {
+                wrong_punctuation.push(c);
+            }
+            let text = c.to_string();
+            let stripped = strip_accents(&text);
+            if stripped != text {
+                digest.update(format!("{:X}:{stripped}\n", u32::from(c)).as_bytes());
+                changed += 1;
+            }
+        }
+        assert!(wrong_dropped.is_empty(), "dropped: {wrong_dropped:X?}");
+        assert!(
+            wrong_punctuation.is_empty(),
+            "punctuation: {wrong_punctuation:X?}"
+        );
+        assert_eq!(Some(changed), fixture["stripped_count"].as_u64());
+        let hex: String = digest
+            .finalize()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        assert_eq!(Some(hex.as_str()), fixture["stripped_sha256"].as_str());
     }
 
     #[test]
