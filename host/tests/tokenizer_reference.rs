@@ -6,6 +6,7 @@ use std::sync::LazyLock;
 
 use fedotp_host::clip::classnames::{prompt_name, Dataset};
 use fedotp_host::clip::tokenizer::{clean_text, Tokenizer, CONTEXT_LENGTH};
+use fedotp_tests::compare::assert_no_mismatches;
 use serde_json::Value;
 
 static FIXTURE: LazyLock<Value> = LazyLock::new(|| {
@@ -38,21 +39,6 @@ fn ids(value: &Value, key: &str) -> Vec<u32> {
                 .expect("ids are u32")
         })
         .collect()
-}
-
-/// Fails with every mismatch listed (up to a screenful), not just the first.
-fn assert_no_mismatches(what: &str, mismatches: &[String]) {
-    assert!(
-        mismatches.is_empty(),
-        "{} {what} differ from the reference, e.g.:\n{}",
-        mismatches.len(),
-        mismatches
-            .iter()
-            .take(20)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
 }
 
 #[test]

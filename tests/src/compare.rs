@@ -1,6 +1,6 @@
 //! Relative errors between a result and its reference, and the assertion the tests print them
 //! with. References may be `f32` (another backend, a PyTorch fixture) or `f64` (a naive
-//! reference written out loop by loop).
+//! reference written out loop by loop); and the assertion of exact comparisons (token ids).
 
 /// `‖got − want‖₂ / ‖want‖₂` in `f64`; the absolute norm when `want` is zero; infinite when
 /// `got` holds a NaN or has another length (so a missing or unwritten output always fails).
@@ -48,6 +48,23 @@ pub fn assert_close<W: Copy + Into<f64>>(what: &str, got: &[f32], want: &[W], to
     assert!(
         err <= tolerance,
         "{what}: max relative error {err:.3e} > {tolerance:.0e}"
+    );
+}
+
+/// Fails if any exact comparison against a reference failed, listing every mismatch (up to a
+/// screenful), not just the first; each entry says what differed, e.g. a text and a position.
+#[track_caller]
+pub fn assert_no_mismatches(what: &str, mismatches: &[String]) {
+    assert!(
+        mismatches.is_empty(),
+        "{} {what} differ from the reference, e.g.:\n{}",
+        mismatches.len(),
+        mismatches
+            .iter()
+            .take(20)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 

@@ -2,7 +2,8 @@
 //!
 //! - [`inputs`]: deterministic pseudo-random inputs (one xorshift stream, seeded), among them
 //!   CLIP-like similarities for the OT solver.
-//! - [`compare`]: relative errors and the assertion that prints them.
+//! - [`compare`]: relative errors and the assertion that prints them; the assertion that lists
+//!   exact mismatches (token ids).
 //! - [`fixtures`]: where the reference fixtures lie and a reader of their PyTorch tensors
 //!   (written by the scripts of `tests/scripts/`).
 //! - [`parity`] (feature `cuda`): every CUDA backend operation against the CPU backend and

@@ -19,6 +19,7 @@ mod timm;
 pub mod tokenizer;
 mod vision;
 mod weights;
+pub mod wordpiece;
 
 pub use bert::{
     bert_text_backward, bert_text_forward, BertActivations, BertConfig, BertLayer, BertTextWeights,

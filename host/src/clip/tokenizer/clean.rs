@@ -32,9 +32,16 @@ const FTFY_MAX_SEGMENT_CHARS: usize = 1_000_000;
 /// Runs the reference tokenizer's full clean-up: ftfy-style fixes, `html.unescape` twice,
 /// whitespace collapse and lower-casing.
 pub(crate) fn clean(text: &str) -> String {
+    clean_keeping_case(text).to_lowercase()
+}
+
+/// The clean-up without the lower-casing: open_clip's `_clean_whitespace`
+/// (`whitespace_clean(basic_clean(text))`), which its `HFTokenizer` applies before a Hugging Face
+/// tokenizer (BiomedCLIP's WordPiece tokenizer, [`crate::clip::wordpiece`]).
+pub(crate) fn clean_keeping_case(text: &str) -> String {
     let fixed = fix_text(text);
     let unescaped = html_unescape(&html_unescape(&fixed));
-    collapse_whitespace(&unescaped).to_lowercase()
+    collapse_whitespace(&unescaped)
 }
 
 /// Python's `" ".join(text.split())`: runs of Python whitespace become one space and the ends

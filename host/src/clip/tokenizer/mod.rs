@@ -33,6 +33,8 @@
 
 mod clean;
 
+pub(crate) use clean::clean_keeping_case;
+
 use std::collections::HashMap;
 use std::fs;
 use std::io::{BufRead, BufReader};
