@@ -119,21 +119,6 @@ pub(super) struct TensorFile<'a> {
     used: HashSet<String>,
 }
 
-impl<'a> TensorFile<'a> {
-    /// The safetensors file `path`, whose bytes (see [`map_file`]) are `bytes`.
-    pub(super) fn parse(path: &'a Path, bytes: &'a [u8]) -> Result<Self, ClipError> {
-        let tensors = SafeTensors::deserialize(bytes).map_err(|source| ClipError::Safetensors {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Ok(TensorFile {
-            path,
-            tensors,
-            used: HashSet::new(),
-        })
-    }
-}
-
 impl TensorFile<'_> {
     pub(super) fn has(&self, name: &str) -> bool {
         self.tensors.tensor(name).is_ok()
