@@ -46,6 +46,15 @@
 // the aggregator is created, 4 bytes a client.
 #define FEDOTP_MAX_CLIENTS (1 << 24)
 
+// `FedotpClientConfig::ot_stopping`: each OT problem stops on its own, when its prompt-side
+// scaling's mean relative change falls below `tol` (libfedotp's solver, as `fedotp_ot_plan`).
+#define FEDOTP_OT_STOPPING_PER_PROBLEM 0
+
+// `FedotpClientConfig::ot_stopping`: the rule of FedOTP's released code, to reproduce its
+// results: all problems of a batch stop together, when the batch's mean absolute change falls
+// below `tol`, on the unshifted kernel (solved on the CPU whatever the client's device).
+#define FEDOTP_OT_STOPPING_RELEASED 1
+
 // `fedotp_client_device`'s kind: the client computes on the CPU.
 #define FEDOTP_DEVICE_CPU 0
 
@@ -300,6 +309,11 @@ typedef struct FedotpClientConfig {
   uint32_t n_ctx;
   // The OT head's solver (FedOTP: eps 0.1, gamma 0.8, max_iter 100, tol 1e-3, unbalanced).
   struct FedotpOtParams ot;
+  // When the OT head's iterations stop: `FEDOTP_OT_STOPPING_PER_PROBLEM` (the default) or
+  // `FEDOTP_OT_STOPPING_RELEASED`. A field of the client rather than of `FedotpOtParams`:
+  // the released rule couples the problems of a training batch, and `FedotpOtParams` also
+  // drives `fedotp_ot_plan` and `fedotp_ot_logits`, which keep the per-problem solver.
+  uint32_t ot_stopping;
   // SGD learning rate, > 0 and a normal f32: finite, not subnormal (FedOTP: 0.001).
   float learning_rate;
   // SGD momentum in [0, 1), 0 or a normal f32 (FedOTP: 0.9).
@@ -314,6 +328,12 @@ typedef struct FedotpClientConfig {
   // Seeds the prompts' initialisation, the order of training images and the augmentation:
   // the same seed and inputs give the same results.
   uint64_t seed;
+  // NULL: both prompts start from a normal draw of standard deviation 0.02 from `seed`.
+  // Else NUL-terminated UTF-8 words that every prompt starts from, as CoOp's `ctx_init`
+  // (e.g. "a photo of a"): the token embeddings of the words' tokens (`_` read as a space),
+  // one context vector per token, so `n_ctx` must equal the words' token count. Read during
+  // `fedotp_client_new` only.
+  const char *ctx_init;
   // NUL-terminated device name: "cpu"; "cuda" (device 0) or "cuda:N", an NVIDIA GPU; or
   // "auto", CUDA device 0 when it can be used, else the CPU. See `fedotp_device_available`.
   // The first client on a GPU uploads the model there (once per model and GPU); clients on
@@ -506,8 +526,9 @@ int32_t fedotp_aggregator_progress(const struct FedotpAggregator *aggregator,
 int32_t fedotp_aggregator_free(struct FedotpAggregator *aggregator);
 
 // Fills `config_out` with FedOTP's settings: n_ctx 16; OT eps 0.1, gamma 0.8, max_iter 100,
-// tol 1e-3, unbalanced; SGD learning rate 0.001, momentum 0.9, weight decay 5e-4; batch 32;
-// augmentation on; seed 0; device "cpu" (a static string).
+// tol 1e-3, unbalanced, stopping per problem; SGD learning rate 0.001, momentum 0.9, weight
+// decay 5e-4; batch 32; augmentation on; seed 0; random context (`ctx_init` NULL); device
+// "cpu" (a static string).
 //
 // Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER`. Thread-safe.
 //
@@ -525,22 +546,25 @@ int32_t fedotp_client_config_default(struct FedotpClientConfig *config_out);
 // - `config`: the settings (see `FedotpClientConfig`); read only, not kept;
 // - `client_out`: receives the new handle; free it with `fedotp_client_free`.
 //
-// Both prompts start from a normal draw of standard deviation 0.02 from `config->seed`.
+// Both prompts start from a normal draw of standard deviation 0.02 from `config->seed`, or
+// as the token embeddings of `config->ctx_init`'s words.
 // Clients of one federation that start from the same global prompt, as FedOTP's do, install
 // the server's first global-prompt message before training.
 //
 // Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER` (`model`, `class_names` or one of its
 // entries, `config`, `config->device`, `client_out`); `FEDOTP_ERR_INVALID_HANDLE`;
 // `FEDOTP_ERR_WRONG_HANDLE_TYPE`; `FEDOTP_ERR_EMPTY_DIMENSION` (`num_classes`, `n_ctx` or
-// `batch_size` is 0); `FEDOTP_ERR_SIZE_OVERFLOW` (`num_classes`); `FEDOTP_ERR_INVALID_UTF8`;
+// `batch_size` is 0); `FEDOTP_ERR_SIZE_OVERFLOW` (`num_classes`); `FEDOTP_ERR_INVALID_UTF8`
+// (a class name, `config->ctx_init` or `config->device`);
 // `FEDOTP_ERR_INVALID_CLASS_NAME` (blank once `_` is read as a space — `"   "`, `"_"`,
 // `"\t"` — or holding no token for the tokenizer, or too long to fit the context with
 // `n_ctx`; the detail names the index);
 // `FEDOTP_ERR_TOO_LARGE` (`n_ctx` leaves no room for a class name); the OT parameters'
 // `FEDOTP_ERR_INVALID_EPS` / `_GAMMA` / `_MAX_ITER` / `_TOL` / `_BALANCED`;
-// `FEDOTP_ERR_INVALID_CONFIG` (learning rate, momentum, weight decay or augment out of
-// range); `FEDOTP_ERR_UNSUPPORTED_DEVICE` (not a device name, or a GPU that cannot be used:
-// the detail says why — a missing driver or library, no such device, no room for the model);
+// `FEDOTP_ERR_INVALID_CONFIG` (learning rate, momentum, weight decay, augment or
+// `ot_stopping` out of range; `ctx_init` with no tokens, or not `n_ctx` of them);
+// `FEDOTP_ERR_UNSUPPORTED_DEVICE` (not a device name, or a GPU that cannot be used: the
+// detail says why — a missing driver or library, no such device, no room for the model);
 // `FEDOTP_ERR_DEVICE`; `FEDOTP_ERR_OUT_OF_MEMORY`. On error nothing is written. Thread-safe.
 //
 // # Safety

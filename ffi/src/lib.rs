@@ -36,6 +36,7 @@ pub use client::{
     fedotp_client_prompt_shape, fedotp_client_read_global, fedotp_client_save, fedotp_client_train,
     fedotp_client_update_message_size, fedotp_client_write_update, FedotpClient,
     FedotpClientConfig, FedotpProgressFn, FedotpTrainReport, FEDOTP_DEVICE_CPU, FEDOTP_DEVICE_CUDA,
+    FEDOTP_OT_STOPPING_PER_PROBLEM, FEDOTP_OT_STOPPING_RELEASED,
 };
 pub use handle::fedotp_live_handles;
 pub use images::{

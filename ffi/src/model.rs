@@ -10,6 +10,7 @@ use std::ffi::c_char;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use fedotp_host::backend::{Backend, Cpu, Device};
+use fedotp_host::clip::tokenizer::Tokenizer;
 use fedotp_host::clip::{ClipConfig, ClipWeights};
 use fedotp_host::train::FrozenClip;
 
@@ -47,6 +48,11 @@ impl Model {
     /// The architecture.
     pub(crate) fn config(&self) -> &ClipConfig {
         &self.cpu.weights().config
+    }
+
+    /// CLIP's tokenizer, as every copy of the model uses it.
+    pub(crate) fn tokenizer(&self) -> &'static Tokenizer {
+        self.cpu.tokenizer()
     }
 
     /// The weights' fingerprint: what a client's saved state is tied to.

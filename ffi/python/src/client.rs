@@ -39,9 +39,11 @@ impl TrainReport {
 /// A federated client: FedOTP's global prompt (shared through messages) and local prompt (never
 /// leaves it) per class, on a frozen CLIP, trained on its own images through the OT head.
 ///
-/// Settings left as None keep FedOTP's (`fedotp_client_config_default`): n_ctx 16; eps 0.1,
-/// gamma 0.8, max_iter 100, tol 1e-3, unbalanced; learning_rate 0.001, momentum 0.9,
-/// weight_decay 5e-4; batch_size 32; augment on; seed 0; the model's device.
+/// Settings left as None keep FedOTP's (`fedotp_client_config_default`): n_ctx 16; a random
+/// context (ctx_init, words such as "a photo of a" with n_ctx their token count, starts every
+/// prompt as their token embeddings); eps 0.1, gamma 0.8, max_iter 100, tol 1e-3, unbalanced,
+/// ot_stopping "per_problem" ("released": the released code's batch rule); learning_rate 0.001,
+/// momentum 0.9, weight_decay 5e-4; batch_size 32; augment on; seed 0; the model's device.
 ///
 /// >>> import numpy as np, fedotp
 /// >>> client = fedotp.Client(fedotp.Model.tiny(7, "cpu"), ["benign", "malignant"], n_ctx=4)
@@ -135,7 +137,17 @@ impl Client {
             status: fedotp::FEDOTP_ERR_UNSUPPORTED_DEVICE,
             message: "the device name contains a NUL byte".into(),
         })?;
-        settings.apply(&mut config);
+        let ctx_init = match &settings.ctx_init {
+            Some(words) => Some(CString::new(words.as_str()).map_err(|_| Failure {
+                status: fedotp::FEDOTP_ERR_INVALID_CONFIG,
+                message: format!("ctx_init {words:?} contains a NUL byte"),
+            })?),
+            None => None,
+        };
+        settings.apply(&mut config)?;
+        config.ctx_init = ctx_init
+            .as_ref()
+            .map_or(std::ptr::null(), |words| words.as_ptr());
         config.device = device.as_ptr();
         let names = class_names
             .iter()
@@ -149,7 +161,8 @@ impl Client {
         let pointers: Vec<_> = names.iter().map(|name| name.as_ptr()).collect();
         let mut handle = std::ptr::null_mut();
         // SAFETY: a live model handle, `pointers.len()` NUL-terminated strings (kept alive by
-        // `names`), a config whose device string outlives the call, a writable local.
+        // `names`), a config whose strings (`ctx_init`, `device`) outlive the call, a writable
+        // local.
         check(unsafe {
             fedotp::fedotp_client_new(
                 model as *const fedotp::FedotpModel,
@@ -180,11 +193,15 @@ impl Client {
 /// (`fedotp_client_config_default`, FedOTP's settings).
 struct Settings {
     n_ctx: Option<u32>,
+    /// Words the prompts start from (`config.ctx_init`).
+    ctx_init: Option<String>,
     eps: Option<f32>,
     gamma: Option<f32>,
     max_iter: Option<u32>,
     tol: Option<f32>,
     balanced: Option<bool>,
+    /// "per_problem" or "released", as a run configuration's `ot.stopping`.
+    ot_stopping: Option<String>,
     learning_rate: Option<f32>,
     momentum: Option<f32>,
     weight_decay: Option<f32>,
@@ -201,20 +218,39 @@ fn set<T>(target: &mut T, value: Option<T>) {
     }
 }
 
+/// libfedotp's stopping rule for the name a run configuration's `ot.stopping` gives it.
+fn ot_stopping(name: &str) -> Result<u32, Failure> {
+    match name {
+        "per_problem" => Ok(fedotp::FEDOTP_OT_STOPPING_PER_PROBLEM),
+        "released" => Ok(fedotp::FEDOTP_OT_STOPPING_RELEASED),
+        other => Err(Failure {
+            status: fedotp::FEDOTP_ERR_INVALID_CONFIG,
+            message: format!("ot_stopping must be \"per_problem\" or \"released\", got {other:?}"),
+        }),
+    }
+}
+
 impl Settings {
-    fn apply(&self, config: &mut FedotpClientConfig) {
+    /// Writes the caller's values into `config`, all but the strings (`ctx_init`, `device`),
+    /// which the caller points at copies it keeps alive for the call.
+    fn apply(&self, config: &mut FedotpClientConfig) -> Result<(), Failure> {
         set(&mut config.n_ctx, self.n_ctx);
         set(&mut config.ot.eps, self.eps);
         set(&mut config.ot.gamma, self.gamma);
         set(&mut config.ot.max_iter, self.max_iter);
         set(&mut config.ot.tol, self.tol);
         set(&mut config.ot.balanced, self.balanced.map(u32::from));
+        set(
+            &mut config.ot_stopping,
+            self.ot_stopping.as_deref().map(ot_stopping).transpose()?,
+        );
         set(&mut config.learning_rate, self.learning_rate);
         set(&mut config.momentum, self.momentum);
         set(&mut config.weight_decay, self.weight_decay);
         set(&mut config.batch_size, self.batch_size);
         set(&mut config.augment, self.augment.map(u32::from));
         set(&mut config.seed, self.seed);
+        Ok(())
     }
 }
 
@@ -222,20 +258,23 @@ impl Settings {
 impl Client {
     /// A client of `model` for `class_names` (label i is class_names[i]).
     #[new]
-    #[pyo3(signature = (model, class_names, *, n_ctx=None, eps=None, gamma=None, max_iter=None,
-        tol=None, balanced=None, learning_rate=None, momentum=None, weight_decay=None,
-        batch_size=None, augment=None, seed=None, device=None))]
+    #[pyo3(signature = (model, class_names, *, n_ctx=None, ctx_init=None, eps=None, gamma=None,
+        max_iter=None, tol=None, balanced=None, ot_stopping=None, learning_rate=None,
+        momentum=None, weight_decay=None, batch_size=None, augment=None, seed=None,
+        device=None))]
     #[allow(clippy::too_many_arguments)] // the C config's fields as keyword arguments
     fn new(
         py: Python<'_>,
         model: &Model,
         class_names: Vec<String>,
         n_ctx: Option<u32>,
+        ctx_init: Option<String>,
         eps: Option<f32>,
         gamma: Option<f32>,
         max_iter: Option<u32>,
         tol: Option<f32>,
         balanced: Option<bool>,
+        ot_stopping: Option<String>,
         learning_rate: Option<f32>,
         momentum: Option<f32>,
         weight_decay: Option<f32>,
@@ -246,11 +285,13 @@ impl Client {
     ) -> PyResult<Client> {
         let settings = Settings {
             n_ctx,
+            ctx_init,
             eps,
             gamma,
             max_iter,
             tol,
             balanced,
+            ot_stopping,
             learning_rate,
             momentum,
             weight_decay,

@@ -171,3 +171,33 @@ def test_other_threads_wait_for_a_training_without_holding_the_gil():
 def test_images_may_come_from_a_generator(model):
     client = fedotp.Client(model, CLASSES, n_ctx=4, seed=2)
     assert client.add_images((image for image in tiny_images(4)), labels=iter([0, 1, 2, 0])) == 4
+
+
+def test_context_from_words_and_the_released_stopping_rule(model):
+    """``ctx_init``: every prompt starts from the words, whatever the seed (nothing is drawn),
+    ``_`` read as a space; ``ot_stopping="released"`` trains to another prompt than the
+    per-problem rule (the default) from the same start; bad values are refused by name."""
+
+    def new(**settings):
+        return fedotp.Client(model, CLASSES, n_ctx=4, batch_size=4, **settings)
+
+    words = new(ctx_init="a photo of a", seed=1).global_prompt
+    assert np.array_equal(new(ctx_init="a_photo_of_a", seed=2).global_prompt, words)
+    assert not np.array_equal(new(seed=1).global_prompt, words)
+
+    def trained(**settings):
+        client = new(seed=3, learning_rate=0.5, **settings)
+        client.add_images(tiny_images(6), labels=[0, 1, 2] * 2)
+        client.train(epochs=2)
+        return client.global_prompt
+
+    per_problem = trained()
+    assert np.array_equal(trained(ot_stopping="per_problem"), per_problem)
+    assert not np.array_equal(trained(ot_stopping="released"), per_problem)
+
+    with pytest.raises(fedotp.InvalidArgument, match=r"ctx_init.*is 4 tokens.*n_ctx. is 16"):
+        fedotp.Client(model, CLASSES, n_ctx=16, ctx_init="a photo of a")
+    with pytest.raises(fedotp.InvalidArgument, match="ctx_init.*no tokens"):
+        new(ctx_init=" _ ")
+    with pytest.raises(fedotp.InvalidArgument, match='ot_stopping.*"batch"'):
+        new(ot_stopping="batch")

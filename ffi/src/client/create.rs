@@ -5,6 +5,7 @@ use std::ffi::c_char;
 
 use fedotp_host::backend::Device;
 use fedotp_host::clip::classnames::prompt_name;
+use fedotp_host::clip::tokenizer::Tokenizer;
 use fedotp_host::fed::{Sgd, SgdState};
 use fedotp_host::prompt::OtStopping;
 use fedotp_host::train::{ContextInit, HeadChoice, PromptSetup};
@@ -26,6 +27,14 @@ use crate::status::{
 /// FedOTP's prompts per class: the global one and the local one.
 const PROMPTS: usize = 2;
 
+/// `FedotpClientConfig::ot_stopping`: each OT problem stops on its own, when its prompt-side
+/// scaling's mean relative change falls below `tol` (libfedotp's solver, as `fedotp_ot_plan`).
+pub const FEDOTP_OT_STOPPING_PER_PROBLEM: u32 = 0;
+/// `FedotpClientConfig::ot_stopping`: the rule of FedOTP's released code, to reproduce its
+/// results: all problems of a batch stop together, when the batch's mean absolute change falls
+/// below `tol`, on the unshifted kernel (solved on the CPU whatever the client's device).
+pub const FEDOTP_OT_STOPPING_RELEASED: u32 = 1;
+
 /// A client's settings. Start from `fedotp_client_config_default` and change what differs.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -35,6 +44,11 @@ pub struct FedotpClientConfig {
     pub n_ctx: u32,
     /// The OT head's solver (FedOTP: eps 0.1, gamma 0.8, max_iter 100, tol 1e-3, unbalanced).
     pub ot: FedotpOtParams,
+    /// When the OT head's iterations stop: `FEDOTP_OT_STOPPING_PER_PROBLEM` (the default) or
+    /// `FEDOTP_OT_STOPPING_RELEASED`. A field of the client rather than of `FedotpOtParams`:
+    /// the released rule couples the problems of a training batch, and `FedotpOtParams` also
+    /// drives `fedotp_ot_plan` and `fedotp_ot_logits`, which keep the per-problem solver.
+    pub ot_stopping: u32,
     /// SGD learning rate, > 0 and a normal f32: finite, not subnormal (FedOTP: 0.001).
     pub learning_rate: f32,
     /// SGD momentum in [0, 1), 0 or a normal f32 (FedOTP: 0.9).
@@ -49,6 +63,12 @@ pub struct FedotpClientConfig {
     /// Seeds the prompts' initialisation, the order of training images and the augmentation:
     /// the same seed and inputs give the same results.
     pub seed: u64,
+    /// NULL: both prompts start from a normal draw of standard deviation 0.02 from `seed`.
+    /// Else NUL-terminated UTF-8 words that every prompt starts from, as CoOp's `ctx_init`
+    /// (e.g. "a photo of a"): the token embeddings of the words' tokens (`_` read as a space),
+    /// one context vector per token, so `n_ctx` must equal the words' token count. Read during
+    /// `fedotp_client_new` only.
+    pub ctx_init: *const c_char,
     /// NUL-terminated device name: "cpu"; "cuda" (device 0) or "cuda:N", an NVIDIA GPU; or
     /// "auto", CUDA device 0 when it can be used, else the CPU. See `fedotp_device_available`.
     /// The first client on a GPU uploads the model there (once per model and GPU); clients on
@@ -57,8 +77,9 @@ pub struct FedotpClientConfig {
 }
 
 /// Fills `config_out` with FedOTP's settings: n_ctx 16; OT eps 0.1, gamma 0.8, max_iter 100,
-/// tol 1e-3, unbalanced; SGD learning rate 0.001, momentum 0.9, weight decay 5e-4; batch 32;
-/// augmentation on; seed 0; device "cpu" (a static string).
+/// tol 1e-3, unbalanced, stopping per problem; SGD learning rate 0.001, momentum 0.9, weight
+/// decay 5e-4; batch 32; augmentation on; seed 0; random context (`ctx_init` NULL); device
+/// "cpu" (a static string).
 ///
 /// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER`. Thread-safe.
 ///
@@ -76,12 +97,14 @@ pub unsafe extern "C" fn fedotp_client_config_default(config_out: *mut FedotpCli
                 tol: 1e-3,
                 balanced: 0,
             },
+            ot_stopping: FEDOTP_OT_STOPPING_PER_PROBLEM,
             learning_rate: 0.001,
             momentum: 0.9,
             weight_decay: 5e-4,
             batch_size: 32,
             augment: 1,
             seed: 0,
+            ctx_init: std::ptr::null(),
             device: c"cpu".as_ptr(),
         };
         // SAFETY: the caller passes a writable config or NULL.
@@ -119,6 +142,49 @@ fn optimizer(config: &FedotpClientConfig) -> Result<Sgd, Failure> {
         momentum,
         weight_decay,
     })
+}
+
+/// The OT head's stopping rule of `config`, checked.
+fn ot_stopping(config: &FedotpClientConfig) -> Result<OtStopping, Failure> {
+    match config.ot_stopping {
+        FEDOTP_OT_STOPPING_PER_PROBLEM => Ok(OtStopping::PerProblem),
+        FEDOTP_OT_STOPPING_RELEASED => Ok(OtStopping::Released),
+        other => Err(invalid_config(format!(
+            "`config->ot_stopping` must be FEDOTP_OT_STOPPING_PER_PROBLEM (0) or \
+             FEDOTP_OT_STOPPING_RELEASED (1), got {other}"
+        ))),
+    }
+}
+
+/// How `config` starts the prompts, checked against `tokenizer` here so that the refusal names
+/// the C fields (the trainer would check the count too, in a run configuration's terms).
+///
+/// # Safety
+/// A non-NULL `config.ctx_init` must point to a NUL-terminated string.
+unsafe fn context_init(
+    config: &FedotpClientConfig,
+    tokenizer: &Tokenizer,
+) -> Result<ContextInit, Failure> {
+    if config.ctx_init.is_null() {
+        return Ok(ContextInit::Normal { std: 0.02 });
+    }
+    // SAFETY: the caller passes a NUL-terminated string (non-NULL, checked above).
+    let words = unsafe { string(config.ctx_init, "config->ctx_init") }?;
+    let tokens = tokenizer.encode(&prompt_name(words)).len();
+    if tokens == 0 {
+        return Err(invalid_config(format!(
+            "`config->ctx_init` ({words:?}) has no tokens: give words, or NULL for a random \
+             context"
+        )));
+    }
+    if tokens != config.n_ctx as usize {
+        return Err(invalid_config(format!(
+            "`config->ctx_init` ({words:?}) is {tokens} tokens, one context vector each, but \
+             `config->n_ctx` is {}: set it to {tokens}",
+            config.n_ctx
+        )));
+    }
+    Ok(ContextInit::Words(words.to_owned()))
 }
 
 /// The class names C passes, checked: each non-NULL, UTF-8 and not blank.
@@ -166,22 +232,25 @@ unsafe fn read_class_names(
 /// - `config`: the settings (see `FedotpClientConfig`); read only, not kept;
 /// - `client_out`: receives the new handle; free it with `fedotp_client_free`.
 ///
-/// Both prompts start from a normal draw of standard deviation 0.02 from `config->seed`.
+/// Both prompts start from a normal draw of standard deviation 0.02 from `config->seed`, or
+/// as the token embeddings of `config->ctx_init`'s words.
 /// Clients of one federation that start from the same global prompt, as FedOTP's do, install
 /// the server's first global-prompt message before training.
 ///
 /// Statuses: `FEDOTP_OK`; `FEDOTP_ERR_NULL_POINTER` (`model`, `class_names` or one of its
 /// entries, `config`, `config->device`, `client_out`); `FEDOTP_ERR_INVALID_HANDLE`;
 /// `FEDOTP_ERR_WRONG_HANDLE_TYPE`; `FEDOTP_ERR_EMPTY_DIMENSION` (`num_classes`, `n_ctx` or
-/// `batch_size` is 0); `FEDOTP_ERR_SIZE_OVERFLOW` (`num_classes`); `FEDOTP_ERR_INVALID_UTF8`;
+/// `batch_size` is 0); `FEDOTP_ERR_SIZE_OVERFLOW` (`num_classes`); `FEDOTP_ERR_INVALID_UTF8`
+/// (a class name, `config->ctx_init` or `config->device`);
 /// `FEDOTP_ERR_INVALID_CLASS_NAME` (blank once `_` is read as a space — `"   "`, `"_"`,
 /// `"\t"` — or holding no token for the tokenizer, or too long to fit the context with
 /// `n_ctx`; the detail names the index);
 /// `FEDOTP_ERR_TOO_LARGE` (`n_ctx` leaves no room for a class name); the OT parameters'
 /// `FEDOTP_ERR_INVALID_EPS` / `_GAMMA` / `_MAX_ITER` / `_TOL` / `_BALANCED`;
-/// `FEDOTP_ERR_INVALID_CONFIG` (learning rate, momentum, weight decay or augment out of
-/// range); `FEDOTP_ERR_UNSUPPORTED_DEVICE` (not a device name, or a GPU that cannot be used:
-/// the detail says why — a missing driver or library, no such device, no room for the model);
+/// `FEDOTP_ERR_INVALID_CONFIG` (learning rate, momentum, weight decay, augment or
+/// `ot_stopping` out of range; `ctx_init` with no tokens, or not `n_ctx` of them);
+/// `FEDOTP_ERR_UNSUPPORTED_DEVICE` (not a device name, or a GPU that cannot be used: the
+/// detail says why — a missing driver or library, no such device, no room for the model);
 /// `FEDOTP_ERR_DEVICE`; `FEDOTP_ERR_OUT_OF_MEMORY`. On error nothing is written. Thread-safe.
 ///
 /// # Safety
@@ -204,6 +273,7 @@ pub unsafe extern "C" fn fedotp_client_new(
         let device: Device = unsafe { string(config.device, "config->device") }?.parse()?;
         let sgd = optimizer(&config)?;
         let ot = config.ot.to_core()?;
+        let stopping = ot_stopping(&config)?;
         if config.batch_size == 0 {
             return Err(Failure::new(
                 FEDOTP_ERR_EMPTY_DIMENSION,
@@ -230,15 +300,17 @@ pub unsafe extern "C" fn fedotp_client_new(
             ));
         }
         let shape = prompt_shape(n_ctx, width)?;
+        // SAFETY: the config's `ctx_init` is a NUL-terminated string or NULL.
+        let init = unsafe { context_init(&config, model.tokenizer()) }?;
         require(client_out, "client_out")?;
         let setup = PromptSetup {
             n_ctx,
             sets: PROMPTS,
             shared_sets: 1,
-            init: ContextInit::Normal { std: 0.02 },
+            init,
             head: HeadChoice::Ot {
                 params: ot,
-                stopping: OtStopping::PerProblem,
+                stopping,
             },
             sgd,
             proximal_mu: None,

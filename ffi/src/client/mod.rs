@@ -35,7 +35,10 @@ use fedotp_host::data::Dataset;
 use fedotp_host::fed::SgdState;
 use rand_chacha::ChaCha8Rng;
 
-pub use create::{fedotp_client_config_default, fedotp_client_new, FedotpClientConfig};
+pub use create::{
+    fedotp_client_config_default, fedotp_client_new, FedotpClientConfig,
+    FEDOTP_OT_STOPPING_PER_PROBLEM, FEDOTP_OT_STOPPING_RELEASED,
+};
 pub use exchange::{
     fedotp_client_global_prompt, fedotp_client_read_global, fedotp_client_update_message_size,
     fedotp_client_write_update,

@@ -1,38 +1,91 @@
 //! A client end to end through its C functions.
 
+use std::ffi::{c_char, CStr};
+use std::ops::ControlFlow;
 use std::ptr::null_mut;
 
+use fedotp_core::ot::{OtMode, OtParams};
 use fedotp_host::backend::{Backend, Cpu};
+use fedotp_host::clip::tokenizer::Tokenizer;
 use fedotp_host::clip::{vision_forward, ClipConfig, ClipWeights};
-use fedotp_host::data::{RgbImage, RowLayout, Transform};
+use fedotp_host::data::{Dataset, RgbImage, RowLayout, Split, Transform};
+use fedotp_host::fed::{Sgd, SgdState};
+use fedotp_host::prompt::OtStopping;
+use fedotp_host::train::{
+    ContextInit, FrozenClip, HeadChoice, LocalSchedule, PromptSetup, PromptTrainer, SplitFeatures,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::{
     fedotp_client_config_default, fedotp_client_free, fedotp_client_global_prompt,
-    fedotp_client_new, fedotp_client_predict, fedotp_client_train, FedotpClient, FedotpTrainReport,
+    fedotp_client_new, fedotp_client_predict, fedotp_client_train, FedotpClient,
+    FedotpClientConfig, FedotpTrainReport, FEDOTP_OT_STOPPING_PER_PROBLEM,
+    FEDOTP_OT_STOPPING_RELEASED,
 };
+use crate::handle;
 use crate::images::{
     fedotp_images_add_rgb8, fedotp_images_add_tokens, fedotp_images_free, fedotp_images_new,
     FedotpImages,
 };
+use crate::last_error::fedotp_last_error_message;
 use crate::model::{fedotp_model_free, fedotp_model_new_tiny, FedotpModel};
-use crate::status::{FEDOTP_ERR_MIXED_IMAGES, FEDOTP_ERR_SHAPE_MISMATCH, FEDOTP_OK};
+use crate::status::{
+    FEDOTP_ERR_INVALID_CONFIG, FEDOTP_ERR_INVALID_UTF8, FEDOTP_ERR_MIXED_IMAGES,
+    FEDOTP_ERR_SHAPE_MISMATCH, FEDOTP_OK,
+};
 
-/// A tiny client (seed 5, no augmentation) on `model`.
-fn client(model: *const FedotpModel) -> *mut FedotpClient {
+const CLASSES: [&CStr; 3] = [c"cat", c"dog", c"bird"];
+
+/// The tiny clients' settings: n_ctx 4, batch 4, no augmentation, seed 5, learning rate 0.5.
+fn tiny_config() -> FedotpClientConfig {
     let mut config = std::mem::MaybeUninit::uninit();
+    // SAFETY: a valid out-pointer.
+    let status = unsafe { fedotp_client_config_default(config.as_mut_ptr()) };
+    assert_eq!(status, FEDOTP_OK);
+    // SAFETY: initialised by the call above, which succeeded.
+    let mut config = unsafe { config.assume_init() };
+    (config.n_ctx, config.batch_size, config.augment, config.seed) = (4, 4, 0, 5);
+    config.learning_rate = 0.5;
+    config
+}
+
+/// `fedotp_client_new` on `model` for [`CLASSES`] with `config`: the status, and the client
+/// when it is `FEDOTP_OK`.
+fn new_client(model: *const FedotpModel, config: &FedotpClientConfig) -> (i32, *mut FedotpClient) {
+    let names = CLASSES.map(CStr::as_ptr);
     let mut client = null_mut();
-    let names = [c"cat".as_ptr(), c"dog".as_ptr(), c"bird".as_ptr()];
-    // SAFETY: valid out-pointers and strings.
-    unsafe {
-        assert_eq!(fedotp_client_config_default(config.as_mut_ptr()), FEDOTP_OK);
-        let mut config = config.assume_init();
-        (config.n_ctx, config.batch_size, config.augment, config.seed) = (4, 4, 0, 5);
-        config.learning_rate = 0.5;
-        let status = fedotp_client_new(model, names.as_ptr(), 3, &config, &mut client);
-        assert_eq!(status, FEDOTP_OK);
-    }
+    // SAFETY: valid strings, config and out-pointer.
+    let status = unsafe { fedotp_client_new(model, names.as_ptr(), 3, config, &mut client) };
+    (status, client)
+}
+
+/// The calling thread's last error message.
+fn last_error() -> String {
+    // SAFETY: libfedotp returns a NUL-terminated string, valid until its next call here.
+    unsafe { CStr::from_ptr(fedotp_last_error_message()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A client's whole context, `[global; local]`.
+fn context(client: *mut FedotpClient) -> Vec<f32> {
+    handle::with(client, "client", |client| Ok(client.context.clone())).unwrap()
+}
+
+/// A tiny model of `seed`.
+fn tiny_model(seed: u64) -> *mut FedotpModel {
+    let mut model = null_mut();
+    // SAFETY: `model` is a live local, so `&mut model` is a valid out-pointer.
+    let status = unsafe { fedotp_model_new_tiny(seed, &mut model) };
+    assert_eq!(status, FEDOTP_OK);
+    model
+}
+
+/// A tiny client ([`tiny_config`]) on `model`.
+fn client(model: *const FedotpModel) -> *mut FedotpClient {
+    let (status, client) = new_client(model, &tiny_config());
+    assert_eq!(status, FEDOTP_OK);
     client
 }
 
@@ -79,10 +132,7 @@ fn train_and_predict(
 #[test]
 fn precomputed_tokens_train_and_predict_exactly_as_their_images() {
     let (seed, count, side) = (3, 7, 40u32);
-    let mut model = null_mut();
-    // SAFETY: `model` is a live local, so `&mut model` is a valid out-pointer.
-    let status = unsafe { fedotp_model_new_tiny(seed, &mut model) };
-    assert_eq!(status, FEDOTP_OK);
+    let model = tiny_model(seed);
     let weights = ClipWeights::random(&ClipConfig::tiny(), seed).unwrap();
     let transform = Transform::eval(weights.config.vision.image_size() as u32);
     let layout = RowLayout {
@@ -173,4 +223,209 @@ fn precomputed_tokens_train_and_predict_exactly_as_their_images() {
         assert_eq!(fedotp_client_free(b), FEDOTP_OK);
         assert_eq!(fedotp_model_free(model), FEDOTP_OK);
     }
+}
+
+/// `config->ctx_init` (CoOp's context from words): both prompts start as the rows of the
+/// model's token-embedding table for the words' tokens, `_` read as a space; words that are
+/// not `n_ctx` tokens, no tokens at all, or not UTF-8 are refused naming the field.
+#[test]
+fn ctx_init_starts_both_prompts_from_the_words_token_embeddings() {
+    let seed = 3;
+    let model = tiny_model(seed);
+    let words = "a photo of a";
+    let ids = Tokenizer::openai().unwrap().encode(words);
+    assert_eq!(ids.len(), 4);
+    let weights = ClipWeights::random(&ClipConfig::tiny(), seed).unwrap();
+    let width = weights.config.text.width;
+    let table = &weights.text.token_embedding;
+    let set: Vec<f32> = ids
+        .iter()
+        .flat_map(|&id| &table[id as usize * width..][..width])
+        .copied()
+        .collect();
+    let both = [set.clone(), set.clone()].concat();
+
+    let mut config = tiny_config();
+    for spelling in [c"a photo of a", c"a_photo_of_a"] {
+        config.ctx_init = spelling.as_ptr();
+        let (status, client) = new_client(model, &config);
+        assert_eq!(status, FEDOTP_OK, "{}", last_error());
+        assert_eq!(
+            context(client),
+            both,
+            "{spelling:?}: global and local prompt"
+        );
+        let mut global = vec![0.0; 4 * width];
+        // SAFETY: a live client, a buffer of `n_ctx × width` floats.
+        let status = unsafe { fedotp_client_global_prompt(client, global.as_mut_ptr(), 4, width) };
+        assert_eq!(status, FEDOTP_OK);
+        assert_eq!(global, set);
+        assert_eq!(fedotp_client_free(client), FEDOTP_OK);
+    }
+    // Without words, the normal draw from the seed, as before.
+    let (status, random) = new_client(model, &tiny_config());
+    assert_eq!(status, FEDOTP_OK);
+    let random_context = context(random);
+    assert_ne!(random_context, both);
+    let std =
+        (random_context.iter().map(|v| v * v).sum::<f32>() / random_context.len() as f32).sqrt();
+    assert!((0.015..0.025).contains(&std), "std {std}");
+
+    let refused = |ctx_init: *const c_char, n_ctx: u32| {
+        let config = FedotpClientConfig {
+            ctx_init,
+            n_ctx,
+            ..tiny_config()
+        };
+        let (status, client) = new_client(model, &config);
+        assert!(client.is_null());
+        (status, last_error())
+    };
+    let (status, message) = refused(c"a photo of a".as_ptr(), 16);
+    assert_eq!(status, FEDOTP_ERR_INVALID_CONFIG);
+    assert!(
+        message.contains("`config->ctx_init` (\"a photo of a\") is 4 tokens")
+            && message.contains("`config->n_ctx` is 16"),
+        "{message}"
+    );
+    for blank in [c"", c" _ "] {
+        let (status, message) = refused(blank.as_ptr(), 4);
+        assert_eq!(status, FEDOTP_ERR_INVALID_CONFIG);
+        assert!(
+            message.contains("`config->ctx_init`") && message.contains("has no tokens"),
+            "{message}"
+        );
+    }
+    let (status, message) = refused(c"a \xff photo".as_ptr(), 4);
+    assert_eq!(status, FEDOTP_ERR_INVALID_UTF8);
+    assert!(message.contains("`config->ctx_init`"), "{message}");
+    assert_eq!(fedotp_client_free(random), FEDOTP_OK);
+    assert_eq!(fedotp_model_free(model), FEDOTP_OK);
+}
+
+/// `config->ot_stopping`: a client trains exactly as `fedotp_host`'s trainer does with the same
+/// settings and the rule asked for — the per-problem rule by default, the released code's batch
+/// rule with `FEDOTP_OT_STOPPING_RELEASED` — and the two rules train to different prompts; any
+/// other value is refused naming the field.
+#[test]
+fn the_ot_stopping_rule_reaches_the_training() {
+    let (seed, count, side) = (3, 7, 40u32);
+    let model = tiny_model(seed);
+    let mut images = null_mut();
+    // SAFETY: a valid out-pointer.
+    assert_eq!(unsafe { fedotp_images_new(&mut images) }, FEDOTP_OK);
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    for i in 0..count {
+        let mut rgb = vec![0u8; 3 * (side * side) as usize];
+        rng.fill_bytes(&mut rgb);
+        // SAFETY: a live set, a buffer of `side` rows of `3 * side` bytes.
+        let status = unsafe {
+            fedotp_images_add_rgb8(images, rgb.as_ptr(), side, side, 3 * side as usize, i % 3)
+        };
+        assert_eq!(status, FEDOTP_OK);
+    }
+    let samples = handle::with(images, "images", |set| Ok(set.samples.clone())).unwrap();
+
+    // The host's trainer on the same weights, samples and settings as `tiny_config`.
+    let clip = FrozenClip::new(
+        Cpu::new(),
+        ClipWeights::random(&ClipConfig::tiny(), seed).unwrap(),
+    )
+    .unwrap();
+    let class_names: Vec<String> = ["cat", "dog", "bird"].map(String::from).into();
+    let dataset = Dataset {
+        name: "images".into(),
+        class_names: class_names.clone(),
+        domain_names: vec!["images".into()],
+        coarse: None,
+        train: samples,
+        test: Vec::new(),
+    };
+    let host = |stopping: OtStopping| {
+        let params = OtParams {
+            eps: 0.1,
+            gamma: 0.8,
+            max_iter: 100,
+            tol: 1e-3,
+            mode: OtMode::Unbalanced,
+        };
+        let setup = PromptSetup {
+            n_ctx: 4,
+            sets: 2,
+            shared_sets: 1,
+            init: ContextInit::Normal { std: 0.02 },
+            head: HeadChoice::Ot { params, stopping },
+            sgd: Sgd {
+                lr: 0.5,
+                momentum: 0.9,
+                weight_decay: 5e-4,
+            },
+            proximal_mu: None,
+        };
+        let mut trainer = PromptTrainer::new(&clip, &class_names, setup).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let mut context = trainer.init_context(trainer.context_len(), &mut rng);
+        let eval = clip.weights().config.eval_transform();
+        let features = SplitFeatures::new(&dataset, Split::Train, eval, trainer.feature_kind());
+        let all: Vec<usize> = (0..count as usize).collect();
+        let schedule = LocalSchedule {
+            epochs: 2,
+            batch_size: 4,
+        };
+        let stats = trainer
+            .train(
+                &clip,
+                &mut context,
+                &mut SgdState::default(),
+                None,
+                &features,
+                &all,
+                schedule,
+                &mut rng,
+                &mut |_, _| ControlFlow::Continue(()),
+            )
+            .unwrap();
+        (stats.loss.unwrap() as f32, context)
+    };
+    let trained_with = |ot_stopping: Option<u32>| {
+        let mut config = tiny_config();
+        if let Some(rule) = ot_stopping {
+            config.ot_stopping = rule;
+        }
+        let (status, client) = new_client(model, &config);
+        assert_eq!(status, FEDOTP_OK, "{}", last_error());
+        let (loss, ..) = train_and_predict(client, images, count as usize);
+        let trained = (loss, context(client));
+        assert_eq!(fedotp_client_free(client), FEDOTP_OK);
+        trained
+    };
+    let per_problem = trained_with(None);
+    assert_eq!(
+        per_problem,
+        host(OtStopping::PerProblem),
+        "the default rule"
+    );
+    assert_eq!(
+        trained_with(Some(FEDOTP_OT_STOPPING_PER_PROBLEM)),
+        per_problem,
+        "FEDOTP_OT_STOPPING_PER_PROBLEM"
+    );
+    let released = trained_with(Some(FEDOTP_OT_STOPPING_RELEASED));
+    assert_eq!(released, host(OtStopping::Released), "the released rule");
+    assert_ne!(released.1, per_problem.1);
+
+    let config = FedotpClientConfig {
+        ot_stopping: 2,
+        ..tiny_config()
+    };
+    let (status, refused) = new_client(model, &config);
+    assert_eq!(status, FEDOTP_ERR_INVALID_CONFIG);
+    assert!(refused.is_null());
+    let message = last_error();
+    assert!(
+        message.contains("`config->ot_stopping`") && message.contains("got 2"),
+        "{message}"
+    );
+    assert_eq!(fedotp_images_free(images), FEDOTP_OK);
+    assert_eq!(fedotp_model_free(model), FEDOTP_OK);
 }

@@ -332,6 +332,22 @@ static void client_creation(FedotpModel *model) {
     EXPECT_STATUS(fedotp_client_new(model, CLASSES, 2, &config, &client), FEDOTP_ERR_INVALID_CONFIG);
     config = good, config.weight_decay = 1e-40f;
     EXPECT_STATUS(fedotp_client_new(model, CLASSES, 2, &config, &client), FEDOTP_ERR_INVALID_CONFIG);
+    config = good, config.ot_stopping = 2;
+    EXPECT_STATUS(fedotp_client_new(model, CLASSES, 2, &config, &client), FEDOTP_ERR_INVALID_CONFIG);
+    EXPECT_MESSAGE("config->ot_stopping");
+    config = good, config.ctx_init = "a photo of a"; /* 4 tokens, n_ctx 2 */
+    EXPECT_STATUS(fedotp_client_new(model, CLASSES, 2, &config, &client), FEDOTP_ERR_INVALID_CONFIG);
+    EXPECT_MESSAGE("config->n_ctx");
+    config = good, config.ctx_init = "\xe2\x82";
+    EXPECT_STATUS(fedotp_client_new(model, CLASSES, 2, &config, &client), FEDOTP_ERR_INVALID_UTF8);
+    EXPECT_MESSAGE("config->ctx_init");
+    /* Context from words and the released stopping rule, as a run configuration's
+     * prompt.ctx_init and ot.stopping. */
+    config = good, config.n_ctx = 4, config.ctx_init = "a photo of a";
+    config.ot_stopping = FEDOTP_OT_STOPPING_RELEASED;
+    EXPECT_STATUS(fedotp_client_new(model, CLASSES, 2, &config, &client), FEDOTP_OK);
+    EXPECT_STATUS(fedotp_client_free(client), FEDOTP_OK);
+    client = FORGED(FedotpClient);
     config = good, config.weight_decay = 0;
     EXPECT_STATUS(fedotp_client_new(model, CLASSES, 2, &config, &client), FEDOTP_OK);
     EXPECT_STATUS(fedotp_client_free(client), FEDOTP_OK);

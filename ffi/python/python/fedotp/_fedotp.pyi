@@ -1,7 +1,7 @@
 """Type stubs of the compiled module ``fedotp._fedotp`` (re-exported by ``fedotp``)."""
 
 import os
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Literal, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -130,8 +130,14 @@ class Client:
     leaves it) per class, trained on its own images through the OT head.
 
     Settings left as None keep FedOTP's defaults (``fedotp_client_config_default``): n_ctx 16;
-    eps 0.1, gamma 0.8, max_iter 100, tol 1e-3, unbalanced; learning rate 0.001, momentum 0.9,
-    weight decay 5e-4; batch 32; augmentation on; seed 0; the model's device.
+    a random context; eps 0.1, gamma 0.8, max_iter 100, tol 1e-3, unbalanced, stopping per
+    problem; learning rate 0.001, momentum 0.9, weight decay 5e-4; batch 32; augmentation on;
+    seed 0; the model's device.
+
+    ``ctx_init`` (words such as "a photo of a", CoOp's context from words) starts every prompt
+    as the words' token embeddings; n_ctx must equal their token count (else InvalidArgument).
+    ``ot_stopping="released"`` solves the OT head with the released code's batch stopping rule
+    instead of the per-problem one (``"per_problem"``).
 
     >>> client = fedotp.Client(fedotp.Model.tiny(7, "cpu"), ["benign", "malignant"], n_ctx=4)
     >>> client.prompt_shape
@@ -144,11 +150,13 @@ class Client:
         class_names: Sequence[str],
         *,
         n_ctx: Optional[int] = None,
+        ctx_init: Optional[str] = None,
         eps: Optional[float] = None,
         gamma: Optional[float] = None,
         max_iter: Optional[int] = None,
         tol: Optional[float] = None,
         balanced: Optional[bool] = None,
+        ot_stopping: Optional[Literal["per_problem", "released"]] = None,
         learning_rate: Optional[float] = None,
         momentum: Optional[float] = None,
         weight_decay: Optional[float] = None,
