@@ -7,7 +7,7 @@ use fedotp_host::config::{
     Aggregation, BatchSize, ConfigError, DatasetSource, Device, Method, ModelConfig, Override,
     RunConfig, QUICKSTART_PRESET,
 };
-use fedotp_host::data::{Geometry, Interpolation, Normalize, PartitionSpec};
+use fedotp_host::data::{Geometry, GrayWindow, Interpolation, Normalize, PartitionSpec};
 
 fn configs_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs")
@@ -528,4 +528,148 @@ fn test_transforms_take_a_resize_mode_and_filter() {
     assert!(!default.contains("interpolation"), "{default}");
     let error = quickstart_error(&[r#"dataset.test_transform.interpolation="nearest""#]);
     assert!(error.contains("nearest"), "{error}");
+}
+
+/// `quickstart_with` on an ImageFolder source, plus `extra` overrides.
+fn image_folder_with(extra: &[&str]) -> Result<RunConfig, ConfigError> {
+    let mut args = vec![
+        r#"dataset.source={ kind = "image_folder", train = "data/xray/train", test = "data/xray/test" }"#,
+        r#"dataset.partition={ kind = "iid", clients = 2 }"#,
+    ];
+    args.extend_from_slice(extra);
+    RunConfig::quickstart_with(&sets(&args))
+}
+
+/// `dataset.gray_window` takes a centre and width or `"full_range"`, round-trips through the
+/// resolved TOML (and changes the hash), and bad windows are refused naming the key.
+#[test]
+fn the_gray_window_round_trips_and_bad_windows_name_their_key() {
+    let plain = image_folder_with(&[]).unwrap();
+    for (value, window) in [
+        (
+            "{ centre = 40.0, width = 400.0 }",
+            GrayWindow::CentreWidth {
+                centre: 40.0,
+                width: 400.0,
+            },
+        ),
+        (
+            "{ centre = -600, width = 1 }",
+            GrayWindow::CentreWidth {
+                centre: -600.0,
+                width: 1.0,
+            },
+        ),
+        ("\"full_range\"", GrayWindow::FullRange),
+        ("full_range", GrayWindow::FullRange),
+    ] {
+        let config = image_folder_with(&[&format!("dataset.gray_window={value}")]).unwrap();
+        assert_eq!(config.dataset.gray_window, Some(window), "{value}");
+        let resolved = config.to_toml();
+        assert!(resolved.contains("gray_window"), "{resolved}");
+        let back = RunConfig::from_toml(&resolved, "resolved", &[]).unwrap();
+        assert_eq!(back, config);
+        assert_eq!(back.hash(), config.hash());
+        assert_ne!(config.hash(), plain.hash());
+    }
+    // Set key by key, as `--set` does.
+    let keys = image_folder_with(&[
+        "dataset.gray_window.centre=2048",
+        "dataset.gray_window.width=4096",
+    ])
+    .unwrap();
+    assert_eq!(
+        keys.dataset.gray_window,
+        Some(GrayWindow::CentreWidth {
+            centre: 2048.0,
+            width: 4096.0
+        })
+    );
+
+    let error = |value: &str| {
+        image_folder_with(&[&format!("dataset.gray_window={value}")])
+            .unwrap_err()
+            .to_string()
+    };
+    for (value, key, says) in [
+        (
+            "{ centre = 40.0, width = 0.5 }",
+            "`dataset.gray_window.width`",
+            "at least 1",
+        ),
+        (
+            "{ centre = 40.0, width = inf }",
+            "`dataset.gray_window.width`",
+            "finite",
+        ),
+        (
+            "{ centre = nan, width = 400.0 }",
+            "`dataset.gray_window.centre`",
+            "finite",
+        ),
+        (
+            "{ centre = 40.0, width = 400.0, level = 3 }",
+            "dataset.gray_window",
+            "level",
+        ),
+        ("{ centre = 40.0 }", "dataset.gray_window", "width"),
+        ("\"soft_tissue\"", "dataset.gray_window", "soft_tissue"),
+    ] {
+        let message = error(value);
+        assert!(
+            message.contains(key) && message.contains(says),
+            "{value}: {message}"
+        );
+    }
+    // Sources whose images are 8-bit and in memory have nothing to window.
+    let message = quickstart_error(&["dataset.gray_window=full_range"]);
+    assert!(
+        message.contains("`dataset.gray_window`") && message.contains("federated_digits"),
+        "{message}"
+    );
+}
+
+/// Without `dataset.gray_window` nothing about a configuration changes: no preset but the
+/// medical one writes the key into its resolved TOML or into what the feature cache's key
+/// hashes (the dataset's JSON), so the resolved configurations and their hashes are those of
+/// before the key existed, and kept feature caches stay valid.
+#[test]
+fn presets_without_a_window_resolve_as_before() {
+    for path in presets() {
+        let config = RunConfig::load(&path, &[]).unwrap();
+        let resolved = config.to_toml();
+        let json = serde_json::to_string(&config.dataset).unwrap();
+        if config.dataset.gray_window.is_some() {
+            assert!(resolved.contains("gray_window"), "{}", path.display());
+            continue;
+        }
+        assert!(!resolved.contains("gray_window"), "{}", path.display());
+        assert!(!json.contains("gray_window"), "{}: {json}", path.display());
+    }
+    assert!(!RunConfig::quickstart().to_toml().contains("gray_window"));
+}
+
+/// The medical preset: an ImageFolder read through a 12-bit X-ray window, a few hospitals
+/// with label shift, FedOTP on ViT-B/16.
+#[test]
+fn the_medical_preset_windows_an_image_folder() {
+    let config =
+        RunConfig::load(&configs_dir().join("medical-xray-imagefolder.toml"), &[]).unwrap();
+    assert!(matches!(
+        config.dataset.source,
+        DatasetSource::ImageFolder { .. }
+    ));
+    assert_eq!(
+        config.dataset.gray_window,
+        Some(GrayWindow::CentreWidth {
+            centre: 2048.0,
+            width: 4096.0
+        })
+    );
+    assert!(matches!(
+        config.dataset.partition,
+        Some(PartitionSpec::Dirichlet { clients: 4, .. })
+    ));
+    assert!(matches!(config.method, Method::FedOtp { .. }));
+    assert_eq!(config.model.image_size(), 224);
 }

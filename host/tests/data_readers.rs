@@ -2,9 +2,11 @@
 
 use std::path::Path;
 
+use fedotp_host::config::DatasetConfig;
 use fedotp_host::data::{
     cifar10, cifar100, coop, digits, domain_tree, federated_digits, image_folder, CoopDataset,
-    DataError, DigitsFederation, DomainSet, ImageSource, Split, Transform, TreeSplit,
+    DataError, DigitsFederation, DomainSet, GrayWindow, ImageSource, RgbImage, RowLayout, Split,
+    Transform, TreeSplit,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -478,4 +480,136 @@ fn symbolic_link_loops_do_not_repeat_images_or_swallow_classes() {
     ];
     assert_eq!(names(&dataset.train), expected);
     assert_eq!(names(&dataset.test), expected);
+}
+
+/// The stored values of the 16-bit test images: below, on and above the ramp of the window
+/// centre 1000, width 401 (which runs over (799.5, 1199.5]), and the extremes.
+const GRAY16: [u16; 8] = [0, 799, 800, 900, 1000, 1199, 1200, 65_535];
+
+/// DICOM's linear VOI LUT (PS3.3 C.11.2.1.2.1) to 8 bits, in f64, written here from the
+/// standard rather than taken from the crate: y = ((x − (c − 0.5)) / (w − 1) + 0.5) clamped to
+/// [0, 1], times 255, rounded.
+fn dicom_linear(x: u16, centre: f64, width: f64) -> u8 {
+    let x = f64::from(x);
+    let y = if x <= centre - 0.5 - (width - 1.0) / 2.0 {
+        0.0
+    } else if x > centre - 0.5 + (width - 1.0) / 2.0 {
+        1.0
+    } else {
+        (x - (centre - 0.5)) / (width - 1.0) + 0.5
+    };
+    (y * 255.0).round() as u8
+}
+
+/// The first channel of each pixel (the three are equal for gray images).
+fn levels(image: &RgbImage) -> Vec<u8> {
+    for pixel in image.pixels().chunks_exact(3) {
+        assert!(pixel[0] == pixel[1] && pixel[1] == pixel[2], "{pixel:?}");
+    }
+    image.pixels().iter().step_by(3).copied().collect()
+}
+
+/// A 16-bit grayscale ImageFolder (one plain 16-bit PNG, one with alpha, one 8-bit PNG) read
+/// through `dataset.gray_window`: the levels are DICOM's linear function of the stored values,
+/// computed here independently, and `from_gray16`'s on the raw values; the 8-bit file and, without
+/// a window, every file decode as before (16-bit scaled by round(v / 257), which is also what
+/// `"full_range"` gives).
+#[test]
+fn a_16_bit_gray_image_folder_is_read_through_its_window() {
+    let root = tempfile::tempdir().unwrap();
+    let (train, test) = (
+        root.path().join("xray/train"),
+        root.path().join("xray/test"),
+    );
+    let write16 = |path: &Path| {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        image::ImageBuffer::<image::Luma<u16>, _>::from_raw(4, 2, GRAY16.to_vec())
+            .unwrap()
+            .save(path)
+            .unwrap();
+    };
+    write16(&train.join("normal/a.png"));
+    write16(&test.join("normal/t.png"));
+    let with_alpha: Vec<u16> = GRAY16.iter().flat_map(|&v| [v, 0]).collect();
+    image::ImageBuffer::<image::LumaA<u16>, _>::from_raw(4, 2, with_alpha)
+        .unwrap()
+        .save(train.join("normal/b.png"))
+        .unwrap();
+    let gray8: Vec<u8> = vec![0, 3, 4, 64, 128, 192, 254, 255];
+    std::fs::create_dir_all(train.join("opacity")).unwrap();
+    image::GrayImage::from_raw(4, 2, gray8.clone())
+        .unwrap()
+        .save(train.join("opacity/c.png"))
+        .unwrap();
+
+    let config = |window: &str| -> DatasetConfig {
+        toml::from_str(&format!(
+            "source = {{ kind = \"image_folder\", train = {train:?}, test = {test:?} }}\n\
+             partition = {{ kind = \"iid\", clients = 1 }}\n{window}"
+        ))
+        .unwrap()
+    };
+    let load = |window: &str| {
+        let config = config(window);
+        config.validate().unwrap();
+        let data = config.load(32, 0).unwrap();
+        let mut all = data.dataset.train.clone();
+        all.extend(data.dataset.test.clone());
+        let images: Vec<Vec<u8>> = all
+            .iter()
+            .map(|s| levels(&s.image.load().unwrap()))
+            .collect();
+        (data.dataset, images)
+    };
+
+    let (centre, width) = (1000.0, 401.0);
+    let (windowed, images) = load("gray_window = { centre = 1000.0, width = 401.0 }");
+    assert!(windowed
+        .train
+        .iter()
+        .all(|s| matches!(s.image, ImageSource::WindowedFile(_))));
+    // a.png, b.png (alpha), c.png (8-bit), t.png.
+    let expected: Vec<u8> = GRAY16
+        .iter()
+        .map(|&v| dicom_linear(v, centre, width))
+        .collect();
+    // By hand: 800 -> (800 - 999.5)/400 + 0.5 = 0.00125 -> 0.32 -> 0; 900 -> 0.25125 -> 64.07
+    // -> 64; 1000 -> 0.50125 -> 127.82 -> 128; 1199 -> 0.99875 -> 254.68 -> 255.
+    assert_eq!(expected, [0, 0, 0, 64, 128, 255, 255, 255]);
+    let window = GrayWindow::CentreWidth { centre, width };
+    let raw = RgbImage::from_gray16(
+        RowLayout {
+            width: 4,
+            height: 2,
+            row_stride: 4,
+        },
+        &GRAY16,
+        window,
+    )
+    .unwrap();
+    assert_eq!(levels(&raw), expected);
+    assert_eq!(images, [&expected[..], &expected, &gray8, &expected]);
+
+    // Without a window: the old decoding, round(v / 257), as `"full_range"` maps it.
+    let old: Vec<u8> = GRAY16
+        .iter()
+        .map(|&v| (f64::from(v) / 257.0).round() as u8)
+        .collect();
+    assert_eq!(old, [0, 3, 3, 4, 4, 5, 5, 255]);
+    let (plain, images) = load("");
+    assert!(plain
+        .train
+        .iter()
+        .all(|s| matches!(s.image, ImageSource::File(_))));
+    assert_eq!(images, [&old[..], &old, &gray8, &old]);
+    let (_, images) = load("gray_window = \"full_range\"");
+    assert_eq!(images, [&old[..], &old, &gray8, &old]);
+
+    // The model's input is the transform of the windowed image.
+    let transform = Transform::eval(4);
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let input = windowed
+        .load_image(Split::Train, 0, &transform, &mut rng)
+        .unwrap();
+    assert_eq!(input, transform.apply(&raw, &mut rng).unwrap());
 }

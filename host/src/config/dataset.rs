@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::ConfigError;
 use crate::data::{
     cifar10, cifar100, coop, digits, domain_tree, federated_digits, image_folder, CoopDataset,
-    DataError, Dataset, DigitsFederation, DomainSet, Geometry, Interpolation, Normalize, Partition,
-    PartitionSpec, Transform, TreeSplit,
+    DataError, Dataset, DigitsFederation, DomainSet, Geometry, GrayWindow, Interpolation,
+    Normalize, Partition, PartitionSpec, Transform, TreeSplit,
 };
 
 /// The data of a run.
@@ -45,6 +45,16 @@ pub struct DatasetConfig {
     /// Normalisation statistics of both transforms.
     #[serde(default)]
     pub normalize: Normalization,
+    /// The display window of 16-bit grayscale image files (PNGs exported from CT, MR or X-ray
+    /// DICOM): `{ centre = C, width = W }` in stored units, DICOM's linear VOI LUT (the
+    /// study's Window Center and Width, brought to stored units through any modality rescale), or
+    /// `"full_range"` (0 black, 65535 white). Each value is mapped to [0, 1] and rounded to 8
+    /// bits ([`GrayWindow`], [`crate::data::RgbImage::from_gray16`]). 8-bit files and colour
+    /// files decode as without it. Without it a 16-bit file is scaled as `"full_range"` does.
+    /// Only for the sources that read files (`image_folder`, `coop`, `domain_tree`); written
+    /// into the resolved configuration only when set, so earlier runs keep their hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gray_window: Option<GrayWindow>,
 }
 
 /// A dataset reader and its location. Relative paths are relative to the working directory.
@@ -268,6 +278,9 @@ impl DatasetConfig {
                 "is also set by dataset.partition.shots; keep one",
             ));
         }
+        if let Some(window) = self.gray_window {
+            self.validate_gray_window(window)?;
+        }
         for (field, transform) in [
             ("dataset.train_transform", &self.train_transform),
             ("dataset.test_transform", &self.test_transform),
@@ -280,9 +293,45 @@ impl DatasetConfig {
         Ok(())
     }
 
+    fn validate_gray_window(&self, window: GrayWindow) -> Result<(), ConfigError> {
+        let in_memory = match self.source {
+            DatasetSource::Cifar10 { .. } => Some("cifar10"),
+            DatasetSource::Cifar100 { .. } => Some("cifar100"),
+            DatasetSource::Digits => Some("digits"),
+            DatasetSource::FederatedDigits { .. } => Some("federated_digits"),
+            DatasetSource::ImageFolder { .. }
+            | DatasetSource::Coop { .. }
+            | DatasetSource::DomainTree { .. } => None,
+        };
+        if let Some(kind) = in_memory {
+            return Err(ConfigError::invalid(
+                "dataset.gray_window",
+                format!(
+                    "applies to image files (sources image_folder, coop, domain_tree); the \
+                     {kind} source's images are 8-bit and held in memory"
+                ),
+            ));
+        }
+        if let GrayWindow::CentreWidth { centre, width } = window {
+            if !centre.is_finite() {
+                return Err(ConfigError::invalid(
+                    "dataset.gray_window.centre",
+                    format!("must be finite, got {centre}"),
+                ));
+            }
+            if !(width.is_finite() && width >= 1.0) {
+                return Err(ConfigError::invalid(
+                    "dataset.gray_window.width",
+                    format!("must be finite and at least 1, got {width}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Reads the dataset, partitions it with `seed` and applies few-shot sampling. Images of
     /// the embedded digits are rendered at `image_size` pixels; file-backed images are checked to
-    /// exist (not decoded).
+    /// exist (not decoded), and read through [`DatasetConfig::gray_window`] when it is set.
     pub fn load(&self, image_size: u32, seed: u64) -> Result<FederatedData, DataError> {
         let dataset = match &self.source {
             DatasetSource::Cifar10 { root } => cifar10(root)?,
@@ -307,6 +356,10 @@ impl DatasetConfig {
             }
         };
         dataset.check_files()?;
+        let dataset = match self.gray_window {
+            Some(window) => dataset.with_gray_window(window)?,
+            None => dataset,
+        };
         let spec = self.partition.as_ref().ok_or_else(|| {
             DataError::Partition("dataset.partition is required for this source".into())
         })?;

@@ -11,6 +11,7 @@ use rayon::prelude::*;
 
 use super::digits::DigitImage;
 use super::error::{DataError, Result};
+use super::pixels::{GrayWindow, PixelError};
 use super::rgb::RgbImage;
 use super::transform::Transform;
 
@@ -25,6 +26,9 @@ pub enum ImageSource {
     Digit(DigitImage),
     /// A JPEG or PNG file, decoded on every load.
     File(PathBuf),
+    /// A JPEG or PNG file whose 16-bit grayscale pixels are read through a display window,
+    /// decoded on every load ([`Dataset::with_gray_window`]).
+    WindowedFile(WindowedFile),
     /// No pixels: the sample's image features were computed elsewhere (by `fedotp encode`, or
     /// a caller of libfedotp) and reach training through
     /// [`SplitFeatures::fill_cache_from_tokens`](crate::train::SplitFeatures::fill_cache_from_tokens).
@@ -39,6 +43,7 @@ impl ImageSource {
             ImageSource::Memory(image) => Ok(Cow::Borrowed(image)),
             ImageSource::Digit(digit) => Ok(Cow::Owned(digit.render())),
             ImageSource::File(path) => RgbImage::open(path).map(Cow::Owned),
+            ImageSource::WindowedFile(file) => file.load().map(Cow::Owned),
             ImageSource::Features => Err(DataError::Invalid(
                 "the sample has no pixels: its image features were given precomputed".into(),
             )),
@@ -50,7 +55,42 @@ impl ImageSource {
         match self {
             ImageSource::Memory(_) | ImageSource::Digit(_) | ImageSource::Features => None,
             ImageSource::File(path) => Some(path),
+            ImageSource::WindowedFile(file) => Some(file.path()),
         }
+    }
+}
+
+/// A file and the window its 16-bit grayscale pixels are read through
+/// ([`RgbImage::open_windowed`]: other files decode as without a window).
+#[derive(Clone, Debug, PartialEq)]
+pub struct WindowedFile {
+    path: PathBuf,
+    window: GrayWindow,
+}
+
+// The window was validated (finite centre and width), so it compares equal to itself.
+impl Eq for WindowedFile {}
+
+impl WindowedFile {
+    /// `path` read through `window`, which must be valid ([`GrayWindow::validate`]).
+    pub fn new(path: PathBuf, window: GrayWindow) -> std::result::Result<Self, PixelError> {
+        window.validate()?;
+        Ok(WindowedFile { path, window })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The window.
+    pub fn window(&self) -> GrayWindow {
+        self.window
+    }
+
+    /// The decoded image.
+    pub fn load(&self) -> Result<RgbImage> {
+        RgbImage::open_windowed(&self.path, self.window)
     }
 }
 
@@ -188,6 +228,30 @@ impl Dataset {
             }
         }
         Ok(())
+    }
+
+    /// The dataset with every file-backed sample read through `window`: a 16-bit grayscale
+    /// PNG's values are mapped by it ([`RgbImage::open_windowed`]); 8-bit and colour files, and
+    /// samples held in memory, load as before. An invalid window is an error.
+    ///
+    /// ```no_run
+    /// use fedotp_host::data::{image_folder, GrayWindow};
+    /// let window = GrayWindow::CentreWidth { centre: 2048.0, width: 4096.0 };
+    /// let dataset = image_folder("data/xray/train".as_ref(), "data/xray/test".as_ref())?
+    ///     .with_gray_window(window)?;
+    /// # Ok::<(), fedotp_host::data::DataError>(())
+    /// ```
+    pub fn with_gray_window(mut self, window: GrayWindow) -> Result<Self> {
+        window
+            .validate()
+            .map_err(|e| DataError::Invalid(format!("dataset {}: {e}", self.name)))?;
+        for sample in self.train.iter_mut().chain(&mut self.test) {
+            if let ImageSource::File(path) = &mut sample.image {
+                let path = std::mem::take(path);
+                sample.image = ImageSource::WindowedFile(WindowedFile { path, window });
+            }
+        }
+        Ok(self)
     }
 
     /// Checks that every file-backed sample's file exists, naming the first that does not.

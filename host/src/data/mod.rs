@@ -17,6 +17,9 @@
 //!    seeded generator) or a plain resize. Resizing reproduces Pillow's bicubic and bilinear
 //!    filters exactly ([`resize`]).
 //!
+//! A dataset of 16-bit grayscale PNGs (CT, MR, X-ray) is read through a display window with
+//! [`Dataset::with_gray_window`] (`dataset.gray_window` in a run configuration).
+//!
 //! Images that are already in memory — a program's own pixel buffers, 8-bit RGB or gray or
 //! 16-bit gray with a [`GrayWindow`] — become [`RgbImage`]s through [`RgbImage::from_rgb8`],
 //! [`RgbImage::from_gray8`] and [`RgbImage::from_gray16`].
@@ -53,7 +56,7 @@ mod transform;
 
 pub use cifar::{cifar10, cifar100};
 pub use coop::{coop, coop_split_file, CoopDataset};
-pub use dataset::{CoarseClasses, Dataset, ImageSource, Sample, Split};
+pub use dataset::{CoarseClasses, Dataset, ImageSource, Sample, Split, WindowedFile};
 pub use digits::{
     digits, federated_digits, DigitImage, DigitStyle, DigitsFederation, FederatedDigits,
 };

@@ -177,6 +177,9 @@ impl RowLayout {
 }
 
 /// How 16-bit gray levels map to [0, 1].
+///
+/// In a configuration (`dataset.gray_window`) it is written `"full_range"` or
+/// `{ centre = C, width = W }`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum GrayWindow {
     /// `v / 65535`: 0 is black, 65535 white.
@@ -234,6 +237,59 @@ impl GrayWindow {
                 }
             }
         }
+    }
+}
+
+impl serde::Serialize for GrayWindow {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        match *self {
+            GrayWindow::FullRange => serializer.serialize_str("full_range"),
+            GrayWindow::CentreWidth { centre, width } => {
+                let mut window = serializer.serialize_struct("GrayWindow", 2)?;
+                window.serialize_field("centre", &centre)?;
+                window.serialize_field("width", &width)?;
+                window.end()
+            }
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for GrayWindow {
+    /// `"full_range"`, or a table of exactly `centre` and `width`.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{self, value::MapAccessDeserializer, Unexpected};
+
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct CentreWidth {
+            centre: f64,
+            width: f64,
+        }
+
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = GrayWindow;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"full_range\" or a window { centre = C, width = W }")
+            }
+
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<GrayWindow, E> {
+                match value {
+                    "full_range" => Ok(GrayWindow::FullRange),
+                    other => Err(E::invalid_value(Unexpected::Str(other), &self)),
+                }
+            }
+
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<GrayWindow, A::Error> {
+                let CentreWidth { centre, width } =
+                    serde::Deserialize::deserialize(MapAccessDeserializer::new(map))?;
+                Ok(GrayWindow::CentreWidth { centre, width })
+            }
+        }
+
+        deserializer.deserialize_any(Visitor)
     }
 }
 

@@ -6,10 +6,14 @@
 //! PNGs are scaled to 8 bits (`round(v / 257)`; PIL instead keeps the high byte of 16-bit RGB and
 //! clips 16-bit gray, so such files can differ from the reference by one level). EXIF orientation
 //! is ignored, as PIL and torchvision ignore it.
+//!
+//! [`RgbImage::open_windowed`] reads 16-bit grayscale PNGs (CT, MR and X-ray exports) through a
+//! display [`GrayWindow`] instead, as [`RgbImage::from_gray16`] does with a buffer in memory.
 
 use std::path::Path;
 
 use super::error::{DataError, Result};
+use super::pixels::{GrayWindow, RowLayout};
 
 /// An 8-bit RGB image: `height` rows of `width` pixels, 3 bytes per pixel (HWC, row-major).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,12 +53,34 @@ impl RgbImage {
         Self::decode(&bytes, path)
     }
 
+    /// Decodes a JPEG or PNG file as [`RgbImage::open`] does, except a 16-bit grayscale PNG
+    /// (with or without alpha, which is dropped): its values are mapped to [0, 1] by `window`
+    /// and rounded to 8 bits by [`RgbImage::from_gray16`]. Other files — 8-bit, colour (16-bit
+    /// colour included), JPEG — decode as [`RgbImage::open`] decodes them. An invalid window is
+    /// an error naming the file.
+    pub fn open_windowed(path: &Path, window: GrayWindow) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|error| DataError::io(path, error))?;
+        Self::decode_windowed(&bytes, path, window)
+    }
+
     /// Decodes JPEG or PNG `bytes`; `name` is the file the bytes came from, used in errors.
     pub fn decode(bytes: &[u8], name: &Path) -> Result<Self> {
+        Self::decode_with(bytes, name, None)
+    }
+
+    /// Decodes JPEG or PNG `bytes` as [`RgbImage::open_windowed`] decodes a file's.
+    pub fn decode_windowed(bytes: &[u8], name: &Path, window: GrayWindow) -> Result<Self> {
+        Self::decode_with(bytes, name, Some(window))
+    }
+
+    fn decode_with(bytes: &[u8], name: &Path, window: Option<GrayWindow>) -> Result<Self> {
         let image_error = |source: Box<dyn std::error::Error + Send + Sync>| DataError::Image {
             path: name.to_path_buf(),
             source,
         };
+        if let Some(window) = window {
+            window.validate().map_err(|e| image_error(e.into()))?;
+        }
         let format = image::guess_format(bytes).map_err(|e| image_error(e.into()))?;
         if !matches!(format, image::ImageFormat::Jpeg | image::ImageFormat::Png) {
             return Err(image_error(
@@ -63,6 +89,27 @@ impl RgbImage {
         }
         let decoded = image::load_from_memory_with_format(bytes, format)
             .map_err(|e| image_error(e.into()))?;
+        if let Some(window) = window {
+            let (width, height) = (decoded.width(), decoded.height());
+            let layout = RowLayout {
+                width,
+                height,
+                row_stride: width as usize,
+            };
+            let windowed = match &decoded {
+                image::DynamicImage::ImageLuma16(gray) => {
+                    Some(Self::from_gray16(layout, gray.as_raw(), window))
+                }
+                image::DynamicImage::ImageLumaA16(gray_alpha) => {
+                    let gray: Vec<u16> = gray_alpha.pixels().map(|pixel| pixel.0[0]).collect();
+                    Some(Self::from_gray16(layout, &gray, window))
+                }
+                _ => None,
+            };
+            if let Some(image) = windowed {
+                return image.map_err(|e| image_error(e.into()));
+            }
+        }
         let rgb = decoded.into_rgb8();
         let (width, height) = rgb.dimensions();
         Self::new(width, height, rgb.into_raw()).map_err(|e| image_error(e.into()))

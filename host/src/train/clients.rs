@@ -613,3 +613,45 @@ fn cache_key(config: &RunConfig, split: &str, samples: &[usize]) -> Result<[u8; 
     }
     Ok(hash.finalize().into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Override;
+
+    /// A run on an ImageFolder with `window` (a TOML value) as `dataset.gray_window`, if any.
+    fn image_folder_run(window: Option<&str>) -> RunConfig {
+        let mut sets = vec![
+            r#"dataset.source={ kind = "image_folder", train = "xray/train", test = "xray/test" }"#
+                .to_string(),
+            r#"dataset.partition={ kind = "iid", clients = 2 }"#.to_string(),
+        ];
+        sets.extend(window.map(|w| format!("dataset.gray_window={w}")));
+        let sets: Vec<Override> = sets.iter().map(|s| s.parse().unwrap()).collect();
+        RunConfig::quickstart_with(&sets).unwrap()
+    }
+
+    /// Features kept under one window are not reused under another, nor without one.
+    #[test]
+    fn the_feature_cache_key_names_the_gray_window() {
+        let key = |window| cache_key(&image_folder_run(window), "train", &[0, 1, 2]).unwrap();
+        let keys = [
+            key(None),
+            key(Some(r#""full_range""#)),
+            key(Some("{ centre = 1000.0, width = 401.0 }")),
+            key(Some("{ centre = 1000.0, width = 402.0 }")),
+            key(Some("{ centre = 1001.0, width = 401.0 }")),
+        ];
+        for (i, a) in keys.iter().enumerate() {
+            for b in &keys[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        // The same window, the same key.
+        assert_eq!(
+            keys[2],
+            key(Some("{ centre = 1000, width = 401 }")),
+            "integer and float spellings of one window"
+        );
+    }
+}
