@@ -20,7 +20,7 @@ use fedotp_benches::{class_token_ids, IMAGE_BATCH, N_CTX, N_PROMPTS};
 use fedotp_host::backend::{Backend, Cpu};
 use fedotp_host::clip::{
     text_backward, text_forward, vision_forward, ClipConfig, ClipWeights, PromptBatch,
-    SpecialTokens, TextActivations,
+    SpecialTokens, TextActivations, TextTower,
 };
 
 /// Peak resident set size of this process in MiB (Linux `VmHWM`).
@@ -58,7 +58,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         "text" => {
-            let text = &weights.text;
+            let tower = &weights.text;
+            let TextTower::Clip(text) = tower else {
+                unreachable!("ViT-B/16's text tower is CLIP's")
+            };
             let classes = class_token_ids();
             let prompts = PromptBatch::new(&classes, N_CTX, N_PROMPTS, 77, SpecialTokens::CLIP)?;
             let ctx = cpu.upload(&vec![0.02; N_PROMPTS * N_CTX * text.config.width])?;
@@ -66,13 +69,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut acts = TextActivations::new(&cpu)?;
             for i in 0..=iterations {
                 let start = Instant::now();
-                let embeddings = prompts.embed(&cpu, text, &ctx)?;
+                let embeddings = prompts.embed(&cpu, tower, &ctx)?;
                 let eot = prompts.eot_positions();
                 let seq = prompts.seq_len();
                 let features = text_forward(&cpu, text, &embeddings, seq, eot, &mut acts)?;
                 std::hint::black_box(&features);
                 let d_embeddings = text_backward(&cpu, text, &mut acts, &d_features)?;
-                let d_ctx = prompts.context_gradient(&cpu, text, &d_embeddings)?;
+                let d_ctx = prompts.context_gradient(&cpu, tower, &d_embeddings)?;
                 std::hint::black_box(&d_ctx);
                 if i > 0 {
                     times.push(start.elapsed().as_secs_f64());

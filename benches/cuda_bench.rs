@@ -35,7 +35,8 @@ use fedotp_core::ot::{BatchLayout, OtParams};
 use fedotp_host::backend::{Backend, Cpu, Cuda, Linear, MathMode, MatmulDims};
 use fedotp_host::clip::{
     text_backward, text_forward, vision_forward, ClipConfig, ClipWeights, PromptBatch,
-    ResNetConfig, SpecialTokens, TextActivations, TextConfig, VisionConfig, VisionWeights,
+    ResNetConfig, SpecialTokens, TextActivations, TextConfig, TextTower, VisionConfig,
+    VisionWeights,
 };
 use fedotp_tests::inputs::Stream;
 
@@ -361,7 +362,10 @@ fn text_row<B: Backend>(
     rates: &Rates<B>,
     bandwidth: f64,
 ) -> Row {
-    let text = &weights.text;
+    let tower = &weights.text;
+    let TextTower::Clip(text) = tower else {
+        unreachable!("the benchmarked models' text towers are CLIP's")
+    };
     let TextConfig {
         width,
         layers,
@@ -380,13 +384,13 @@ fn text_row<B: Backend>(
     let mut acts = TextActivations::new(backend).unwrap();
     let (seq, eot) = (prompts.seq_len(), prompts.eot_positions());
     let seconds = time(iterations, sync, || {
-        let embeddings = prompts.embed(backend, text, &ctx).unwrap();
+        let embeddings = prompts.embed(backend, tower, &ctx).unwrap();
         let features = text_forward(backend, text, &embeddings, seq, eot, &mut acts).unwrap();
         std::hint::black_box(&features);
         let d_embeddings = text_backward(backend, text, &mut acts, &d_features).unwrap();
         std::hint::black_box(
             prompts
-                .context_gradient(backend, text, &d_embeddings)
+                .context_gradient(backend, tower, &d_embeddings)
                 .unwrap(),
         );
     });

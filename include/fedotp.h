@@ -381,8 +381,8 @@ typedef struct FedotpModelInfo {
   // Width of the text tower, and so of every prompt row: a client's prompt is
   // `n_ctx x text_width` floats.
   uint32_t text_width;
-  // Tokens the text tower takes (77 for CLIP): SOT, the prompt's `n_ctx` rows, the class
-  // name's tokens and EOT must fit.
+  // Tokens the text tower takes (77 for CLIP, 256 for BiomedCLIP): the start token, the
+  // prompt's `n_ctx` rows, the class name's tokens and the end token must fit.
   uint32_t context_length;
   // Width of the joint image-text embedding.
   uint32_t embed_dim;
@@ -1122,11 +1122,14 @@ int32_t fedotp_global_prompt_decode(const uint8_t *bytes,
                                     uint32_t *round_out);
 
 // Loads CLIP from a safetensors file, in the Hugging Face `CLIPModel` layout or the OpenAI /
-// open_clip layout (f32, f16 or bf16 tensors; ViT or ModifiedResNet image towers).
+// open_clip layout (f32, f16 or bf16 tensors; ViT or ModifiedResNet image towers), or
+// BiomedCLIP (a BERT text tower and a timm ViT) from open_clip's hub layout.
 //
 // - `path`: NUL-terminated UTF-8 path of a `.safetensors` file, or of a directory holding
 //   `model.safetensors` (Hugging Face, with its `config.json`) or
-//   `open_clip_model.safetensors` (with an optional `open_clip_config.json`);
+//   `open_clip_model.safetensors` (with an optional `open_clip_config.json`; for BiomedCLIP
+//   the directory also holds `open_clip_config.json`, `vocab.txt` and, optionally, the text
+//   model's `config.json`);
 // - `model_out`: receives the new handle; free it with `fedotp_model_free`.
 //
 // Every tensor of the file must be used and every expected one present with its shape, so a

@@ -7,11 +7,11 @@
 
 use std::any::Any;
 use std::ffi::c_char;
+use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use fedotp_host::backend::{Backend, Cpu, Device};
-use fedotp_host::clip::tokenizer::Tokenizer;
-use fedotp_host::clip::{ClipConfig, ClipWeights};
+use fedotp_host::clip::{ClipConfig, ClipWeights, TextTokenizer};
 use fedotp_host::train::FrozenClip;
 
 use crate::boundary::{call, require, string, write};
@@ -35,8 +35,8 @@ pub(crate) struct Model {
 }
 
 impl Model {
-    fn new(weights: ClipWeights<Vec<f32>>) -> Result<Self, Failure> {
-        let cpu = Arc::new(FrozenClip::new(Cpu::new(), weights)?);
+    fn new(weights: ClipWeights<Vec<f32>>, tokenizer: TextTokenizer) -> Result<Self, Failure> {
+        let cpu = Arc::new(FrozenClip::with_tokenizer(Cpu::new(), weights, tokenizer)?);
         let cpu_copy = Arc::clone(&cpu) as ModelCopy;
         Ok(Model {
             cpu,
@@ -50,8 +50,8 @@ impl Model {
         &self.cpu.weights().config
     }
 
-    /// CLIP's tokenizer, as every copy of the model uses it.
-    pub(crate) fn tokenizer(&self) -> &'static Tokenizer {
+    /// The text tower's tokenizer, as every copy of the model uses it.
+    pub(crate) fn tokenizer(&self) -> &TextTokenizer {
         self.cpu.tokenizer()
     }
 
@@ -79,7 +79,8 @@ impl Model {
             return Ok(clip);
         }
         let weights = self.cpu.weights().clone();
-        let clip = FrozenClip::new(backend, weights).map_err(|e| {
+        let tokenizer = self.tokenizer().clone();
+        let clip = FrozenClip::with_tokenizer(backend, weights, tokenizer).map_err(|e| {
             Failure::new(
                 FEDOTP_ERR_UNSUPPORTED_DEVICE,
                 format!("device \"{device}\": cannot hold the model: {e}"),
@@ -117,8 +118,8 @@ pub struct FedotpModelInfo {
     /// Width of the text tower, and so of every prompt row: a client's prompt is
     /// `n_ctx x text_width` floats.
     pub text_width: u32,
-    /// Tokens the text tower takes (77 for CLIP): SOT, the prompt's `n_ctx` rows, the class
-    /// name's tokens and EOT must fit.
+    /// Tokens the text tower takes (77 for CLIP, 256 for BiomedCLIP): the start token, the
+    /// prompt's `n_ctx` rows, the class name's tokens and the end token must fit.
     pub context_length: u32,
     /// Width of the joint image-text embedding.
     pub embed_dim: u32,
@@ -130,20 +131,25 @@ pub struct FedotpModelInfo {
 /// `model_out` is non-NULL (the callers check it first) and writable.
 unsafe fn register(
     weights: ClipWeights<Vec<f32>>,
+    tokenizer: TextTokenizer,
     model_out: *mut *mut FedotpModel,
 ) -> Result<(), Failure> {
-    let handle = handle::register::<FedotpModel>(Arc::new(Model::new(weights)?))?;
+    let model = Model::new(weights, tokenizer)?;
+    let handle = handle::register::<FedotpModel>(Arc::new(model))?;
     // SAFETY: `model_out` is non-NULL and writable: this function's contract, which both
     // callers check (`require`) before calling it.
     unsafe { write(model_out, handle, "model_out") }
 }
 
 /// Loads CLIP from a safetensors file, in the Hugging Face `CLIPModel` layout or the OpenAI /
-/// open_clip layout (f32, f16 or bf16 tensors; ViT or ModifiedResNet image towers).
+/// open_clip layout (f32, f16 or bf16 tensors; ViT or ModifiedResNet image towers), or
+/// BiomedCLIP (a BERT text tower and a timm ViT) from open_clip's hub layout.
 ///
 /// - `path`: NUL-terminated UTF-8 path of a `.safetensors` file, or of a directory holding
 ///   `model.safetensors` (Hugging Face, with its `config.json`) or
-///   `open_clip_model.safetensors` (with an optional `open_clip_config.json`);
+///   `open_clip_model.safetensors` (with an optional `open_clip_config.json`; for BiomedCLIP
+///   the directory also holds `open_clip_config.json`, `vocab.txt` and, optionally, the text
+///   model's `config.json`);
 /// - `model_out`: receives the new handle; free it with `fedotp_model_free`.
 ///
 /// Every tensor of the file must be used and every expected one present with its shape, so a
@@ -169,8 +175,9 @@ pub unsafe extern "C" fn fedotp_model_load(
         let path = unsafe { string(path, "path") }?;
         require(model_out, "model_out")?;
         let weights = ClipWeights::load(path)?;
+        let tokenizer = TextTokenizer::for_model(Path::new(path), &weights.config)?;
         // SAFETY: `model_out` is non-NULL (checked above) and writable.
-        unsafe { register(weights, model_out) }
+        unsafe { register(weights, tokenizer, model_out) }
     })
 }
 
@@ -193,7 +200,7 @@ pub unsafe extern "C" fn fedotp_model_new_tiny(seed: u64, model_out: *mut *mut F
         require(model_out, "model_out")?;
         let weights = ClipWeights::random(&ClipConfig::tiny(), seed)?;
         // SAFETY: `model_out` is non-NULL (checked above) and writable.
-        unsafe { register(weights, model_out) }
+        unsafe { register(weights, TextTokenizer::clip()?, model_out) }
     })
 }
 
@@ -226,8 +233,8 @@ fn model_info(config: &ClipConfig) -> FedotpModelInfo {
     FedotpModelInfo {
         image_size: size(config.vision.image_size()),
         image_tokens: size(config.vision.tokens() - 1),
-        text_width: size(config.text.width),
-        context_length: size(config.text.context_length),
+        text_width: size(config.text.width()),
+        context_length: size(config.text.context_length()),
         embed_dim: size(config.embed_dim),
     }
 }

@@ -5,6 +5,7 @@ use std::ffi::c_char;
 use fedotp_core::ot::OtError;
 use fedotp_core::protocol::{AggregateError, DecodeError, EncodeError};
 use fedotp_host::backend::{BackendError, DeviceError};
+use fedotp_host::clip::wordpiece::WordPieceError;
 use fedotp_host::clip::ClipError;
 use fedotp_host::data::{DataError, PixelError};
 use fedotp_host::run::RunError;
@@ -356,7 +357,9 @@ impl From<ClipError> for Failure {
         let status = match error {
             ClipError::Backend(error) => return error.into(),
             ClipError::Memory(_) => FEDOTP_ERR_OUT_OF_MEMORY,
-            ClipError::Io { .. } | ClipError::NoWeights { .. } => FEDOTP_ERR_IO,
+            ClipError::Io { .. }
+            | ClipError::NoWeights { .. }
+            | ClipError::WordPiece(WordPieceError::Read { .. }) => FEDOTP_ERR_IO,
             _ => FEDOTP_ERR_MODEL_FORMAT,
         };
         Failure::new(status, error.to_string())

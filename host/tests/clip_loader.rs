@@ -232,7 +232,7 @@ fn resnet_architecture_is_inferred_from_shapes_or_read_from_the_config() {
         (96, 6, [2, 1, 1, 1], 3)
     );
     assert_eq!(
-        (weights.config.embed_dim, weights.config.text.width),
+        (weights.config.embed_dim, weights.config.text.width()),
         (32, 32)
     );
     // open_clip_config.json's head_width 96 gives the fixture's 2 heads.
@@ -392,7 +392,10 @@ fn the_activation_is_read_from_either_config_file() {
     let VisionConfig::Vit(vit) = &weights.config.vision else {
         panic!("a ViT fixture")
     };
-    let towers = (weights.config.text.activation, vit.activation);
+    let towers = (
+        weights.config.text.as_clip().unwrap().activation,
+        vit.activation,
+    );
     assert!(
         towers == (Activation::Gelu, Activation::QuickGelu)
             || towers == (Activation::QuickGelu, Activation::Gelu),
@@ -403,7 +406,10 @@ fn the_activation_is_read_from_either_config_file() {
     let (tmp, _) = edited("openai", "open_clip_model.safetensors", |_| {});
     let config = tmp.path().join("open_clip_config.json");
     let quick = ClipWeights::load(tmp.path()).unwrap().config;
-    assert_eq!(quick.text.activation, Activation::QuickGelu);
+    assert_eq!(
+        quick.text.as_clip().unwrap().activation,
+        Activation::QuickGelu
+    );
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
         &config,
@@ -415,7 +421,7 @@ fn the_activation_is_read_from_either_config_file() {
         panic!("a ViT fixture")
     };
     assert_eq!(
-        (gelu.text.activation, vit.activation),
+        (gelu.text.as_clip().unwrap().activation, vit.activation),
         (Activation::Gelu, Activation::Gelu)
     );
 }
@@ -457,15 +463,21 @@ fn architecture_is_inferred_from_shapes_without_config() {
     assert_eq!(c.embed_dim, 32);
     assert_eq!(
         (
-            c.text.vocab_size,
-            c.text.context_length,
-            c.text.width,
-            c.text.layers
+            c.text.vocab_size(),
+            c.text.context_length(),
+            c.text.width(),
+            c.text.as_clip().unwrap().layers
         ),
         (600, 77, 64, 2)
     );
     // Without a config, CLIP's 64-wide heads: 64 / 64 = 1 (the fixture itself uses 2).
-    assert_eq!((c.text.heads, c.text.mlp_width), (1, 256));
+    assert_eq!(
+        (
+            c.text.as_clip().unwrap().heads,
+            c.text.as_clip().unwrap().mlp_width
+        ),
+        (1, 256)
+    );
     let VisionConfig::Vit(v) = &c.vision else {
         panic!("a ViT")
     };
@@ -479,7 +491,14 @@ fn architecture_is_inferred_from_shapes_without_config() {
     let VisionConfig::Vit(v) = &weights.config.vision else {
         panic!("a ViT")
     };
-    assert_eq!((v.width, v.heads, weights.config.text.heads), (96, 3, 2));
+    assert_eq!(
+        (
+            v.width,
+            v.heads,
+            weights.config.text.as_clip().unwrap().heads
+        ),
+        (96, 3, 2)
+    );
     assert!((weights.logit_scale - 2.6592).abs() < 1e-4);
 }
 

@@ -7,8 +7,8 @@
 use fedotp_host::backend::{Activation, Backend, Cpu, LayerNorm};
 use fedotp_host::clip::{
     text_backward, text_forward, vision_forward, vision_forward_inspect, ClipWeights, PromptBatch,
-    SpecialTokens, TextActivations, VisionStage, VisionWeights, VitConfig, VitWeights,
-    CLIP_LAYER_NORM_EPS, TIMM_LAYER_NORM_EPS,
+    SpecialTokens, TextActivations, TextTower, VisionStage, VisionWeights, VitConfig, VitStyle,
+    VitWeights, CLIP_LAYER_NORM_EPS, TIMM_LAYER_NORM_EPS,
 };
 use fedotp_tests::compare::{assert_close, max_relative_error};
 use fedotp_tests::fixtures::{fixture, Reference};
@@ -57,7 +57,10 @@ fn check_text(dir: &str) {
     let cpu = Cpu::new();
     let w = load(dir);
     let r = reference(dir);
-    let text = &w.text;
+    let tower = &w.text;
+    let TextTower::Clip(text) = tower else {
+        unreachable!("the fixtures' text towers are CLIP's")
+    };
     let width = text.config.width;
     let (eot, _) = r.ids("text.eot");
     let batch = eot.len();
@@ -68,7 +71,7 @@ fn check_text(dir: &str) {
     assert_eq!(prompts.eot_positions(), eot.as_slice());
     let seq = prompts.seq_len();
     let ctx = r.values("text.ctx");
-    let embeddings = prompts.embed(&cpu, text, &ctx).unwrap();
+    let embeddings = prompts.embed(&cpu, tower, &ctx).unwrap();
     let full_embeddings = r.values("text.embeddings");
     assert_eq!(
         embeddings,
@@ -129,7 +132,7 @@ fn check_text(dir: &str) {
     let want_d_emb = r.values("text.d_embeddings");
     let want_kept = truncate(&want_d_emb, batch, CONTEXT, seq, width);
     assert_close(&format!("{dir} d embeddings"), &d_emb, &want_kept, GRAD_TOL);
-    let d_ctx = prompts.context_gradient(&cpu, text, &d_emb).unwrap();
+    let d_ctx = prompts.context_gradient(&cpu, tower, &d_emb).unwrap();
     assert_close(
         &format!("{dir} d context"),
         &d_ctx,
@@ -167,10 +170,13 @@ fn check_plain_text(w: &Weights, r: &Reference, want_key: &str, tag: &str) {
     let prompts = PromptBatch::new(&classes, 0, 1, CONTEXT, SPECIAL).unwrap();
     assert_eq!(prompts.eot_positions(), eot.as_slice());
     let embeddings = prompts.embed(&cpu, &w.text, &Vec::new()).unwrap();
+    let TextTower::Clip(text) = &w.text else {
+        unreachable!("the fixtures' text towers are CLIP's")
+    };
     let mut acts = TextActivations::new(&cpu).unwrap();
     let features = text_forward(
         &cpu,
-        &w.text,
+        text,
         &embeddings,
         prompts.seq_len(),
         prompts.eot_positions(),
@@ -259,7 +265,10 @@ fn openai_vision_tower_matches_pytorch() {
 /// other fixtures: every text block, the features and the context gradient.
 #[test]
 fn gelu_text_tower_matches_pytorch() {
-    assert_eq!(load("gelu").config.text.activation, Activation::Gelu);
+    assert_eq!(
+        load("gelu").config.text.as_clip().unwrap().activation,
+        Activation::Gelu
+    );
     check_text("gelu");
 }
 
@@ -292,6 +301,9 @@ fn timm_vision_tower_matches_open_clip() {
         mlp_width: 128,
         layer_norm_eps: TIMM_LAYER_NORM_EPS,
         activation: Activation::Gelu,
+        style: VitStyle::Timm {
+            projection_bias: false,
+        },
     };
     assert_eq!(w.config, expected);
     assert!(w.ln_pre.is_none());

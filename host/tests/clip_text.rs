@@ -4,14 +4,17 @@
 use fedotp_host::backend::Cpu;
 use fedotp_host::clip::{
     text_backward, text_forward, ClipConfig, ClipError, ClipWeights, PromptBatch, SpecialTokens,
-    TextActivations, TextWeights,
+    TextActivations, TextTower, TextWeights,
 };
 use fedotp_tests::inputs::uniform;
 
 fn tiny_text(seed: u64) -> TextWeights<Vec<f32>> {
     let mut config = ClipConfig::tiny();
-    config.text.heads = 4; // 16-wide heads: a different split than the fixtures
-    ClipWeights::random(&config, seed).unwrap().text
+    config.text.as_clip_mut().unwrap().heads = 4; // 16-wide heads: a different split than the fixtures
+    let TextTower::Clip(text) = ClipWeights::random(&config, seed).unwrap().text else {
+        unreachable!("the tiny CLIP's text tower is CLIP's")
+    };
+    text
 }
 
 fn classes() -> Vec<Vec<u32>> {
@@ -39,14 +42,15 @@ fn prompt_layout_and_context_gradient() {
     let text = tiny_text(1);
     let width = text.config.width;
     let ctx = uniform(2 * 3 * width, 7, 1.0);
-    let emb = prompts.embed(&cpu, &text, &ctx).unwrap();
+    let tower = TextTower::Clip(text.clone());
+    let emb = prompts.embed(&cpu, &tower, &ctx).unwrap();
     let row = |s: usize, t: usize| &emb[(s * seq + t) * width..][..width];
     assert_eq!(row(4, 2), &ctx[(3 + 1) * width..][..width]); // set 1, context row 1
     assert_eq!(row(1, 4), &text.token_embedding[2102 * width..][..width]);
 
     // The context gradient sums each set's rows over its classes.
     let d_emb = uniform(6 * seq * width, 3, 1.0);
-    let d_ctx = prompts.context_gradient(&cpu, &text, &d_emb).unwrap();
+    let d_ctx = prompts.context_gradient(&cpu, &tower, &d_emb).unwrap();
     for set in 0..2 {
         for k in 0..3 {
             for i in 0..width {

@@ -650,7 +650,7 @@ fn presets_without_a_window_resolve_as_before() {
 }
 
 /// The medical preset: an ImageFolder read through a 12-bit X-ray window, a few hospitals
-/// with label shift, FedOTP on ViT-B/16.
+/// with label shift, FedOTP on BiomedCLIP (any shape the files describe: no backbone check).
 #[test]
 fn the_medical_preset_windows_an_image_folder() {
     let config =
@@ -671,5 +671,8 @@ fn the_medical_preset_windows_an_image_folder() {
         Some(PartitionSpec::Dirichlet { clients: 4, .. })
     ));
     assert!(matches!(config.method, Method::FedOtp { .. }));
-    assert_eq!(config.model.image_size(), 224);
+    assert!(matches!(
+        &config.model,
+        ModelConfig::Clip { path, backbone: None } if path.ends_with("BiomedCLIP-PubMedBERT_256-vit_base_patch16_224")
+    ));
 }

@@ -4,7 +4,7 @@
 
 use fedotp_core::ot::{OtMode, OtParams};
 use fedotp_host::backend::{Backend, Cpu};
-use fedotp_host::clip::ClipWeights;
+use fedotp_host::clip::{ClipWeights, SpecialTokens};
 use fedotp_host::fed::{Sgd, SgdState};
 use fedotp_host::prompt::{
     encode_images, Head, OtStopping, PromptLearner, PromptModel, StepOutcome,
@@ -21,6 +21,9 @@ struct Setup {
     weights: fedotp_host::clip::ClipWeights<Vec<f32>>,
     reference: Reference,
     class_ids: Vec<Vec<u32>>,
+    /// The fixture model's start and end tokens: the last two ids of its small vocabulary, as
+    /// the reference script places them.
+    special: SpecialTokens,
     labels: Vec<u32>,
     scale: f32,
 }
@@ -37,11 +40,17 @@ fn setup() -> Setup {
         .collect();
     let labels = reference.ids("labels").0;
     let scale = reference.values("scale")[0];
+    let vocab = weights.text.vocab_size() as u32;
+    let special = SpecialTokens {
+        start: vocab - 2,
+        end: vocab - 1,
+    };
     Setup {
         cpu,
         weights,
         reference,
         class_ids,
+        special,
         labels,
         scale,
     }
@@ -132,7 +141,8 @@ fn fedotp_step_matches_pytorch() {
         1e-5,
     );
 
-    let learner = PromptLearner::from_tokens(&s.class_ids, 4, 2, &s.weights.text).unwrap();
+    let learner =
+        PromptLearner::from_tokens(&s.class_ids, 4, 2, &s.weights.text, s.special).unwrap();
     let model = PromptModel {
         learner,
         head: Head::Ot {
@@ -157,7 +167,8 @@ fn released_rule_step_matches_pytorch() {
     let s = setup();
     let images = s.cpu.upload(&s.reference.values("images")).unwrap();
     let features = encode_images(&s.cpu, &s.weights.vision, &images, 4).unwrap();
-    let learner = PromptLearner::from_tokens(&s.class_ids, 4, 2, &s.weights.text).unwrap();
+    let learner =
+        PromptLearner::from_tokens(&s.class_ids, 4, 2, &s.weights.text, s.special).unwrap();
     let model = PromptModel {
         learner,
         head: Head::Ot {
@@ -196,7 +207,8 @@ fn promptfl_step_matches_pytorch() {
         1e-5,
     );
 
-    let learner = PromptLearner::from_tokens(&s.class_ids, 4, 1, &s.weights.text).unwrap();
+    let learner =
+        PromptLearner::from_tokens(&s.class_ids, 4, 1, &s.weights.text, s.special).unwrap();
     let model = PromptModel {
         learner,
         head: Head::Cosine,

@@ -415,7 +415,7 @@ fn the_tiny_model_runs_the_configured_activation() {
         let VisionConfig::Vit(vit) = &c.vision else {
             panic!("the tiny model is a ViT")
         };
-        (c.text.activation, vit.activation)
+        (c.text.as_clip().unwrap().activation, vit.activation)
     };
     let default = config(dir.path(), &[]);
     assert_eq!(
@@ -468,10 +468,10 @@ fn contexts_start_from_words_as_coop_does() {
 
     let clip = FrozenClip::from_config(Cpu::new(), &config.model).unwrap();
     let text = &clip.weights().text;
-    let width = text.config.width;
+    let width = text.width();
     let want: Vec<f32> = ids
         .iter()
-        .flat_map(|&id| &text.token_embedding[id as usize * width..][..width])
+        .flat_map(|&id| &text.token_embedding()[id as usize * width..][..width])
         .copied()
         .collect();
     assert!(sets.len() >= 3);
@@ -553,6 +553,58 @@ fn the_backbone_is_an_optional_check() {
         message.contains("gelu")
             && message.contains("ViT-B/16")
             && message.contains("4-pixel patches at 24 pixels"),
+        "{message}"
+    );
+}
+
+/// BiomedCLIP trains through the same run as CLIP: the quickstart's digits on the BiomedCLIP
+/// fixture (a BERT text tower, a timm ViT, 16-pixel images), its context started from words
+/// that its own WordPiece vocabulary reads as two tokens (CLIP's would read "x-ray" as three),
+/// and a context too long for the model refused once the model is loaded.
+#[test]
+fn biomedclip_trains_through_the_run() {
+    let path = fixture("biomedclip");
+    let model = format!("model={{ kind = \"clip\", path = {path:?} }}");
+    let words = "chest x";
+    let overrides = [
+        model.as_str(),
+        "prompt.n_ctx=2",
+        "prompt.ctx_init=\"chest x\"",
+        "federation.rounds=2",
+    ];
+    let (global, _, resolved) = round_zero_prompts(&overrides);
+    let clip = FrozenClip::from_config(Cpu::new(), &resolved.model).unwrap();
+    let ids = clip.tokenizer().encode(words);
+    assert_eq!(ids, [44, 31]);
+    let text = &clip.weights().text;
+    let width = text.width();
+    assert_eq!(width, 48);
+    let want: Vec<f32> = ids
+        .iter()
+        .flat_map(|&id| &text.token_embedding()[id as usize * width..][..width])
+        .copied()
+        .collect();
+    assert_eq!(
+        global, want,
+        "the global prompt starts as the words' embeddings"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let rows = mean_rows(config(dir.path(), &overrides));
+    assert_eq!(rows.len(), 2);
+    for row in &rows {
+        assert!(row.train_loss.unwrap().is_finite(), "{row:?}");
+        assert!(row.accuracy.unwrap() >= 0.0);
+    }
+
+    // The model's context is 256 tokens: 253 context vectors leave no room for a name.
+    let dir = tempfile::tempdir().unwrap();
+    let run = start_run(config(dir.path(), &[&model, "prompt.n_ctx=253"])).unwrap();
+    let message = train_run(&run, Cpu::new(), None, &mut Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("prompt.n_ctx is 253") && message.contains("256 tokens"),
         "{message}"
     );
 }

@@ -22,7 +22,7 @@ use fedotp_host::backend::{
 use fedotp_host::clip::{
     bert_text_backward, bert_text_forward, text_backward, text_forward, vision_forward,
     BertActivations, BertConfig, BertLayer, BertTextWeights, ClipConfig, ClipWeights, PromptBatch,
-    SpecialTokens, TextActivations, VisionConfig, VisionWeights,
+    SpecialTokens, TextActivations, TextTower, VisionConfig, VisionWeights,
 };
 use fedotp_host::prompt::{encode_images, Head, OtStopping, PromptLearner, PromptModel};
 
@@ -158,6 +158,7 @@ pub fn run_all(gpu: &Cuda, label: &str) {
     errors_match_the_cpu(gpu, &cpu, &mut report);
     text_tower(gpu, &cpu, &mut report, tol);
     bert_tower(gpu, &cpu, &mut report, tol);
+    bert_prompts(gpu, &cpu, &mut report, tol);
     vision_tower(gpu, &cpu, &mut report, tol);
     ot_plans(gpu, &cpu, &mut report, tol);
     head_ops(gpu, &cpu, &mut report, tol);
@@ -794,8 +795,10 @@ fn errors_match_the_cpu(gpu: &Cuda, cpu: &Cpu, report: &mut Report) {
 /// The tiny CLIP of the tests, with 4 text heads (16-wide) and `act` in both towers.
 fn tiny_weights(seed: u64, act: Activation) -> ClipWeights<Vec<f32>> {
     let mut config = ClipConfig::tiny();
-    config.text.heads = 4;
-    config.text.activation = act;
+    if let Some(text) = config.text.as_clip_mut() {
+        text.heads = 4;
+        text.activation = act;
+    }
     if let VisionConfig::Vit(vit) = &mut config.vision {
         vit.activation = act;
     }
@@ -818,17 +821,20 @@ fn text_tower(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
 
 fn text_tower_with(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances, act: Activation) {
     let weights = tiny_weights(70, act);
-    let text_c = weights
+    let tower_c = weights
         .text
         .clone()
         .try_map(&mut |v| cpu.upload_vec(v))
         .unwrap();
-    let text_g = weights
+    let tower_g = weights
         .text
         .clone()
         .try_map(&mut |v| gpu.upload(&v))
         .unwrap();
-    let width = weights.config.text.width;
+    let (TextTower::Clip(text_c), TextTower::Clip(text_g)) = (&tower_c, &tower_g) else {
+        unreachable!("the tiny CLIP's text tower is CLIP's")
+    };
+    let width = weights.config.text.width();
     let embed = weights.config.embed_dim;
     let prompts = PromptBatch::new(&tiny_classes(), 3, 2, 77, SpecialTokens::CLIP).unwrap();
     let (seq, eot) = (prompts.seq_len(), prompts.eot_positions());
@@ -838,17 +844,17 @@ fn text_tower_with(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances, 
     for (round, seed) in [71u64, 72].into_iter().enumerate() {
         let ctx = uniform(2 * 3 * width, seed, 0.05);
         let d_features = uniform(prompts.len() * embed, seed + 10, 1.0);
-        let emb_c = prompts.embed(cpu, &text_c, &ctx).unwrap();
-        let features_c = text_forward(cpu, &text_c, &emb_c, seq, eot, &mut acts_c).unwrap();
-        let d_emb_c = text_backward(cpu, &text_c, &mut acts_c, &d_features).unwrap();
-        let d_ctx_c = prompts.context_gradient(cpu, &text_c, &d_emb_c).unwrap();
+        let emb_c = prompts.embed(cpu, &tower_c, &ctx).unwrap();
+        let features_c = text_forward(cpu, text_c, &emb_c, seq, eot, &mut acts_c).unwrap();
+        let d_emb_c = text_backward(cpu, text_c, &mut acts_c, &d_features).unwrap();
+        let d_ctx_c = prompts.context_gradient(cpu, &tower_c, &d_emb_c).unwrap();
 
         let ctx_g = gpu.upload(&ctx).unwrap();
-        let emb_g = prompts.embed(gpu, &text_g, &ctx_g).unwrap();
-        let features_g = text_forward(gpu, &text_g, &emb_g, seq, eot, &mut acts_g).unwrap();
+        let emb_g = prompts.embed(gpu, &tower_g, &ctx_g).unwrap();
+        let features_g = text_forward(gpu, text_g, &emb_g, seq, eot, &mut acts_g).unwrap();
         let d_emb_g =
-            text_backward(gpu, &text_g, &mut acts_g, &gpu.upload(&d_features).unwrap()).unwrap();
-        let d_ctx_g = prompts.context_gradient(gpu, &text_g, &d_emb_g).unwrap();
+            text_backward(gpu, text_g, &mut acts_g, &gpu.upload(&d_features).unwrap()).unwrap();
+        let d_ctx_g = prompts.context_gradient(gpu, &tower_g, &d_emb_g).unwrap();
         let run = if round == 0 { "" } else { ", buffers reused" };
         report.compare(
             &format!("text tower ({act}) features{run}"),
@@ -875,6 +881,7 @@ fn tiny_bert(seed: u64) -> BertTextWeights<Vec<f32>> {
         mlp_width: 64,
         max_positions: 16,
         vocab_size: 50,
+        context_length: 16,
         layer_norm_eps: 1e-12,
         embed_dim: 16,
         proj_width: 24,
@@ -964,6 +971,44 @@ fn bert_tower(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
             tol.chain,
         );
     }
+}
+
+/// BERT prompts through the whole learner: classes of three token lengths run as three groups
+/// whose features are put back in prompt order, normalised, and whose context gradients sum
+/// over the groups.
+fn bert_prompts(gpu: &Cuda, cpu: &Cpu, report: &mut Report, tol: Tolerances) {
+    let weights = tiny_bert(95);
+    let tower_c = TextTower::Bert(weights.clone().try_map(&mut |v| cpu.upload_vec(v)).unwrap());
+    let tower_g = TextTower::Bert(weights.try_map(&mut |v| gpu.upload(&v)).unwrap());
+    let special = SpecialTokens { start: 2, end: 3 };
+    let classes = [vec![7, 5], vec![8, 9, 10, 5], vec![11, 5], vec![12, 13, 5]];
+    let (n_ctx, n_sets) = (3, 2);
+    let learner = PromptLearner::from_tokens(&classes, n_ctx, n_sets, &tower_c, special).unwrap();
+    let ctx = uniform(learner.context_len(), 96, 0.05);
+    let rows = n_sets * classes.len();
+    let d_unit = uniform(rows * learner.embed_dim(), 97, 1.0);
+    let mut state_c = learner.state(cpu).unwrap();
+    learner.forward(cpu, &tower_c, &ctx, &mut state_c).unwrap();
+    let d_ctx_c = learner
+        .backward(cpu, &tower_c, &mut state_c, &cpu.upload(&d_unit).unwrap())
+        .unwrap();
+    let mut state_g = learner.state(gpu).unwrap();
+    learner.forward(gpu, &tower_g, &ctx, &mut state_g).unwrap();
+    let d_ctx_g = learner
+        .backward(gpu, &tower_g, &mut state_g, &gpu.upload(&d_unit).unwrap())
+        .unwrap();
+    report.compare(
+        "BERT prompts (3 length groups): unit features",
+        &down(gpu, &state_g.features),
+        &state_c.features,
+        tol.chain,
+    );
+    report.compare(
+        "BERT prompts (3 length groups): context gradient",
+        &d_ctx_g,
+        &d_ctx_c,
+        tol.chain,
+    );
 }
 
 /// Both image towers end to end: the tiny ViT (with each activation, and in timm's form) and
@@ -1518,7 +1563,14 @@ fn local_steps_with(
         tol.chain,
     );
     let model = PromptModel {
-        learner: PromptLearner::from_tokens(&tiny_classes(), n_ctx, n_sets, &weights.text).unwrap(),
+        learner: PromptLearner::from_tokens(
+            &tiny_classes(),
+            n_ctx,
+            n_sets,
+            &weights.text,
+            SpecialTokens::CLIP,
+        )
+        .unwrap(),
         head: Head::Ot {
             params,
             stopping,
@@ -1529,7 +1581,7 @@ fn local_steps_with(
     let image_c = cpu.upload(&features_c.patches).unwrap();
     let image_g = gpu.upload(&features_g.patches).unwrap();
     let (mut ws_c, mut ws_g) = (model.workspace(cpu).unwrap(), model.workspace(gpu).unwrap());
-    let mut ctx_c = uniform(n_sets * n_ctx * config.text.width, 122, 0.02);
+    let mut ctx_c = uniform(n_sets * n_ctx * config.text.width(), 122, 0.02);
     let mut ctx_g = ctx_c.clone();
     let rule = match stopping {
         OtStopping::PerProblem => "",

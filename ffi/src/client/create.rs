@@ -5,7 +5,7 @@ use std::ffi::c_char;
 
 use fedotp_host::backend::Device;
 use fedotp_host::clip::classnames::prompt_name;
-use fedotp_host::clip::tokenizer::Tokenizer;
+use fedotp_host::clip::TextTokenizer;
 use fedotp_host::fed::{Sgd, SgdState};
 use fedotp_host::prompt::OtStopping;
 use fedotp_host::train::{ContextInit, HeadChoice, PromptSetup};
@@ -163,7 +163,7 @@ fn ot_stopping(config: &FedotpClientConfig) -> Result<OtStopping, Failure> {
 /// A non-NULL `config.ctx_init` must point to a NUL-terminated string.
 unsafe fn context_init(
     config: &FedotpClientConfig,
-    tokenizer: &Tokenizer,
+    tokenizer: &TextTokenizer,
 ) -> Result<ContextInit, Failure> {
     if config.ctx_init.is_null() {
         return Ok(ContextInit::Normal { std: 0.02 });
@@ -286,8 +286,8 @@ pub unsafe extern "C" fn fedotp_client_new(
                 config.augment
             )));
         }
-        let width = model.config().text.width;
-        let context_length = model.config().text.context_length;
+        let width = model.config().text.width();
+        let context_length = model.config().text.context_length();
         let n_ctx = config.n_ctx as usize;
         // SOT, the context, at least one class-name token and EOT.
         if n_ctx + 3 > context_length {

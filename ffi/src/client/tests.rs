@@ -29,7 +29,9 @@ use crate::images::{
     FedotpImages,
 };
 use crate::last_error::fedotp_last_error_message;
-use crate::model::{fedotp_model_free, fedotp_model_new_tiny, FedotpModel};
+use crate::model::{
+    fedotp_model_free, fedotp_model_info, fedotp_model_load, fedotp_model_new_tiny, FedotpModel,
+};
 use crate::status::{
     FEDOTP_ERR_INVALID_CONFIG, FEDOTP_ERR_INVALID_UTF8, FEDOTP_ERR_MIXED_IMAGES,
     FEDOTP_ERR_SHAPE_MISMATCH, FEDOTP_OK,
@@ -90,11 +92,21 @@ fn client(model: *const FedotpModel) -> *mut FedotpClient {
 }
 
 /// Trains `client` two epochs on `images`, then predicts them: (loss, accuracy, global
-/// prompt, probabilities).
+/// prompt, probabilities). The prompt is the tiny clients' 4 vectors of 64.
 fn train_and_predict(
     client: *mut FedotpClient,
     images: *const FedotpImages,
     count: usize,
+) -> (f32, f32, Vec<f32>, Vec<f32>) {
+    train_and_predict_sized(client, images, count, (4, 64))
+}
+
+/// [`train_and_predict`] for a prompt of `n_ctx × width` floats.
+fn train_and_predict_sized(
+    client: *mut FedotpClient,
+    images: *const FedotpImages,
+    count: usize,
+    (n_ctx, width): (usize, usize),
 ) -> (f32, f32, Vec<f32>, Vec<f32>) {
     let mut report = FedotpTrainReport {
         loss: 0.0,
@@ -102,7 +114,7 @@ fn train_and_predict(
         steps: 0,
         skipped_steps: 0,
     };
-    let mut prompt = vec![0.0; 4 * 64];
+    let mut prompt = vec![0.0; n_ctx * width];
     let mut probabilities = vec![0.0; count * 3];
     // SAFETY: live handles and buffers of the stated lengths.
     unsafe {
@@ -116,7 +128,7 @@ fn train_and_predict(
             &mut report,
         );
         assert_eq!(status, FEDOTP_OK);
-        let status = fedotp_client_global_prompt(client, prompt.as_mut_ptr(), 4, 64);
+        let status = fedotp_client_global_prompt(client, prompt.as_mut_ptr(), n_ctx, width);
         assert_eq!(status, FEDOTP_OK);
         let status = fedotp_client_predict(
             client,
@@ -236,8 +248,8 @@ fn ctx_init_starts_both_prompts_from_the_words_token_embeddings() {
     let ids = Tokenizer::openai().unwrap().encode(words);
     assert_eq!(ids.len(), 4);
     let weights = ClipWeights::random(&ClipConfig::tiny(), seed).unwrap();
-    let width = weights.config.text.width;
-    let table = &weights.text.token_embedding;
+    let width = weights.config.text.width();
+    let table = weights.text.token_embedding();
     let set: Vec<f32> = ids
         .iter()
         .flat_map(|&id| &table[id as usize * width..][..width])
@@ -427,5 +439,68 @@ fn the_ot_stopping_rule_reaches_the_training() {
         "{message}"
     );
     assert_eq!(fedotp_images_free(images), FEDOTP_OK);
+    assert_eq!(fedotp_model_free(model), FEDOTP_OK);
+}
+
+/// BiomedCLIP through the C functions a hospital's program calls: `fedotp_model_load` on the
+/// hub-layout fixture (a BERT text tower, a timm ViT), its sizes, a client whose context starts
+/// from words its own WordPiece vocabulary reads (`chest` 44, `x` 31), training on 16-pixel
+/// images and predictions that are distributions.
+#[test]
+fn biomedclip_loads_and_trains_a_client() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/tests/fixtures/biomedclip");
+    let path = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
+    let mut model = null_mut();
+    // SAFETY: a NUL-terminated path and a valid out-pointer.
+    let status = unsafe { fedotp_model_load(path.as_ptr(), &mut model) };
+    assert_eq!(status, FEDOTP_OK, "{}", last_error());
+    let mut info = std::mem::MaybeUninit::uninit();
+    // SAFETY: a live model and a valid out-pointer.
+    let status = unsafe { fedotp_model_info(model, info.as_mut_ptr()) };
+    assert_eq!(status, FEDOTP_OK);
+    // SAFETY: written by the call above, which succeeded.
+    let info = unsafe { info.assume_init() };
+    let sizes = (info.image_size, info.image_tokens, info.text_width);
+    assert_eq!(
+        (sizes, info.context_length, info.embed_dim),
+        ((16, 16, 48), 256, 32)
+    );
+
+    let config = FedotpClientConfig {
+        ctx_init: c"chest x".as_ptr(),
+        n_ctx: 2,
+        ..tiny_config()
+    };
+    let (status, client) = new_client(model, &config);
+    assert_eq!(status, FEDOTP_OK, "{}", last_error());
+    let weights = ClipWeights::load(&dir).unwrap();
+    let table = weights.text.token_embedding();
+    let set: Vec<f32> = [44usize, 31]
+        .iter()
+        .flat_map(|&id| &table[id * 48..][..48])
+        .copied()
+        .collect();
+    assert_eq!(context(client), [set.clone(), set.clone()].concat());
+
+    let mut images = null_mut();
+    // SAFETY: a valid out-pointer.
+    assert_eq!(unsafe { fedotp_images_new(&mut images) }, FEDOTP_OK);
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    for label in [0u32, 1, 2, 0, 1, 2] {
+        let mut pixels = vec![0u8; 20 * 20 * 3];
+        rng.fill_bytes(&mut pixels);
+        // SAFETY: a live image set and 20 rows of 60 bytes.
+        let status = unsafe { fedotp_images_add_rgb8(images, pixels.as_ptr(), 20, 20, 60, label) };
+        assert_eq!(status, FEDOTP_OK);
+    }
+    let (loss, _, global, probabilities) = train_and_predict_sized(client, images, 6, (2, 48));
+    assert!(loss.is_finite(), "loss {loss}");
+    assert_ne!(global, set, "the global prompt trained");
+    for row in probabilities.chunks_exact(3) {
+        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5, "{row:?}");
+    }
+    assert_eq!(fedotp_images_free(images), FEDOTP_OK);
+    assert_eq!(fedotp_client_free(client), FEDOTP_OK);
     assert_eq!(fedotp_model_free(model), FEDOTP_OK);
 }

@@ -14,10 +14,9 @@ use safetensors::Dtype;
 
 use crate::{on_device, CliError};
 use fedotp_host::backend::{Backend, Device, OnBackend};
-use fedotp_host::clip::{
-    text_forward, vision_forward, ClipWeights, PromptBatch, SpecialTokens, TextActivations,
-};
+use fedotp_host::clip::{vision_forward, ClipWeights};
 use fedotp_host::data::{list_images, RgbImage};
+use fedotp_host::prompt::PromptLearner;
 use fedotp_host::run::write_atomic;
 use fedotp_host::train::{FrozenClip, TrainError};
 
@@ -277,16 +276,17 @@ impl EncodeJob<'_> {
     }
 }
 
-/// EOT-pooled, projected (not normalised) text embeddings. A text longer than the context holds
-/// is refused, naming its line (CLIP's tokenizer would cut it without a word).
+/// Projected (not normalised) text embeddings, pooled as the text tower pools (CLIP's at the
+/// end-of-text token, BiomedCLIP's at `[CLS]`): prompts without learned context. A text longer
+/// than the context holds is refused, naming its line (the tokenizer would cut it without a
+/// word).
 fn encode_texts<B: Backend>(
     clip: &FrozenClip<B>,
     texts: &[String],
 ) -> Result<Vec<f32>, TrainError> {
     let backend = clip.backend();
     let text = &clip.weights().text;
-    let config = &text.config;
-    let room = config.context_length.saturating_sub(2);
+    let room = text.context_length().saturating_sub(2);
     let mut tokens = Vec::with_capacity(texts.len());
     for (line, t) in texts.iter().enumerate() {
         let ids = clip.tokenizer().encode(t);
@@ -298,30 +298,18 @@ fn encode_texts<B: Backend>(
                 ids.len()
             )));
         }
-        if let Some(&id) = ids.iter().find(|&&id| id as usize >= config.vocab_size) {
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= text.vocab_size()) {
             return Err(TrainError::Invalid(format!(
-                "text on line {}: token {id} is outside the model's vocabulary of {} (the weights were not trained with CLIP's tokenizer)",
+                "text on line {}: token {id} is outside the model's vocabulary of {} (the weights were not trained with this tokenizer)",
                 line + 1,
-                config.vocab_size
+                text.vocab_size()
             )));
         }
         tokens.push(ids);
     }
-    let special = SpecialTokens {
-        start: config.vocab_size.saturating_sub(2) as u32,
-        end: config.vocab_size.saturating_sub(1) as u32,
-    };
-    let batch = PromptBatch::new(&tokens, 0, 1, config.context_length, special)?;
-    let no_context = backend.alloc(0)?;
-    let embeddings = batch.embed(backend, text, &no_context)?;
-    let mut acts = TextActivations::new(backend)?;
-    let features = text_forward(
-        backend,
-        text,
-        &embeddings,
-        batch.seq_len(),
-        batch.eot_positions(),
-        &mut acts,
-    )?;
-    Ok(backend.download(&features, texts.len() * clip.weights().config.embed_dim)?)
+    let special = clip.tokenizer().special_tokens();
+    let prompts = PromptLearner::from_tokens(&tokens, 0, 1, text, special)?;
+    let mut state = prompts.state(backend)?;
+    prompts.forward(backend, text, &[], &mut state)?;
+    Ok(backend.download(&state.raw_features, texts.len() * prompts.embed_dim())?)
 }

@@ -35,14 +35,14 @@ use std::path::Path;
 
 use super::block::{fit, Scratch};
 use super::config::require_positive;
-use super::load::{dim, with_tensor_file};
+use super::load::{dim, with_tensor_file, TensorFile};
 use super::ClipError;
 use crate::backend::{
     Activation, AttentionShape, Backend, BackendError, LayerNorm, Linear, SeqShape,
 };
 
 /// The names of a BERT tower's tensors in an open_clip checkpoint (`HFTextEncoder` as `text`).
-mod names {
+pub(super) mod names {
     pub const WORD: &str = "text.transformer.embeddings.word_embeddings.weight";
     pub const POSITION: &str = "text.transformer.embeddings.position_embeddings.weight";
     pub const TOKEN_TYPE: &str = "text.transformer.embeddings.token_type_embeddings.weight";
@@ -75,6 +75,9 @@ pub struct BertConfig {
     pub max_positions: usize,
     /// Rows of the word-embedding table (`vocab_size`).
     pub vocab_size: usize,
+    /// The most tokens a text may have, `[CLS]` and `[SEP]` included: the tokenizer's length
+    /// (open_clip's `context_length`, 256 for BiomedCLIP), at most `max_positions`.
+    pub context_length: usize,
     /// Every LayerNorm's eps (`layer_norm_eps`, 1e-12 for BERT).
     pub layer_norm_eps: f32,
     /// Width of the joint image-text space (the projection's output).
@@ -94,6 +97,7 @@ impl BertConfig {
             ("BERT mlp_width", self.mlp_width),
             ("BERT max_positions", self.max_positions),
             ("BERT vocab_size", self.vocab_size),
+            ("BERT context_length", self.context_length),
             ("BERT embed_dim", self.embed_dim),
             ("BERT proj_width", self.proj_width),
         ])?;
@@ -103,6 +107,12 @@ impl BertConfig {
                 self.width, self.heads
             )));
         }
+        if self.context_length > self.max_positions {
+            return Err(ClipError::InvalidConfig(format!(
+                "BERT context_length {} exceeds its {} position embeddings",
+                self.context_length, self.max_positions
+            )));
+        }
         if !(self.layer_norm_eps > 0.0 && self.layer_norm_eps.is_finite()) {
             return Err(ClipError::InvalidConfig(format!(
                 "BERT layer_norm_eps {} is not a positive number",
@@ -110,6 +120,27 @@ impl BertConfig {
             )));
         }
         Ok(())
+    }
+}
+
+impl BertConfig {
+    /// Number of weights the tower holds (token type 0's embedding folded into the positions,
+    /// BERT's unused pooler left out), `None` when the count overflows `u64`.
+    pub fn parameters(&self) -> Option<u64> {
+        use super::config::{block_parameters, mul, sum};
+        let width = self.width as u64;
+        let proj = self.proj_width as u64;
+        sum(&[
+            mul(&[self.vocab_size as u64, width])?,
+            mul(&[self.max_positions as u64, width])?,
+            mul(&[2, width])?,
+            mul(&[
+                self.layers as u64,
+                block_parameters(width, self.mlp_width as u64)?,
+            ])?,
+            mul(&[proj, width])?,
+            mul(&[self.embed_dim as u64, proj])?,
+        ])
     }
 }
 
@@ -211,83 +242,90 @@ impl BertTextWeights<Vec<f32>> {
         layer_norm_eps: f32,
     ) -> Result<Self, ClipError> {
         with_tensor_file(path.as_ref(), |file| {
-            let (vocab_size, width) =
-                (dim(file, names::WORD, 2, 0)?, dim(file, names::WORD, 2, 1)?);
-            let layer = |i: usize, part: &str| format!("{}.{i}.{part}", names::LAYERS);
-            let proj_width = dim(file, names::PROJ_FC, 2, 0)?;
-            let config = BertConfig {
-                width,
-                heads,
-                layers: file.count_blocks(names::LAYERS, "attention.self.query.weight"),
-                mlp_width: dim(file, &layer(0, "intermediate.dense.weight"), 2, 0)?,
-                max_positions: dim(file, names::POSITION, 2, 0)?,
-                vocab_size,
-                layer_norm_eps,
-                embed_dim: dim(file, names::PROJ_OUT, 2, 0)?,
-                proj_width,
-            };
-            config.validate()?;
-            let eps = layer_norm_eps;
-            let types = dim(file, names::TOKEN_TYPE, 2, 0)?.max(1);
-            let token_types = file.read(names::TOKEN_TYPE, &[types, width])?;
-            let mut position_embedding =
-                file.read(names::POSITION, &[config.max_positions, width])?;
-            for row in position_embedding.chunks_exact_mut(width) {
-                for (p, t) in row.iter_mut().zip(&token_types[..width]) {
-                    *p += t;
-                }
-            }
-            let layers = (0..config.layers)
-                .map(|i| {
-                    Ok(BertLayer {
-                        attn_qkv: file.fused_qkv(
-                            &layer(i, "attention.self"),
-                            ["query", "key", "value"],
-                            width,
-                        )?,
-                        attn_out: file.linear(&layer(i, "attention.output.dense"), width, width)?,
-                        attn_ln: file.layer_norm(
-                            &layer(i, "attention.output.LayerNorm"),
-                            width,
-                            eps,
-                        )?,
-                        mlp_fc: file.linear(
-                            &layer(i, "intermediate.dense"),
-                            width,
-                            config.mlp_width,
-                        )?,
-                        mlp_out: file.linear(&layer(i, "output.dense"), config.mlp_width, width)?,
-                        mlp_ln: file.layer_norm(&layer(i, "output.LayerNorm"), width, eps)?,
-                    })
-                })
-                .collect::<Result<_, ClipError>>()?;
-            let no_bias = |weight, n_in, n_out| Linear {
-                weight,
-                bias: None,
-                in_features: n_in,
-                out_features: n_out,
-            };
-            let weights = BertTextWeights {
-                word_embedding: file.read(names::WORD, &[vocab_size, width])?,
-                position_embedding,
-                embedding_ln: file.layer_norm(names::EMBEDDING_LN, width, eps)?,
-                layers,
-                proj_fc: no_bias(
-                    file.read(names::PROJ_FC, &[proj_width, width])?,
-                    width,
-                    proj_width,
-                ),
-                proj_out: no_bias(
-                    file.read(names::PROJ_OUT, &[config.embed_dim, proj_width])?,
-                    proj_width,
-                    config.embed_dim,
-                ),
-                config,
-            };
-            file.finish_where(|name| name.starts_with("text.") && !names::UNUSED.contains(&name))?;
+            let weights = read_bert(file, heads, layer_norm_eps)?;
+            file.finish_where(|name| name.starts_with("text.") && !is_unused_bert_tensor(name))?;
             Ok(weights)
         })
     }
+}
+
+/// Whether `name` is a `text.*` tensor of an open_clip BERT checkpoint that the tower does not
+/// use ([`names::UNUSED`]).
+pub(super) fn is_unused_bert_tensor(name: &str) -> bool {
+    names::UNUSED.contains(&name)
+}
+
+/// Reads every `text.*` tensor of `file`'s BERT tower (see [`BertTextWeights::load`]).
+pub(super) fn read_bert(
+    file: &mut TensorFile,
+    heads: usize,
+    layer_norm_eps: f32,
+) -> Result<BertTextWeights<Vec<f32>>, ClipError> {
+    let (vocab_size, width) = (dim(file, names::WORD, 2, 0)?, dim(file, names::WORD, 2, 1)?);
+    let layer = |i: usize, part: &str| format!("{}.{i}.{part}", names::LAYERS);
+    let proj_width = dim(file, names::PROJ_FC, 2, 0)?;
+    let config = BertConfig {
+        width,
+        heads,
+        layers: file.count_blocks(names::LAYERS, "attention.self.query.weight"),
+        mlp_width: dim(file, &layer(0, "intermediate.dense.weight"), 2, 0)?,
+        max_positions: dim(file, names::POSITION, 2, 0)?,
+        vocab_size,
+        context_length: dim(file, names::POSITION, 2, 0)?,
+        layer_norm_eps,
+        embed_dim: dim(file, names::PROJ_OUT, 2, 0)?,
+        proj_width,
+    };
+    config.validate()?;
+    let eps = layer_norm_eps;
+    let types = dim(file, names::TOKEN_TYPE, 2, 0)?.max(1);
+    let token_types = file.read(names::TOKEN_TYPE, &[types, width])?;
+    let mut position_embedding = file.read(names::POSITION, &[config.max_positions, width])?;
+    for row in position_embedding.chunks_exact_mut(width) {
+        for (p, t) in row.iter_mut().zip(&token_types[..width]) {
+            *p += t;
+        }
+    }
+    let layers = (0..config.layers)
+        .map(|i| {
+            Ok(BertLayer {
+                attn_qkv: file.fused_qkv(
+                    &layer(i, "attention.self"),
+                    ["query", "key", "value"],
+                    width,
+                )?,
+                attn_out: file.linear(&layer(i, "attention.output.dense"), width, width)?,
+                attn_ln: file.layer_norm(&layer(i, "attention.output.LayerNorm"), width, eps)?,
+                mlp_fc: file.linear(&layer(i, "intermediate.dense"), width, config.mlp_width)?,
+                mlp_out: file.linear(&layer(i, "output.dense"), config.mlp_width, width)?,
+                mlp_ln: file.layer_norm(&layer(i, "output.LayerNorm"), width, eps)?,
+            })
+        })
+        .collect::<Result<_, ClipError>>()?;
+    let no_bias = |weight, n_in, n_out| Linear {
+        weight,
+        bias: None,
+        in_features: n_in,
+        out_features: n_out,
+    };
+    let weights = BertTextWeights {
+        word_embedding: file.read(names::WORD, &[vocab_size, width])?,
+        position_embedding,
+        embedding_ln: file.layer_norm(names::EMBEDDING_LN, width, eps)?,
+        layers,
+        proj_fc: no_bias(
+            file.read(names::PROJ_FC, &[proj_width, width])?,
+            width,
+            proj_width,
+        ),
+        proj_out: no_bias(
+            file.read(names::PROJ_OUT, &[config.embed_dim, proj_width])?,
+            proj_width,
+            config.embed_dim,
+        ),
+        config,
+    };
+    Ok(weights)
 }
 
 /// What one layer's input-gradient backward needs from its forward pass.

@@ -1,7 +1,7 @@
 //! CLIP architecture descriptions: the text transformer, the vision tower and the shared
 //! embedding width.
 
-use super::ClipError;
+use super::{BertConfig, ClipError};
 use crate::backend::Activation;
 use crate::data::{Geometry, Interpolation, Normalize, Transform};
 use crate::memory::{f32_bytes, MemoryEstimate};
@@ -52,6 +52,24 @@ pub struct VitConfig {
     pub layer_norm_eps: f32,
     /// The MLP's activation.
     pub activation: Activation,
+    /// Which of CLIP's and timm's variants of the ViT layout it has.
+    pub style: VitStyle,
+}
+
+/// The two ViT layouts: CLIP's and timm's (BiomedCLIP's image tower). They differ only in which
+/// layers carry parameters, so one forward pass runs both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VitStyle {
+    /// CLIP's: a LayerNorm before the blocks (`ln_pre`), no bias on the patch convolution or on
+    /// the projection.
+    Clip,
+    /// timm's, as open_clip's `TimmModel` wraps it: no LayerNorm before the blocks, a bias on
+    /// the patch convolution, and one on the projection when `projection_bias`
+    /// (open_clip's `timm_proj_bias`).
+    Timm {
+        /// Whether the projection into the joint space has a bias.
+        projection_bias: bool,
+    },
 }
 
 impl VitConfig {
@@ -198,13 +216,66 @@ impl VisionConfig {
     }
 }
 
+/// The text tower's architecture, one variant per kind of tower.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum TextTowerConfig {
+    /// CLIP's causal transformer, pooled at the end-of-text token.
+    Clip(TextConfig),
+    /// A BERT encoder pooled at `[CLS]` with open_clip's MLP projection (BiomedCLIP's).
+    Bert(BertConfig),
+}
+
+impl TextTowerConfig {
+    /// Width of the token embeddings, which is the width of each learned context vector.
+    pub fn width(&self) -> usize {
+        match self {
+            TextTowerConfig::Clip(text) => text.width,
+            TextTowerConfig::Bert(bert) => bert.width,
+        }
+    }
+
+    /// Rows of the token-embedding table.
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            TextTowerConfig::Clip(text) => text.vocab_size,
+            TextTowerConfig::Bert(bert) => bert.vocab_size,
+        }
+    }
+
+    /// The most tokens a text may have, start and end tokens included (77 for CLIP, 256 for
+    /// BiomedCLIP).
+    pub fn context_length(&self) -> usize {
+        match self {
+            TextTowerConfig::Clip(text) => text.context_length,
+            TextTowerConfig::Bert(bert) => bert.context_length,
+        }
+    }
+
+    /// CLIP's text configuration, `None` for a BERT tower.
+    pub fn as_clip(&self) -> Option<&TextConfig> {
+        match self {
+            TextTowerConfig::Clip(text) => Some(text),
+            TextTowerConfig::Bert(_) => None,
+        }
+    }
+
+    /// CLIP's text configuration to change, `None` for a BERT tower.
+    pub fn as_clip_mut(&mut self) -> Option<&mut TextConfig> {
+        match self {
+            TextTowerConfig::Clip(text) => Some(text),
+            TextTowerConfig::Bert(_) => None,
+        }
+    }
+}
+
 /// A whole CLIP model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClipConfig {
     /// Width of the joint image–text embedding space.
     pub embed_dim: usize,
     /// The text tower.
-    pub text: TextConfig,
+    pub text: TextTowerConfig,
     /// The image tower.
     pub vision: VisionConfig,
     /// The per-channel statistics the model's images were normalised with in training: its
@@ -284,7 +355,7 @@ impl ClipConfig {
     fn vit_b(patch_size: usize) -> Self {
         ClipConfig {
             embed_dim: 512,
-            text: TextConfig::clip_base(),
+            text: TextTowerConfig::Clip(TextConfig::clip_base()),
             vision: VisionConfig::Vit(VitConfig {
                 image_size: 224,
                 patch_size,
@@ -294,6 +365,7 @@ impl ClipConfig {
                 mlp_width: 3072,
                 layer_norm_eps: CLIP_LAYER_NORM_EPS,
                 activation: Activation::QuickGelu,
+                style: VitStyle::Clip,
             }),
             image_stats: Normalize::CLIP,
             image_resize: ImageResize::CLIP,
@@ -314,7 +386,7 @@ impl ClipConfig {
     fn resnet(embed_dim: usize, image_size: usize, width: usize, layers: [usize; 4]) -> Self {
         ClipConfig {
             embed_dim,
-            text: TextConfig::clip_base(),
+            text: TextTowerConfig::Clip(TextConfig::clip_base()),
             vision: VisionConfig::ResNet(ResNetConfig {
                 image_size,
                 width,
@@ -361,7 +433,7 @@ impl ClipConfig {
     pub fn tiny() -> Self {
         ClipConfig {
             embed_dim: 32,
-            text: TextConfig {
+            text: TextTowerConfig::Clip(TextConfig {
                 vocab_size: 49_408,
                 context_length: 77,
                 width: 64,
@@ -370,7 +442,7 @@ impl ClipConfig {
                 mlp_width: 256,
                 layer_norm_eps: CLIP_LAYER_NORM_EPS,
                 activation: Activation::QuickGelu,
-            },
+            }),
             vision: VisionConfig::Vit(VitConfig {
                 image_size: 32,
                 patch_size: 8,
@@ -380,6 +452,7 @@ impl ClipConfig {
                 mlp_width: 256,
                 layer_norm_eps: CLIP_LAYER_NORM_EPS,
                 activation: Activation::QuickGelu,
+                style: VitStyle::Clip,
             }),
             image_stats: Normalize::CLIP,
             image_resize: ImageResize::CLIP,
@@ -393,26 +466,38 @@ impl ClipConfig {
     ///
     /// let mut config = ClipConfig::tiny();
     /// assert!(config.validate().is_ok());
-    /// config.text.heads = 3; // 64 is not divisible by 3
+    /// config.text.as_clip_mut().unwrap().heads = 3; // 64 is not divisible by 3
     /// assert!(config.validate().is_err());
     /// ```
     pub fn validate(&self) -> Result<(), ClipError> {
         let bad = |what: String| Err(ClipError::InvalidConfig(what));
-        let text = &self.text;
-        let positive = [
-            ("embed_dim", self.embed_dim),
-            ("text.vocab_size", text.vocab_size),
-            ("text.context_length", text.context_length),
-            ("text.width", text.width),
-            ("text.heads", text.heads),
-            ("text.mlp_width", text.mlp_width),
-        ];
-        require_positive(&positive)?;
-        if !text.width.is_multiple_of(text.heads) {
-            return bad(format!(
-                "text.width {} is not divisible by text.heads {}",
-                text.width, text.heads
-            ));
+        require_positive(&[("embed_dim", self.embed_dim)])?;
+        match &self.text {
+            TextTowerConfig::Clip(text) => {
+                let positive = [
+                    ("text.vocab_size", text.vocab_size),
+                    ("text.context_length", text.context_length),
+                    ("text.width", text.width),
+                    ("text.heads", text.heads),
+                    ("text.mlp_width", text.mlp_width),
+                ];
+                require_positive(&positive)?;
+                if !text.width.is_multiple_of(text.heads) {
+                    return bad(format!(
+                        "text.width {} is not divisible by text.heads {}",
+                        text.width, text.heads
+                    ));
+                }
+            }
+            TextTowerConfig::Bert(bert) => {
+                bert.validate()?;
+                if bert.embed_dim != self.embed_dim {
+                    return bad(format!(
+                        "the BERT tower projects to {} values, the image tower to embed_dim {}",
+                        bert.embed_dim, self.embed_dim
+                    ));
+                }
+            }
         }
         match &self.vision {
             VisionConfig::Vit(vit) => {
@@ -497,28 +582,42 @@ impl ClipConfig {
     /// assert_eq!(ClipConfig::vit_b_16().parameters(), Some(149_620_736));
     /// ```
     pub fn parameters(&self) -> Option<u64> {
-        let text = &self.text;
-        let (width, embed) = (text.width as u64, self.embed_dim as u64);
-        let text_params = sum(&[
-            mul(&[text.vocab_size as u64, width])?,
-            mul(&[text.context_length as u64, width])?,
-            mul(&[
-                text.layers as u64,
-                block_parameters(width, text.mlp_width as u64)?,
-            ])?,
-            mul(&[2, width])?,
-            mul(&[width, embed])?,
-        ])?;
+        let embed = self.embed_dim as u64;
+        let text_params = match &self.text {
+            TextTowerConfig::Clip(text) => {
+                let width = text.width as u64;
+                sum(&[
+                    mul(&[text.vocab_size as u64, width])?,
+                    mul(&[text.context_length as u64, width])?,
+                    mul(&[
+                        text.layers as u64,
+                        block_parameters(width, text.mlp_width as u64)?,
+                    ])?,
+                    mul(&[2, width])?,
+                    mul(&[width, embed])?,
+                ])?
+            }
+            TextTowerConfig::Bert(bert) => bert.parameters()?,
+        };
         let vision_params = match &self.vision {
             VisionConfig::Vit(vit) => {
                 let width = vit.width as u64;
                 let patch_len = mul(&[3, vit.patch_size as u64, vit.patch_size as u64])?;
                 let grid = (vit.image_size / vit.patch_size) as u64;
+                // Per style: the pre-norm's two vectors (CLIP), or the patch bias and perhaps a
+                // projection bias (timm).
+                let style_params = match vit.style {
+                    VitStyle::Clip => mul(&[2, width])?,
+                    VitStyle::Timm { projection_bias } => {
+                        width.checked_add(if projection_bias { embed } else { 0 })?
+                    }
+                };
                 sum(&[
                     mul(&[patch_len, width])?,
                     width,
                     mul(&[grid, grid, width])?.checked_add(width)?,
-                    mul(&[4, width])?,
+                    mul(&[2, width])?,
+                    style_params,
                     mul(&[
                         vit.layers as u64,
                         block_parameters(width, vit.mlp_width as u64)?,
@@ -533,18 +632,18 @@ impl ClipConfig {
 }
 
 /// `Σ values`, `None` on overflow.
-fn sum(values: &[u64]) -> Option<u64> {
+pub(super) fn sum(values: &[u64]) -> Option<u64> {
     values.iter().try_fold(0u64, |acc, &v| acc.checked_add(v))
 }
 
 /// `Π values`, `None` on overflow.
-fn mul(values: &[u64]) -> Option<u64> {
+pub(super) fn mul(values: &[u64]) -> Option<u64> {
     values.iter().try_fold(1u64, |acc, &v| acc.checked_mul(v))
 }
 
 /// A transformer block: two layer norms, the fused QKV and output projections and the MLP,
 /// all with biases.
-fn block_parameters(width: u64, mlp_width: u64) -> Option<u64> {
+pub(super) fn block_parameters(width: u64, mlp_width: u64) -> Option<u64> {
     sum(&[
         mul(&[4, width])?,
         mul(&[3, width, width])?.checked_add(mul(&[3, width])?)?,

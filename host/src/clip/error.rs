@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use super::tokenizer::TokenizerError;
+use super::wordpiece::WordPieceError;
 use crate::backend::BackendError;
 use crate::memory::MemoryError;
 
@@ -106,4 +108,10 @@ pub enum ClipError {
     /// A backend operation failed.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// CLIP's BPE tokenizer could not be built.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    /// A model's WordPiece vocabulary could not be read.
+    #[error(transparent)]
+    WordPiece(#[from] WordPieceError),
 }

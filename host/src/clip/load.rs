@@ -12,8 +12,8 @@
 //! `visual.attnpool.*` tensors; the ResNet exists only in the OpenAI / open_clip layout, as
 //! Hugging Face's `CLIPModel` has no ResNet tower.
 //!
-//! open_clip's timm image tower (BiomedCLIP's) is read on its own, with this module's
-//! [`TensorFile`], by [`VitWeights::load_open_clip_timm`] (`timm.rs`).
+//! A file whose text tower is BERT is BiomedCLIP's layout, read by `biomedclip.rs` with this
+//! module's [`TensorFile`] (its towers by `bert.rs` and `timm.rs`).
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -23,11 +23,12 @@ use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
 
+use super::biomedclip::{is_biomedclip, read_biomedclip};
 use super::{
     AttentionPool, Bottleneck, ClipConfig, ClipError, ClipWeights, ConvNorm, ImageResize,
-    ResNetConfig, ResNetWeights, ResidualBlock, TextConfig, TextWeights, VisionConfig,
-    VisionWeights, VitConfig, VitWeights, CLIP_BATCH_NORM_EPS, CLIP_HEAD_WIDTH,
-    CLIP_LAYER_NORM_EPS,
+    ResNetConfig, ResNetWeights, ResidualBlock, TextConfig, TextTower, TextTowerConfig,
+    TextWeights, VisionConfig, VisionWeights, VitConfig, VitStyle, VitWeights, CLIP_BATCH_NORM_EPS,
+    CLIP_HEAD_WIDTH, CLIP_LAYER_NORM_EPS,
 };
 use crate::backend::{Activation, BatchNorm, Conv2d, LayerNorm, Linear};
 use crate::data::{Geometry, Interpolation, Normalize};
@@ -56,10 +57,18 @@ impl ClipWeights<Vec<f32>> {
     /// The image tower is a ViT (either layout) or a ModifiedResNet (RN50 family, OpenAI /
     /// open_clip layout only: Hugging Face's `CLIPModel` has no ResNet tower, and a
     /// Hugging Face-layout file with ResNet tensors gives [`ClipError::Unsupported`]).
+    ///
+    /// BiomedCLIP (a BERT text tower and a timm ViT, open_clip's hub layout) loads from a
+    /// directory holding `open_clip_model.safetensors`, `open_clip_config.json` and, optionally,
+    /// the text model's `config.json`; its tokenizer reads the directory's `vocab.txt`
+    /// ([`super::TextTokenizer::for_model`]).
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ClipError> {
         let file_path = resolve_weights(path.as_ref())?;
         let dir = file_path.parent().unwrap_or(Path::new("."));
         with_tensor_file(&file_path, |file| {
+            if is_biomedclip(file) {
+                return read_biomedclip(file, dir);
+            }
             let layout = Layout::detect(file)?;
             let config = layout.config(file, dir)?;
             config.validate()?;
@@ -480,7 +489,9 @@ impl Layout {
                 }
             }
         }
-        check_heads_known(file.path, "text", config.text.width, config.text.heads)?;
+        if let Some(text) = config.text.as_clip() {
+            check_heads_known(file.path, "text", text.width, text.heads)?;
+        }
         match &config.vision {
             VisionConfig::Vit(vit) => check_heads_known(file.path, "vision", vit.width, vit.heads)?,
             VisionConfig::ResNet(resnet) => check_heads_known(
@@ -515,7 +526,11 @@ impl Layout {
                 })
             };
 
-        let t = &config.text;
+        let TextTowerConfig::Clip(t) = &config.text else {
+            return Err(ClipError::InvalidConfig(
+                "CLIP's layouts hold CLIP's text tower, not a BERT one".into(),
+            ));
+        };
         let text = TextWeights {
             token_embedding: file.read(names.token_embedding, &[t.vocab_size, t.width])?,
             position_embedding: file.read(names.text_position, &[t.context_length, t.width])?,
@@ -569,7 +584,7 @@ impl Layout {
         let logit_scale = file.read("logit_scale", &[])?[0];
         Ok(ClipWeights {
             config,
-            text,
+            text: TextTower::Clip(text),
             vision,
             logit_scale,
         })
@@ -829,7 +844,7 @@ fn infer_config(names: &Names, file: &TensorFile) -> Result<ClipConfig, ClipErro
     if file.has(resnet_names::POOL_POSITIONS) {
         return Ok(ClipConfig {
             embed_dim,
-            text,
+            text: TextTowerConfig::Clip(text),
             vision: VisionConfig::ResNet(infer_resnet(file)?),
             image_stats: Normalize::CLIP,
             image_resize: ImageResize::CLIP,
@@ -850,10 +865,11 @@ fn infer_config(names: &Names, file: &TensorFile) -> Result<ClipConfig, ClipErro
         layer_norm_eps: CLIP_LAYER_NORM_EPS,
         // OpenAI's; a configuration file next to the weights may say otherwise.
         activation: Activation::QuickGelu,
+        style: VitStyle::Clip,
     };
     Ok(ClipConfig {
         embed_dim,
-        text,
+        text: TextTowerConfig::Clip(text),
         vision: VisionConfig::Vit(vit),
         // OpenAI's; a configuration file next to the weights may say otherwise.
         image_stats: Normalize::CLIP,
@@ -861,7 +877,7 @@ fn infer_config(names: &Names, file: &TensorFile) -> Result<ClipConfig, ClipErro
     })
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ClipError> {
+pub(super) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ClipError> {
     let text = std::fs::read_to_string(path).map_err(|source| ClipError::Io {
         path: path.to_path_buf(),
         source,
@@ -913,7 +929,7 @@ impl HfTower {
 
 /// Whether the configuration file `path` is there; something else in its place (a directory)
 /// is an error, not a file to ignore.
-fn config_file_exists(path: &Path) -> Result<bool, ClipError> {
+pub(super) fn config_file_exists(path: &Path) -> Result<bool, ClipError> {
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_file() => Ok(true),
         Ok(_) => Err(ClipError::Config {
@@ -946,8 +962,7 @@ fn apply_hf_config(config: &mut ClipConfig, path: &Path) -> Result<(), ClipError
     if let Some(d) = hf.projection_dim {
         config.embed_dim = d;
     }
-    if let Some(t) = hf.text_config {
-        let c = &mut config.text;
+    if let (Some(t), Some(c)) = (hf.text_config, config.text.as_clip_mut()) {
         c.activation = t.activation(path, "text_config")?;
         c.width = t.hidden_size.unwrap_or(c.width);
         c.mlp_width = t.intermediate_size.unwrap_or(c.mlp_width);
@@ -984,7 +999,7 @@ struct OpenClipFile {
 /// open_clip's image preprocessing (`PreprocessCfg`): the evaluation transform is the resize
 /// (`resize_mode`, `interpolation`, `fill_color`) to `size`, then the normalisation.
 #[derive(Deserialize)]
-struct OpenClipPreprocess {
+pub(super) struct OpenClipPreprocess {
     size: Option<serde_json::Value>,
     mean: Option<Vec<f64>>,
     std: Option<Vec<f64>>,
@@ -1024,6 +1039,17 @@ fn apply_hf_preprocessor(config: &mut ClipConfig, path: &Path) -> Result<(), Cli
         ("image_mean", file.image_mean),
         ("image_std", file.image_std),
     )
+}
+
+/// Sets the image resize and statistics from open_clip's `preprocess_cfg` (in `path`).
+pub(super) fn apply_open_clip_preprocess(
+    config: &mut ClipConfig,
+    path: &Path,
+    preprocess: OpenClipPreprocess,
+) -> Result<(), ClipError> {
+    apply_open_clip_resize(config, path, &preprocess)?;
+    let mean = ("preprocess_cfg.mean", preprocess.mean);
+    apply_image_stats(config, path, mean, ("preprocess_cfg.std", preprocess.std))
 }
 
 /// Sets `config.image_resize` (and checks `size`) from open_clip's `preprocess_cfg`; an absent
@@ -1148,9 +1174,7 @@ struct OpenClipTower {
 fn apply_open_clip_config(config: &mut ClipConfig, path: &Path) -> Result<(), ClipError> {
     let cfg: OpenClipFile = read_json(path)?;
     if let Some(preprocess) = cfg.preprocess_cfg {
-        apply_open_clip_resize(config, path, &preprocess)?;
-        let mean = ("preprocess_cfg.mean", preprocess.mean);
-        apply_image_stats(config, path, mean, ("preprocess_cfg.std", preprocess.std))?;
+        apply_open_clip_preprocess(config, path, preprocess)?;
     }
     // open_clip builds nn.GELU unless `quick_gelu` is set (OpenAI's weights set it).
     let activation = if cfg.model_cfg.quick_gelu == Some(true) {
@@ -1158,14 +1182,15 @@ fn apply_open_clip_config(config: &mut ClipConfig, path: &Path) -> Result<(), Cl
     } else {
         Activation::Gelu
     };
-    config.text.activation = activation;
     if let VisionConfig::Vit(c) = &mut config.vision {
         c.activation = activation;
     }
-    if let Some(t) = cfg.model_cfg.text_cfg {
-        let heads = t.heads.unwrap_or(OPEN_CLIP_TEXT_HEADS);
-        config.text.heads =
-            config_heads(path, "model_cfg.text_cfg.heads", heads, config.text.width)?;
+    if let Some(text) = config.text.as_clip_mut() {
+        text.activation = activation;
+        if let Some(t) = cfg.model_cfg.text_cfg {
+            let heads = t.heads.unwrap_or(OPEN_CLIP_TEXT_HEADS);
+            text.heads = config_heads(path, "model_cfg.text_cfg.heads", heads, text.width)?;
+        }
     }
     if let Some(v) = cfg.model_cfg.vision_cfg {
         let head_width = v.head_width.unwrap_or(CLIP_HEAD_WIDTH);

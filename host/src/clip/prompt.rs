@@ -1,7 +1,7 @@
 //! Prompt assembly for prompt learning: `[SOT] ctx_1 … ctx_n {class tokens} [EOT]` as token
 //! embeddings, with learned context rows spliced in, and the reverse mapping of gradients.
 
-use super::{ClipError, TextWeights};
+use super::{ClipError, TextTower};
 use crate::backend::{Backend, PromptShape};
 
 /// CLIP's start-of-text token id.
@@ -36,12 +36,13 @@ impl SpecialTokens {
 /// use fedotp_host::backend::{Backend, Cpu};
 /// use fedotp_host::clip::{
 ///     text_backward, text_forward, ClipConfig, ClipWeights, PromptBatch, SpecialTokens,
-///     TextActivations,
+///     TextActivations, TextTower,
 /// };
 ///
 /// let cpu = Cpu::new();
 /// let weights = ClipWeights::random(&ClipConfig::tiny(), 0)?.to_backend(&cpu)?;
-/// let width = weights.config.text.width;
+/// let TextTower::Clip(text) = &weights.text else { unreachable!("the tiny CLIP's") };
+/// let width = text.config.width;
 /// // Two classes ("dog." and "sea lion.") and two context sets (global, local) of 4 rows.
 /// let classes = vec![vec![1929, 269], vec![2102, 5867, 269]];
 /// let prompts = PromptBatch::new(&classes, 4, 2, 77, SpecialTokens::CLIP)?;
@@ -51,10 +52,10 @@ impl SpecialTokens {
 /// let embeddings = prompts.embed(&cpu, &weights.text, &ctx)?;
 /// let mut acts = TextActivations::new(&cpu)?;
 /// let features = text_forward(
-///     &cpu, &weights.text, &embeddings, prompts.seq_len(), prompts.eot_positions(), &mut acts,
+///     &cpu, text, &embeddings, prompts.seq_len(), prompts.eot_positions(), &mut acts,
 /// )?;
 /// let d_features = cpu.upload(&vec![1.0; features.len()])?;
-/// let d_embeddings = text_backward(&cpu, &weights.text, &mut acts, &d_features)?;
+/// let d_embeddings = text_backward(&cpu, text, &mut acts, &d_features)?;
 /// let d_ctx = prompts.context_gradient(&cpu, &weights.text, &d_embeddings)?;
 /// assert_eq!(d_ctx.len(), 2 * 4 * width);
 /// # Ok::<(), fedotp_host::clip::ClipError>(())
@@ -163,14 +164,14 @@ impl PromptBatch {
     pub fn embed<B: Backend>(
         &self,
         backend: &B,
-        text: &TextWeights<B::Buf>,
+        text: &TextTower<B::Buf>,
         ctx: &B::Buf,
     ) -> Result<B::Buf, ClipError> {
-        let shape = self.shape(text.config.width);
+        let shape = self.shape(text.width());
         let mut out = backend.alloc(shape.batch * shape.seq * shape.width)?;
         backend.prompt_embed(
             &mut out,
-            &text.token_embedding,
+            text.token_embedding(),
             &self.ids,
             ctx,
             &self.sets,
@@ -185,10 +186,10 @@ impl PromptBatch {
     pub fn context_gradient<B: Backend>(
         &self,
         backend: &B,
-        text: &TextWeights<B::Buf>,
+        text: &TextTower<B::Buf>,
         d_embeddings: &B::Buf,
     ) -> Result<B::Buf, ClipError> {
-        let width = text.config.width;
+        let width = text.width();
         let shape = self.shape(width);
         let mut d_ctx = backend.alloc(self.n_sets * self.n_ctx * width)?;
         backend.prompt_embed_backward(&mut d_ctx, d_embeddings, &self.sets, shape)?;

@@ -144,15 +144,16 @@ fn check_embeddings<B: Backend>(
 ///
 /// ```
 /// use fedotp_host::backend::{Backend, Cpu};
-/// use fedotp_host::clip::{text_forward, ClipConfig, ClipWeights, TextActivations};
+/// use fedotp_host::clip::{text_forward, ClipConfig, ClipWeights, TextActivations, TextTower};
 ///
 /// let cpu = Cpu::new();
 /// let weights = ClipWeights::random(&ClipConfig::tiny(), 0)?.to_backend(&cpu)?;
-/// let width = weights.config.text.width;
+/// let TextTower::Clip(text) = &weights.text else { unreachable!("the tiny CLIP's") };
+/// let width = text.config.width;
 /// // Two sequences of 5 tokens, EOT at positions 3 and 4.
 /// let embeddings = cpu.upload(&vec![0.01; 2 * 5 * width])?;
 /// let mut acts = TextActivations::new(&cpu)?;
-/// let features = text_forward(&cpu, &weights.text, &embeddings, 5, &[3, 4], &mut acts)?;
+/// let features = text_forward(&cpu, text, &embeddings, 5, &[3, 4], &mut acts)?;
 /// assert_eq!(features.len(), 2 * weights.config.embed_dim);
 /// # Ok::<(), fedotp_host::clip::ClipError>(())
 /// ```

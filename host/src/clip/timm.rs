@@ -19,7 +19,7 @@
 use std::path::Path;
 
 use super::load::{dim, resolve_weights, square_grid, with_tensor_file, TensorFile};
-use super::{ClipError, ResidualBlock, VitConfig, VitWeights};
+use super::{ClipError, ResidualBlock, VitConfig, VitStyle, VitWeights};
 use crate::backend::{Activation, Linear};
 
 /// The LayerNorm epsilon of timm's ViTs (timm's `LayerNorm` default).
@@ -74,8 +74,7 @@ impl VitWeights<Vec<f32>> {
     pub fn load_open_clip_timm(path: impl AsRef<Path>, heads: usize) -> Result<Self, ClipError> {
         let file_path = resolve_weights(path.as_ref())?;
         with_tensor_file(&file_path, |file| {
-            let config = infer_timm_vit(file, heads)?;
-            let weights = read_timm_vit(file, config)?;
+            let weights = read_timm(file, heads)?;
             // The text tower's tensors are another loader's.
             file.finish_where(|name| name.starts_with("visual."))?;
             Ok(weights)
@@ -83,10 +82,34 @@ impl VitWeights<Vec<f32>> {
     }
 }
 
+/// Whether `file` holds open_clip's timm image tower.
+pub(super) fn has_timm_vit(file: &TensorFile) -> bool {
+    file.has(&patch_weight())
+}
+
+/// The name of the trunk's patch convolution.
+fn patch_weight() -> String {
+    format!("{TRUNK}.patch_embed.proj.weight")
+}
+
+/// The residual width of `file`'s timm ViT.
+pub(super) fn timm_width(file: &TensorFile) -> Result<usize, ClipError> {
+    dim(file, &patch_weight(), 4, 0)
+}
+
+/// Reads every tensor of `file`'s timm image tower (see [`VitWeights::load_open_clip_timm`]).
+pub(super) fn read_timm(
+    file: &mut TensorFile,
+    heads: usize,
+) -> Result<VitWeights<Vec<f32>>, ClipError> {
+    let config = infer_timm_vit(file, heads)?;
+    read_timm_vit(file, config)
+}
+
 /// The trunk's dimensions from its tensors' shapes, with the caller's `heads`.
 fn infer_timm_vit(file: &TensorFile, heads: usize) -> Result<VitConfig, ClipError> {
-    let patch_weight = format!("{TRUNK}.patch_embed.proj.weight");
-    let width = dim(file, &patch_weight, 4, 0)?;
+    let patch_weight = patch_weight();
+    let width = timm_width(file)?;
     let patch_size = dim(file, &patch_weight, 4, 3)?;
     let pos_embed = format!("{TRUNK}.pos_embed");
     let tokens = dim(file, &pos_embed, 3, 1)?;
@@ -111,6 +134,9 @@ fn infer_timm_vit(file: &TensorFile, heads: usize) -> Result<VitConfig, ClipErro
         mlp_width: dim(file, &format!("{blocks}.0.mlp.fc1.weight"), 2, 0)?,
         layer_norm_eps: TIMM_LAYER_NORM_EPS,
         activation: Activation::Gelu,
+        style: VitStyle::Timm {
+            projection_bias: file.has(&format!("{HEAD_PROJ}.bias")),
+        },
     })
 }
 
@@ -149,11 +175,16 @@ fn read_timm_vit(
     let ln_post = file.layer_norm(&format!("{TRUNK}.norm"), width, eps)?;
     let proj_weight = format!("{HEAD_PROJ}.weight");
     let embed_dim = dim(file, &proj_weight, 2, 0)?;
-    let proj_bias = format!("{HEAD_PROJ}.bias");
+    let projection_bias = matches!(
+        config.style,
+        VitStyle::Timm {
+            projection_bias: true
+        }
+    );
     let projection = Linear {
         weight: file.read(&proj_weight, &[embed_dim, width])?,
-        bias: if file.has(&proj_bias) {
-            Some(file.read(&proj_bias, &[embed_dim])?)
+        bias: if projection_bias {
+            Some(file.read(&format!("{HEAD_PROJ}.bias"), &[embed_dim])?)
         } else {
             None
         },

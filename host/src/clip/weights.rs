@@ -10,7 +10,10 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use sha2::{Digest, Sha256};
 
-use super::{ClipConfig, ClipError, ResNetConfig, TextConfig, VisionConfig, VitConfig};
+use super::{
+    BertConfig, BertLayer, BertTextWeights, ClipConfig, ClipError, ResNetConfig, TextConfig,
+    TextTowerConfig, VisionConfig, VitConfig, VitStyle,
+};
 use crate::backend::{Backend, BackendError, BatchNorm, Conv2d, LayerNorm, Linear};
 
 /// One pre-norm transformer block: `x += attn(ln_1(x)); x += mlp(ln_2(x))`.
@@ -141,13 +144,74 @@ pub enum VisionWeights<Buf> {
     ResNet(ResNetWeights<Buf>),
 }
 
+/// The text tower's weights, one variant per kind of tower.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum TextTower<Buf> {
+    /// CLIP's causal transformer.
+    Clip(TextWeights<Buf>),
+    /// A BERT encoder with open_clip's pooling and projection (BiomedCLIP's).
+    Bert(BertTextWeights<Buf>),
+}
+
+impl<Buf> TextTower<Buf> {
+    /// The token-embedding table, `vocab_size × width`: what token ids and learned context
+    /// vectors are embedded in.
+    pub fn token_embedding(&self) -> &Buf {
+        match self {
+            TextTower::Clip(text) => &text.token_embedding,
+            TextTower::Bert(bert) => &bert.word_embedding,
+        }
+    }
+
+    /// Width of the token embeddings.
+    pub fn width(&self) -> usize {
+        match self {
+            TextTower::Clip(text) => text.config.width,
+            TextTower::Bert(bert) => bert.config.width,
+        }
+    }
+
+    /// Rows of the token-embedding table.
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            TextTower::Clip(text) => text.config.vocab_size,
+            TextTower::Bert(bert) => bert.config.vocab_size,
+        }
+    }
+
+    /// The most tokens a text may have, start and end tokens included.
+    pub fn context_length(&self) -> usize {
+        match self {
+            TextTower::Clip(text) => text.config.context_length,
+            TextTower::Bert(bert) => bert.config.context_length,
+        }
+    }
+
+    /// Width of the features it projects texts to (the joint space).
+    pub fn embed_dim(&self) -> usize {
+        match self {
+            TextTower::Clip(text) => text.projection.out_features,
+            TextTower::Bert(bert) => bert.config.embed_dim,
+        }
+    }
+
+    /// The same weights with each buffer converted by `f`.
+    pub fn try_map<T, E>(self, f: &mut impl FnMut(Buf) -> Result<T, E>) -> Result<TextTower<T>, E> {
+        Ok(match self {
+            TextTower::Clip(text) => TextTower::Clip(text.try_map(f)?),
+            TextTower::Bert(bert) => TextTower::Bert(bert.try_map(f)?),
+        })
+    }
+}
+
 /// A whole CLIP model.
 #[derive(Debug, Clone)]
 pub struct ClipWeights<Buf> {
     /// Its architecture.
     pub config: ClipConfig,
     /// The text tower.
-    pub text: TextWeights<Buf>,
+    pub text: TextTower<Buf>,
     /// The image tower.
     pub vision: VisionWeights<Buf>,
     /// CLIP's learned temperature, as stored: logits are scaled by `logit_scale.exp()`.
@@ -269,18 +333,22 @@ impl ClipWeights<Vec<f32>> {
     /// ViT-B/16, with a transient copy of the weights).
     ///
     /// ```
-    /// use fedotp_host::clip::{ClipConfig, ClipWeights};
+    /// use fedotp_host::clip::{ClipConfig, ClipWeights, TextTower};
     ///
     /// let a = ClipWeights::random(&ClipConfig::tiny(), 1)?;
     /// let mut b = a.clone();
     /// assert_eq!(a.fingerprint(), b.fingerprint());
-    /// b.text.position_embedding[0] += 1e-6;
+    /// b.logit_scale += 1.0;
     /// assert_ne!(a.fingerprint(), b.fingerprint());
+    /// let mut c = a.clone();
+    /// let TextTower::Clip(text) = &mut c.text else { unreachable!("the tiny CLIP's") };
+    /// text.position_embedding[0] += 1e-6;
+    /// assert_ne!(a.fingerprint(), c.fingerprint());
     /// # Ok::<(), fedotp_host::clip::ClipError>(())
     /// ```
     pub fn fingerprint(&self) -> String {
         let mut hash = Sha256::new();
-        hash.update(format!("fedotp CLIP weights 1 {:?}", self.config).as_bytes());
+        hash.update(format!("fedotp CLIP weights 1 {}", architecture(&self.config)).as_bytes());
         hash.update(self.logit_scale.to_le_bytes());
         let mut bytes = Vec::with_capacity(1 << 16);
         let mut add = |tensor: Vec<f32>| -> Result<(), std::convert::Infallible> {
@@ -315,17 +383,18 @@ impl ClipWeights<Vec<f32>> {
     /// Seeded random weights of any architecture, drawn with the scales of CLIP's own
     /// initialisation (token embeddings σ 0.02, positions σ 0.01, attention σ width^-½, output
     /// projections σ width^-½·(2·layers)^-½, MLP σ (2·width)^-½; zero biases, unit norms;
-    /// `logit_scale = ln(1/0.07)`). A ResNet tower gets He-normal convolutions
+    /// `logit_scale = ln(1/0.07)`); a BERT text tower gets BERT's (σ 0.02 throughout). A ResNet tower gets He-normal convolutions
     /// (σ = (2 / fan_in)^½), identity batch-norms (γ 1, β 0, mean 0, variance 1) except each
     /// block's `bn3`, whose γ is zero as in CLIP (every block starts as its shortcut), and an
     /// attention pool with σ = pool_width^-½. For examples, tests and benchmarks; the same seed
     /// gives the same weights.
     ///
     /// ```
-    /// use fedotp_host::clip::{ClipConfig, ClipWeights};
+    /// use fedotp_host::clip::{ClipConfig, ClipWeights, TextTower};
     ///
     /// let weights = ClipWeights::random(&ClipConfig::tiny(), 7)?;
-    /// assert_eq!(weights.text.blocks.len(), 2);
+    /// let TextTower::Clip(text) = &weights.text else { unreachable!("the tiny CLIP's") };
+    /// assert_eq!(text.blocks.len(), 2);
     /// # Ok::<(), fedotp_host::clip::ClipError>(())
     /// ```
     pub fn random(config: &ClipConfig, seed: u64) -> Result<Self, ClipError> {
@@ -334,51 +403,36 @@ impl ClipWeights<Vec<f32>> {
             .weights_memory()
             .check("drawing the model's random weights")?;
         let mut init = RandomInit(ChaCha8Rng::seed_from_u64(seed));
-        let text_cfg = &config.text;
-        let text = TextWeights {
-            config: text_cfg.clone(),
-            token_embedding: init.normal(text_cfg.vocab_size * text_cfg.width, 0.02),
-            position_embedding: init.normal(text_cfg.context_length * text_cfg.width, 0.01),
-            blocks: (0..text_cfg.layers)
-                .map(|_| {
-                    init.block(
-                        text_cfg.width,
-                        text_cfg.mlp_width,
-                        text_cfg.layers,
-                        text_cfg.layer_norm_eps,
-                    )
-                })
-                .collect(),
-            ln_final: RandomInit::layer_norm(text_cfg.width, text_cfg.layer_norm_eps),
-            projection: init.linear(
-                text_cfg.width,
-                config.embed_dim,
-                (text_cfg.width as f32).powf(-0.5),
-                false,
-            ),
+        let text = match &config.text {
+            TextTowerConfig::Clip(text) => TextTower::Clip(init.clip_text(text, config.embed_dim)),
+            TextTowerConfig::Bert(bert) => TextTower::Bert(init.bert(bert)),
         };
         let vision = match &config.vision {
             VisionConfig::Vit(vit) => {
                 let scale = (vit.width as f32).powf(-0.5);
                 let patch_len = 3 * vit.patch_size * vit.patch_size;
+                let (pre_norm, patch_bias, projection_bias) = match vit.style {
+                    VitStyle::Clip => (true, false, false),
+                    VitStyle::Timm { projection_bias } => (false, true, projection_bias),
+                };
                 VisionWeights::Vit(VitWeights {
                     config: vit.clone(),
                     patch_embedding: init.linear(
                         patch_len,
                         vit.width,
                         (patch_len as f32).powf(-0.5),
-                        false,
+                        patch_bias,
                     ),
                     class_embedding: init.normal(vit.width, scale),
                     position_embedding: init.normal(vit.tokens() * vit.width, scale),
-                    ln_pre: Some(RandomInit::layer_norm(vit.width, vit.layer_norm_eps)),
+                    ln_pre: pre_norm.then(|| RandomInit::layer_norm(vit.width, vit.layer_norm_eps)),
                     blocks: (0..vit.layers)
                         .map(|_| {
                             init.block(vit.width, vit.mlp_width, vit.layers, vit.layer_norm_eps)
                         })
                         .collect(),
                     ln_post: RandomInit::layer_norm(vit.width, vit.layer_norm_eps),
-                    projection: init.linear(vit.width, config.embed_dim, scale, false),
+                    projection: init.linear(vit.width, config.embed_dim, scale, projection_bias),
                 })
             }
             VisionConfig::ResNet(resnet) => {
@@ -392,6 +446,45 @@ impl ClipWeights<Vec<f32>> {
             logit_scale: (1.0f32 / 0.07).ln(),
         })
     }
+}
+
+/// The architecture as the fingerprint hashes it. For CLIP's towers this is the text the
+/// fingerprint has hashed since its first version (the configuration's `Debug` form before BERT
+/// and timm towers existed), so that the fingerprints of CLIP models, to which libfedotp's
+/// saved client states are tied, stay what they were; other towers add what tells them apart.
+fn architecture(config: &ClipConfig) -> String {
+    let text = match &config.text {
+        TextTowerConfig::Clip(text) => format!("{text:?}"),
+        TextTowerConfig::Bert(bert) => format!("Bert({bert:?})"),
+    };
+    let vision = match &config.vision {
+        VisionConfig::Vit(v) => {
+            let style = match v.style {
+                VitStyle::Clip => String::new(),
+                VitStyle::Timm { projection_bias } => {
+                    format!(", style: Timm {{ projection_bias: {projection_bias} }}")
+                }
+            };
+            format!(
+                "Vit(VitConfig {{ image_size: {}, patch_size: {}, width: {}, layers: {}, \
+                 heads: {}, mlp_width: {}, layer_norm_eps: {:?}, activation: {:?}{style} }})",
+                v.image_size,
+                v.patch_size,
+                v.width,
+                v.layers,
+                v.heads,
+                v.mlp_width,
+                v.layer_norm_eps,
+                v.activation
+            )
+        }
+        other => format!("{other:?}"),
+    };
+    format!(
+        "ClipConfig {{ embed_dim: {}, text: {text}, vision: {vision}, image_stats: {:?}, \
+         image_resize: {:?} }}",
+        config.embed_dim, config.image_stats, config.image_resize
+    )
 }
 
 /// Draws CLIP-like random weights from one seeded stream.
@@ -418,6 +511,46 @@ impl RandomInit {
             bias: vec![0.0; width],
             width,
             eps,
+        }
+    }
+
+    /// CLIP's text tower with CLIP's initial scales.
+    fn clip_text(&mut self, config: &TextConfig, embed_dim: usize) -> TextWeights<Vec<f32>> {
+        let (width, eps) = (config.width, config.layer_norm_eps);
+        TextWeights {
+            config: config.clone(),
+            token_embedding: self.normal(config.vocab_size * width, 0.02),
+            position_embedding: self.normal(config.context_length * width, 0.01),
+            blocks: (0..config.layers)
+                .map(|_| self.block(width, config.mlp_width, config.layers, eps))
+                .collect(),
+            ln_final: Self::layer_norm(width, eps),
+            projection: self.linear(width, embed_dim, (width as f32).powf(-0.5), false),
+        }
+    }
+
+    /// A BERT tower with BERT's initialisation: every weight and embedding σ 0.02, zero biases,
+    /// unit LayerNorms (`BertPreTrainedModel._init_weights`).
+    fn bert(&mut self, config: &BertConfig) -> BertTextWeights<Vec<f32>> {
+        let (width, mlp, eps) = (config.width, config.mlp_width, config.layer_norm_eps);
+        let std = 0.02;
+        BertTextWeights {
+            config: config.clone(),
+            word_embedding: self.normal(config.vocab_size * width, std),
+            position_embedding: self.normal(config.max_positions * width, std),
+            embedding_ln: Self::layer_norm(width, eps),
+            layers: (0..config.layers)
+                .map(|_| BertLayer {
+                    attn_qkv: self.linear(width, 3 * width, std, true),
+                    attn_out: self.linear(width, width, std, true),
+                    attn_ln: Self::layer_norm(width, eps),
+                    mlp_fc: self.linear(width, mlp, std, true),
+                    mlp_out: self.linear(mlp, width, std, true),
+                    mlp_ln: Self::layer_norm(width, eps),
+                })
+                .collect(),
+            proj_fc: self.linear(width, config.proj_width, std, false),
+            proj_out: self.linear(config.proj_width, config.embed_dim, std, false),
         }
     }
 
@@ -509,6 +642,47 @@ mod tests {
     use super::*;
     use crate::clip::ResNetConfig;
 
+    /// BiomedCLIP's architecture, small: a BERT text tower and a timm ViT, with or without the
+    /// projection's bias.
+    fn tiny_biomedclip(projection_bias: bool) -> ClipConfig {
+        let mut config = ClipConfig::tiny();
+        config.text = TextTowerConfig::Bert(BertConfig {
+            width: 48,
+            heads: 4,
+            layers: 2,
+            mlp_width: 96,
+            max_positions: 40,
+            vocab_size: 70,
+            context_length: 32,
+            layer_norm_eps: 1e-12,
+            embed_dim: config.embed_dim,
+            proj_width: 40,
+        });
+        if let VisionConfig::Vit(vit) = &mut config.vision {
+            vit.style = VitStyle::Timm { projection_bias };
+        }
+        config
+    }
+
+    /// The fingerprint hashes CLIP's architectures as it did before BERT and timm towers
+    /// existed (libfedotp's saved states are tied to it): the text below is the derived
+    /// `Debug` form of the tiny model's configuration in that version.
+    #[test]
+    fn fingerprints_of_clip_architectures_are_unchanged() {
+        let tiny = "ClipConfig { embed_dim: 32, text: TextConfig { vocab_size: 49408, \
+            context_length: 77, width: 64, layers: 2, heads: 2, mlp_width: 256, \
+            layer_norm_eps: 1e-5, activation: QuickGelu }, vision: Vit(VitConfig { \
+            image_size: 32, patch_size: 8, width: 64, layers: 2, heads: 2, mlp_width: 256, \
+            layer_norm_eps: 1e-5, activation: QuickGelu }), image_stats: Normalize { mean: \
+            [0.48145467, 0.4578275, 0.40821072], std: [0.26862955, 0.2613026, 0.2757771] }, \
+            image_resize: ImageResize { geometry: ResizeCenterCrop, interpolation: Bicubic } }";
+        assert_eq!(architecture(&ClipConfig::tiny()), tiny);
+        // Other towers are told apart.
+        let timm = tiny_biomedclip(false);
+        assert_ne!(architecture(&timm), architecture(&tiny_biomedclip(true)));
+        assert!(architecture(&timm).contains("Bert(BertConfig {"));
+    }
+
     /// Floats in every buffer of `weights`.
     fn floats(weights: ClipWeights<Vec<f32>>) -> u64 {
         let mut count = 0u64;
@@ -526,8 +700,9 @@ mod tests {
     #[test]
     fn parameters_count_what_random_weights_hold() {
         let mut wide = ClipConfig::tiny();
-        wide.text.context_length = 20;
-        wide.text.layers = 3;
+        let text = wide.text.as_clip_mut().unwrap();
+        text.context_length = 20;
+        text.layers = 3;
         wide.embed_dim = 24;
         let VisionConfig::ResNet(tiny_resnet) = ClipConfig::tiny_resnet().vision else {
             unreachable!()
@@ -541,7 +716,14 @@ mod tests {
             }),
             ..ClipConfig::tiny()
         };
-        for config in [ClipConfig::tiny(), ClipConfig::tiny_resnet(), wide, uneven] {
+        for config in [
+            ClipConfig::tiny(),
+            ClipConfig::tiny_resnet(),
+            wide,
+            uneven,
+            tiny_biomedclip(false),
+            tiny_biomedclip(true),
+        ] {
             let expected = config.parameters().unwrap();
             assert_eq!(
                 floats(ClipWeights::random(&config, 0).unwrap()),
@@ -555,7 +737,7 @@ mod tests {
     #[test]
     fn impossible_sizes_are_refused_before_drawing() {
         let mut huge = ClipConfig::tiny();
-        huge.text.layers = 1 << 40;
+        huge.text.as_clip_mut().unwrap().layers = 1 << 40;
         let error = ClipWeights::random(&huge, 0).unwrap_err();
         assert!(
             error
@@ -563,8 +745,9 @@ mod tests {
                 .starts_with("drawing the model's random weights needs about "),
             "{error}"
         );
-        huge.text.width = usize::MAX / 2;
-        huge.text.heads = 1;
+        let text = huge.text.as_clip_mut().unwrap();
+        text.width = usize::MAX / 2;
+        text.heads = 1;
         assert!(huge.parameters().is_none());
         let error = ClipWeights::random(&huge, 0).unwrap_err();
         assert!(

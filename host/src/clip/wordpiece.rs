@@ -650,6 +650,22 @@ impl WordPieceTokenizer {
         }
     }
 
+    /// The ids [`WordPieceTokenizer::tokenize`] puts between `[CLS]` and `[SEP]`: open_clip's
+    /// clean-up of `text`, then [`WordPieceTokenizer::encode`] — how a prompt's words become
+    /// tokens.
+    ///
+    /// ```
+    /// use fedotp_host::clip::wordpiece::WordPieceTokenizer;
+    ///
+    /// let vocab = "[PAD]\n[UNK]\n[CLS]\n[SEP]\ncat\n&\n";
+    /// let tokenizer = WordPieceTokenizer::from_vocab_text(vocab, "vocab.txt")?;
+    /// assert_eq!(tokenizer.encode_text("Cat &amp;  cat"), [4, 5, 4]);
+    /// # Ok::<(), fedotp_host::clip::wordpiece::WordPieceError>(())
+    /// ```
+    pub fn encode_text(&self, text: &str) -> Vec<u32> {
+        self.encode(&clean_keeping_case(text))
+    }
+
     /// The sequence the text tower takes for `text`, as open_clip's `HFTokenizer` builds it for
     /// BiomedCLIP: open_clip's clean-up (ftfy-style fixes, HTML entities decoded twice,
     /// whitespace collapsed; see [`crate::clip::tokenizer::clean_text`] for what of ftfy is
@@ -678,7 +694,7 @@ impl WordPieceTokenizer {
         if context_length < 2 {
             return Err(WordPieceError::ContextTooShort(context_length));
         }
-        let tokens = self.encode(&clean_keeping_case(text));
+        let tokens = self.encode_text(text);
         let kept = tokens.len().min(context_length - 2);
         let mut ids = Vec::with_capacity(context_length);
         ids.push(self.cls);

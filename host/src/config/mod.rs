@@ -240,11 +240,13 @@ impl RunConfig {
         system::validate(&self.output)
     }
 
-    /// Token positions of the model's text tower.
-    fn context_length(&self) -> usize {
+    /// Token positions of the model's text tower when the configuration alone says it: the tiny
+    /// model's. Weights from files may have CLIP's tokenizer or a BERT vocabulary
+    /// (BiomedCLIP); their prompts are checked once the model is loaded.
+    fn context_length(&self) -> Option<usize> {
         match &self.model {
-            ModelConfig::Clip { .. } => crate::clip::tokenizer::CONTEXT_LENGTH,
-            ModelConfig::Tiny(tiny) => tiny.text.context_length,
+            ModelConfig::Clip { .. } => None,
+            ModelConfig::Tiny(tiny) => Some(tiny.text.context_length),
         }
     }
 

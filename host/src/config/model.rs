@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use super::ConfigError;
 use crate::backend::Activation;
 use crate::clip::{
-    ClipConfig, ImageResize, TextConfig, VisionConfig, VitConfig, CLIP_LAYER_NORM_EPS,
+    ClipConfig, ImageResize, TextConfig, TextTowerConfig, VisionConfig, VitConfig, VitStyle,
+    CLIP_LAYER_NORM_EPS,
 };
 use crate::data::Normalize;
 
@@ -189,7 +190,7 @@ impl TinyModelConfig {
         let (text, vision) = (&self.text, &self.vision);
         ClipConfig {
             embed_dim: self.embed_dim,
-            text: TextConfig {
+            text: TextTowerConfig::Clip(TextConfig {
                 vocab_size: TextConfig::clip_base().vocab_size,
                 context_length: text.context_length,
                 width: text.width,
@@ -198,7 +199,7 @@ impl TinyModelConfig {
                 mlp_width: text.mlp_width,
                 layer_norm_eps: CLIP_LAYER_NORM_EPS,
                 activation: self.activation,
-            },
+            }),
             vision: VisionConfig::Vit(VitConfig {
                 image_size: vision.image_size,
                 patch_size: vision.patch_size,
@@ -208,6 +209,7 @@ impl TinyModelConfig {
                 mlp_width: vision.mlp_width,
                 layer_norm_eps: CLIP_LAYER_NORM_EPS,
                 activation: self.activation,
+                style: VitStyle::Clip,
             }),
             image_stats: Normalize::CLIP,
             image_resize: ImageResize::CLIP,

@@ -207,10 +207,16 @@ impl Default for PromptConfig {
 }
 
 impl PromptConfig {
-    fn validate(&self, context_length: usize) -> Result<(), ConfigError> {
+    /// Checks the prompt settings; with the model's `context_length` (known for the tiny model,
+    /// whose tokenizer is CLIP's), also that the prompts fit and that `ctx_init` has `n_ctx`
+    /// tokens — for weights from files the trainer checks both once the model is loaded.
+    fn validate(&self, context_length: Option<usize>) -> Result<(), ConfigError> {
+        if self.n_ctx == 0 {
+            return Err(ConfigError::invalid("prompt.n_ctx", "must be positive"));
+        }
         // SOT, the context, at least "name" and ".", EOT.
-        let longest = context_length.saturating_sub(4);
-        if self.n_ctx == 0 || self.n_ctx > longest {
+        let longest = context_length.map(|length| (length, length.saturating_sub(4)));
+        if let Some((context_length, longest)) = longest.filter(|&(_, l)| self.n_ctx > l) {
             return Err(ConfigError::invalid(
                 "prompt.n_ctx",
                 format!(
@@ -223,7 +229,7 @@ impl PromptConfig {
             return Err(ConfigError::invalid("prompt.n_prompts", "must be positive"));
         }
         as_f32("prompt.init_std", self.init_std, F32Range::Positive)?;
-        if let Some(words) = &self.ctx_init {
+        if let Some(words) = self.ctx_init.as_ref().filter(|_| context_length.is_some()) {
             let tokens = context_words_tokens(words)?;
             if tokens != self.n_ctx {
                 return Err(ConfigError::invalid(
@@ -418,7 +424,7 @@ pub(super) fn validate(
     prompt: &PromptConfig,
     ot: &OtConfig,
     optimizer: &OptimizerConfig,
-    context_length: usize,
+    context_length: Option<usize>,
 ) -> Result<(), ConfigError> {
     federation.validate()?;
     prompt.validate(context_length)?;

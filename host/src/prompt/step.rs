@@ -5,7 +5,7 @@ use fedotp_core::ot::BatchReport;
 
 use super::{Head, HeadDims, HeadState, PromptLearner, TextState};
 use crate::backend::Backend;
-use crate::clip::{ClipError, TextWeights};
+use crate::clip::{ClipError, TextTower};
 
 /// A prompt learner, the head on top of it and CLIP's logit scale: everything that maps
 /// context vectors and image features to class logits.
@@ -77,7 +77,7 @@ impl PromptModel {
     pub fn loss_and_gradient<B: Backend>(
         &self,
         backend: &B,
-        text: &TextWeights<B::Buf>,
+        text: &TextTower<B::Buf>,
         ctx: &[f32],
         image: &B::Buf,
         labels: &[u32],
@@ -116,7 +116,7 @@ impl PromptModel {
     pub fn prepare<B: Backend>(
         &self,
         backend: &B,
-        text: &TextWeights<B::Buf>,
+        text: &TextTower<B::Buf>,
         ctx: &[f32],
         ws: &mut Workspace<B::Buf>,
     ) -> Result<(), ClipError> {

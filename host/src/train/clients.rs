@@ -27,7 +27,7 @@ use super::simulation::{Observer, Silent};
 use super::trainer::{prompt_class_names, LocalSchedule, PromptSetup};
 use super::{FrozenClip, PromptTrainer, SplitFeatures, TrainError};
 use crate::backend::Backend;
-use crate::clip::{ClipConfig, VisionConfig};
+use crate::clip::{ClipConfig, TextTowerConfig, VisionConfig};
 use crate::config::{FederatedData, LocalInit, Method, ModelConfig, RunConfig};
 use crate::data::{ClientSplit, Split};
 use crate::fed::SgdState;
@@ -100,13 +100,17 @@ fn run_memory(
 /// `context` tokens: per layer the residual stream, the normalised inputs, Q, K, V, the attention
 /// output and the MLP's hidden layer before and after its activation, and the attention
 /// probabilities.
+/// A BERT tower keeps fewer of these per layer; the estimate is the same bound for both.
 fn text_activations(model: &ClipConfig, (prompts, context): (usize, usize)) -> u64 {
-    let text = &model.text;
-    let (prompts, context, width) = (prompts as u64, context as u64, text.width as u64);
-    let mlp_width = text.mlp_width as u64;
+    let (width, mlp_width, heads, layers) = match &model.text {
+        TextTowerConfig::Clip(text) => (text.width, text.mlp_width, text.heads, text.layers),
+        TextTowerConfig::Bert(bert) => (bert.width, bert.mlp_width, bert.heads, bert.layers),
+    };
+    let (prompts, context, width) = (prompts as u64, context as u64, width as u64);
+    let mlp_width = mlp_width as u64;
     f32_bytes(&[prompts, context, 8 * width + 2 * mlp_width])
-        .saturating_add(f32_bytes(&[prompts, text.heads as u64, context, context]))
-        .saturating_mul(text.layers as u64)
+        .saturating_add(f32_bytes(&[prompts, heads as u64, context, context]))
+        .saturating_mul(layers as u64)
 }
 
 /// What a client keeps between rounds.

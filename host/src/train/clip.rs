@@ -4,8 +4,7 @@ use std::path::Path;
 
 use super::TrainError;
 use crate::backend::Backend;
-use crate::clip::tokenizer::Tokenizer;
-use crate::clip::{ClipConfig, ClipWeights, VisionConfig};
+use crate::clip::{ClipConfig, ClipWeights, TextTokenizer, TextTower, VisionConfig};
 use crate::config::{Backbone, ModelConfig};
 use crate::prompt::{encode_images, unit_features, ImageBatchFeatures};
 
@@ -13,17 +12,45 @@ use crate::prompt::{encode_images, unit_features, ImageBatchFeatures};
 pub struct FrozenClip<B: Backend> {
     backend: B,
     weights: ClipWeights<B::Buf>,
-    tokenizer: &'static Tokenizer,
+    tokenizer: TextTokenizer,
 }
 
 impl<B: Backend> FrozenClip<B> {
-    /// Moves `weights` onto `backend`, in the backend's turn (other callers may share it).
+    /// Moves `weights`, whose text tower is CLIP's, onto `backend`, in the backend's turn
+    /// (other callers may share it); the tokenizer is CLIP's. A BERT text tower needs its own
+    /// vocabulary: [`FrozenClip::with_tokenizer`], or [`FrozenClip::from_config`] to load both.
     pub fn new(backend: B, weights: ClipWeights<Vec<f32>>) -> Result<Self, TrainError> {
+        if let TextTower::Bert(_) = weights.text {
+            return Err(TrainError::Invalid(
+                "a BERT text tower is tokenized with its own vocabulary, not CLIP's: give the \
+                 tokenizer (FrozenClip::with_tokenizer) or load the model from its directory"
+                    .into(),
+            ));
+        }
+        Self::with_tokenizer(backend, weights, TextTokenizer::clip()?)
+    }
+
+    /// Moves `weights` onto `backend`, in the backend's turn, with the tokenizer of its text
+    /// tower. The tokenizer's ids must fit the tower's embedding table.
+    pub fn with_tokenizer(
+        backend: B,
+        weights: ClipWeights<Vec<f32>>,
+        tokenizer: TextTokenizer,
+    ) -> Result<Self, TrainError> {
+        let rows = weights.text.vocab_size();
+        if let TextTokenizer::WordPiece(vocab) = &tokenizer {
+            if vocab.vocab_size() > rows {
+                return Err(TrainError::Invalid(format!(
+                    "the vocabulary has {} tokens, but the text tower's embedding table has {rows} \
+                     rows: it is not this model's vocab.txt",
+                    vocab.vocab_size()
+                )));
+            }
+        }
         let weights = {
             let _turn = backend.take_turn()?;
             weights.to_backend(&backend)?
         };
-        let tokenizer = Tokenizer::openai().map_err(TrainError::Tokenizer)?;
         Ok(FrozenClip {
             backend,
             weights,
@@ -40,7 +67,8 @@ impl<B: Backend> FrozenClip<B> {
                 if let Some(backbone) = backbone {
                     check_backbone(path, *backbone, &weights.config)?;
                 }
-                weights
+                let tokenizer = TextTokenizer::for_model(path, &weights.config)?;
+                return Self::with_tokenizer(backend, weights, tokenizer);
             }
             ModelConfig::Tiny(tiny) => ClipWeights::random(&tiny.clip_config(), tiny.seed)?,
         };
@@ -57,9 +85,9 @@ impl<B: Backend> FrozenClip<B> {
         &self.weights
     }
 
-    /// CLIP's byte-level BPE tokenizer.
-    pub fn tokenizer(&self) -> &'static Tokenizer {
-        self.tokenizer
+    /// The text tower's tokenizer.
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
     }
 
     /// Side of the square input image in pixels.

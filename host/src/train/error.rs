@@ -6,7 +6,6 @@ use fedotp_core::ot::OtError;
 use fedotp_core::protocol::AggregateError;
 
 use crate::backend::BackendError;
-use crate::clip::tokenizer::TokenizerError;
 use crate::clip::ClipError;
 use crate::data::DataError;
 use crate::fed::{MetricsError, SgdLengthError};
@@ -61,9 +60,6 @@ pub enum TrainError {
         /// What the weights hold.
         found: String,
     },
-    /// The tokenizer could not be loaded.
-    #[error("{0}")]
-    Tokenizer(#[source] TokenizerError),
     /// The OT head's parameters are out of range.
     #[error("OT parameters: {0}")]
     OtParams(#[source] OtError),

@@ -172,6 +172,16 @@ impl<B: Backend> PromptTrainer<B> {
             )));
         }
         let text = &clip.weights().text;
+        // The start token, the context, at least a name and its period, the end token.
+        let longest = text.context_length().saturating_sub(4);
+        if setup.n_ctx > longest {
+            return Err(TrainError::Invalid(format!(
+                "prompt.n_ctx is {}, but the model's context of {} tokens holds at most {longest} \
+                 context vectors besides the start, class name, period and end tokens",
+                setup.n_ctx,
+                text.context_length()
+            )));
+        }
         let learner =
             PromptLearner::new(clip.tokenizer(), class_names, setup.n_ctx, setup.sets, text)?;
         let head = match setup.head {
@@ -218,7 +228,8 @@ impl<B: Backend> PromptTrainer<B> {
                     .encode(&template.replace("{}", &prompt_name(name)))
             })
             .collect();
-        let learner = PromptLearner::from_tokens(&tokens, 0, 1, &clip.weights().text)?;
+        let special = clip.tokenizer().special_tokens();
+        let learner = PromptLearner::from_tokens(&tokens, 0, 1, &clip.weights().text, special)?;
         Self::with_model(clip, learner, Head::Cosine, None)
     }
 
@@ -239,7 +250,7 @@ impl<B: Backend> PromptTrainer<B> {
             workspace,
             setup,
             word_set: None,
-            width: clip.weights().text.config.width,
+            width: clip.weights().text.width(),
         })
     }
 
