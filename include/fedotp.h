@@ -897,6 +897,29 @@ int32_t fedotp_images_add_encoded(struct FedotpImages *images,
                                   size_t len,
                                   uint32_t label);
 
+// Adds an encoded JPEG or PNG image as `fedotp_images_add_encoded` does, except a 16-bit
+// grayscale PNG (CT, MR, X-ray exported from DICOM; with or without alpha, which is dropped):
+// each value is mapped to [0, 1] by `window`, rounded to 8 bits and replicated to R, G and B,
+// as `fedotp_images_add_gray16` maps its pixels. Other images — 8-bit, colour (16-bit colour
+// included), JPEG — decode as `fedotp_images_add_encoded` decodes them, whatever the window.
+//
+// - `bytes`, `len`, `label`: as in `fedotp_images_add_encoded`;
+// - `window`: a centre and width (DICOM's linear VOI LUT in stored units, as in
+//   `fedotp_images_add_gray16`); read only, not kept. NULL: exactly
+//   `fedotp_images_add_encoded` (a 16-bit grayscale PNG over the full range, `v / 65535`).
+//
+// Statuses: as `fedotp_images_add_encoded`, and `FEDOTP_ERR_INVALID_WINDOW` (a centre or width
+// that is not finite, or a width below 1; checked before the bytes are decoded, whatever the
+// image). On error the set is unchanged. Thread-safe.
+//
+// # Safety
+// A non-NULL `bytes` must point to `len` bytes; a non-NULL `window` to a `FedotpGrayWindow`.
+int32_t fedotp_images_add_encoded_windowed(struct FedotpImages *images,
+                                           const uint8_t *bytes,
+                                           size_t len,
+                                           uint32_t label,
+                                           const struct FedotpGrayWindow *window);
+
 // Adds one image as the image tower's output computed elsewhere — what `fedotp encode` writes
 // as `image_tokens` for it: the pooled (class) token, then the patch tokens, each after
 // `ln_post` and the projection, not normalised. A client then skips the image tower, and

@@ -1,9 +1,10 @@
 //! A set of labelled images held by libfedotp: what a client trains and predicts on.
 //!
 //! Images come in as the caller holds them — 8-bit RGB or gray rows with a stride, 16-bit gray
-//! with a window, or encoded JPEG/PNG bytes — and are kept as 8-bit RGB (the conversions are
-//! `fedotp_host::data`'s), so the caller's buffers can be freed as soon as a call returns. Resizing
-//! to the model's input happens when a client uses the images.
+//! with a window, or encoded JPEG/PNG bytes (16-bit grayscale PNGs with a window too) — and are
+//! kept as 8-bit RGB (the conversions are `fedotp_host::data`'s), so the caller's buffers can be
+//! freed as soon as a call returns. Resizing to the model's input happens when a client uses the
+//! images.
 //!
 //! Or a set holds the image tower's output computed elsewhere (`fedotp encode`, another
 //! process, another machine): per image, the pooled token and the patch tokens, after the
@@ -80,6 +81,17 @@ pub struct FedotpGrayWindow {
     pub centre: f64,
     /// The window width, at least 1.
     pub width: f64,
+}
+
+/// The window a `FedotpGrayWindow *` names, `None` for NULL.
+///
+/// # Safety
+/// A non-NULL `window` must point to an aligned, initialised `FedotpGrayWindow`.
+unsafe fn centre_width(window: *const FedotpGrayWindow) -> Option<GrayWindow> {
+    // SAFETY: `as_ref` turns NULL into `None`; a non-NULL `window` points to an aligned,
+    // initialised `FedotpGrayWindow` (the caller's contract), copied out at once.
+    unsafe { window.as_ref() }
+        .map(|&FedotpGrayWindow { centre, width }| GrayWindow::CentreWidth { centre, width })
 }
 
 /// Creates an empty image set.
@@ -235,12 +247,8 @@ pub unsafe extern "C" fn fedotp_images_add_gray16(
     window: *const FedotpGrayWindow,
     label: u32,
 ) -> i32 {
-    // SAFETY: `as_ref` turns NULL into `None`; a non-NULL `window` points to an aligned,
-    // initialised `FedotpGrayWindow` (the header's contract), copied out at once.
-    let window = match unsafe { window.as_ref() } {
-        None => GrayWindow::FullRange,
-        Some(&FedotpGrayWindow { centre, width }) => GrayWindow::CentreWidth { centre, width },
-    };
+    // SAFETY: a NULL or valid `window` (the caller's contract).
+    let window = unsafe { centre_width(window) }.unwrap_or(GrayWindow::FullRange);
     let layout = layout(width, height, row_stride);
     // SAFETY: the caller passes the layout's span at `pixels`.
     unsafe {
@@ -271,11 +279,67 @@ pub unsafe extern "C" fn fedotp_images_add_encoded(
     len: usize,
     label: u32,
 ) -> i32 {
+    // SAFETY: the caller passes `len` bytes at `bytes`.
+    unsafe { add_encoded(images, bytes, len, label, None) }
+}
+
+/// Adds an encoded JPEG or PNG image as `fedotp_images_add_encoded` does, except a 16-bit
+/// grayscale PNG (CT, MR, X-ray exported from DICOM; with or without alpha, which is dropped):
+/// each value is mapped to [0, 1] by `window`, rounded to 8 bits and replicated to R, G and B,
+/// as `fedotp_images_add_gray16` maps its pixels. Other images — 8-bit, colour (16-bit colour
+/// included), JPEG — decode as `fedotp_images_add_encoded` decodes them, whatever the window.
+///
+/// - `bytes`, `len`, `label`: as in `fedotp_images_add_encoded`;
+/// - `window`: a centre and width (DICOM's linear VOI LUT in stored units, as in
+///   `fedotp_images_add_gray16`); read only, not kept. NULL: exactly
+///   `fedotp_images_add_encoded` (a 16-bit grayscale PNG over the full range, `v / 65535`).
+///
+/// Statuses: as `fedotp_images_add_encoded`, and `FEDOTP_ERR_INVALID_WINDOW` (a centre or width
+/// that is not finite, or a width below 1; checked before the bytes are decoded, whatever the
+/// image). On error the set is unchanged. Thread-safe.
+///
+/// # Safety
+/// A non-NULL `bytes` must point to `len` bytes; a non-NULL `window` to a `FedotpGrayWindow`.
+#[no_mangle]
+pub unsafe extern "C" fn fedotp_images_add_encoded_windowed(
+    images: *mut FedotpImages,
+    bytes: *const u8,
+    len: usize,
+    label: u32,
+    window: *const FedotpGrayWindow,
+) -> i32 {
+    // SAFETY: a NULL or valid `window` (the caller's contract).
+    let window = unsafe { centre_width(window) };
+    // SAFETY: the caller passes `len` bytes at `bytes`.
+    unsafe { add_encoded(images, bytes, len, label, window) }
+}
+
+/// Appends the image decoded from the `len` bytes at `bytes` (16-bit grayscale PNGs through
+/// `window`, when there is one) to the set `images` names: the window is checked after the
+/// handle and the bytes, before decoding.
+///
+/// # Safety
+/// A non-NULL `bytes` must point to `len` bytes.
+unsafe fn add_encoded(
+    images: *mut FedotpImages,
+    bytes: *const u8,
+    len: usize,
+    label: u32,
+    window: Option<GrayWindow>,
+) -> i32 {
     call(|| {
         add(images, label, || {
             // SAFETY: the caller passes `len` bytes at `bytes`.
             let bytes = unsafe { slice(bytes, len, "bytes") }?;
-            Ok(RgbImage::decode(bytes, Path::new("<encoded image bytes>"))?)
+            let name = Path::new("<encoded image bytes>");
+            Ok(match window {
+                None => RgbImage::decode(bytes, name)?,
+                Some(window) => {
+                    // An invalid window is refused as one, not as an undecodable image.
+                    window.validate()?;
+                    RgbImage::decode_windowed(bytes, name, window)?
+                }
+            })
         })
     })
 }
@@ -413,4 +477,198 @@ pub unsafe extern "C" fn fedotp_images_count(
 #[no_mangle]
 pub extern "C" fn fedotp_images_free(images: *mut FedotpImages) -> i32 {
     call(|| handle::release(images, "images"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::CStr;
+    use std::ptr::{null, null_mut};
+
+    use fedotp_tests::dicom::dicom_linear;
+
+    use super::*;
+    use crate::last_error::fedotp_last_error_message;
+    use crate::status::{
+        FEDOTP_ERR_IMAGE_DECODE, FEDOTP_ERR_INVALID_HANDLE, FEDOTP_ERR_INVALID_WINDOW,
+        FEDOTP_ERR_NULL_POINTER, FEDOTP_OK,
+    };
+
+    /// Stored values below, on and above the ramp of the window centre 1000, width 401, which
+    /// runs over (799.5, 1199.5], and the extremes.
+    const GRAY16: [u16; 8] = [0, 799, 800, 900, 1000, 1199, 1200, 65_535];
+
+    /// A PNG of `width × height` pixels `P` (encoded by the host library's codec).
+    fn png<P: image::PixelWithColorType>(width: u32, height: u32, data: Vec<P::Subpixel>) -> Vec<u8>
+    where
+        [P::Subpixel]: image::EncodableLayout,
+    {
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        image::ImageBuffer::<P, _>::from_raw(width, height, data)
+            .unwrap()
+            .write_to(&mut bytes, image::ImageFormat::Png)
+            .unwrap();
+        bytes.into_inner()
+    }
+
+    fn new_set() -> *mut FedotpImages {
+        let mut images = null_mut();
+        // SAFETY: a valid out-pointer.
+        assert_eq!(unsafe { fedotp_images_new(&mut images) }, FEDOTP_OK);
+        images
+    }
+
+    /// `fedotp_images_add_encoded_windowed` of `bytes` with `window` (NULL for `None`).
+    fn add(images: *mut FedotpImages, bytes: &[u8], window: Option<FedotpGrayWindow>) -> i32 {
+        let window = window.as_ref().map_or(null(), |w| w as *const _);
+        // SAFETY: a live slice of its length; `window` NULL or a live local.
+        unsafe {
+            fedotp_images_add_encoded_windowed(images, bytes.as_ptr(), bytes.len(), 7, window)
+        }
+    }
+
+    /// The images of a set, as stored.
+    fn stored(images: *mut FedotpImages) -> Vec<RgbImage> {
+        handle::with(images, "images", |set| {
+            Ok(set
+                .samples
+                .iter()
+                .map(|sample| match &sample.image {
+                    ImageSource::Memory(image) => image.clone(),
+                    other => panic!("{other:?}"),
+                })
+                .collect())
+        })
+        .unwrap()
+    }
+
+    fn gray(width: u32, height: u32, levels: &[u8]) -> RgbImage {
+        let rgb = levels.iter().flat_map(|&v| [v; 3]).collect();
+        RgbImage::new(width, height, rgb).unwrap()
+    }
+
+    fn last_error() -> String {
+        // SAFETY: libfedotp returns a NUL-terminated string, valid until its next call here.
+        unsafe { CStr::from_ptr(fedotp_last_error_message()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// A 16-bit grayscale PNG (plain and with alpha) is read through the window: DICOM's
+    /// linear function of its values (computed independently), `from_gray16` on them, and the
+    /// training path's windowed decoding; an 8-bit PNG decodes as without a window.
+    #[test]
+    fn encoded_16_bit_gray_is_read_through_the_window() {
+        let images = new_set();
+        let (centre, width) = (1000.0, 401.0);
+        let window = FedotpGrayWindow { centre, width };
+        let plain = png::<image::Luma<u16>>(4, 2, GRAY16.to_vec());
+        let with_alpha =
+            png::<image::LumaA<u16>>(4, 2, GRAY16.iter().flat_map(|&v| [v, 1234]).collect());
+        let gray8 = vec![0, 3, 4, 64, 128, 192, 254, 255];
+        let eight_bit = png::<image::Luma<u8>>(4, 2, gray8.clone());
+        for bytes in [&plain, &with_alpha, &eight_bit] {
+            assert_eq!(add(images, bytes, Some(window)), FEDOTP_OK);
+        }
+        let expected: Vec<u8> = GRAY16
+            .iter()
+            .map(|&v| dicom_linear(v, centre, width))
+            .collect();
+        assert_eq!(expected, [0, 0, 0, 64, 128, 255, 255, 255]);
+        let expected = gray(4, 2, &expected);
+        let window = GrayWindow::CentreWidth { centre, width };
+        let layout = RowLayout {
+            width: 4,
+            height: 2,
+            row_stride: 4,
+        };
+        assert_eq!(
+            RgbImage::from_gray16(layout, &GRAY16, window).unwrap(),
+            expected
+        );
+        let name = std::path::Path::new("x.png");
+        assert_eq!(
+            RgbImage::decode_windowed(&plain, name, window).unwrap(),
+            expected
+        );
+        assert_eq!(
+            stored(images),
+            [expected.clone(), expected, gray(4, 2, &gray8)]
+        );
+        handle::with(images, "images", |set| {
+            assert!(set.samples.iter().all(|sample| sample.label == 7));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(fedotp_images_free(images), FEDOTP_OK);
+    }
+
+    /// A NULL window is `fedotp_images_add_encoded` exactly, which is the full range
+    /// (`from_gray16` with `v / 65535`) for every 16-bit value.
+    #[test]
+    fn a_null_window_is_the_unwindowed_decoding_and_the_full_range() {
+        let every: Vec<u16> = (0..=u16::MAX).collect();
+        let bytes = png::<image::Luma<u16>>(256, 256, every.clone());
+        let (windowed, unwindowed) = (new_set(), new_set());
+        assert_eq!(add(windowed, &bytes, None), FEDOTP_OK);
+        // SAFETY: a live slice of its length.
+        let status =
+            unsafe { fedotp_images_add_encoded(unwindowed, bytes.as_ptr(), bytes.len(), 7) };
+        assert_eq!(status, FEDOTP_OK);
+        let layout = RowLayout {
+            width: 256,
+            height: 256,
+            row_stride: 256,
+        };
+        let full = RgbImage::from_gray16(layout, &every, GrayWindow::FullRange).unwrap();
+        assert_eq!(stored(windowed), stored(unwindowed));
+        assert_eq!(stored(unwindowed), [full]);
+        for images in [windowed, unwindowed] {
+            assert_eq!(fedotp_images_free(images), FEDOTP_OK);
+        }
+    }
+
+    /// Refusals as the other `add` functions: a bad window (for any image), bad bytes, NULL
+    /// pointers, a freed handle; the set is unchanged.
+    #[test]
+    fn bad_windows_bytes_and_handles_are_refused() {
+        let images = new_set();
+        let bytes = png::<image::Luma<u16>>(4, 2, GRAY16.to_vec());
+        let eight_bit = png::<image::Luma<u8>>(2, 1, vec![1, 2]);
+        for (centre, width) in [
+            (1000.0, 0.5),
+            (f64::NAN, 400.0),
+            (1000.0, f64::INFINITY),
+            (f64::NEG_INFINITY, 400.0),
+        ] {
+            let window = Some(FedotpGrayWindow { centre, width });
+            for bytes in [&bytes, &eight_bit] {
+                assert_eq!(add(images, bytes, window), FEDOTP_ERR_INVALID_WINDOW);
+                assert!(last_error().contains("invalid window"), "{}", last_error());
+            }
+        }
+        let window = Some(FedotpGrayWindow {
+            centre: 1000.0,
+            width: 400.0,
+        });
+        assert_eq!(add(images, &bytes[..20], window), FEDOTP_ERR_IMAGE_DECODE);
+        assert_eq!(add(images, b"GIF89a..", window), FEDOTP_ERR_IMAGE_DECODE);
+        assert_eq!(add(images, &[], None), FEDOTP_ERR_IMAGE_DECODE);
+        // SAFETY: NULL bytes and NULL handles are checked before anything is read.
+        unsafe {
+            let status = fedotp_images_add_encoded_windowed(images, null(), 10, 0, null());
+            assert_eq!(status, FEDOTP_ERR_NULL_POINTER);
+            let status = fedotp_images_add_encoded_windowed(
+                null_mut(),
+                bytes.as_ptr(),
+                bytes.len(),
+                0,
+                null(),
+            );
+            assert_eq!(status, FEDOTP_ERR_NULL_POINTER);
+        }
+        assert!(stored(images).is_empty());
+        assert_eq!(add(images, &bytes, window), FEDOTP_OK);
+        assert_eq!(fedotp_images_free(images), FEDOTP_OK);
+        assert_eq!(add(images, &bytes, window), FEDOTP_ERR_INVALID_HANDLE);
+    }
 }

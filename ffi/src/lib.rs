@@ -40,9 +40,9 @@ pub use client::{
 };
 pub use handle::fedotp_live_handles;
 pub use images::{
-    fedotp_images_add_encoded, fedotp_images_add_gray16, fedotp_images_add_gray8,
-    fedotp_images_add_rgb8, fedotp_images_add_tokens, fedotp_images_count, fedotp_images_free,
-    fedotp_images_new, FedotpGrayWindow, FedotpImages, FEDOTP_NO_LABEL,
+    fedotp_images_add_encoded, fedotp_images_add_encoded_windowed, fedotp_images_add_gray16,
+    fedotp_images_add_gray8, fedotp_images_add_rgb8, fedotp_images_add_tokens, fedotp_images_count,
+    fedotp_images_free, fedotp_images_new, FedotpGrayWindow, FedotpImages, FEDOTP_NO_LABEL,
 };
 pub use info::{fedotp_device_available, fedotp_version, fedotp_version_numbers};
 pub use last_error::fedotp_last_error_message;

@@ -8,6 +8,7 @@ use fedotp_host::data::{
     DataError, DigitsFederation, DomainSet, GrayWindow, ImageSource, RgbImage, RowLayout, Split,
     Transform, TreeSplit,
 };
+use fedotp_tests::dicom::dicom_linear;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -485,21 +486,6 @@ fn symbolic_link_loops_do_not_repeat_images_or_swallow_classes() {
 /// The stored values of the 16-bit test images: below, on and above the ramp of the window
 /// centre 1000, width 401 (which runs over (799.5, 1199.5]), and the extremes.
 const GRAY16: [u16; 8] = [0, 799, 800, 900, 1000, 1199, 1200, 65_535];
-
-/// DICOM's linear VOI LUT (PS3.3 C.11.2.1.2.1) to 8 bits, in f64, written here from the
-/// standard rather than taken from the crate: y = ((x − (c − 0.5)) / (w − 1) + 0.5) clamped to
-/// [0, 1], times 255, rounded.
-fn dicom_linear(x: u16, centre: f64, width: f64) -> u8 {
-    let x = f64::from(x);
-    let y = if x <= centre - 0.5 - (width - 1.0) / 2.0 {
-        0.0
-    } else if x > centre - 0.5 + (width - 1.0) / 2.0 {
-        1.0
-    } else {
-        (x - (centre - 0.5)) / (width - 1.0) + 0.5
-    };
-    (y * 255.0).round() as u8
-}
 
 /// The first channel of each pixel (the three are equal for gray images).
 fn levels(image: &RgbImage) -> Vec<u8> {

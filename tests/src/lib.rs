@@ -4,6 +4,7 @@
 //!   CLIP-like similarities for the OT solver.
 //! - [`compare`]: relative errors and the assertion that prints them; the assertion that lists
 //!   exact mismatches (token ids).
+//! - [`dicom`]: DICOM's linear display window of 16-bit gray values, from the standard.
 //! - [`fixtures`]: where the reference fixtures lie and a reader of their PyTorch tensors
 //!   (written by the scripts of `tests/scripts/`).
 //! - [`parity`] (feature `cuda`): every CUDA backend operation against the CPU backend and
@@ -14,6 +15,7 @@
 //! firmware test program (`core/tests/support/ot_cases.rs`).
 
 pub mod compare;
+pub mod dicom;
 pub mod fixtures;
 pub mod inputs;
 #[cfg(feature = "cuda")]

@@ -1,5 +1,6 @@
 //! `fedotp.Images`: an image set (`FedotpImages`) filled from NumPy arrays, files or encoded
-//! bytes — the pixels and the 16-bit windowing are libfedotp's (`fedotp_images_add_*`).
+//! bytes — the pixels and the 16-bit windowing (of arrays and of 16-bit grayscale PNGs) are
+//! libfedotp's (`fedotp_images_add_*`).
 
 use fedotp::{FedotpGrayWindow, FedotpImages};
 use numpy::{PyReadonlyArrayDyn, PyUntypedArrayMethods};
@@ -91,8 +92,9 @@ impl Images {
     ) -> PyResult<()> {
         let py = image.py();
         let label = c_label(label);
+        let window = window.map(|(centre, width)| FedotpGrayWindow { centre, width });
         if let Ok(bytes) = image.cast::<PyBytes>() {
-            return Ok(self.add_encoded(py, bytes.as_bytes(), label)?);
+            return Ok(self.add_encoded(py, bytes.as_bytes(), label, window)?);
         }
         if !image.hasattr("dtype")? {
             if let Ok(path) = image.extract::<std::path::PathBuf>() {
@@ -100,7 +102,7 @@ impl Images {
                     status: fedotp::FEDOTP_ERR_IO,
                     message: format!("cannot read image {}: {source}", path.display()),
                 })?;
-                return Ok(self.add_encoded(py, &bytes, label)?);
+                return Ok(self.add_encoded(py, &bytes, label, window)?);
             }
         }
         let dtype = image.getattr("dtype").ok().map(|dtype| dtype.to_string());
@@ -114,7 +116,6 @@ impl Images {
                 ));
             }
             let (width, height, stride) = image_layout(py, &pixels, 1)?;
-            let window = window.map(|(centre, width)| FedotpGrayWindow { centre, width });
             // The address crosses into the GIL-free closure as a number; the borrow `pixels`
             // keeps the array alive (and read-only to Rust) until the call returns.
             let address = pixels.as_array().as_ptr() as usize;
@@ -171,11 +172,27 @@ impl Images {
         })?)
     }
 
-    fn add_encoded(&self, py: Python<'_>, bytes: &[u8], label: u32) -> Result<(), Failure> {
+    /// Adds JPEG or PNG `bytes`; a 16-bit grayscale PNG is read through `window` (None: the
+    /// full range, as `fedotp_images_add_encoded`).
+    fn add_encoded(
+        &self,
+        py: Python<'_>,
+        bytes: &[u8],
+        label: u32,
+        window: Option<FedotpGrayWindow>,
+    ) -> Result<(), Failure> {
         py.detach(|| {
-            // SAFETY: `bytes` is a live slice of its length.
+            let window_ptr = window.as_ref().map_or(std::ptr::null(), |w| w as *const _);
+            // SAFETY: `bytes` is a live slice of its length; `window_ptr` is NULL or a live
+            // local.
             check(unsafe {
-                fedotp::fedotp_images_add_encoded(self.ptr(), bytes.as_ptr(), bytes.len(), label)
+                fedotp::fedotp_images_add_encoded_windowed(
+                    self.ptr(),
+                    bytes.as_ptr(),
+                    bytes.len(),
+                    label,
+                    window_ptr,
+                )
             })
         })
     }
@@ -274,7 +291,9 @@ impl Images {
 
     /// Adds one image: encoded JPEG or PNG `bytes`, the path of such a file, or a NumPy array — uint8
     /// `(H, W)` or `(H, W, 1)` gray, `(H, W, 3)` RGB, or uint16 `(H, W)` gray mapped to 8 bits through
-    /// `window=(centre, width)` (None: the full range). Pixels are read in place; rows may be strided.
+    /// `window=(centre, width)` (None: the full range). The window applies to 16-bit grayscale PNG
+    /// bytes and files too (CT, MR, X-ray exported from DICOM); other files decode as they are.
+    /// Pixels are read in place; rows may be strided.
     ///
     /// >>> import numpy as np, fedotp
     /// >>> images = fedotp.Images()

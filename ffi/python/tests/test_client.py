@@ -119,6 +119,44 @@ def test_uint16_and_gray_images_use_the_c_windowing(model):
     np.testing.assert_allclose(client.predict([wide[:, 4:36]]), from_u8, atol=1e-6)
 
 
+def gray16_png(values):
+    """A 16-bit grayscale PNG of the 2-D ``values`` (stdlib only: zlib, struct)."""
+    import struct
+    import zlib
+
+    height, width = values.shape
+    rows = b"".join(b"\x00" + values[y].astype(">u2").tobytes() for y in range(height))
+
+    def chunk(kind, data):
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)  # 16-bit, grayscale
+    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + body
+
+
+def test_16_bit_png_bytes_and_files_use_the_c_windowing(model, tmp_path):
+    # A 16-bit grayscale PNG through a window predicts as the uint16 array of its values through
+    # the same window (and the 8-bit image of the levels it maps to); without one, as the array
+    # over the full range.
+    client = fedotp.Client(model, CLASSES, n_ctx=4, seed=5)
+    levels = np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) % 256
+    as_u16 = (levels * 4 + 1000).astype(np.uint16)
+    png = gray16_png(as_u16)
+    path = tmp_path / "ct.png"
+    path.write_bytes(png)
+    window = (1000 + 1020 / 2, 1020)
+    from_png, from_path = client.predict([png, path], window=window)
+    np.testing.assert_allclose(from_png, client.predict([as_u16], window=window)[0], atol=1e-6)
+    np.testing.assert_allclose(from_path, from_png, atol=1e-6)
+    np.testing.assert_allclose(from_png, client.predict([levels.astype(np.uint8)])[0], atol=1e-6)
+    np.testing.assert_allclose(client.predict([png]), client.predict([as_u16]), atol=1e-6)
+    with pytest.raises(fedotp.InvalidArgument) as raised:
+        fedotp.Images([png], window=(1000.0, 0.5))
+    assert raised.value.status_name == "FEDOTP_ERR_INVALID_WINDOW"
+
+
 def test_encoded_images_from_bytes_and_paths(model, tmp_path):
     png = (
         b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00\x90wS"

@@ -145,6 +145,17 @@ static const uint8_t PNG_2x1[] = {
     0x9c, 0x63, 0xf8, 0xcf, 0x00, 0x04, 0xff, 0x01, 0x07, 0x00, 0x01, 0xff, 0xe2, 0x23,
     0x9e, 0x59, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82};
 
+/* A 5 x 3 16-bit grayscale PNG of the values 17 * i (i = 0..14, row by row): through the window
+ * centre 128, width 256 (which maps v to v / 255) the levels 17 * i. */
+static const uint8_t PNG16_5x3[] = {
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48,
+    0x44, 0x52, 0x00, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00, 0x03, 0x10, 0x00, 0x00, 0x00,
+    0x00, 0x2e, 0xcd, 0x46, 0x67, 0x00, 0x00, 0x00, 0x29, 0x49, 0x44, 0x41, 0x54, 0x78,
+    0xda, 0x63, 0x60, 0x60, 0x60, 0x10, 0x64, 0x50, 0x62, 0x30, 0x66, 0x70, 0x61, 0x60,
+    0x08, 0x65, 0x48, 0x63, 0x28, 0x67, 0xe8, 0x60, 0x98, 0xc9, 0xc0, 0xb0, 0x8a, 0x61,
+    0x37, 0xc3, 0x19, 0x86, 0xbb, 0x0c, 0xef, 0x00, 0x47, 0x2f, 0x06, 0xfa, 0x7a, 0x4e,
+    0x27, 0x34, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82};
+
 static size_t count_of(FedotpImages *images) {
     size_t count = 12345;
     EXPECT_STATUS(fedotp_images_count(images, &count), FEDOTP_OK);
@@ -166,7 +177,12 @@ static void image_sets(void) {
     EXPECT_STATUS(fedotp_images_add_gray16(images, gray16, 4, 2, 4, NULL, FEDOTP_NO_LABEL),
                   FEDOTP_OK);
     EXPECT_STATUS(fedotp_images_add_encoded(images, PNG_2x1, sizeof PNG_2x1, 0), FEDOTP_OK);
-    CHECK(count_of(images) == 5, "5 images added");
+    EXPECT_STATUS(fedotp_images_add_encoded_windowed(images, PNG16_5x3, sizeof PNG16_5x3, 1,
+                                                     &window),
+                  FEDOTP_OK);
+    EXPECT_STATUS(fedotp_images_add_encoded_windowed(images, PNG_2x1, sizeof PNG_2x1, 0, NULL),
+                  FEDOTP_OK);
+    CHECK(count_of(images) == 7, "7 images added");
 
     /* Every refusal leaves the set as it was. */
     EXPECT_STATUS(fedotp_images_add_rgb8(images, NULL, 3, 2, 10, 0), FEDOTP_ERR_NULL_POINTER);
@@ -197,7 +213,25 @@ static void image_sets(void) {
     EXPECT_STATUS(fedotp_images_add_encoded(images, PNG_2x1, SIZE_MAX, 0),
                   FEDOTP_ERR_SIZE_OVERFLOW);
     EXPECT_STATUS(fedotp_images_add_encoded(images, NULL, 10, 0), FEDOTP_ERR_NULL_POINTER);
-    CHECK(count_of(images) == 5, "refused images were not added");
+    /* The window is checked whatever the image: a 16-bit gray one, and an 8-bit RGB one it would
+     * not apply to. */
+    EXPECT_STATUS(fedotp_images_add_encoded_windowed(images, PNG16_5x3, sizeof PNG16_5x3, 0,
+                                                     &narrow),
+                  FEDOTP_ERR_INVALID_WINDOW);
+    EXPECT_STATUS(fedotp_images_add_encoded_windowed(images, PNG_2x1, sizeof PNG_2x1, 0,
+                                                     &nan_centre),
+                  FEDOTP_ERR_INVALID_WINDOW);
+    EXPECT_MESSAGE("invalid window");
+    EXPECT_STATUS(fedotp_images_add_encoded_windowed(images, PNG16_5x3, sizeof PNG16_5x3 - 20, 0,
+                                                     &window),
+                  FEDOTP_ERR_IMAGE_DECODE);
+    EXPECT_STATUS(fedotp_images_add_encoded_windowed(images, PNG16_5x3, SIZE_MAX, 0, &window),
+                  FEDOTP_ERR_SIZE_OVERFLOW);
+    EXPECT_STATUS(fedotp_images_add_encoded_windowed(images, NULL, 10, 0, &window),
+                  FEDOTP_ERR_NULL_POINTER);
+    EXPECT_STATUS(fedotp_images_add_encoded_windowed(NULL, PNG16_5x3, sizeof PNG16_5x3, 0, NULL),
+                  FEDOTP_ERR_NULL_POINTER);
+    CHECK(count_of(images) == 7, "refused images were not added");
 
     /* Precomputed tokens: 3 tokens of width 4 per image, in a set of their own. */
     FedotpImages *tokens = NULL;
@@ -223,8 +257,11 @@ static void image_sets(void) {
     /* One kind of input per set. */
     EXPECT_STATUS(fedotp_images_add_gray8(tokens, rgb, 3, 2, 10, 0), FEDOTP_ERR_MIXED_IMAGES);
     EXPECT_STATUS(fedotp_images_add_tokens(images, values, 3, 4, 0), FEDOTP_ERR_MIXED_IMAGES);
+    EXPECT_STATUS(fedotp_images_add_encoded_windowed(tokens, PNG16_5x3, sizeof PNG16_5x3, 0,
+                                                     &window),
+                  FEDOTP_ERR_MIXED_IMAGES);
     CHECK(count_of(tokens) == 2, "refused tokens were not added");
-    CHECK(count_of(images) == 5, "tokens were not added to a set of images");
+    CHECK(count_of(images) == 7, "tokens were not added to a set of images");
     EXPECT_STATUS(fedotp_images_free(tokens), FEDOTP_OK);
 
     /* Handles: NULL, forged, wrong type, freed. */
@@ -658,9 +695,10 @@ static void training_exchange_prediction(FedotpModel *model) {
     }
     CHECK(untouched(probabilities + 6, 4 * sizeof(float)), "prediction wrote past 3 x 2 floats");
 
-    /* One picture in four formats predicts identically: 8-bit gray, the same levels as RGB rows
-     * with padding, 16-bit gray over the full range (v * 257), and 16-bit gray through the
-     * window centre 128, width 256, which maps v to v / 255. */
+    /* One picture in five formats predicts identically: 8-bit gray, the same levels as RGB rows
+     * with padding, 16-bit gray over the full range (v * 257), 16-bit gray through the window
+     * centre 128, width 256, which maps v to v / 255, and those 16-bit values as a PNG file
+     * through the same window. */
     {
         FedotpImages *same = NULL;
         EXPECT_STATUS(fedotp_images_new(&same), FEDOTP_OK);
@@ -679,9 +717,12 @@ static void training_exchange_prediction(FedotpModel *model) {
         EXPECT_STATUS(fedotp_images_add_rgb8(same, rgb, 5, 3, 17, 0), FEDOTP_OK);
         EXPECT_STATUS(fedotp_images_add_gray16(same, full, 5, 3, 5, NULL, 0), FEDOTP_OK);
         EXPECT_STATUS(fedotp_images_add_gray16(same, windowed, 5, 3, 5, &identity, 0), FEDOTP_OK);
-        float rows[4 * 2];
-        EXPECT_STATUS(fedotp_client_predict(client, same, rows, 8), FEDOTP_OK);
-        for (size_t row = 1; row < 4; row++)
+        EXPECT_STATUS(fedotp_images_add_encoded_windowed(same, PNG16_5x3, sizeof PNG16_5x3, 0,
+                                                         &identity),
+                      FEDOTP_OK);
+        float rows[5 * 2];
+        EXPECT_STATUS(fedotp_client_predict(client, same, rows, 10), FEDOTP_OK);
+        for (size_t row = 1; row < 5; row++)
             CHECK(memcmp(rows, rows + 2 * row, 2 * sizeof(float)) == 0,
                   "format %zu predicts (%g, %g), gray8 (%g, %g)", row, rows[2 * row],
                   rows[2 * row + 1], rows[0], rows[1]);

@@ -1,6 +1,7 @@
 //! `fedotp encode`: CLIP's image tokens, image embeddings and text embeddings of files, into one
 //! safetensors file — for feature caches and for checking the model against another
-//! implementation.
+//! implementation. With `--gray-window`, 16-bit grayscale PNGs (CT, MR, X-ray) are read through a
+//! display window, as `fedotp train` reads them with `dataset.gray_window`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,8 +15,8 @@ use safetensors::Dtype;
 
 use crate::{on_device, CliError};
 use fedotp_host::backend::{Backend, Device, OnBackend};
-use fedotp_host::clip::{vision_forward, ClipWeights};
-use fedotp_host::data::{list_images, RgbImage};
+use fedotp_host::clip::{vision_forward, ClipWeights, TextTokenizer};
+use fedotp_host::data::{list_images, GrayWindow, RgbImage};
 use fedotp_host::prompt::PromptLearner;
 use fedotp_host::run::write_atomic;
 use fedotp_host::train::{FrozenClip, TrainError};
@@ -36,6 +37,17 @@ pub struct EncodeArgs {
     /// The output safetensors file.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// Read 16-bit grayscale PNGs through a display window: CENTRE,WIDTH (DICOM's linear VOI
+    /// LUT, in stored units; width >= 1) or full-range, as `dataset.gray_window` in training.
+    /// 8-bit and colour files decode as without it; without it, 16-bit gray is scaled as
+    /// full-range scales it (round(v / 257)). Recorded as the output's `gray_window` metadata.
+    #[arg(
+        long,
+        value_name = "CENTRE,WIDTH|full-range",
+        value_parser = parse_gray_window,
+        allow_hyphen_values = true
+    )]
+    pub gray_window: Option<GrayWindow>,
     /// The compute device: cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "auto")]
     pub device: Device,
@@ -45,6 +57,29 @@ pub struct EncodeArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// `--gray-window`'s value: `CENTRE,WIDTH` or `full-range` (also written `full_range`, as in a
+/// configuration). A malformed, non-finite or narrower-than-1 window is refused; clap's error
+/// names the option and the value.
+fn parse_gray_window(value: &str) -> Result<GrayWindow, String> {
+    if matches!(value.trim(), "full-range" | "full_range") {
+        return Ok(GrayWindow::FullRange);
+    }
+    let Some((centre, width)) = value.split_once(',') else {
+        return Err("expected CENTRE,WIDTH (e.g. 1064,400) or full-range".into());
+    };
+    let number = |text: &str, what: &str| {
+        text.trim()
+            .parse::<f64>()
+            .map_err(|_| format!("the window {what} {:?} is not a number", text.trim()))
+    };
+    let window = GrayWindow::CentreWidth {
+        centre: number(centre, "centre")?,
+        width: number(width, "width")?,
+    };
+    window.validate().map_err(|e| e.to_string())?;
+    Ok(window)
 }
 
 /// Runs `fedotp encode`.
@@ -65,17 +100,21 @@ pub fn encode(args: &EncodeArgs) -> Result<(), CliError> {
     }
     check_output(&args.out, args, &images)?;
     let weights = ClipWeights::load(&args.clip).map_err(TrainError::from)?;
+    let tokenizer =
+        TextTokenizer::for_model(&args.clip, &weights.config).map_err(TrainError::from)?;
     let encoded = on_device(
         args.device,
         EncodeJob {
             weights,
+            tokenizer,
             images: &images,
             texts: &texts,
+            gray_window: args.gray_window,
             batch: args.batch as usize,
             quiet: args.quiet,
         },
     )?;
-    let bytes = encoded.to_safetensors(&images)?;
+    let bytes = encoded.to_safetensors(&images, args.gray_window)?;
     write_atomic(&args.out, &bytes)?;
     println!(
         "wrote {}: {} images, {} texts",
@@ -158,7 +197,13 @@ struct Encoded {
 }
 
 impl Encoded {
-    fn to_safetensors(&self, images: &[PathBuf]) -> Result<Vec<u8>, CliError> {
+    /// The tensors, with the image files (and the window they were read through, when one was
+    /// given) as metadata.
+    fn to_safetensors(
+        &self,
+        images: &[PathBuf],
+        gray_window: Option<GrayWindow>,
+    ) -> Result<Vec<u8>, CliError> {
         let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
         let n_images = images.len();
         let n_texts = self.text_embeds.len() / self.embed_dim.max(1);
@@ -189,10 +234,16 @@ impl Encoded {
             })
             .collect();
         let names: Vec<String> = images.iter().map(|p| p.display().to_string()).collect();
-        let metadata = HashMap::from([(
+        let mut metadata = HashMap::from([(
             "images".to_string(),
             serde_json::to_string(&names).expect("strings serialise"),
         )]);
+        if let Some(window) = gray_window {
+            metadata.insert(
+                "gray_window".to_string(),
+                serde_json::to_string(&window).expect("a window serialises"),
+            );
+        }
         safetensors::serialize(views, Some(metadata))
             .map_err(|e| CliError::Input(format!("cannot serialise the output: {e}")))
     }
@@ -201,8 +252,12 @@ impl Encoded {
 /// The encoding on a backend.
 struct EncodeJob<'a> {
     weights: ClipWeights<Vec<f32>>,
+    /// The text tower's tokenizer (CLIP's, or the model directory's `vocab.txt`).
+    tokenizer: TextTokenizer,
     images: &'a [PathBuf],
     texts: &'a [String],
+    /// The window 16-bit grayscale PNGs are read through, if any.
+    gray_window: Option<GrayWindow>,
     batch: usize,
     quiet: bool,
 }
@@ -217,7 +272,7 @@ impl OnBackend for EncodeJob<'_> {
 
 impl EncodeJob<'_> {
     fn encode<B: Backend>(self, backend: B) -> Result<Encoded, TrainError> {
-        let clip = FrozenClip::new(backend, self.weights)?;
+        let clip = FrozenClip::with_tokenizer(backend, self.weights, self.tokenizer)?;
         let backend = clip.backend();
         let weights = clip.weights();
         let transform = clip.weights().config.eval_transform();
@@ -247,7 +302,10 @@ impl EncodeJob<'_> {
                 .iter()
                 .zip(pixels.chunks_exact_mut(transform.output_len()))
             {
-                let image = RgbImage::open(path)?;
+                let image = match self.gray_window {
+                    Some(window) => RgbImage::open_windowed(path, window)?,
+                    None => RgbImage::open(path)?,
+                };
                 transform.apply_into(&image, &mut rng, slot)?;
             }
             let input = backend.upload_vec(pixels)?;

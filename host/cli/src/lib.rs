@@ -6,6 +6,7 @@
 //! fedotp eval <run dir>                                         a saved run's results
 //! fedotp plot <run dir>... [--out accuracy]                     accuracy per round as PNG and SVG
 //! fedotp encode --clip <weights> [--images <paths>...] [--texts <file>] --out <file.safetensors>
+//!               [--gray-window <centre,width | full-range>]
 //! ```
 //!
 //! `train` runs the configured method on the configured device, writing metrics and checkpoints

@@ -374,6 +374,218 @@ fn encode_writes_the_towers_outputs() {
     );
 }
 
+/// `fedotp encode --gray-window`: a 16-bit grayscale PNG's tokens are those of its pixels mapped
+/// by DICOM's linear function (computed here) — what training reads through
+/// `dataset.gray_window` — and differ from those without the option (round(v / 257), as
+/// `full-range` gives); an 8-bit PNG encodes the same either way. Bad windows are refused naming
+/// the option and the value, before anything is written.
+/// `fedotp encode` on BiomedCLIP (the hub-layout fixture of host/tests/biomedclip.rs): texts
+/// tokenized with the model directory's `vocab.txt` and pooled at `[CLS]` give open_clip's
+/// `encode_text` features (recorded in float64 by tests/scripts/biomedclip_fixtures.py).
+#[test]
+fn encode_runs_biomedclip_with_its_own_tokenizer() {
+    use fedotp_tests::compare::assert_close;
+    use fedotp_tests::fixtures::{fixture, Reference};
+
+    let cwd = tempfile::tempdir().unwrap();
+    // The fixture script's plain texts, in its order.
+    let texts = [
+        "a chest x-ray",
+        "Normal lungs.",
+        "Showing a small left pleural effusion, and cardiomegaly",
+        "No opacities in the right lung",
+    ];
+    std::fs::write(cwd.path().join("texts.txt"), texts.join("\n")).unwrap();
+    let model = fixture("biomedclip");
+    let out = fedotp(
+        cwd.path(),
+        &[
+            "encode",
+            "--clip",
+            model.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--texts",
+            "texts.txt",
+            "--out",
+            "texts.safetensors",
+            "--quiet",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let written = Reference::open(cwd.path().join("texts.safetensors"));
+    let (embeds, shape) = written.f32("text_embeds");
+    assert_eq!(shape, [4, 32]);
+    let reference = Reference::open(model.join("reference.safetensors"));
+    assert_close(
+        "fedotp encode's BiomedCLIP text embeddings",
+        &embeds,
+        &reference.values("plain.features"),
+        2e-6,
+    );
+}
+
+#[test]
+fn encode_reads_16_bit_gray_through_the_window() {
+    use fedotp_host::backend::{Backend, Cpu};
+    use fedotp_host::clip::{vision_forward, ClipWeights};
+    use fedotp_host::data::{GrayWindow, RgbImage, RowLayout, Transform, WindowedFile};
+    use fedotp_tests::dicom::dicom_linear;
+    use rand::SeedableRng;
+
+    let cwd = tempfile::tempdir().unwrap();
+    let (width, height) = (40u32, 30u32);
+    // A 12-bit ramp in 16-bit values, across and beyond the window [800, 1200).
+    let values: Vec<u16> = (0..width * height)
+        .map(|i| (i * 3 + 500) as u16 % 4096)
+        .collect();
+    image::ImageBuffer::<image::Luma<u16>, _>::from_raw(width, height, values.clone())
+        .unwrap()
+        .save(cwd.path().join("ct.png"))
+        .unwrap();
+    let gray8: Vec<u8> = (0..width * height).map(|i| (i * 7 % 256) as u8).collect();
+    image::GrayImage::from_raw(width, height, gray8.clone())
+        .unwrap()
+        .save(cwd.path().join("photo.png"))
+        .unwrap();
+
+    let weights_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/clip/openai");
+    let encode = |out: &str, window: &[&str]| {
+        let args = [
+            "encode",
+            "--clip",
+            weights_dir.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--images",
+            "ct.png",
+            "photo.png",
+            "--out",
+            out,
+            "--quiet",
+        ];
+        fedotp(cwd.path(), &[&args[..], window].concat())
+    };
+    let tokens = |out: &str| -> (Vec<f32>, Option<String>) {
+        let bytes = std::fs::read(cwd.path().join(out)).unwrap();
+        let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let tokens = file
+            .tensor("image_tokens")
+            .unwrap()
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let window = header
+            .metadata()
+            .as_ref()
+            .unwrap()
+            .get("gray_window")
+            .cloned();
+        (tokens, window)
+    };
+    let (centre, window_width) = (1000.0, 401.0);
+    for (out, window) in [
+        ("plain.safetensors", &[][..]),
+        ("windowed.safetensors", &["--gray-window", "1000,401"][..]),
+        ("full.safetensors", &["--gray-window", "full-range"][..]),
+    ] {
+        let run = encode(out, window);
+        assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    }
+    let (plain, no_window) = tokens("plain.safetensors");
+    let (windowed, named) = tokens("windowed.safetensors");
+    let (full, full_named) = tokens("full.safetensors");
+    assert_eq!(no_window, None);
+    assert_eq!(named.as_deref(), Some(r#"{"centre":1000.0,"width":401.0}"#));
+    assert_eq!(full_named.as_deref(), Some(r#""full_range""#));
+
+    // The image tower on the pixels as mapped here, independently of the library.
+    let cpu = Cpu::new();
+    let weights = ClipWeights::load(&weights_dir)
+        .unwrap()
+        .to_backend(&cpu)
+        .unwrap();
+    let transform = Transform::eval(weights.config.vision.image_size() as u32);
+    let tower = |images: &[RgbImage]| -> Vec<f32> {
+        let mut pixels = Vec::new();
+        for image in images {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+            pixels.extend(transform.apply(image, &mut rng).unwrap());
+        }
+        let out = vision_forward(&cpu, &weights.vision, &cpu.upload(&pixels).unwrap(), 2).unwrap();
+        let n = 2 * out.tokens_per_image * out.embed_dim;
+        cpu.download(&out.tokens, n).unwrap()
+    };
+    let gray = |levels: Vec<u8>| {
+        let rgb: Vec<u8> = levels.iter().flat_map(|&v| [v; 3]).collect();
+        RgbImage::new(width, height, rgb).unwrap()
+    };
+    let mapped = gray(
+        values
+            .iter()
+            .map(|&v| dicom_linear(v, centre, window_width))
+            .collect(),
+    );
+    let scaled = gray(
+        values
+            .iter()
+            .map(|&v| (f64::from(v) / 257.0).round() as u8)
+            .collect(),
+    );
+    let photo = gray(gray8);
+    // The ramp covers black, the window's slope and white.
+    assert!(mapped.pixels().contains(&0) && mapped.pixels().contains(&255));
+    assert!(mapped.pixels().iter().any(|&v| v > 0 && v < 255));
+    // Training's windowed file decodes to the same pixels.
+    let window = GrayWindow::CentreWidth {
+        centre,
+        width: window_width,
+    };
+    let file = WindowedFile::new(cwd.path().join("ct.png"), window).unwrap();
+    assert_eq!(file.load().unwrap(), mapped);
+    let layout = RowLayout {
+        width,
+        height,
+        row_stride: width as usize,
+    };
+    assert_eq!(
+        RgbImage::from_gray16(layout, &values, window).unwrap(),
+        mapped
+    );
+
+    assert_eq!(windowed, tower(&[mapped, photo.clone()]));
+    assert_eq!(plain, tower(&[scaled, photo]));
+    assert_eq!(full, plain);
+    let per_image = plain.len() / 2;
+    assert_ne!(windowed[..per_image], plain[..per_image]);
+    assert_eq!(windowed[per_image..], plain[per_image..]);
+
+    // Refusals name the option and the value; nothing is written.
+    for (value, reason) in [
+        ("1000,0.5", "width >= 1"),
+        ("nan,400", "need finite values"),
+        ("1000,inf", "need finite values"),
+        ("1000", "CENTRE,WIDTH"),
+        ("1000,wide", "not a number"),
+        ("-600", "CENTRE,WIDTH"),
+        ("full", "CENTRE,WIDTH"),
+    ] {
+        let run = encode("refused.safetensors", &["--gray-window", value]);
+        let stderr = text(&run.stderr);
+        assert_ne!(run.status.code(), Some(0), "{value}");
+        assert!(
+            stderr.contains("--gray-window") && stderr.contains(value) && stderr.contains(reason),
+            "{value}: {stderr}"
+        );
+        assert!(!cwd.path().join("refused.safetensors").exists());
+    }
+    // A negative centre (stored units of signed data) is a value, not an option.
+    let run = encode("negative.safetensors", &["--gray-window", "-600,1500"]);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+}
+
 #[test]
 fn a_run_that_fails_before_its_first_round_leaves_no_directory() {
     let cwd = tempfile::tempdir().unwrap();

@@ -13,7 +13,8 @@ STATUS_CODES: Dict[str, int]
 #: One image: encoded JPEG/PNG bytes, a path to such a file, or pixels — uint8 ``(H, W)``,
 #: ``(H, W, 1)`` gray or ``(H, W, 3)`` RGB; uint16 ``(H, W)`` gray, windowed.
 Image = Union[bytes, str, "os.PathLike[str]", npt.NDArray[np.uint8], npt.NDArray[np.uint16]]
-#: A DICOM-style gray window for uint16 images: ``(centre, width)``; None is the full range.
+#: A DICOM-style gray window for uint16 images and 16-bit grayscale PNG bytes or files:
+#: ``(centre, width)``; None is the full range.
 Window = Optional[Tuple[float, float]]
 Float32Array = npt.NDArray[np.float32]
 
@@ -110,7 +111,8 @@ class Images:
         window: Window = None,
     ) -> None: ...
     def add(self, image: Image, label: Optional[int] = None, window: Window = None) -> None:
-        """Adds one image; uint16 pixels are mapped to 8 bits through ``window``."""
+        """Adds one image; uint16 pixels and 16-bit grayscale PNGs are mapped to 8 bits through
+        ``window``."""
     def __len__(self) -> int: ...
 
 class TrainReport:
