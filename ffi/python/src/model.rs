@@ -65,8 +65,10 @@ fn checked_device(device: &str) -> Result<String, Failure> {
 impl Model {
     /// Loads CLIP from safetensors weights, in the Hugging Face `CLIPModel` layout or the OpenAI /
     /// open_clip one (a file, or a directory holding `model.safetensors` or
-    /// `open_clip_model.safetensors`), as libfedotp's `fedotp_model_load`. `device` ("cpu", "cuda",
-    /// "cuda:N" or "auto") is where the clients created on it compute unless they name another.
+    /// `open_clip_model.safetensors`), or BiomedCLIP from a directory in open_clip's hub layout
+    /// (with `open_clip_config.json` and the text model's `vocab.txt`), as libfedotp's
+    /// `fedotp_model_load`. `device` ("cpu", "cuda", "cuda:N" or "auto") is where the clients
+    /// created on it compute unless they name another.
     ///
     /// >>> model = fedotp.Model.load("clip-vit-b16/", device="auto")  # doctest: +SKIP
     #[staticmethod]

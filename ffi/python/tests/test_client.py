@@ -1,6 +1,8 @@
 """A whole round on the tiny model: train, update message, aggregation, global prompt,
 prediction, save and restore — and cancelling a training from its progress callback."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -239,3 +241,25 @@ def test_context_from_words_and_the_released_stopping_rule(model):
         new(ctx_init=" _ ")
     with pytest.raises(fedotp.InvalidArgument, match='ot_stopping.*"batch"'):
         new(ot_stopping="batch")
+
+
+def test_biomedclip_from_its_hub_directory():
+    """BiomedCLIP (a BERT text tower, a timm ViT) loads from open_clip's hub layout — the
+    fixture of host/tests/biomedclip.rs — and a client on it starts its context from words read
+    with the model's own WordPiece vocabulary, trains and predicts."""
+    root = Path(__file__).resolve().parents[3]
+    model = fedotp.Model.load(root / "host" / "tests" / "fixtures" / "biomedclip", device="cpu")
+    info = model.info
+    assert (info["image_size"], info["text_width"], info["context_length"]) == (16, 48, 256)
+    client = fedotp.Client(model, ["normal", "pneumonia"], n_ctx=2, batch_size=4, ctx_init="chest x")
+    start = client.global_prompt
+    assert start.shape == (2, 48)
+    rng = np.random.default_rng(4)
+    images = [rng.integers(0, 256, (20, 20, 3), dtype=np.uint8) for _ in range(6)]
+    client.add_images(images, labels=[0, 1] * 3)
+    client.train(epochs=1)
+    assert not np.array_equal(client.global_prompt, start)
+    probabilities = client.predict(images)
+    assert probabilities.shape == (6, 2)
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+

@@ -172,10 +172,13 @@ fn describe(vision: &VisionConfig) -> String {
 /// Refuses weights whose image tower is not `backbone`'s.
 fn check_backbone(path: &Path, backbone: Backbone, found: &ClipConfig) -> Result<(), TrainError> {
     let mut expected = backbone_config(backbone);
-    // A backbone names a shape: OpenAI's ViT-B/16 (QuickGELU) and a LAION one (GELU) are both
-    // ViT-B/16, and the weights' own configuration says which activation they run.
+    // A backbone names a shape: OpenAI's ViT-B/16 (QuickGELU), a LAION one (GELU) and
+    // BiomedCLIP's timm ViT-B/16 (GELU, its own LayerNorm eps and biases) are all ViT-B/16, and
+    // the weights' own configuration says which activation and layout they run.
     if let (VisionConfig::Vit(e), VisionConfig::Vit(f)) = (&mut expected.vision, &found.vision) {
         e.activation = f.activation;
+        e.layer_norm_eps = f.layer_norm_eps;
+        e.style = f.style;
     }
     if expected.vision == found.vision {
         return Ok(());
@@ -185,4 +188,29 @@ fn check_backbone(path: &Path, backbone: Backbone, found: &ClipConfig) -> Result
         expected: format!("{backbone} ({})", describe(&expected.vision)),
         found: describe(&found.vision),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Activation;
+    use crate::clip::{VitStyle, TIMM_LAYER_NORM_EPS};
+
+    /// A backbone is a shape: BiomedCLIP's timm ViT-B/16 (GELU, eps 1e-6, timm's biases and no
+    /// pre-norm) passes a `ViT-B/16` check; another patch size does not.
+    #[test]
+    fn a_backbone_check_compares_the_shape_not_the_layout() {
+        let mut timm = ClipConfig::vit_b_16();
+        if let VisionConfig::Vit(vit) = &mut timm.vision {
+            vit.activation = Activation::Gelu;
+            vit.layer_norm_eps = TIMM_LAYER_NORM_EPS;
+            vit.style = VitStyle::Timm {
+                projection_bias: false,
+            };
+        }
+        let path = Path::new("weights/BiomedCLIP");
+        assert!(check_backbone(path, Backbone::VitB16, &timm).is_ok());
+        let error = check_backbone(path, Backbone::VitB32, &timm).unwrap_err();
+        assert!(error.to_string().contains("16-pixel patches"), "{error}");
+    }
 }

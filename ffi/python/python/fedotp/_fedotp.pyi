@@ -83,8 +83,9 @@ class Model:
     @staticmethod
     def load(path: Union[str, "os.PathLike[str]"], device: str = "auto") -> "Model":
         """Loads CLIP weights (safetensors; Hugging Face ``CLIPModel`` or OpenAI/open_clip
-        layout, as ``fedotp_model_load``). ``device`` ("cpu", "cuda", "cuda:N", "auto") is
-        where its clients compute unless they name another.
+        layout), or BiomedCLIP from open_clip's hub layout with its ``vocab.txt``, as
+        ``fedotp_model_load``. ``device`` ("cpu", "cuda", "cuda:N", "auto") is where its
+        clients compute unless they name another.
 
         >>> model = fedotp.Model.load("clip-vit-b16/", device="auto")  # doctest: +SKIP
         """
