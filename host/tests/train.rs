@@ -15,7 +15,7 @@ use fedotp_host::train::{
     train_run, CachePlace, FrozenClip, HeadChoice, LocalSchedule, PromptSetup, PromptTrainer,
     Silent, Simulation, SplitFeatures,
 };
-use fedotp_tests::fixtures::fixture;
+use fedotp_tests::fixtures::{fixture, json_array, json_ids};
 use std::ops::ControlFlow;
 
 use rand::SeedableRng;
@@ -442,13 +442,11 @@ fn reference_ids(text: &str) -> Vec<u32> {
     let path = fixture("tokenizer").join("reference.json");
     let reference: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let case = reference["cases"]
-        .as_array()
-        .unwrap()
+    let case = json_array(&reference, "cases")
         .iter()
         .find(|case| case["text"] == text)
         .unwrap_or_else(|| panic!("no reference case {text:?}"));
-    serde_json::from_value(case["ids"].clone()).unwrap()
+    json_ids(case, "ids")
 }
 
 /// `prompt.ctx_init` (CoOp's context from words): the global prompt and every client's local

@@ -11,7 +11,7 @@ use fedotp_host::clip::wordpiece::{
     WordPieceError, WordPieceTokenizer, BIOMEDCLIP_CONTEXT_LENGTH, MAX_WORD_CHARS,
 };
 use fedotp_tests::compare::assert_no_mismatches;
-use fedotp_tests::fixtures::fixture;
+use fedotp_tests::fixtures::{fixture, json_array, json_ids, json_str};
 use serde_json::Value;
 
 static FIXTURE: LazyLock<Value> = LazyLock::new(|| {
@@ -28,26 +28,11 @@ fn tokenizer() -> WordPieceTokenizer {
 }
 
 fn cases(key: &str) -> &'static [Value] {
-    FIXTURE[key]
-        .as_array()
-        .unwrap_or_else(|| panic!("fixture field {key} is not an array"))
+    json_array(&FIXTURE, key)
 }
 
 fn text(case: &Value) -> &str {
-    case["text"].as_str().expect("a case's text is a string")
-}
-
-fn ids(case: &Value, key: &str) -> Vec<u32> {
-    case[key]
-        .as_array()
-        .unwrap_or_else(|| panic!("fixture field {key} is not an array"))
-        .iter()
-        .map(|id| {
-            id.as_u64()
-                .and_then(|id| u32::try_from(id).ok())
-                .expect("ids are u32")
-        })
-        .collect()
+    json_str(case, "text")
 }
 
 /// `None` if equal, else a line naming the text and the first position that differs.
@@ -76,7 +61,7 @@ fn encode_mismatches(tokenizer: &WordPieceTokenizer, key: &str) -> Vec<String> {
         .iter()
         .filter_map(|case| {
             let ours = tokenizer.encode(text(case));
-            mismatch("ids", text(case), &ours, &ids(case, "ids"))
+            mismatch("ids", text(case), &ours, &json_ids(case, "ids"))
         })
         .collect()
 }
@@ -115,7 +100,7 @@ fn tokenize_matches_open_clip_hf_tokenizer_on_every_text() {
     let mut mismatches = Vec::new();
     for case in cases("cases") {
         // The fixture leaves the trailing [PAD]s out.
-        let sequence = ids(case, "context");
+        let sequence = json_ids(case, "context");
         let mut expected = sequence.clone();
         expected.resize(BIOMEDCLIP_CONTEXT_LENGTH, tokenizer.pad());
         let context = tokenizer
@@ -141,7 +126,7 @@ fn the_corpus_exercises_every_path() {
     let tokenizer = tokenizer();
     let all = cases("cases");
     assert!(all.len() >= 300, "{} cases", all.len());
-    let flat: Vec<u32> = all.iter().flat_map(|case| ids(case, "ids")).collect();
+    let flat: Vec<u32> = all.iter().flat_map(|case| json_ids(case, "ids")).collect();
     let token = |id: u32| {
         tokenizer
             .id_to_token(id)
@@ -176,7 +161,7 @@ fn the_corpus_exercises_every_path() {
         .map(text)
         .any(|t| t.split(' ').any(|w| w.chars().count() > MAX_WORD_CHARS));
     assert!(long_word, "no word over {MAX_WORD_CHARS} characters");
-    assert!(all.iter().any(|case| ids(case, "ids").is_empty()));
+    assert!(all.iter().any(|case| json_ids(case, "ids").is_empty()));
     // Texts on which BERT's original Python algorithm differs (final sigma, unassigned code
     // points, CJK extension E): the Rust port follows transformers' BertTokenizer there.
     let legacy_differs = all

@@ -60,3 +60,29 @@ impl Reference {
         (values, shape)
     }
 }
+
+/// Field `key` of a JSON fixture's `value` as an array; panics naming the key otherwise.
+pub fn json_array<'a>(value: &'a serde_json::Value, key: &str) -> &'a [serde_json::Value] {
+    value[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("fixture field {key} is not an array"))
+}
+
+/// Field `key` of a JSON fixture's `value` as a string; panics naming the key otherwise.
+pub fn json_str<'a>(value: &'a serde_json::Value, key: &str) -> &'a str {
+    value[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("fixture field {key} is not a string"))
+}
+
+/// Field `key` of a JSON fixture's `value` as token ids (an array of `u32`).
+pub fn json_ids(value: &serde_json::Value, key: &str) -> Vec<u32> {
+    json_array(value, key)
+        .iter()
+        .map(|id| {
+            id.as_u64()
+                .and_then(|id| u32::try_from(id).ok())
+                .unwrap_or_else(|| panic!("fixture field {key} holds {id}, not a u32 id"))
+        })
+        .collect()
+}

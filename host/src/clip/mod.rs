@@ -20,6 +20,7 @@ mod text_tokenizer;
 mod timm;
 pub mod tokenizer;
 mod vision;
+mod vocabulary;
 mod weights;
 pub mod wordpiece;
 

@@ -59,7 +59,6 @@
 //! # Ok::<(), fedotp_host::clip::wordpiece::WordPieceError>(())
 //! ```
 
-use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -69,6 +68,7 @@ use regex::Regex;
 use unicode_normalization::UnicodeNormalization;
 
 use super::tokenizer::clean_keeping_case;
+use super::vocabulary::Vocabulary;
 
 /// BiomedCLIP's text context: the number of token positions of its PubMedBERT tower.
 pub const BIOMEDCLIP_CONTEXT_LENGTH: usize = 256;
@@ -375,10 +375,9 @@ impl WordPieceContext {
 /// It holds no cache and no global state: encoding takes `&self` and is free of side effects, so
 /// one tokenizer serves any number of threads.
 pub struct WordPieceTokenizer {
-    /// Token → id (for a token listed twice, its last line).
-    ids: HashMap<String, u32>,
-    /// Id → token: the vocabulary's lines, trimmed.
-    tokens: Vec<String>,
+    /// The vocabulary's lines, trimmed, numbered from 0 (a token listed twice has the id of
+    /// its last line).
+    vocab: Vocabulary,
     pad: u32,
     unk: u32,
     cls: u32,
@@ -463,18 +462,13 @@ impl WordPieceTokenizer {
                 lines: tokens.len(),
             });
         }
-        let mut ids = HashMap::with_capacity(tokens.len());
-        for (id, token) in (0u32..).zip(&tokens) {
-            // A later line overrides an earlier one, as in the reference's map.
-            ids.insert(token.clone(), id);
-        }
-
+        let vocab = Vocabulary::new(tokens);
+        let id_of = |token: &str| vocab.id(token);
         let required = [CLS_TOKEN, SEP_TOKEN, PAD_TOKEN, UNK_TOKEN];
         let missing: Vec<&'static str> = required
             .into_iter()
-            .filter(|token| !ids.contains_key(*token))
+            .filter(|token| id_of(token).is_none())
             .collect();
-        let id_of = |token: &str| ids.get(token).copied();
         let (Some(cls), Some(sep), Some(pad), Some(unk)) = (
             id_of(CLS_TOKEN),
             id_of(SEP_TOKEN),
@@ -493,8 +487,7 @@ impl WordPieceTokenizer {
         let mask = id_of(MASK_TOKEN);
 
         Ok(WordPieceTokenizer {
-            ids,
-            tokens,
+            vocab,
             pad,
             unk,
             cls,
@@ -506,7 +499,7 @@ impl WordPieceTokenizer {
 
     /// The number of ids: the vocabulary's lines (a token listed twice counts each time).
     pub fn vocab_size(&self) -> usize {
-        self.tokens.len()
+        self.vocab.len()
     }
 
     /// The id of `[PAD]`, which fills a sequence after `[SEP]`.
@@ -536,12 +529,12 @@ impl WordPieceTokenizer {
 
     /// The id of a vocabulary entry (continuations written with their `##`).
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
-        self.ids.get(token).copied()
+        self.vocab.id(token)
     }
 
     /// The vocabulary entry of an id: its line, trimmed.
     pub fn id_to_token(&self, id: u32) -> Option<&str> {
-        self.tokens.get(id as usize).map(String::as_str)
+        self.vocab.token(id)
     }
 
     /// Encodes a text into token ids, without `[CLS]`, `[SEP]` or truncation: transformers'
@@ -634,7 +627,7 @@ impl WordPieceTokenizer {
                     candidate.push_str(CONTINUATION_PREFIX);
                 }
                 candidate.push_str(&rest[..end]);
-                if let Some(&id) = self.ids.get(candidate.as_str()) {
+                if let Some(id) = self.vocab.id(candidate.as_str()) {
                     matched = Some((id, end));
                     break;
                 }

@@ -43,6 +43,8 @@ use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};
 
 use regex::Regex;
 
+use super::vocabulary::Vocabulary;
+
 /// The number of token positions of CLIP's text tower.
 pub const CONTEXT_LENGTH: usize = 77;
 
@@ -152,10 +154,8 @@ struct Merge {
 /// Built once ([`Tokenizer::openai`] shares one instance per process), then used from any
 /// number of threads: encoding takes `&self` and caches the BPE result of every word.
 pub struct Tokenizer {
-    /// Token string → id.
-    ids: HashMap<String, u32>,
-    /// Id → token string.
-    tokens: Vec<String>,
+    /// Token strings and their ids.
+    vocab: Vocabulary,
     /// Id → the bytes the token stands for (`</w>` kept as its four bytes).
     token_bytes: Vec<Vec<u8>>,
     /// Adjacent pair of ids → the merge that joins them.
@@ -301,11 +301,9 @@ impl Tokenizer {
             path: vocab_path.to_owned(),
             problem,
         };
-        // As in the reference's `dict(zip(vocab, range(len(vocab))))`, a repeated token keeps
-        // its last id. Ids fit in u32: the embedded list has 49,408 tokens, a vocab.json's ids
-        // are u32.
-        let ids: HashMap<String, u32> = tokens.iter().cloned().zip(0..).collect();
-        let id_of = |token: &str| ids.get(token).copied();
+        // Ids fit in u32: the embedded list has 49,408 tokens, a vocab.json's ids are u32.
+        let vocab = Vocabulary::new(tokens);
+        let id_of = |token: &str| vocab.id(token);
 
         let mut byte_ids = [0; 256];
         let mut final_byte_ids = [0; 256];
@@ -327,7 +325,8 @@ impl Tokenizer {
         let start_of_text = special(START_OF_TEXT)?;
         let end_of_text = special(END_OF_TEXT)?;
 
-        let token_bytes = tokens
+        let token_bytes = vocab
+            .tokens()
             .iter()
             .map(|token| {
                 token_to_bytes(token).ok_or_else(|| {
@@ -337,11 +336,10 @@ impl Tokenizer {
                 })
             })
             .collect::<Result<_, _>>()?;
-        let merges = merge_table(merges, &ids, merges_path)?;
+        let merges = merge_table(merges, &vocab, merges_path)?;
 
         Ok(Tokenizer {
-            ids,
-            tokens,
+            vocab,
             token_bytes,
             merges,
             byte_ids,
@@ -354,7 +352,7 @@ impl Tokenizer {
 
     /// The number of tokens in the vocabulary (49,408 for OpenAI's).
     pub fn vocab_size(&self) -> usize {
-        self.tokens.len()
+        self.vocab.len()
     }
 
     /// The id of `<|startoftext|>`.
@@ -379,12 +377,12 @@ impl Tokenizer {
     /// # Ok::<(), fedotp_host::clip::tokenizer::TokenizerError>(())
     /// ```
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
-        self.ids.get(token).copied()
+        self.vocab.id(token)
     }
 
     /// The vocabulary entry of an id.
     pub fn id_to_token(&self, id: u32) -> Option<&str> {
-        self.tokens.get(id as usize).map(String::as_str)
+        self.vocab.token(id)
     }
 
     /// Encodes a text into token ids, without start and end tokens and without truncation.
@@ -604,7 +602,7 @@ fn token_to_bytes(token: &str) -> Option<Vec<u8>> {
 /// concatenation are tokens and that no pair is listed twice.
 fn merge_table(
     merges: &[MergeLine],
-    ids: &HashMap<String, u32>,
+    vocab: &Vocabulary,
     path: &Path,
 ) -> Result<HashMap<(u32, u32), Merge>, TokenizerError> {
     let mut table = HashMap::with_capacity(merges.len());
@@ -615,13 +613,13 @@ fn merge_table(
             problem,
         };
         let id_of = |symbol: &str| {
-            ids.get(symbol)
-                .copied()
+            vocab
+                .id(symbol)
                 .ok_or_else(|| error(format!("{symbol:?} is not in the vocabulary")))
         };
         let pair = (id_of(&merge.left)?, id_of(&merge.right)?);
         let joined = format!("{}{}", merge.left, merge.right);
-        let merged = ids.get(&joined).copied().ok_or_else(|| {
+        let merged = vocab.id(&joined).ok_or_else(|| {
             error(format!(
                 "merging {:?} and {:?} gives {joined:?}, which is not in the vocabulary",
                 merge.left, merge.right
