@@ -10,6 +10,11 @@ Workloads (random weights of the real shapes, open_clip's `ViT-B-16-quickgelu` a
               to the context. PyTorch runs it as the released code does (CoOp's TextEncoder):
               padded to 77 tokens, ln_final on every token, autograd; fedotp runs to the longest
               EOT (12).
+  text-bert   the same step on BiomedCLIP's text tower (PubMedBERT base, open_clip's
+              HFTextEncoder: [CLS] pooling, MLP projection to 512; random weights, transformers'
+              BertModel) for 10 classes x 2 prompts. PyTorch runs the prompts as open_clip's
+              tokenizer gives them to BiomedCLIP, padded to 256 tokens with the attention mask;
+              fedotp runs each prompt length as its own unpadded group (8 to 12 tokens).
 
 Each run is its own process (so its peak RSS is its own), with the same thread count; the
 workloads alternate between the two implementations for `--rounds` rounds and the table reports
@@ -28,14 +33,15 @@ import subprocess
 import sys
 import time
 
-WORKLOADS = ["image", "image-rn50", "text"]
+WORKLOADS = ["image", "image-rn50", "text", "text-bert"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = os.path.join(ROOT, "target", "release", "clip_cpu")
 
 # Mirrors benches/lib.rs.
-IMAGE_BATCH, N_CLASSES, N_PROMPTS, N_CTX = 8, 100, 2, 4
+IMAGE_BATCH, N_CLASSES, N_PROMPTS, N_CTX, N_BERT_CLASSES = 8, 100, 2, 4, 10
 SOT, EOT, PLACEHOLDER, PERIOD = 49406, 49407, 343, 269
+CLS, SEP, BERT_CONTEXT = 2, 3, 256  # PubMedBERT's [CLS] and [SEP]; BiomedCLIP's context
 
 
 def class_token_ids():
@@ -65,12 +71,62 @@ def attention_pool_every_position(pool, x):
     return out.transpose(0, 1)
 
 
+def bert_text_step(iterations):
+    """BiomedCLIP's text step in PyTorch: the prompts padded to 256 tokens with the attention
+    mask, context spliced into the word embeddings, [CLS] pooling and the MLP projection,
+    autograd to the context. Returns each iteration's seconds."""
+    import time as _time
+
+    import torch
+    from open_clip.hf_model import HFTextEncoder
+    from transformers import BertConfig
+
+    config = BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12,
+                        num_attention_heads=12, intermediate_size=3072,
+                        max_position_embeddings=512, layer_norm_eps=1e-12, pad_token_id=0,
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    encoder = HFTextEncoder("pubmedbert-base", output_dim=512, config=config,
+                            pooler_type="cls_last_hidden_state_pooler", proj_type="mlp",
+                            pretrained=False).eval()
+    encoder.requires_grad_(False)
+    classes = class_token_ids()[:N_BERT_CLASSES]
+    ids = []
+    for _ in range(N_PROMPTS):
+        for tokens in classes:
+            row = [CLS] + [PLACEHOLDER] * N_CTX + tokens + [SEP]
+            ids.append(row + [0] * (BERT_CONTEXT - len(row)))
+    ids = torch.tensor(ids)
+    mask = (ids != 0).long()
+    ctx = torch.full((N_PROMPTS, N_CTX, 768), 0.02, requires_grad=True)
+    d_features = torch.full((len(ids), 512), 1e-3)
+    embeddings = encoder.transformer.embeddings.word_embeddings
+    times = []
+    for i in range(iterations + 1):
+        start = _time.perf_counter()
+        emb = embeddings(ids)
+        ctx_rows = ctx.unsqueeze(1).expand(-1, len(classes), -1, -1).reshape(-1, N_CTX, 768)
+        x = torch.cat([emb[:, :1], ctx_rows, emb[:, 1 + N_CTX:]], dim=1)
+        out = encoder.transformer(inputs_embeds=x, attention_mask=mask)
+        features = encoder.proj(encoder.pooler(out, mask))
+        ctx.grad = None
+        (torch.nn.functional.normalize(features, dim=-1) * d_features).sum().backward()
+        if i:
+            times.append(_time.perf_counter() - start)
+    return times
+
+
 def torch_run(workload, iterations, threads):
     import open_clip
     import torch
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
+    if workload == "text-bert":
+        times = bert_text_step(iterations)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(dict(impl="pytorch", workload=workload, threads=torch.get_num_threads(),
+                              seconds=[round(t, 4) for t in times], peak_rss_mib=round(peak, 1))))
+        return
     name = "RN50-quickgelu" if workload == "image-rn50" else "ViT-B-16-quickgelu"
     model = open_clip.create_model(name, pretrained=None).eval()
     model.requires_grad_(False)
@@ -156,7 +212,8 @@ def main():
     print("|---|---|---|---|---|---|")
     names = {"image": "image tower ViT-B/16, batch 8",
              "image-rn50": "image tower RN50 (every position), batch 8",
-             "text": "text step 100×2, n_ctx 4, fwd+bwd"}
+             "text": "text step 100×2, n_ctx 4, fwd+bwd",
+             "text-bert": "BiomedCLIP text step 10×2, n_ctx 4, fwd+bwd"}
     for workload in args.workloads:
         ours, ref = results[(workload, "fedotp")], results[(workload, "pytorch")]
         o, t = min(ours["seconds"]), min(ref["seconds"])

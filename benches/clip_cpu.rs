@@ -5,23 +5,49 @@
 //! - `image-rn50`: RN50 image tower forward at 224 px, batch 8, the attention pool queried at
 //!   every position (1 + 49 tokens after `c_proj`);
 //! - `text`: FedOTP's per-batch text step — 100 classes × 2 prompts, n_ctx 4, forward and
-//!   backward to the context, run to the longest EOT.
+//!   backward to the context, run to the longest EOT;
+//! - `text-bert`: the same step on BiomedCLIP's text tower (BERT-base: width 768, 12 layers, 12
+//!   heads; `[CLS]` pooling and the MLP projection to 512) for 10 classes × 2 prompts, through
+//!   the prompt learner, which runs each prompt length as its own unpadded group.
 //!
 //! Random weights of the real shapes (`ClipWeights::random` of `ClipConfig::vit_b_16()`, or
 //! `ClipConfig::rn50()` for `image-rn50`). Prints one JSON line: seconds per iteration (each
 //! iteration timed) and the process's peak RSS. `benches/clip_cpu.py` runs it beside the same
 //! work in PyTorch and prints the comparison.
 //!
-//!     cargo run --release -p fedotp-benches --bin clip_cpu -- image|image-rn50|text [iterations]
+//!     cargo run --release -p fedotp-benches --bin clip_cpu -- image|image-rn50|text|text-bert [iterations]
 
 use std::time::Instant;
 
-use fedotp_benches::{class_token_ids, IMAGE_BATCH, N_CTX, N_PROMPTS};
+use fedotp_benches::{class_token_ids, IMAGE_BATCH, N_BERT_CLASSES, N_CTX, N_PROMPTS};
 use fedotp_host::backend::{Backend, Cpu};
 use fedotp_host::clip::{
-    text_backward, text_forward, vision_forward, ClipConfig, ClipWeights, PromptBatch,
-    SpecialTokens, TextActivations, TextTower,
+    text_backward, text_forward, vision_forward, BertConfig, ClipConfig, ClipWeights, PromptBatch,
+    SpecialTokens, TextActivations, TextTower, TextTowerConfig,
 };
+use fedotp_host::prompt::PromptLearner;
+
+/// BiomedCLIP's text tower (PubMedBERT base, open_clip's `HFTextEncoder` with the MLP
+/// projection), with a tiny image tower beside it: only the text tower is timed.
+fn biomedclip_text() -> ClipConfig {
+    let embed_dim = 512;
+    ClipConfig {
+        embed_dim,
+        text: TextTowerConfig::Bert(BertConfig {
+            width: 768,
+            heads: 12,
+            layers: 12,
+            mlp_width: 3072,
+            max_positions: 512,
+            vocab_size: 30_522,
+            context_length: 256,
+            layer_norm_eps: 1e-12,
+            embed_dim,
+            proj_width: (768 + embed_dim) / 2,
+        }),
+        ..ClipConfig::tiny()
+    }
+}
 
 /// Peak resident set size of this process in MiB (Linux `VmHWM`).
 fn peak_rss_mib() -> f64 {
@@ -40,6 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cpu = Cpu::new();
     let config = match workload {
         "image-rn50" => ClipConfig::rn50(),
+        "text-bert" => biomedclip_text(),
         _ => ClipConfig::vit_b_16(),
     };
     let weights = ClipWeights::random(&config, 0)?.to_backend(&cpu)?;
@@ -87,7 +114,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 prompts.seq_len()
             );
         }
-        _ => return Err("usage: clip_cpu image|image-rn50|text [iterations]".into()),
+        "text-bert" => {
+            let text = &weights.text;
+            let classes: Vec<Vec<u32>> =
+                class_token_ids().into_iter().take(N_BERT_CLASSES).collect();
+            // PubMedBERT's [CLS] and [SEP].
+            let special = SpecialTokens { start: 2, end: 3 };
+            let learner = PromptLearner::from_tokens(&classes, N_CTX, N_PROMPTS, text, special)?;
+            let ctx = vec![0.02; learner.context_len()];
+            let d_unit =
+                cpu.upload(&vec![1e-3; N_PROMPTS * classes.len() * learner.embed_dim()])?;
+            let mut state = learner.state(&cpu)?;
+            for i in 0..=iterations {
+                let start = Instant::now();
+                learner.forward(&cpu, text, &ctx, &mut state)?;
+                let d_ctx = learner.backward(&cpu, text, &mut state, &d_unit)?;
+                std::hint::black_box(&d_ctx);
+                if i > 0 {
+                    times.push(start.elapsed().as_secs_f64());
+                }
+            }
+            eprintln!(
+                "text-bert: {} prompts, the longest of {} tokens",
+                N_PROMPTS * classes.len(),
+                learner.tokens_per_prompt()
+            );
+        }
+        _ => return Err("usage: clip_cpu image|image-rn50|text|text-bert [iterations]".into()),
     }
     let threads = rayon::current_num_threads();
     let times: Vec<String> = times.iter().map(|t| format!("{t:.4}")).collect();

@@ -68,6 +68,10 @@ pub const N_PROMPTS: usize = 2;
 /// Context vectors per prompt (FedOTP's CIFAR presets).
 pub const N_CTX: usize = 4;
 
+/// Classes in the BiomedCLIP text-step benchmark: fewer, because the PyTorch reference pads
+/// every prompt to BiomedCLIP's 256 tokens.
+pub const N_BERT_CLASSES: usize = 10;
+
 /// Token ids of `N_CLASSES` class names ending in "." (id 269), with the lengths of typical
 /// class names: class `c` has `1 + (7·c mod 5)` name tokens, so 2 to 6 tokens with the period —
 /// the longest prompt is `[SOT] + 4 ctx + 6 + [EOT]` = 12 tokens. `benches/clip_cpu.py` builds

@@ -189,8 +189,7 @@ pub(super) fn read_biomedclip(
     let embed_dim = vit.projection.out_features;
     if text.config.embed_dim != embed_dim {
         return Err(ClipError::InvalidConfig(format!(
-            "{}: the text tower projects to {} values, the image tower to {embed_dim}",
-            file.path.display(),
+            "the text tower projects to {} values, the image tower to {embed_dim}",
             text.config.embed_dim
         )));
     }

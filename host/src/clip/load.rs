@@ -67,7 +67,14 @@ impl ClipWeights<Vec<f32>> {
         let dir = file_path.parent().unwrap_or(Path::new("."));
         with_tensor_file(&file_path, |file| {
             if is_biomedclip(file) {
-                return read_biomedclip(file, dir);
+                // The towers' own checks know no file: name it.
+                let path = file.path.display().to_string();
+                return read_biomedclip(file, dir).map_err(|error| match error {
+                    ClipError::InvalidConfig(what) if !what.starts_with(&path) => {
+                        ClipError::InvalidConfig(format!("{path}: {what}"))
+                    }
+                    other => other,
+                });
             }
             let layout = Layout::detect(file)?;
             let config = layout.config(file, dir)?;
