@@ -264,14 +264,16 @@ pub(super) fn read_bert(
     let (vocab_size, width) = (dim(file, names::WORD, 2, 0)?, dim(file, names::WORD, 2, 1)?);
     let layer = |i: usize, part: &str| format!("{}.{i}.{part}", names::LAYERS);
     let proj_width = dim(file, names::PROJ_FC, 2, 0)?;
+    let max_positions = dim(file, names::POSITION, 2, 0)?;
     let config = BertConfig {
         width,
         heads,
         layers: file.count_blocks(names::LAYERS, "attention.self.query.weight"),
         mlp_width: dim(file, &layer(0, "intermediate.dense.weight"), 2, 0)?,
-        max_positions: dim(file, names::POSITION, 2, 0)?,
+        max_positions,
         vocab_size,
-        context_length: dim(file, names::POSITION, 2, 0)?,
+        // The whole table until a configuration says the tokenizer's length.
+        context_length: max_positions,
         layer_norm_eps,
         embed_dim: dim(file, names::PROJ_OUT, 2, 0)?,
         proj_width,

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use super::load::resolve_weights;
 use super::tokenizer::Tokenizer;
 use super::wordpiece::WordPieceTokenizer;
 use super::{ClipConfig, ClipError, SpecialTokens, TextTowerConfig};
@@ -32,15 +33,13 @@ impl TextTokenizer {
     pub fn for_model(path: &Path, config: &ClipConfig) -> Result<Self, ClipError> {
         match config.text {
             TextTowerConfig::Bert(_) => {
-                let dir = if path.is_dir() {
-                    path
-                } else {
-                    path.parent().unwrap_or(Path::new("."))
-                };
+                // Beside the weights file `ClipWeights::load` reads.
+                let weights = resolve_weights(path)?;
+                let dir = weights.parent().unwrap_or(Path::new("."));
                 let vocab = WordPieceTokenizer::from_file(dir.join(VOCAB_FILE_NAME))?;
                 Ok(TextTokenizer::WordPiece(Arc::new(vocab)))
             }
-            _ => Self::clip(),
+            TextTowerConfig::Clip(_) => Self::clip(),
         }
     }
 
@@ -66,14 +65,6 @@ impl TextTokenizer {
                 start: wordpiece.cls(),
                 end: wordpiece.sep(),
             },
-        }
-    }
-
-    /// Number of ids it can produce.
-    pub fn vocab_size(&self) -> usize {
-        match self {
-            TextTokenizer::Bpe(bpe) => bpe.vocab_size(),
-            TextTokenizer::WordPiece(wordpiece) => wordpiece.vocab_size(),
         }
     }
 }

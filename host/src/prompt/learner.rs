@@ -251,7 +251,8 @@ impl PromptLearner {
         let rows = self.prompts();
         Ok(TextState {
             groups,
-            raw_features: backend.alloc(rows * self.embed_dim)?,
+            // Replaced by each forward pass with the tower's output.
+            raw_features: backend.alloc(0)?,
             features: backend.alloc(rows * self.embed_dim)?,
             norms: backend.alloc(rows)?,
         })
